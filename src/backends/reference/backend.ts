@@ -1,0 +1,317 @@
+// The reference backend: plain TypeScript, float64 accumulation, float64 tensors allowed. It is the
+// oracle every fast kernel is tested against, so it favours the obvious loop over the fast one.
+import type { AdamWParams, Backend, BinaryOp, MatmulParams, ReduceOp, Storage, UnaryOp } from '../../core/backend.ts';
+import type { DType, TypedArray } from '../../core/dtype.ts';
+import { dropoutKeeps } from '../../core/random.ts';
+import { CpuPool, CpuStorage } from '../cpu/memory.ts';
+import { erf, gelu, geluGrad, sigmoid } from './math.ts';
+
+const arr = (s: Storage): TypedArray => (s as CpuStorage).data;
+
+export function unaryFn(op: UnaryOp, scalar: number): (x: number) => number {
+  switch (op) {
+    case 'neg': return (x) => -x;
+    case 'abs': return Math.abs;
+    case 'exp': return Math.exp;
+    case 'log': return Math.log;
+    case 'sqrt': return Math.sqrt;
+    case 'rsqrt': return (x) => 1 / Math.sqrt(x);
+    case 'tanh': return Math.tanh;
+    case 'sigmoid': return sigmoid;
+    case 'silu': return (x) => x * sigmoid(x);
+    case 'gelu': return gelu;
+    case 'relu': return (x) => (x > 0 ? x : 0);
+    case 'square': return (x) => x * x;
+    case 'reciprocal': return (x) => 1 / x;
+    case 'pow': return (x) => Math.pow(x, scalar);
+    case 'sign': return Math.sign;
+  }
+}
+
+/** f'(x), given x and y = f(x). */
+export function unaryDerivative(op: UnaryOp, scalar: number): (x: number, y: number) => number {
+  switch (op) {
+    case 'neg': return () => -1;
+    case 'abs': return (x) => Math.sign(x);
+    case 'exp': return (_x, y) => y;
+    case 'log': return (x) => 1 / x;
+    case 'sqrt': return (_x, y) => 0.5 / y;
+    case 'rsqrt': return (_x, y) => -0.5 * y * y * y;
+    case 'tanh': return (_x, y) => 1 - y * y;
+    case 'sigmoid': return (_x, y) => y * (1 - y);
+    case 'silu': return (x) => { const s = sigmoid(x); return s * (1 + x * (1 - s)); };
+    case 'gelu': return geluGrad;
+    case 'relu': return (x) => (x > 0 ? 1 : 0);
+    case 'square': return (x) => 2 * x;
+    case 'reciprocal': return (_x, y) => -y * y;
+    case 'pow': return (x) => (scalar === 0 ? 0 : scalar * Math.pow(x, scalar - 1));
+    case 'sign': return () => 0;
+  }
+}
+
+export function binaryFn(op: BinaryOp): (a: number, b: number) => number {
+  switch (op) {
+    case 'add': return (a, b) => a + b;
+    case 'sub': return (a, b) => a - b;
+    case 'mul': return (a, b) => a * b;
+    case 'div': return (a, b) => a / b;
+    case 'maximum': return (a, b) => (a >= b || Number.isNaN(a) ? a : b);
+    case 'minimum': return (a, b) => (a <= b || Number.isNaN(a) ? a : b);
+    case 'pow': return Math.pow;
+    case 'gt': return (a, b) => (a > b ? 1 : 0);
+    case 'ge': return (a, b) => (a >= b ? 1 : 0);
+    case 'lt': return (a, b) => (a < b ? 1 : 0);
+    case 'le': return (a, b) => (a <= b ? 1 : 0);
+    case 'eq': return (a, b) => (a === b ? 1 : 0);
+    case 'ne': return (a, b) => (a !== b ? 1 : 0);
+  }
+}
+
+/** Calls visit(outIndex, offsets...) over an N-d shape, with one stride vector per operand. */
+export function forEachIndex(shape: readonly number[], strides: readonly (readonly number[])[], visit: (i: number, offs: number[]) => void): void {
+  const rank = shape.length;
+  let total = 1;
+  for (const d of shape) total *= d;
+  if (total === 0) return;
+  const idx = new Array<number>(rank).fill(0);
+  const offs = strides.map(() => 0);
+  for (let i = 0; i < total; i++) {
+    visit(i, offs);
+    for (let d = rank - 1; d >= 0; d--) {
+      idx[d]++;
+      for (let o = 0; o < offs.length; o++) offs[o] += strides[o][d];
+      if (idx[d] < shape[d]) break;
+      for (let o = 0; o < offs.length; o++) offs[o] -= strides[o][d] * shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+export class ReferenceBackend implements Backend {
+  readonly name: string = 'reference';
+  readonly supportsFloat64: boolean = true;
+  protected readonly pool = new CpuPool();
+
+  alloc(dtype: DType, length: number): Storage { return this.pool.alloc(dtype, length); }
+  free(s: Storage): void { this.pool.release(s as CpuStorage); }
+  write(s: Storage, values: ArrayLike<number>, offset = 0): void {
+    const a = arr(s);
+    if (offset + values.length > a.length) throw new RangeError(`write: ${values.length} values at ${offset} overflow a storage of ${a.length}`);
+    a.set(values as ArrayLike<number>, offset);
+  }
+  readSync(s: Storage, offset: number, length: number): TypedArray { return arr(s).slice(offset, offset + length); }
+  read(s: Storage, offset: number, length: number): Promise<TypedArray> { return Promise.resolve(this.readSync(s, offset, length)); }
+  memory() { return this.pool.stats(); }
+  resetPeak(): void { this.pool.resetPeak(); }
+  /** Releases pooled memory back to the garbage collector. */
+  trim(): void { this.pool.trim(); }
+
+  fill(out: Storage, value: number, offset: number, length: number): void { arr(out).fill(value, offset, offset + length); }
+  copy(src: Storage, srcOffset: number, out: Storage, outOffset: number, length: number): void {
+    arr(out).set(arr(src).subarray(srcOffset, srcOffset + length), outOffset);
+  }
+  cast(src: Storage, out: Storage, length: number): void {
+    const a = arr(src), o = arr(out);
+    if (o instanceof Int32Array) for (let i = 0; i < length; i++) o[i] = Math.trunc(a[i]);
+    else for (let i = 0; i < length; i++) o[i] = a[i];
+  }
+  stridedCopy(src: Storage, srcOffset: number, shape: readonly number[], srcStrides: readonly number[], out: Storage, outOffset: number): void {
+    const a = arr(src), o = arr(out);
+    forEachIndex(shape, [srcStrides], (i, [s]) => { o[outOffset + i] = a[srcOffset + s]; });
+  }
+
+  unary(op: UnaryOp, x: Storage, out: Storage, length: number, scalar: number): void {
+    const f = unaryFn(op, scalar);
+    const a = arr(x), o = arr(out);
+    for (let i = 0; i < length; i++) o[i] = f(a[i]);
+  }
+  unaryBackward(op: UnaryOp, x: Storage, y: Storage, dy: Storage, dx: Storage, length: number, scalar: number): void {
+    const f = unaryDerivative(op, scalar);
+    const a = arr(x), b = arr(y), g = arr(dy), o = arr(dx);
+    for (let i = 0; i < length; i++) o[i] = g[i] * f(a[i], b[i]);
+  }
+  binary(op: BinaryOp, a: Storage, aStrides: readonly number[], b: Storage, bStrides: readonly number[], out: Storage, shape: readonly number[]): void {
+    const f = binaryFn(op);
+    const x = arr(a), y = arr(b), o = arr(out);
+    forEachIndex(shape, [aStrides, bStrides], (i, [ia, ib]) => { o[i] = f(x[ia], y[ib]); });
+  }
+  where(cond: Storage, cStrides: readonly number[], a: Storage, aStrides: readonly number[], b: Storage, bStrides: readonly number[], out: Storage, shape: readonly number[]): void {
+    const c = arr(cond), x = arr(a), y = arr(b), o = arr(out);
+    forEachIndex(shape, [cStrides, aStrides, bStrides], (i, [ic, ia, ib]) => { o[i] = c[ic] !== 0 ? x[ia] : y[ib]; });
+  }
+  reduce(op: ReduceOp, x: Storage, out: Storage, outer: number, len: number, inner: number): void {
+    const a = arr(x), o = arr(out);
+    for (let p = 0; p < outer; p++) {
+      for (let i = 0; i < inner; i++) {
+        let acc = op === 'sum' ? 0 : op === 'max' ? -Infinity : Infinity;
+        for (let j = 0; j < len; j++) {
+          const v = a[(p * len + j) * inner + i];
+          if (op === 'sum') acc += v;
+          else if (op === 'max') acc = v > acc || Number.isNaN(v) ? v : acc;
+          else acc = v < acc || Number.isNaN(v) ? v : acc;
+        }
+        o[p * inner + i] = acc;
+      }
+    }
+  }
+
+  matmul(a: Storage, b: Storage, out: Storage, p: MatmulParams): void {
+    const A = arr(a), B = arr(b), C = arr(out);
+    const { m, n, k } = p;
+    // A is m×k (k×m stored when transA); B is k×n (n×k stored when transB).
+    const [ai, ak] = p.transA ? [1, m] : [k, 1];
+    const [bk, bj] = p.transB ? [1, k] : [n, 1];
+    const row = new Float64Array(n);
+    for (let q = 0; q < p.batch; q++) {
+      const ao = p.aOffset + q * p.aBatchStride, bo = p.bOffset + q * p.bBatchStride, co = p.cOffset + q * p.cBatchStride;
+      for (let i = 0; i < m; i++) {
+        row.fill(0);
+        for (let l = 0; l < k; l++) {
+          const av = A[ao + i * ai + l * ak];
+          if (av === 0) continue;
+          const bRow = bo + l * bk;
+          for (let j = 0; j < n; j++) row[j] += av * B[bRow + j * bj];
+        }
+        const c = co + i * n;
+        if (p.accumulate) for (let j = 0; j < n; j++) C[c + j] += row[j];
+        else for (let j = 0; j < n; j++) C[c + j] = row[j];
+      }
+    }
+  }
+
+  softmax(x: Storage, out: Storage, rows: number, cols: number, log: boolean): void {
+    const a = arr(x), o = arr(out);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      let max = -Infinity;
+      for (let j = 0; j < cols; j++) if (a[base + j] > max) max = a[base + j];
+      if (max === -Infinity) { o.fill(log ? -Infinity : 0, base, base + cols); continue; }
+      let sum = 0;
+      for (let j = 0; j < cols; j++) sum += Math.exp(a[base + j] - max);
+      if (log) { const lse = max + Math.log(sum); for (let j = 0; j < cols; j++) o[base + j] = a[base + j] - lse; }
+      else for (let j = 0; j < cols; j++) o[base + j] = Math.exp(a[base + j] - max) / sum;
+    }
+  }
+  softmaxBackward(y: Storage, dy: Storage, dx: Storage, rows: number, cols: number, log: boolean): void {
+    const Y = arr(y), G = arr(dy), D = arr(dx);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      let dot = 0;
+      if (log) {
+        for (let j = 0; j < cols; j++) dot += G[base + j];
+        for (let j = 0; j < cols; j++) { const yj = Y[base + j]; D[base + j] = G[base + j] - (yj === -Infinity ? 0 : Math.exp(yj)) * dot; }
+      } else {
+        for (let j = 0; j < cols; j++) dot += G[base + j] * Y[base + j];
+        for (let j = 0; j < cols; j++) D[base + j] = Y[base + j] * (G[base + j] - dot);
+      }
+    }
+  }
+  rmsNorm(x: Storage, w: Storage | null, out: Storage, rstd: Storage, rows: number, cols: number, eps: number): void {
+    const X = arr(x), W = w ? arr(w) : null, O = arr(out), R = arr(rstd);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      let ss = 0;
+      for (let j = 0; j < cols; j++) ss += X[base + j] * X[base + j];
+      const rs = 1 / Math.sqrt(ss / cols + eps);
+      R[r] = rs;
+      for (let j = 0; j < cols; j++) O[base + j] = X[base + j] * rs * (W ? W[j] : 1);
+    }
+  }
+  rmsNormBackward(x: Storage, w: Storage | null, rstd: Storage, dy: Storage, dx: Storage, dw: Storage | null, rows: number, cols: number): void {
+    const X = arr(x), W = w ? arr(w) : null, R = arr(rstd), G = arr(dy), D = arr(dx), DW = dw ? arr(dw) : null;
+    const dwAcc = DW ? new Float64Array(cols) : null;
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols, rs = R[r];
+      // y = x·rs·w; dx = rs·(g·w) − x·rs³·mean(g·w·x)
+      let dot = 0;
+      for (let j = 0; j < cols; j++) dot += G[base + j] * (W ? W[j] : 1) * X[base + j];
+      const c = (rs * rs * rs * dot) / cols;
+      for (let j = 0; j < cols; j++) {
+        D[base + j] = rs * G[base + j] * (W ? W[j] : 1) - X[base + j] * c;
+        if (dwAcc) dwAcc[j] += G[base + j] * X[base + j] * rs;
+      }
+    }
+    if (DW && dwAcc) for (let j = 0; j < cols; j++) DW[j] = dwAcc[j];
+  }
+  layerNorm(x: Storage, w: Storage | null, b: Storage | null, out: Storage, mean: Storage, rstd: Storage, rows: number, cols: number, eps: number): void {
+    const X = arr(x), W = w ? arr(w) : null, B = b ? arr(b) : null, O = arr(out), M = arr(mean), R = arr(rstd);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      let mu = 0;
+      for (let j = 0; j < cols; j++) mu += X[base + j];
+      mu /= cols;
+      let v = 0;
+      for (let j = 0; j < cols; j++) { const d = X[base + j] - mu; v += d * d; }
+      const rs = 1 / Math.sqrt(v / cols + eps);
+      M[r] = mu; R[r] = rs;
+      for (let j = 0; j < cols; j++) O[base + j] = (X[base + j] - mu) * rs * (W ? W[j] : 1) + (B ? B[j] : 0);
+    }
+  }
+  layerNormBackward(x: Storage, w: Storage | null, mean: Storage, rstd: Storage, dy: Storage, dx: Storage, dw: Storage | null, db: Storage | null, rows: number, cols: number): void {
+    const X = arr(x), W = w ? arr(w) : null, M = arr(mean), R = arr(rstd), G = arr(dy), D = arr(dx);
+    const dwAcc = dw ? new Float64Array(cols) : null, dbAcc = db ? new Float64Array(cols) : null;
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols, mu = M[r], rs = R[r];
+      let sg = 0, sgx = 0;
+      for (let j = 0; j < cols; j++) {
+        const gw = G[base + j] * (W ? W[j] : 1), xh = (X[base + j] - mu) * rs;
+        sg += gw; sgx += gw * xh;
+        if (dwAcc) dwAcc[j] += G[base + j] * xh;
+        if (dbAcc) dbAcc[j] += G[base + j];
+      }
+      for (let j = 0; j < cols; j++) {
+        const gw = G[base + j] * (W ? W[j] : 1), xh = (X[base + j] - mu) * rs;
+        D[base + j] = rs * (gw - sg / cols - (xh * sgx) / cols);
+      }
+    }
+    if (dw && dwAcc) arr(dw).set(dwAcc);
+    if (db && dbAcc) arr(db).set(dbAcc);
+  }
+  gather(table: Storage, ids: Storage, out: Storage, count: number, cols: number): void {
+    const T = arr(table), I = arr(ids), O = arr(out);
+    for (let i = 0; i < count; i++) O.set(T.subarray(I[i] * cols, I[i] * cols + cols), i * cols);
+  }
+  scatterAdd(dy: Storage, ids: Storage, dtable: Storage, count: number, cols: number): void {
+    const G = arr(dy), I = arr(ids), D = arr(dtable);
+    for (let i = 0; i < count; i++) { const base = I[i] * cols; for (let j = 0; j < cols; j++) D[base + j] += G[i * cols + j]; }
+  }
+  crossEntropy(logits: Storage, targets: Storage, losses: Storage, lse: Storage, rows: number, cols: number, ignoreIndex: number): void {
+    const X = arr(logits), T = arr(targets), L = arr(losses), S = arr(lse);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      let max = -Infinity;
+      for (let j = 0; j < cols; j++) if (X[base + j] > max) max = X[base + j];
+      let sum = 0;
+      for (let j = 0; j < cols; j++) sum += Math.exp(X[base + j] - max);
+      const l = max + Math.log(sum);
+      S[r] = l;
+      L[r] = T[r] === ignoreIndex ? 0 : l - X[base + T[r]];
+    }
+  }
+  crossEntropyBackward(logits: Storage, targets: Storage, lse: Storage, dloss: Storage, dlogits: Storage, rows: number, cols: number, ignoreIndex: number): void {
+    const X = arr(logits), T = arr(targets), S = arr(lse), G = arr(dloss), D = arr(dlogits);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      if (T[r] === ignoreIndex) { D.fill(0, base, base + cols); continue; }
+      const g = G[r], l = S[r];
+      for (let j = 0; j < cols; j++) D[base + j] = g * Math.exp(X[base + j] - l);
+      D[base + T[r]] -= g;
+    }
+  }
+  dropoutMask(out: Storage, length: number, p: number, seed: number): void {
+    const o = arr(out), scale = 1 / (1 - p);
+    for (let i = 0; i < length; i++) o[i] = dropoutKeeps(seed, i, p) ? scale : 0;
+  }
+  adamw(param: Storage, grad: Storage, m: Storage, v: Storage, length: number, p: AdamWParams): void {
+    const P = arr(param), G = arr(grad), M = arr(m), V = arr(v);
+    const decay = 1 - p.lr * p.weightDecay;
+    for (let i = 0; i < length; i++) {
+      const g = G[i];
+      const mi = (M[i] = p.beta1 * M[i] + (1 - p.beta1) * g);
+      const vi = (V[i] = p.beta2 * V[i] + (1 - p.beta2) * g * g);
+      P[i] = P[i] * decay - (p.lr * (mi / p.bc1)) / (Math.sqrt(vi / p.bc2) + p.eps);
+    }
+  }
+}
+
+export { erf };

@@ -1,0 +1,110 @@
+// The narrow interface between ops and the machines that run them (tinygrad/TF.js style).
+// An op validates shapes, picks a kernel and records its gradient; a backend only runs kernels on
+// storages it owns. A backend never sees a Tensor, so a new one (WebGPU) plugs in here without
+// touching ops, modules or models. Every kernel writes into an `out` storage the op allocated.
+import type { DType, TypedArray } from './dtype.ts';
+
+/** A backend-owned buffer. CPU backends keep a typed array; a GPU backend keeps a device buffer. */
+export interface Storage {
+  readonly dtype: DType;
+  readonly length: number;
+  /** Owners: tensors viewing it and autograd nodes that saved it. At 0 it returns to the pool. */
+  refs: number;
+}
+
+export type UnaryOp =
+  | 'neg' | 'abs' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'tanh' | 'sigmoid' | 'silu' | 'gelu'
+  | 'relu' | 'square' | 'reciprocal' | 'pow' | 'sign';
+
+export type BinaryOp =
+  | 'add' | 'sub' | 'mul' | 'div' | 'maximum' | 'minimum' | 'pow'
+  | 'gt' | 'ge' | 'lt' | 'le' | 'eq' | 'ne';
+
+export type ReduceOp = 'sum' | 'max' | 'min';
+
+/** C_p = op(A_p)·op(B_p) (+ C_p when accumulate) for p < batch. Row-major, strides in elements. */
+export interface MatmulParams {
+  batch: number; m: number; n: number; k: number;
+  transA: boolean; transB: boolean;
+  aOffset: number; bOffset: number; cOffset: number;
+  aBatchStride: number; bBatchStride: number; cBatchStride: number;
+  accumulate: boolean;
+}
+
+export interface AdamWParams {
+  lr: number; beta1: number; beta2: number; eps: number; weightDecay: number;
+  /** Bias corrections 1 − β₁ᵗ and 1 − β₂ᵗ, computed once by the optimizer. */
+  bc1: number; bc2: number;
+}
+
+export interface MemoryStats {
+  /** Bytes held by live storages. */
+  bytesInUse: number;
+  /** Bytes ever obtained from the system (in use + pooled): flat once a loop has warmed up. */
+  bytesAllocated: number;
+  /** The peak of bytesInUse since the last resetPeak(). */
+  peakBytesInUse: number;
+}
+
+/**
+ * The kernel table. Shapes are passed as plain numbers, already validated by the op. A kernel may
+ * assume `out` does not alias an input unless the op says so (accumulate / in-place kernels).
+ */
+export interface Backend {
+  readonly name: string;
+  /** True when the backend computes float64 (the reference) — tests pick tolerances from it. */
+  readonly supportsFloat64: boolean;
+
+  // memory
+  alloc(dtype: DType, length: number): Storage;
+  /** Returns a storage whose refs reached 0 to the pool. */
+  free(s: Storage): void;
+  write(s: Storage, values: ArrayLike<number>, offset?: number): void;
+  /** Synchronous read where the backend allows it (CPU backends); a GPU backend throws. */
+  readSync(s: Storage, offset: number, length: number): TypedArray;
+  read(s: Storage, offset: number, length: number): Promise<TypedArray>;
+  memory(): MemoryStats;
+  resetPeak(): void;
+
+  // data movement
+  fill(out: Storage, value: number, offset: number, length: number): void;
+  copy(src: Storage, srcOffset: number, out: Storage, outOffset: number, length: number): void;
+  cast(src: Storage, out: Storage, length: number): void;
+  /** out (contiguous, `shape`) ← src read with `srcStrides` from `srcOffset`: permute, slice, expand. */
+  stridedCopy(src: Storage, srcOffset: number, shape: readonly number[], srcStrides: readonly number[], out: Storage, outOffset: number): void;
+
+  // elementwise
+  unary(op: UnaryOp, x: Storage, out: Storage, length: number, scalar: number): void;
+  /** dx = dy · f'(x) (+ dx when accumulate); y = f(x) is passed for ops whose derivative uses it. */
+  unaryBackward(op: UnaryOp, x: Storage, y: Storage, dy: Storage, dx: Storage, length: number, scalar: number): void;
+  /** out[shape] = a ∘ b with broadcast strides (0 on broadcast axes). */
+  binary(op: BinaryOp, a: Storage, aStrides: readonly number[], b: Storage, bStrides: readonly number[], out: Storage, shape: readonly number[]): void;
+  where(cond: Storage, cStrides: readonly number[], a: Storage, aStrides: readonly number[], b: Storage, bStrides: readonly number[], out: Storage, shape: readonly number[]): void;
+  /** Reduces the middle axis of an (outer, len, inner) view. */
+  reduce(op: ReduceOp, x: Storage, out: Storage, outer: number, len: number, inner: number): void;
+
+  // linear algebra
+  matmul(a: Storage, b: Storage, out: Storage, p: MatmulParams): void;
+
+  // fused neural-network kernels (rows × cols, last axis)
+  /** Row softmax (or log-softmax). A row whose entries are all −∞ gives zeros (softmax) / −∞ (log). */
+  softmax(x: Storage, out: Storage, rows: number, cols: number, log: boolean): void;
+  softmaxBackward(y: Storage, dy: Storage, dx: Storage, rows: number, cols: number, log: boolean): void;
+  /** out = x · rstd · w, rstd = 1/sqrt(mean(x²) + eps) saved per row. w may be null. */
+  rmsNorm(x: Storage, w: Storage | null, out: Storage, rstd: Storage, rows: number, cols: number, eps: number): void;
+  rmsNormBackward(x: Storage, w: Storage | null, rstd: Storage, dy: Storage, dx: Storage, dw: Storage | null, rows: number, cols: number): void;
+  layerNorm(x: Storage, w: Storage | null, b: Storage | null, out: Storage, mean: Storage, rstd: Storage, rows: number, cols: number, eps: number): void;
+  layerNormBackward(x: Storage, w: Storage | null, mean: Storage, rstd: Storage, dy: Storage, dx: Storage, dw: Storage | null, db: Storage | null, rows: number, cols: number): void;
+  /** out[i, :] = table[ids[i], :]. ids are validated by the op. */
+  gather(table: Storage, ids: Storage, out: Storage, count: number, cols: number): void;
+  /** dtable[ids[i], :] += dy[i, :]. */
+  scatterAdd(dy: Storage, ids: Storage, dtable: Storage, count: number, cols: number): void;
+  /** losses[i] = lse_i − logits[i, t_i] (0 where t_i = ignoreIndex); lse saved for the backward. */
+  crossEntropy(logits: Storage, targets: Storage, losses: Storage, lse: Storage, rows: number, cols: number, ignoreIndex: number): void;
+  /** dlogits[i, :] = dloss[i] · (softmax_i − onehot(t_i)) (0 rows where ignored). */
+  crossEntropyBackward(logits: Storage, targets: Storage, lse: Storage, dloss: Storage, dlogits: Storage, rows: number, cols: number, ignoreIndex: number): void;
+  /** out[i] = keep(seed, i) ? 1/(1−p) : 0 with the counter hash of core/random.ts (same on every backend). */
+  dropoutMask(out: Storage, length: number, p: number, seed: number): void;
+  /** In-place AdamW step on one parameter (decoupled weight decay). */
+  adamw(param: Storage, grad: Storage, m: Storage, v: Storage, length: number, p: AdamWParams): void;
+}

@@ -1,0 +1,150 @@
+// Fused neural-network ops: each is one forward kernel and one backward kernel, over the last axis.
+import { formatShape, sameShape } from '../core/shape.ts';
+import { empty, record, type Tensor } from '../core/tensor.ts';
+import { div, mul, where } from './elementwise.ts';
+import { mean, sum } from './reduce.ts';
+import { backendOf, requireDType, requireFloat } from './util.ts';
+
+function rowsCols(x: Tensor): [number, number] {
+  const cols = x.rank === 0 ? 1 : x.shape[x.rank - 1];
+  return [cols === 0 ? 0 : x.size / cols, cols];
+}
+
+function softmaxImpl(x: Tensor, log: boolean): Tensor {
+  const op = log ? 'logSoftmax' : 'softmax';
+  const b = backendOf(op, x);
+  requireFloat(op, 'x', x);
+  const [rows, cols] = rowsCols(x);
+  const y = empty(x.shape, x.dtype, b);
+  b.softmax(x.storage, y.storage, rows, cols, log);
+  return record(y, op, [x], [y], (g) => {
+    const dx = empty(x.shape, x.dtype, b);
+    b.softmaxBackward(y.storage, g.storage, dx.storage, rows, cols, log);
+    return [dx];
+  });
+}
+
+/** Softmax over the last axis. Rows that are entirely −∞ give zeros. */
+export const softmax = (x: Tensor): Tensor => softmaxImpl(x, false);
+/** Log-softmax over the last axis. */
+export const logSoftmax = (x: Tensor): Tensor => softmaxImpl(x, true);
+
+/** Softmax over the last axis where mask (broadcastable, nonzero = visible) hides entries. */
+export function maskedSoftmax(x: Tensor, mask: Tensor): Tensor {
+  return softmax(where(mask, x, -Infinity));
+}
+
+/** RMSNorm over the last axis: x / sqrt(mean(x²) + eps) · weight. */
+export function rmsNorm(x: Tensor, weight: Tensor | null, eps = 1e-6): Tensor {
+  const b = backendOf('rmsNorm', x, weight);
+  requireFloat('rmsNorm', 'x', x);
+  const [rows, cols] = rowsCols(x);
+  if (weight && (weight.rank !== 1 || weight.size !== cols)) throw new Error(`rmsNorm: weight ${formatShape(weight.shape)} must be [${cols}]`);
+  const y = empty(x.shape, x.dtype, b), rstd = empty([rows], x.dtype, b);
+  b.rmsNorm(x.storage, weight?.storage ?? null, y.storage, rstd.storage, rows, cols, eps);
+  const inputs = weight ? [x, weight] : [x];
+  const saved = weight ? [x, weight, rstd] : [x, rstd];
+  const out = record(y, 'rmsNorm', inputs, saved, (g) => {
+    const dx = empty(x.shape, x.dtype, b);
+    const dw = weight?.requiresGrad ? empty(weight.shape, weight.dtype, b) : null;
+    b.rmsNormBackward(x.storage, weight?.storage ?? null, rstd.storage, g.storage, dx.storage, dw?.storage ?? null, rows, cols);
+    return [dx, dw];
+  });
+  rstd.dispose(); // the node holds its storage while needed
+  return out;
+}
+
+/** LayerNorm over the last axis, with optional weight and bias. */
+export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps = 1e-5): Tensor {
+  const b = backendOf('layerNorm', x, weight, bias);
+  requireFloat('layerNorm', 'x', x);
+  const [rows, cols] = rowsCols(x);
+  for (const [name, p] of [['weight', weight], ['bias', bias]] as const) {
+    if (p && (p.rank !== 1 || p.size !== cols)) throw new Error(`layerNorm: ${name} ${formatShape(p.shape)} must be [${cols}]`);
+  }
+  const y = empty(x.shape, x.dtype, b), mu = empty([rows], x.dtype, b), rstd = empty([rows], x.dtype, b);
+  b.layerNorm(x.storage, weight?.storage ?? null, bias?.storage ?? null, y.storage, mu.storage, rstd.storage, rows, cols, eps);
+  const params = [weight, bias].filter((p): p is Tensor => p !== null);
+  const out = record(y, 'layerNorm', [x, ...params], [x, mu, rstd, ...params], (g) => {
+    const dx = empty(x.shape, x.dtype, b);
+    const dw = weight?.requiresGrad ? empty(weight.shape, weight.dtype, b) : null;
+    const db = bias?.requiresGrad ? empty(bias.shape, bias.dtype, b) : null;
+    b.layerNormBackward(x.storage, weight?.storage ?? null, mu.storage, rstd.storage, g.storage, dx.storage, dw?.storage ?? null, db?.storage ?? null, rows, cols);
+    const grads: (Tensor | null)[] = [dx];
+    if (weight) grads.push(dw);
+    if (bias) grads.push(db);
+    return grads;
+  });
+  mu.dispose(); rstd.dispose();
+  return out;
+}
+
+/** Rows of `table` (V, D) picked by int32 `ids` of any shape: out shape ids.shape + [D]. */
+export function embedding(table: Tensor, ids: Tensor): Tensor {
+  const b = backendOf('embedding', table, ids);
+  requireDType('embedding', 'ids', ids, 'int32');
+  if (table.rank !== 2) throw new Error(`embedding: table must be 2-D (vocab, dim), got ${formatShape(table.shape)}`);
+  const [vocab, cols] = table.shape;
+  checkIds('embedding', ids, vocab, null);
+  const out = empty([...ids.shape, cols], table.dtype, b);
+  b.gather(table.storage, ids.storage, out.storage, ids.size, cols);
+  return record(out, 'embedding', [table], [ids], (g) => {
+    const dt = empty(table.shape, table.dtype, b);
+    b.fill(dt.storage, 0, 0, dt.size);
+    b.scatterAdd(g.storage, ids.storage, dt.storage, ids.size, cols);
+    return [dt];
+  });
+}
+
+function checkIds(op: string, ids: Tensor, n: number, ignore: number | null): void {
+  const v = ids.dataSync();
+  for (let i = 0; i < v.length; i++) {
+    if (v[i] === ignore) continue;
+    if (v[i] < 0 || v[i] >= n) throw new Error(`${op}: id ${v[i]} at position ${i} is outside [0, ${n})`);
+  }
+}
+
+export interface CrossEntropyOptions {
+  /** Targets equal to this are skipped (default −100, as PyTorch). */
+  ignoreIndex?: number;
+  /** 'mean' over non-ignored targets (default), 'sum', or 'none' (per position). */
+  reduction?: 'mean' | 'sum' | 'none';
+}
+
+/** Fused softmax cross-entropy of logits (…, V) against int32 targets (…). */
+export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropyOptions = {}): Tensor {
+  const b = backendOf('crossEntropy', logits, targets);
+  requireFloat('crossEntropy', 'logits', logits);
+  requireDType('crossEntropy', 'targets', targets, 'int32');
+  if (!sameShape(logits.shape.slice(0, -1), targets.shape)) {
+    throw new Error(`crossEntropy: targets ${formatShape(targets.shape)} must match logits ${formatShape(logits.shape)} without the last axis`);
+  }
+  const ignore = opts.ignoreIndex ?? -100;
+  const [rows, cols] = rowsCols(logits);
+  checkIds('crossEntropy', targets, cols, ignore);
+  const losses = empty(targets.shape, logits.dtype, b), lse = empty([rows], logits.dtype, b);
+  b.crossEntropy(logits.storage, targets.storage, losses.storage, lse.storage, rows, cols, ignore);
+  const perRow = record(losses, 'crossEntropy', [logits], [logits, targets, lse], (g) => {
+    const dl = empty(logits.shape, logits.dtype, b);
+    b.crossEntropyBackward(logits.storage, targets.storage, lse.storage, g.storage, dl.storage, rows, cols, ignore);
+    return [dl];
+  });
+  lse.dispose();
+  const reduction = opts.reduction ?? 'mean';
+  if (reduction === 'none') return perRow;
+  if (reduction === 'sum') return sum(perRow);
+  const t = targets.dataSync();
+  let counted = 0;
+  for (let i = 0; i < t.length; i++) if (t[i] !== ignore) counted++;
+  return counted === targets.size ? mean(perRow) : div(sum(perRow), Math.max(counted, 1));
+}
+
+/** Inverted dropout with a counter-hash mask (identical on every backend for a seed). */
+export function dropout(x: Tensor, p: number, seed: number, training = true): Tensor {
+  if (!(p >= 0 && p < 1)) throw new Error(`dropout: p must be in [0, 1), got ${p}`);
+  if (!training || p === 0) return x;
+  const b = backendOf('dropout', x);
+  const mask = empty(x.shape, x.dtype, b);
+  b.dropoutMask(mask.storage, x.size, p, seed);
+  return mul(x, mask);
+}
