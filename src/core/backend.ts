@@ -47,6 +47,20 @@ export interface MemoryStats {
 }
 
 /**
+ * Shapes and masks of the sequence-mixer kernels. Tensors are (B·H, T, D) row-major; per-head
+ * parameters are (H); head h of row bh is bh % H and its batch is ⌊bh / H⌋. The mask is causal
+ * (j ≤ i), narrowed by a sliding window (j ≥ i − window + 1, when window > 0) and by packed
+ * documents (docIds[b, i] = docIds[b, j], when docIds is given as (B, T) int32).
+ */
+export interface MixerDims {
+  B: number; H: number; T: number; D: number;
+  window: number;
+  docIds: Storage | null;
+  /** Rows per streaming block (the result must not depend on it beyond float rounding). */
+  blockSize: number;
+}
+
+/**
  * The kernel table. Shapes are passed as plain numbers, already validated by the op. A kernel may
  * assume `out` does not alias an input unless the op says so (accumulate / in-place kernels).
  */
@@ -107,4 +121,18 @@ export interface Backend {
   dropoutMask(out: Storage, length: number, p: number, seed: number): void;
   /** In-place AdamW step on one parameter (decoupled weight decay). */
   adamw(param: Storage, grad: Storage, m: Storage, v: Storage, length: number, p: AdamWParams): void;
+
+  // sequence mixers (../shared/CUBIT.md §2–§3); the reference runs them dense, native streams them
+  /**
+   * Causal KRR solve X = (W + λI)⁻¹ Y with W = masked row-softmax(r r̂ᵀ), λ = exp(logLambda[h]).
+   * Writes X and the per-row log-sum-exp of the logits (B·H, T), which is all the backward needs.
+   */
+  krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, lse: Storage, d: MixerDims): void;
+  /** From G = ∂L/∂X: ∂L/∂r, ∂L/∂r̂, ∂L/∂Y, and ∂L/∂λ per (b, h) row block (B·H). */
+  krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, lse: Storage, g: Storage,
+    dr: Storage, drHat: Storage, dy: Storage, dLambda: Storage, d: MixerDims): void;
+  /** out = masked softmax(q kᵀ · scale) v, with the per-row log-sum-exp (B·H, T) saved. */
+  attention(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, scale: number, d: MixerDims): void;
+  attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, g: Storage, scale: number,
+    dq: Storage, dk: Storage, dv: Storage, d: MixerDims): void;
 }

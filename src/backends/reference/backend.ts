@@ -1,6 +1,6 @@
 // The reference backend: plain TypeScript, float64 accumulation, float64 tensors allowed. It is the
 // oracle every fast kernel is tested against, so it favours the obvious loop over the fast one.
-import type { AdamWParams, Backend, BinaryOp, MatmulParams, ReduceOp, Storage, UnaryOp } from '../../core/backend.ts';
+import type { AdamWParams, Backend, BinaryOp, MatmulParams, MixerDims, ReduceOp, Storage, UnaryOp } from '../../core/backend.ts';
 import type { DType, TypedArray } from '../../core/dtype.ts';
 import { dropoutKeeps } from '../../core/random.ts';
 import { CpuPool, CpuStorage } from '../cpu/memory.ts';
@@ -311,6 +311,22 @@ export class ReferenceBackend implements Backend {
       const vi = (V[i] = p.beta2 * V[i] + (1 - p.beta2) * g * g);
       P[i] = P[i] * decay - (p.lr * (mi / p.bc1)) / (Math.sqrt(vi / p.bc2) + p.eps);
     }
+  }
+
+  // Mixer kernels: dense float64 oracles, written in src/backends/reference/mixers.ts.
+  krrSolve(_r: Storage, _rHat: Storage, _y: Storage, _logLambda: Storage, _x: Storage, _lse: Storage, _d: MixerDims): void {
+    throw new Error('krrSolve: not implemented yet');
+  }
+  krrSolveBackward(_r: Storage, _rHat: Storage, _logLambda: Storage, _x: Storage, _lse: Storage, _g: Storage,
+    _dr: Storage, _drHat: Storage, _dy: Storage, _dLambda: Storage, _d: MixerDims): void {
+    throw new Error('krrSolveBackward: not implemented yet');
+  }
+  attention(_q: Storage, _k: Storage, _v: Storage, _out: Storage, _lse: Storage, _scale: number, _d: MixerDims): void {
+    throw new Error('attention: not implemented yet');
+  }
+  attentionBackward(_q: Storage, _k: Storage, _v: Storage, _out: Storage, _lse: Storage, _g: Storage, _scale: number,
+    _dq: Storage, _dk: Storage, _dv: Storage, _d: MixerDims): void {
+    throw new Error('attentionBackward: not implemented yet');
   }
 }
 
