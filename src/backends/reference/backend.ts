@@ -5,6 +5,7 @@ import type { DType, TypedArray } from '../../core/dtype.ts';
 import { dropoutKeeps } from '../../core/random.ts';
 import { CpuPool, CpuStorage } from '../cpu/memory.ts';
 import { erf, gelu, geluGrad, sigmoid } from './math.ts';
+import { attentionBackwardRef, attentionRef, krrSolveBackwardRef, krrSolveRef } from './mixers.ts';
 
 const arr = (s: Storage): TypedArray => (s as CpuStorage).data;
 
@@ -313,20 +314,22 @@ export class ReferenceBackend implements Backend {
     }
   }
 
-  // Mixer kernels: dense float64 oracles, written in src/backends/reference/mixers.ts.
-  krrSolve(_r: Storage, _rHat: Storage, _y: Storage, _logLambda: Storage, _x: Storage, _lse: Storage, _d: MixerDims): void {
-    throw new Error('krrSolve: not implemented yet');
+  // Mixer kernels: dense float64 oracles (./mixers.ts).
+  krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, lse: Storage, d: MixerDims): void {
+    krrSolveRef(arr(r), arr(rHat), arr(y), arr(logLambda), arr(x), arr(lse), d, d.docIds && arr(d.docIds));
   }
-  krrSolveBackward(_r: Storage, _rHat: Storage, _logLambda: Storage, _x: Storage, _lse: Storage, _g: Storage,
-    _dr: Storage, _drHat: Storage, _dy: Storage, _dLambda: Storage, _d: MixerDims): void {
-    throw new Error('krrSolveBackward: not implemented yet');
+  krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, lse: Storage, g: Storage,
+    dr: Storage, drHat: Storage, dy: Storage, dLambda: Storage, d: MixerDims): void {
+    krrSolveBackwardRef(arr(r), arr(rHat), arr(logLambda), arr(x), arr(lse), arr(g),
+      arr(dr), arr(drHat), arr(dy), arr(dLambda), d, d.docIds && arr(d.docIds));
   }
-  attention(_q: Storage, _k: Storage, _v: Storage, _out: Storage, _lse: Storage, _scale: number, _d: MixerDims): void {
-    throw new Error('attention: not implemented yet');
+  attention(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, scale: number, d: MixerDims): void {
+    attentionRef(arr(q), arr(k), arr(v), arr(out), arr(lse), scale, d, d.docIds && arr(d.docIds));
   }
-  attentionBackward(_q: Storage, _k: Storage, _v: Storage, _out: Storage, _lse: Storage, _g: Storage, _scale: number,
-    _dq: Storage, _dk: Storage, _dv: Storage, _d: MixerDims): void {
-    throw new Error('attentionBackward: not implemented yet');
+  attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, g: Storage, scale: number,
+    dq: Storage, dk: Storage, dv: Storage, d: MixerDims): void {
+    attentionBackwardRef(arr(q), arr(k), arr(v), arr(out), arr(lse), arr(g), scale,
+      arr(dq), arr(dk), arr(dv), d, d.docIds && arr(d.docIds));
   }
 }
 

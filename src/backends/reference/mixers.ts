@@ -1,0 +1,202 @@
+// Dense float64 oracles of the sequence-mixer kernels (CUBIT.md §2–§3). Each (b, h) row block
+// builds its whole masked T×T probability matrix in float64, so these are O(T²) in memory and
+// exist to be obviously right: the streaming native kernels are tested against them.
+//
+// The backward kernels recompute the row log-sum-exp in float64 from the inputs instead of
+// trusting the saved `lse` (which may be float32); `lse` is an output here, written for callers
+// and for comparison with other backends. X (the forward's output) is used as given, as the
+// streaming kernels must.
+import type { MixerDims } from '../../core/backend.ts';
+import type { TypedArray } from '../../core/dtype.ts';
+
+type Arr = TypedArray;
+
+/** visible(i, j) for batch row b: causal, then the sliding window and the packed documents. */
+function maskFor(d: MixerDims, docIds: Arr | null, b: number): (i: number, j: number) => boolean {
+  const { T, window } = d;
+  const base = b * T;
+  return (i, j) => j <= i && (window <= 0 || j > i - window) && (docIds === null || docIds[base + i] === docIds[base + j]);
+}
+
+/**
+ * P = masked row-softmax(scale · a_i · b_j) of one row block (offset `off` into (B·H, T, D)), with
+ * the row log-sum-exp. Masked entries of P are exactly 0. The diagonal is always visible, so no
+ * row is empty.
+ */
+function probabilities(a: Arr, bm: Arr, off: number, T: number, D: number, scale: number,
+  visible: (i: number, j: number) => boolean, lse: Float64Array): Float64Array {
+  const P = new Float64Array(T * T);
+  for (let i = 0; i < T; i++) {
+    const ai = off + i * D;
+    let max = -Infinity;
+    for (let j = 0; j <= i; j++) {
+      if (!visible(i, j)) continue;
+      const bj = off + j * D;
+      let s = 0;
+      for (let c = 0; c < D; c++) s += a[ai + c] * bm[bj + c];
+      s *= scale;
+      P[i * T + j] = s;
+      if (s > max) max = s;
+    }
+    let sum = 0;
+    for (let j = 0; j <= i; j++) if (visible(i, j)) sum += Math.exp(P[i * T + j] - max);
+    const l = max + Math.log(sum);
+    lse[i] = l;
+    for (let j = 0; j <= i; j++) P[i * T + j] = visible(i, j) ? Math.exp(P[i * T + j] - l) : 0;
+  }
+  return P;
+}
+
+/** X = (W + λI)⁻¹ Y by forward substitution (float64), and the rows' log-sum-exp. */
+export function krrSolveRef(r: Arr, rHat: Arr, y: Arr, logLambda: Arr, x: Arr, lse: Arr, d: MixerDims, docs: Arr | null): void {
+  const { B, H, T, D } = d;
+  const rowLse = new Float64Array(T);
+  const X = new Float64Array(T * D);
+  for (let bh = 0; bh < B * H; bh++) {
+    const off = bh * T * D, lam = Math.exp(logLambda[bh % H]);
+    const visible = maskFor(d, docs, Math.floor(bh / H));
+    const P = probabilities(r, rHat, off, T, D, 1, visible, rowLse);
+    for (let i = 0; i < T; i++) {
+      const xi = i * D;
+      for (let c = 0; c < D; c++) X[xi + c] = y[off + xi + c];
+      for (let j = 0; j < i; j++) {
+        const p = P[i * T + j];
+        if (p === 0) continue;
+        for (let c = 0; c < D; c++) X[xi + c] -= p * X[j * D + c];
+      }
+      const diag = P[i * T + i] + lam;
+      for (let c = 0; c < D; c++) X[xi + c] /= diag;
+    }
+    for (let n = 0; n < T * D; n++) x[off + n] = X[n];
+    for (let i = 0; i < T; i++) lse[bh * T + i] = rowLse[i];
+  }
+}
+
+/**
+ * The adjoint of krrSolveRef (CUBIT.md §3 in dense form): Z = M⁻ᵀG by back substitution; ∂Y = Z;
+ * ∂λ = −Σ Z⊙X per row block; dP = −Z Xᵀ on the mask; dS = P⊙(dP − rowsum(P⊙dP));
+ * ∂r = dS r̂; ∂r̂ = dSᵀ r.
+ */
+export function krrSolveBackwardRef(r: Arr, rHat: Arr, logLambda: Arr, x: Arr, _lse: Arr, g: Arr,
+  dr: Arr, drHat: Arr, dy: Arr, dLambda: Arr, d: MixerDims, docs: Arr | null): void {
+  const { B, H, T, D } = d;
+  const rowLse = new Float64Array(T);
+  const Z = new Float64Array(T * D);
+  const dS = new Float64Array(T);
+  const acc = new Float64Array(T * D);
+  const row = new Float64Array(D);
+  for (let bh = 0; bh < B * H; bh++) {
+    const off = bh * T * D, lam = Math.exp(logLambda[bh % H]);
+    const visible = maskFor(d, docs, Math.floor(bh / H));
+    const P = probabilities(r, rHat, off, T, D, 1, visible, rowLse);
+    // Z = M⁻ᵀ G: row i of Mᵀ holds column i of M, i.e. P[j, i] for j ≥ i.
+    for (let i = T - 1; i >= 0; i--) {
+      const zi = i * D;
+      for (let c = 0; c < D; c++) Z[zi + c] = g[off + zi + c];
+      for (let j = i + 1; j < T; j++) {
+        const p = P[j * T + i];
+        if (p === 0) continue;
+        for (let c = 0; c < D; c++) Z[zi + c] -= p * Z[j * D + c];
+      }
+      const diag = P[i * T + i] + lam;
+      for (let c = 0; c < D; c++) Z[zi + c] /= diag;
+    }
+    let dl = 0;
+    for (let n = 0; n < T * D; n++) { dy[off + n] = Z[n]; dl -= Z[n] * x[off + n]; }
+    dLambda[bh] = dl;
+    // ∂r̂ accumulates over rows i; ∂r is finished row by row.
+    acc.fill(0);
+    for (let i = 0; i < T; i++) {
+      let rowDot = 0;
+      for (let j = 0; j <= i; j++) {
+        const p = P[i * T + j];
+        if (p === 0) { dS[j] = 0; continue; }
+        let dp = 0;
+        for (let c = 0; c < D; c++) dp -= Z[i * D + c] * x[off + j * D + c];
+        dS[j] = dp;
+        rowDot += p * dp;
+      }
+      const ri = off + i * D;
+      row.fill(0);
+      for (let j = 0; j <= i; j++) {
+        const p = P[i * T + j];
+        if (p === 0) continue;
+        const s = p * (dS[j] - rowDot);
+        const rj = off + j * D;
+        for (let c = 0; c < D; c++) {
+          row[c] += s * rHat[rj + c];
+          acc[j * D + c] += s * r[ri + c];
+        }
+      }
+      for (let c = 0; c < D; c++) dr[ri + c] = row[c];
+    }
+    for (let n = 0; n < T * D; n++) drHat[off + n] = acc[n];
+  }
+}
+
+/** out = masked softmax(scale · q kᵀ) v, with the rows' log-sum-exp. */
+export function attentionRef(q: Arr, k: Arr, v: Arr, out: Arr, lse: Arr, scale: number, d: MixerDims, docs: Arr | null): void {
+  const { B, H, T, D } = d;
+  const rowLse = new Float64Array(T);
+  const row = new Float64Array(D);
+  for (let bh = 0; bh < B * H; bh++) {
+    const off = bh * T * D;
+    const visible = maskFor(d, docs, Math.floor(bh / H));
+    const P = probabilities(q, k, off, T, D, scale, visible, rowLse);
+    for (let i = 0; i < T; i++) {
+      row.fill(0);
+      for (let j = 0; j <= i; j++) {
+        const p = P[i * T + j];
+        if (p === 0) continue;
+        for (let c = 0; c < D; c++) row[c] += p * v[off + j * D + c];
+      }
+      for (let c = 0; c < D; c++) out[off + i * D + c] = row[c];
+      lse[bh * T + i] = rowLse[i];
+    }
+  }
+}
+
+/**
+ * The adjoint of attentionRef: ∂v = Pᵀ G; dP = G vᵀ; dS = P⊙(dP − rowsum(P⊙dP));
+ * ∂q = scale · dS k; ∂k = scale · dSᵀ q. The row sums are recomputed in float64, not taken from out.
+ */
+export function attentionBackwardRef(q: Arr, k: Arr, v: Arr, _out: Arr, _lse: Arr, g: Arr, scale: number,
+  dq: Arr, dk: Arr, dv: Arr, d: MixerDims, docs: Arr | null): void {
+  const { B, H, T, D } = d;
+  const rowLse = new Float64Array(T);
+  const dS = new Float64Array(T);
+  const dkAcc = new Float64Array(T * D), dvAcc = new Float64Array(T * D);
+  const row = new Float64Array(D);
+  for (let bh = 0; bh < B * H; bh++) {
+    const off = bh * T * D;
+    const visible = maskFor(d, docs, Math.floor(bh / H));
+    const P = probabilities(q, k, off, T, D, scale, visible, rowLse);
+    dkAcc.fill(0); dvAcc.fill(0);
+    for (let i = 0; i < T; i++) {
+      const gi = off + i * D;
+      let rowDot = 0;
+      for (let j = 0; j <= i; j++) {
+        const p = P[i * T + j];
+        if (p === 0) { dS[j] = 0; continue; }
+        let dp = 0;
+        for (let c = 0; c < D; c++) dp += g[gi + c] * v[off + j * D + c];
+        dS[j] = dp;
+        rowDot += p * dp;
+      }
+      row.fill(0);
+      for (let j = 0; j <= i; j++) {
+        const p = P[i * T + j];
+        if (p === 0) continue;
+        const s = scale * p * (dS[j] - rowDot);
+        const kj = off + j * D;
+        for (let c = 0; c < D; c++) {
+          row[c] += s * k[kj + c];
+          dkAcc[j * D + c] += s * q[gi + c];
+          dvAcc[j * D + c] += p * g[gi + c];
+        }
+      }
+      for (let c = 0; c < D; c++) dq[gi + c] = row[c];
+    }
+    for (let n = 0; n < T * D; n++) { dk[off + n] = dkAcc[n]; dv[off + n] = dvAcc[n]; }
+  }
+}
