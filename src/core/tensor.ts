@@ -101,14 +101,16 @@ export class Tensor {
     return build(0, 0);
   }
 
-  /** Frees the storage (when no view or saved gradient still holds it) and unlinks the graph. */
+  /**
+   * Frees the storage (when no view or saved gradient still holds it) and drops this tensor's
+   * reference to its node. `node` stays set: downstream nodes reach (and unref) their inputs'
+   * nodes through it, so gradients still flow through an intermediate disposed by tidy().
+   */
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
     if (--this.storage.refs === 0) this.backend.free(this.storage);
-    const node = this.node;
-    this.node = null;
-    node?.unref();
+    this.node?.unref();
   }
 
   /** Removes this tensor from all scopes: it lives until disposed by hand. */
