@@ -219,9 +219,16 @@ function backward(root: Tensor, seed?: Tensor): void {
       grads.delete(t);
       if (!g) continue;
       if (node.released) throw new Error(`backward: the graph through '${node.op}' was already released (backward runs once per forward)`);
-      // A gradient may pass g straight through (add, reshape): give each such input its own view
-      // so that disposing g below, or accumulating in place later, cannot touch another's grad.
-      const inGrads = tidy(() => node.backward(g)).map((gi) => (gi !== null && gi.storage === g.storage ? view(gi, gi.shape) : gi));
+      // A gradient may pass g itself through (add, clone) or return one tensor for two inputs:
+      // give each such input its own view so that disposing g below, or one input's grad, or
+      // accumulating in place later, cannot touch another's. A fresh view (reshape) is its own.
+      const used = new Set<Tensor>();
+      const inGrads = tidy(() => node.backward(g)).map((gi) => {
+        if (gi === null) return null;
+        const own = gi === g || used.has(gi) ? view(gi, gi.shape) : gi;
+        used.add(gi);
+        return own;
+      });
       if (g !== seed) g.dispose();
       node.releaseSaved();
       node.inputs.forEach((input, i) => {
