@@ -16,6 +16,9 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   requireFloat('matmul', 'a', a); requireFloat('matmul', 'b', b);
   if (a.dtype !== b.dtype) throw new Error(`matmul: dtypes ${a.dtype} and ${b.dtype} differ`);
   if ((a.rank === 1 && opts.transA) || (b.rank === 1 && opts.transB)) throw new Error('matmul: a 1-D operand cannot be transposed');
+  if (a.rank === 0 || b.rank === 0) throw new Error(`matmul: operands must have rank ≥ 1, got ${formatShape(a.shape)} · ${formatShape(b.shape)}`);
+  // 1-D · 1-D is a dot product: a scalar, as in NumPy (the 1-D · n-D rule below would leave [1]).
+  if (a.rank === 1 && b.rank === 1) return reshape(matmul(reshape(a, [1, a.size]), reshape(b, [b.size, 1])), []);
   if (a.rank === 1) { const r = matmul(reshape(a, [1, a.size]), b, opts); return reshape(r, [...r.shape.slice(0, -2), r.shape[r.rank - 1]]); }
   if (b.rank === 1) { const r = matmul(a, reshape(b, [b.size, 1]), opts); return reshape(r, r.shape.slice(0, -1)); }
   const transA = !!opts.transA, transB = !!opts.transB;
