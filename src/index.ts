@@ -7,3 +7,4 @@ export { Rng } from './core/random.ts';
 export { Tensor } from './core/tensor.ts';
 export * from './ops/index.ts';
 export { NativeBackend, ReferenceBackend } from './backends/index.ts';
+export * from './mixers/index.ts';

@@ -8,3 +8,4 @@ export * from './optim.ts';
 export * from './reduce.ts';
 export * from './shape.ts';
 export { broadcastTo } from './util.ts';
+export { causalKrrSolve, mixerMask, softmaxAttention, solveSpd, type AttentionOptions, type MixerOptions } from './mixers.ts';

@@ -1,0 +1,172 @@
+// The token mixers as differentiable functions of (B, H, T, D) tensors, composed from ops: Cubit
+// (CUBIT.md §2) and the local linear regression variant (§5). The modules with projections, rotary
+// embeddings and decode caches are built on these.
+//
+// Memory: like any op, these leave their intermediates in the caller's scope (they are graph nodes
+// that backward still needs); wrap a forward/backward step in tidy().
+import type { Tensor } from '../core/tensor.ts';
+import { add, maximum, mul, rsqrt, sigmoid, square, sub } from '../ops/elementwise.ts';
+import { matmul } from '../ops/matmul.ts';
+import {
+  causalKrrSolve, checkMaskOptions, mixerMask, requireFinite, requireHeadParam, requireMixerTensor, requireSameAs,
+  softmaxAttention, solveSpd, type MixerOptions,
+} from '../ops/mixers.ts';
+import { maskedSoftmax } from '../ops/nn.ts';
+import { sum } from '../ops/reduce.ts';
+import { reshape, squeeze, unsqueeze } from '../ops/shape.ts';
+import { requireFloat } from '../ops/util.ts';
+import { formatShape } from '../core/shape.ts';
+import { tensorFrom } from '../core/tensor.ts';
+
+/** The per-token and per-head inputs of Cubit (CUBIT.md §2), all one float dtype. */
+export interface CubitInputs {
+  /** Queries, keys, values: (B, H, T, D). */
+  q: Tensor; k: Tensor; v: Tensor;
+  /** Reference vectors (B, H, T, D); omitted/null: the shared-key ablation r = k. */
+  r?: Tensor | null;
+  /** LRR logits z (B, H, T): s = lower + range · sigmoid(z) rescales each value. */
+  lrrLogits: Tensor;
+  /** Per head (H): α (reference scale), log λ (ridge), LRR lower bound and range. */
+  refScale: Tensor; logLambda: Tensor; lrrLower: Tensor; lrrRange: Tensor;
+}
+
+export interface CubitOptions extends MixerOptions {
+  /** The floor of ‖r‖ when normalising r̂ (default 1e-6, as the reproduction). */
+  normEps?: number;
+}
+
+export interface CubitResult {
+  /** A X: the mixer's output per head (B, H, T, D), before heads are merged and W_o applied. */
+  output: Tensor;
+  /**
+   * X = (W + λI)⁻¹ (s ⊙ v) (B, H, T, D): the values attention reads. Returned because decoding
+   * caches it (CUBIT.md §4) and because α → 0 can make it grow like O(t)·|v| (worth watching).
+   */
+  solution: Tensor;
+}
+
+/**
+ * Cubit, per head (CUBIT.md §2), composed from ops and differentiable in every input:
+ *
+ *     r̂ = α · r / max(‖r‖₂, eps)           (one side normalised; r = k when r is omitted)
+ *     s = lower + range · sigmoid(z),  Y = s ⊙ v
+ *     X = causalKrrSolve(r, r̂, Y, log λ)     (W = masked softmax(r r̂ᵀ), no 1/√D)
+ *     out = softmaxAttention(q, k, X)        (scale 1/√D)
+ *
+ * Returns both the output and the solution X. The same mask (causal, options.window, options.docIds)
+ * applies to W and to attention. Per-head parameters must be finite (checked: a host read of H values).
+ */
+export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}): CubitResult {
+  const op = 'cubitAttention';
+  const { q, k, v, lrrLogits, refScale, logLambda, lrrLower, lrrRange } = inputs;
+  const r = inputs.r ?? k;
+  requireMixerTensor(op, 'q', q);
+  requireSameAs(op, 'k', k, q, 'q');
+  requireSameAs(op, 'v', v, q, 'q');
+  if (inputs.r) requireSameAs(op, 'r', inputs.r, q, 'q');
+  const [B, H, T, D] = q.shape;
+  requireFloat(op, 'lrrLogits', lrrLogits);
+  if (lrrLogits.rank !== 3 || lrrLogits.shape[0] !== B || lrrLogits.shape[1] !== H || lrrLogits.shape[2] !== T) {
+    throw new Error(`${op}: lrrLogits must have shape [${B}, ${H}, ${T}] (B, H, T), got ${formatShape(lrrLogits.shape)}`);
+  }
+  if (lrrLogits.dtype !== q.dtype) throw new Error(`${op}: lrrLogits is ${lrrLogits.dtype} but q is ${q.dtype}; cast one first`);
+  for (const [name, p] of [['refScale', refScale], ['logLambda', logLambda], ['lrrLower', lrrLower], ['lrrRange', lrrRange]] as const) {
+    requireHeadParam(op, name, p, H, q.dtype);
+  }
+  const eps = options.normEps ?? 1e-6;
+  if (!(Number.isFinite(eps) && eps > 0)) throw new Error(`${op}: normEps must be a positive finite number, got ${eps}`);
+  checkMaskOptions(op, B, T, options);
+
+  // max(‖r‖, eps) = sqrt(max(‖r‖², eps²)): the clamp before the root keeps the gradient finite at r = 0.
+  const invNorm = rsqrt(maximum(sum(square(r), -1, { keepDims: true }), eps * eps));
+  const rHat = mul(r, mul(invNorm, reshape(refScale, [1, H, 1, 1])));
+  const s = add(reshape(lrrLower, [1, H, 1]), mul(reshape(lrrRange, [1, H, 1]), sigmoid(lrrLogits)));
+  const y = mul(v, unsqueeze(s, -1));
+  const mask = { window: options.window, docIds: options.docIds, blockSize: options.blockSize };
+  const solution = causalKrrSolve(r, rHat, y, logLambda, mask);
+  const output = softmaxAttention(q, k, solution, { ...mask, scale: 1 / Math.sqrt(D) });
+  return { output, solution };
+}
+
+export interface LocalLinearOptions extends MixerOptions {
+  /** Ridge ρ > 0 of the local covariance (default 1): a number, or an (H) tensor (differentiable). */
+  ridge?: number | Tensor;
+  /** Attention logit scale (default 1/√D). */
+  scale?: number;
+  /**
+   * Low-rank projection P for the linear term: (D, m) shared by the heads or (H, D, m) per head.
+   * The weights p_ij use the full q·k; the local fit regresses on k' = k P at q' = q P. Omitted:
+   * P = I (m = D). Differentiable.
+   */
+  projection?: Tensor | null;
+}
+
+/**
+ * Local linear regression attention (CUBIT.md §5). With p_ij = masked softmax(scale · q_i·k_j):
+ *
+ *     out_i = v̄_i − (k̄'_i − q'_i)ᵀ (C_i + ρI)⁻¹ B_i,   k' = k P, q' = q P
+ *
+ * where k̄'_i, v̄_i are p-weighted means and C_i, B_i the p-weighted covariances of k' (and v) about
+ * k̄'_i. It is computed as out_i = v̄_i − Σ_j p_ij (a_i·(k'_j − k̄'_i)) v_j with
+ * a_i = (C_i + ρI)⁻¹ (k̄'_i − q'_i), an m-vector per query, so the weights p_ij(1 − a_i·(k'_j − k̄'_i))
+ * visibly sum to one. C_i is formed as E_p[k' k'ᵀ] − k̄' k̄'ᵀ (no T²·m tensor of centred keys).
+ *
+ * A dense composite of ops: O(B·H·T²·(m² + D)) time and O(B·H·T·(T + m²)) memory, with a host-side
+ * batched m×m Cholesky solve (solveSpd). Meant for experiments at modest T, not long contexts.
+ * In float32 the uncentred second moment loses precision when keys sit far from the origin
+ * relative to their spread; ρ bounds the damage. Differentiable in q, k, v, ridge and projection.
+ */
+export function localLinearAttention(q: Tensor, k: Tensor, v: Tensor, options: LocalLinearOptions = {}): Tensor {
+  const op = 'localLinearAttention';
+  requireMixerTensor(op, 'q', q);
+  requireSameAs(op, 'k', k, q, 'q');
+  requireMixerTensor(op, 'v', v);
+  const [B, H, T, D] = q.shape;
+  if (v.shape[0] !== B || v.shape[1] !== H || v.shape[2] !== T) {
+    throw new Error(`${op}: v must be (B, H, T, Dv) = [${B}, ${H}, ${T}, …] like q, got ${formatShape(v.shape)}`);
+  }
+  if (v.dtype !== q.dtype) throw new Error(`${op}: v is ${v.dtype} but q is ${q.dtype}; cast one first`);
+  const scale = options.scale ?? 1 / Math.sqrt(D);
+  if (!Number.isFinite(scale)) throw new Error(`${op}: scale must be finite, got ${scale}`);
+  const ridge = options.ridge ?? 1;
+  if (typeof ridge === 'number') {
+    if (!(Number.isFinite(ridge) && ridge > 0)) throw new Error(`${op}: ridge must be a positive finite number, got ${ridge}`);
+  } else {
+    requireHeadParam(op, 'ridge', ridge, H, q.dtype);
+    const rv = ridge.dataSync();
+    for (let h = 0; h < H; h++) if (!(rv[h] > 0)) throw new Error(`${op}: ridge[${h}] = ${rv[h]}; it must be positive`);
+  }
+  const P = options.projection ?? null;
+  let m = D;
+  if (P) {
+    requireFloat(op, 'projection', P);
+    const ok = (P.rank === 2 && P.shape[0] === D) || (P.rank === 3 && P.shape[0] === H && P.shape[1] === D);
+    if (!ok || P.shape[P.rank - 1] < 1) throw new Error(`${op}: projection must be (D, m) = [${D}, m] or (H, D, m) = [${H}, ${D}, m], got ${formatShape(P.shape)}`);
+    if (P.dtype !== q.dtype) throw new Error(`${op}: projection is ${P.dtype} but q is ${q.dtype}; cast one first`);
+    m = P.shape[P.rank - 1];
+  }
+  checkMaskOptions(op, B, T, options);
+
+  const visible = mixerMask(B, T, options, q.dtype);
+  const p = maskedSoftmax(mul(matmul(q, k, { transB: true }), scale), visible); // (B, H, T, T)
+  const proj = (x: Tensor): Tensor => (P ? matmul(x, P.rank === 3 ? reshape(P, [1, H, D, m]) : P) : x);
+  const kp = proj(k), qp = proj(q); // (B, H, T, m)
+  const kBar = matmul(p, kp); // (B, H, T, m)
+  const vBar = matmul(p, v); // (B, H, T, Dv)
+  const outer = reshape(mul(unsqueeze(kp, -1), unsqueeze(kp, -2)), [B, H, T, m * m]);
+  const second = reshape(matmul(p, outer), [B, H, T, m, m]);
+  const cov = sub(second, mul(unsqueeze(kBar, -1), unsqueeze(kBar, -2)));
+  const eye = eyeLike(m, q);
+  const ridgeI = typeof ridge === 'number' ? mul(eye, ridge) : mul(eye, reshape(ridge, [1, H, 1, 1, 1]));
+  const a = squeeze(solveSpd(add(cov, ridgeI), unsqueeze(sub(kBar, qp), -1)), -1); // (B, H, T, m)
+  const aK = matmul(a, kp, { transB: true }); // a_i·k'_j (B, H, T, T)
+  const aKBar = sum(mul(a, kBar), -1, { keepDims: true }); // a_i·k̄'_i (B, H, T, 1)
+  const correction = matmul(mul(p, sub(aK, aKBar)), v);
+  return sub(vBar, correction);
+}
+
+function eyeLike(m: number, like: Tensor): Tensor {
+  const e = new Float64Array(m * m);
+  for (let i = 0; i < m; i++) e[i * m + i] = 1;
+  return tensorFrom(e, [m, m], like.dtype, like.backend);
+}

@@ -1,0 +1,289 @@
+// Sequence-mixer ops (CUBIT.md §2–§3): fused masked softmax attention and the causal KRR solve, each
+// one forward kernel and one backward kernel; plus a small batched SPD solve that the local linear
+// mixer needs. Tensors are (B, H, T, D) with heads on the second axis; per-head parameters are (H).
+import type { MixerDims } from '../core/backend.ts';
+import type { DType } from '../core/dtype.ts';
+import { formatShape, sameShape } from '../core/shape.ts';
+import { empty, record, tensorFrom, type Tensor } from '../core/tensor.ts';
+import { exp, mul } from './elementwise.ts';
+import { sum } from './reduce.ts';
+import { backendOf, expandTo, requireFloat } from './util.ts';
+
+/** The mask shared by every mixer: causal (j ≤ i), narrowed by a window and by documents. */
+export interface MixerOptions {
+  /** Sliding window w: query i sees keys j ≥ i − w + 1. A positive integer; omitted/null: none. */
+  window?: number | null;
+  /**
+   * Packed documents: int32 ids of shape (B, T), or (T) shared by every batch row. Query i sees key
+   * j only when their ids are equal. Each id must occupy one contiguous run of a row (as packing
+   * makes), so "same id" and "since the current document began" are the same mask.
+   */
+  docIds?: Tensor | null;
+  /** Rows per streaming block of the native kernels (default 64): only speed and rounding depend on it. */
+  blockSize?: number;
+}
+
+export interface AttentionOptions extends MixerOptions {
+  /** Logit scale (default 1/√D). */
+  scale?: number;
+}
+
+/** A validated mask: the kernel dims, and the (B, T) ids tensor when this op had to expand one. */
+export interface ResolvedMask {
+  dims: MixerDims;
+  /** The (B, T) int32 ids the kernels read, or null. */
+  docIds: Tensor | null;
+  /** True when docIds was made here (expanded from (T)) and the caller must dispose it. */
+  owned: boolean;
+}
+
+export const DEFAULT_BLOCK_SIZE = 64;
+
+/** Checks that x is a float (B, H, T, D) tensor with every dimension ≥ 1. */
+export function requireMixerTensor(op: string, name: string, x: Tensor): void {
+  requireFloat(op, name, x);
+  if (x.rank !== 4 || x.shape.some((d) => d < 1)) {
+    throw new Error(`${op}: ${name} must be (B, H, T, D) with every dimension ≥ 1, got ${formatShape(x.shape)}`);
+  }
+}
+
+export function requireSameAs(op: string, name: string, x: Tensor, ref: Tensor, refName: string): void {
+  if (!sameShape(x.shape, ref.shape)) throw new Error(`${op}: ${name} ${formatShape(x.shape)} must have the shape of ${refName} ${formatShape(ref.shape)}`);
+  if (x.dtype !== ref.dtype) throw new Error(`${op}: ${name} is ${x.dtype} but ${refName} is ${ref.dtype}; cast one first`);
+}
+
+/** Checks a per-head parameter: shape (H), the dtype of `ref`, and (when finite) no NaN/±∞. */
+export function requireHeadParam(op: string, name: string, p: Tensor, H: number, dtype: DType): void {
+  if (p.rank !== 1 || p.shape[0] !== H) throw new Error(`${op}: ${name} must have shape [${H}] (one per head), got ${formatShape(p.shape)}`);
+  if (p.dtype !== dtype) throw new Error(`${op}: ${name} is ${p.dtype} but the mixer inputs are ${dtype}; cast one first`);
+  requireFinite(op, name, p);
+}
+
+/** Throws naming the first NaN/±∞ entry of a small tensor (per-head parameters: a host read). */
+export function requireFinite(op: string, name: string, p: Tensor): void {
+  const v = p.dataSync();
+  for (let i = 0; i < v.length; i++) {
+    if (!Number.isFinite(v[i])) throw new Error(`${op}: ${name}[${i}] is ${v[i]}; it must be finite`);
+  }
+}
+
+/** Validates window, docIds and blockSize against (B, T) (docIds: its values too). */
+export function checkMaskOptions(op: string, B: number, T: number, options: MixerOptions): void {
+  const { window, docIds, blockSize } = options;
+  if (window !== undefined && window !== null && !(Number.isInteger(window) && window > 0)) {
+    throw new Error(`${op}: window must be a positive integer (or omitted for none), got ${window}`);
+  }
+  if (blockSize !== undefined && !(Number.isInteger(blockSize) && blockSize > 0)) {
+    throw new Error(`${op}: blockSize must be a positive integer, got ${blockSize}`);
+  }
+  if (docIds === undefined || docIds === null) return;
+  if ((docIds as Tensor | { isTensor?: unknown }).isTensor !== true) throw new Error(`${op}: docIds must be an int32 tensor of shape (B, T) or (T)`);
+  docIds.assertLive(op);
+  if (docIds.dtype !== 'int32') throw new Error(`${op}: docIds must be int32, got ${docIds.dtype}${formatShape(docIds.shape)}`);
+  const bt = docIds.rank === 2 && docIds.shape[0] === B && docIds.shape[1] === T;
+  const t = docIds.rank === 1 && docIds.shape[0] === T;
+  if (!bt && !t) throw new Error(`${op}: docIds must have shape [${B}, ${T}] or [${T}] (B, T of the inputs), got ${formatShape(docIds.shape)}`);
+  requireContiguousRuns(op, docIds.dataSync(), docIds.rank === 2 ? B : 1, T);
+}
+
+/**
+ * Validates the mask options and builds the kernels' dims. A (T) docIds is expanded to (B, T)
+ * (then `owned`: the caller disposes it once its gradient node holds the storage).
+ */
+export function resolveMask(op: string, B: number, H: number, T: number, D: number, options: MixerOptions): ResolvedMask {
+  checkMaskOptions(op, B, T, options);
+  const docIds = options.docIds ?? null;
+  let ids: Tensor | null = null, owned = false;
+  if (docIds && docIds.rank === 2) ids = docIds;
+  else if (docIds) { ids = expandTo(docIds, [B, T]); owned = true; }
+  const dims: MixerDims = {
+    B, H, T, D, window: options.window ?? 0, docIds: ids?.storage ?? null, blockSize: options.blockSize ?? DEFAULT_BLOCK_SIZE,
+  };
+  return { dims, docIds: ids, owned };
+}
+
+function requireContiguousRuns(op: string, ids: ArrayLike<number>, rows: number, T: number): void {
+  for (let b = 0; b < rows; b++) {
+    const seen = new Set<number>();
+    for (let t = 0; t < T; t++) {
+      const id = ids[b * T + t];
+      if (t > 0 && id === ids[b * T + t - 1]) continue;
+      if (seen.has(id)) throw new Error(`${op}: docIds id ${id} appears again at position ${t} of row ${b} after another document; each document must be one contiguous run`);
+      seen.add(id);
+    }
+  }
+}
+
+/**
+ * Masked softmax attention: out = softmax(scale · q kᵀ + mask) v over (B, H, T, D) tensors, with a
+ * causal mask narrowed by options.window and options.docIds. Differentiable in q, k and v.
+ */
+export function softmaxAttention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
+  const op = 'softmaxAttention';
+  const be = backendOf(op, q, k, v, options.docIds);
+  requireMixerTensor(op, 'q', q);
+  requireSameAs(op, 'k', k, q, 'q');
+  requireSameAs(op, 'v', v, q, 'q');
+  const [B, H, T, D] = q.shape;
+  const scale = options.scale ?? 1 / Math.sqrt(D);
+  if (!Number.isFinite(scale)) throw new Error(`${op}: scale must be finite, got ${scale}`);
+  const mask = resolveMask(op, B, H, T, D, options);
+  const d = mask.dims;
+  const out = empty(q.shape, q.dtype, be), lse = empty([B * H * T], q.dtype, be);
+  be.attention(q.storage, k.storage, v.storage, out.storage, lse.storage, scale, d);
+  const saved = [q, k, v, out, lse];
+  if (mask.docIds) saved.push(mask.docIds);
+  const res = record(out, op, [q, k, v], saved, (g) => {
+    const dq = empty(q.shape, q.dtype, be), dk = empty(q.shape, q.dtype, be), dv = empty(q.shape, q.dtype, be);
+    be.attentionBackward(q.storage, k.storage, v.storage, out.storage, lse.storage, g.storage, scale, dq.storage, dk.storage, dv.storage, d);
+    return [dq, dk, dv];
+  });
+  lse.dispose(); // the gradient node holds its storage while needed
+  if (mask.owned) mask.docIds!.dispose();
+  return res;
+}
+
+/**
+ * The causal KRR solve of CUBIT.md §2: X = (W + λI)⁻¹ Y with W = masked row-softmax(r r̂ᵀ) (no
+ * 1/√D: the scale lives in r̂) and λ = exp(logLambda[h]) per head. r, rHat, y are (B, H, T, D),
+ * logLambda is (H). Differentiable in all four; ∂L/∂logLambda = λ · Σ_batch ∂L/∂λ.
+ */
+export function causalKrrSolve(r: Tensor, rHat: Tensor, y: Tensor, logLambda: Tensor, options: MixerOptions = {}): Tensor {
+  const op = 'causalKrrSolve';
+  const be = backendOf(op, r, rHat, y, logLambda, options.docIds);
+  requireMixerTensor(op, 'r', r);
+  requireSameAs(op, 'rHat', rHat, r, 'r');
+  requireSameAs(op, 'y', y, r, 'r');
+  const [B, H, T, D] = r.shape;
+  requireHeadParam(op, 'logLambda', logLambda, H, r.dtype);
+  const ll = logLambda.dataSync();
+  for (let h = 0; h < H; h++) {
+    // λ = ∞ would zero X and make its gradient NaN; λ = 0 is fine (W's diagonal is positive).
+    if (!Number.isFinite(Math.exp(ll[h]))) throw new Error(`${op}: logLambda[${h}] = ${ll[h]} makes λ = exp(logLambda) overflow`);
+  }
+  const mask = resolveMask(op, B, H, T, D, options);
+  const d = mask.dims;
+  const x = empty(r.shape, r.dtype, be), lse = empty([B * H * T], r.dtype, be);
+  be.krrSolve(r.storage, rHat.storage, y.storage, logLambda.storage, x.storage, lse.storage, d);
+  const saved = [r, rHat, logLambda, x, lse];
+  if (mask.docIds) saved.push(mask.docIds);
+  const res = record(x, op, [r, rHat, y, logLambda], saved, (g) => {
+    const dr = empty(r.shape, r.dtype, be), drHat = empty(r.shape, r.dtype, be), dy = empty(r.shape, r.dtype, be);
+    const dLambda = empty([B, H], r.dtype, be);
+    be.krrSolveBackward(r.storage, rHat.storage, logLambda.storage, x.storage, lse.storage, g.storage,
+      dr.storage, drHat.storage, dy.storage, dLambda.storage, d);
+    // ∂L/∂logλ = λ · ∂L/∂λ, summed over the batch rows that share the head's λ.
+    const dLogLambda = logLambda.requiresGrad ? mul(sum(dLambda, 0), exp(logLambda)) : null;
+    return [dr, drHat, dy, dLogLambda];
+  });
+  lse.dispose();
+  if (mask.owned) mask.docIds!.dispose();
+  return res;
+}
+
+/**
+ * The (B or 1, 1, T, T) 0/1 visibility matrix of a mixer mask in `dtype` (dense compositions and
+ * tests; the fused kernels never build it). Validates options like the ops do.
+ */
+export function mixerMask(B: number, T: number, options: MixerOptions = {}, dtype: DType = 'float32'): Tensor {
+  checkMaskOptions('mixerMask', B, T, options);
+  const ids = options.docIds ?? null;
+  const rows = ids && ids.rank === 2 ? B : 1;
+  const idv = ids?.dataSync() ?? null;
+  const w = options.window ?? 0;
+  const m = new Float64Array(rows * T * T);
+  for (let b = 0; b < rows; b++) {
+    for (let i = 0; i < T; i++) {
+      for (let j = 0; j <= i; j++) {
+        const ok = (w <= 0 || j > i - w) && (idv === null || idv[b * T + i] === idv[b * T + j]);
+        if (ok) m[(b * T + i) * T + j] = 1;
+      }
+    }
+  }
+  return tensorFrom(m, [rows, 1, T, T], dtype, ids?.backend);
+}
+
+// ---- batched symmetric positive definite solve ----
+
+/** In-place Cholesky of the n×n matrix at a[off…] (lower factor, float64); false if not positive definite. */
+function cholesky(a: Float64Array, off: number, n: number): boolean {
+  for (let j = 0; j < n; j++) {
+    let s = a[off + j * n + j];
+    for (let l = 0; l < j; l++) s -= a[off + j * n + l] * a[off + j * n + l];
+    if (!(s > 0)) return false;
+    const ljj = Math.sqrt(s);
+    a[off + j * n + j] = ljj;
+    for (let i = j + 1; i < n; i++) {
+      let t = a[off + i * n + j];
+      for (let l = 0; l < j; l++) t -= a[off + i * n + l] * a[off + j * n + l];
+      a[off + i * n + j] = t / ljj;
+    }
+  }
+  return true;
+}
+
+/** Solves L Lᵀ X = B in place in x (n×k at xOff) with the factor at l[lOff…]. */
+function choleskySolve(l: Float64Array, lOff: number, n: number, x: Float64Array, xOff: number, k: number): void {
+  for (let c = 0; c < k; c++) {
+    for (let i = 0; i < n; i++) {
+      let s = x[xOff + i * k + c];
+      for (let j = 0; j < i; j++) s -= l[lOff + i * n + j] * x[xOff + j * k + c];
+      x[xOff + i * k + c] = s / l[lOff + i * n + i];
+    }
+    for (let i = n - 1; i >= 0; i--) {
+      let s = x[xOff + i * k + c];
+      for (let j = i + 1; j < n; j++) s -= l[lOff + j * n + i] * x[xOff + j * k + c];
+      x[xOff + i * k + c] = s / l[lOff + i * n + i];
+    }
+  }
+}
+
+function spdSolveHost(op: string, a: ArrayLike<number>, b: ArrayLike<number>, batch: number, n: number, k: number): Float64Array {
+  const f = Float64Array.from(a);
+  const x = Float64Array.from(b);
+  for (let p = 0; p < batch; p++) {
+    if (!cholesky(f, p * n * n, n)) throw new Error(`${op}: matrix ${p} of the batch is not positive definite`);
+    choleskySolve(f, p * n * n, n, x, p * n * k, k);
+  }
+  return x;
+}
+
+/**
+ * X = A⁻¹ B for a batch of symmetric positive definite A (…, n, n) and B (…, n, k) with the same
+ * leading axes: Cholesky in float64. It runs on the host (a read of A and B): it serves the small
+ * n×n systems of the local linear mixer, which a GPU backend would want as a kernel instead.
+ * Gradient (A symmetric): ∂B = A⁻¹ G, ∂A = −∂B Xᵀ.
+ */
+export function solveSpd(a: Tensor, b: Tensor): Tensor {
+  const op = 'solveSpd';
+  const be = backendOf(op, a, b);
+  requireFloat(op, 'a', a); requireFloat(op, 'b', b);
+  if (a.dtype !== b.dtype) throw new Error(`${op}: a is ${a.dtype} but b is ${b.dtype}; cast one first`);
+  if (a.rank < 2 || a.shape[a.rank - 1] !== a.shape[a.rank - 2]) throw new Error(`${op}: a must be (…, n, n), got ${formatShape(a.shape)}`);
+  const n = a.shape[a.rank - 1];
+  if (b.rank !== a.rank || !sameShape(b.shape.slice(0, -1), a.shape.slice(0, -1))) {
+    throw new Error(`${op}: b must be (…, ${n}, k) with a's leading axes ${formatShape(a.shape.slice(0, -2))}, got ${formatShape(b.shape)}`);
+  }
+  const k = b.shape[b.rank - 1];
+  const batch = n === 0 ? 0 : a.size / (n * n);
+  const x = tensorFrom(spdSolveHost(op, a.dataSync(), b.dataSync(), batch, n, k), b.shape, b.dtype, be);
+  return record(x, op, [a, b], [a, x], (g) => {
+    const db = spdSolveHost(op, a.dataSync(), g.dataSync(), batch, n, k);
+    const xv = x.dataSync();
+    let da: Tensor | null = null;
+    if (a.requiresGrad) {
+      const dav = new Float64Array(a.size);
+      for (let p = 0; p < batch; p++) {
+        for (let i = 0; i < n; i++) {
+          for (let j = 0; j < n; j++) {
+            let s = 0;
+            for (let c = 0; c < k; c++) s += db[(p * n + i) * k + c] * xv[(p * n + j) * k + c];
+            dav[(p * n + i) * n + j] = -s;
+          }
+        }
+      }
+      da = tensorFrom(dav, a.shape, a.dtype, be);
+    }
+    return [da, tensorFrom(db, b.shape, b.dtype, be)];
+  });
+}
