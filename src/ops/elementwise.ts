@@ -44,21 +44,30 @@ function asTensor(v: Operand, like: Tensor): Tensor {
   return typeof v === 'number' ? tensorFrom([v], [], like.dtype === 'int32' ? 'float32' : like.dtype, like.backend) : v;
 }
 
+/** Frees the one-element tensors made for number operands (a recorded node keeps their storage). */
+function disposeMade(made: Tensor, given: Operand): void {
+  if (made !== given) made.dispose();
+}
+
 function binaryOp(op: BinaryOp, a0: Operand, b0: Operand): Tensor {
   if (typeof a0 === 'number' && typeof b0 === 'number') throw new Error(`${op}: at least one operand must be a tensor`);
   const a = typeof a0 === 'number' ? asTensor(a0, b0 as Tensor) : a0;
   const b = typeof b0 === 'number' ? asTensor(b0, a) : b0;
-  const be = backendOf(op, a, b);
-  const shape = broadcastPair(op, a, b);
-  const dtype = resultDType(op, a, b);
-  const out = empty(shape, dtype, be);
-  be.binary(op, a.storage, broadcastStrides(a.shape, shape), b.storage, broadcastStrides(b.shape, shape), out.storage, shape);
-  if (op === 'gt' || op === 'ge' || op === 'lt' || op === 'le' || op === 'eq' || op === 'ne') return out;
-  return record(out, op, [a, b], [a, b], (g) => {
-    const ga = a.requiresGrad ? binaryGradA(op, g, a, b) : null;
-    const gb = b.requiresGrad ? binaryGradB(op, g, a, b) : null;
-    return [ga && reduceTo(ga, a, g), gb && reduceTo(gb, b, g)];
-  });
+  try {
+    const be = backendOf(op, a, b);
+    const shape = broadcastPair(op, a, b);
+    const dtype = resultDType(op, a, b);
+    const out = empty(shape, dtype, be);
+    be.binary(op, a.storage, broadcastStrides(a.shape, shape), b.storage, broadcastStrides(b.shape, shape), out.storage, shape);
+    if (op === 'gt' || op === 'ge' || op === 'lt' || op === 'le' || op === 'eq' || op === 'ne') return out;
+    return record(out, op, [a, b], [a, b], (g) => {
+      const ga = a.requiresGrad ? binaryGradA(op, g, a, b) : null;
+      const gb = b.requiresGrad ? binaryGradB(op, g, a, b) : null;
+      return [ga && reduceTo(ga, a, g), gb && reduceTo(gb, b, g)];
+    });
+  } finally {
+    disposeMade(a, a0); disposeMade(b, b0);
+  }
 }
 
 function reduceTo(gx: Tensor, x: Tensor, g: Tensor): Tensor {
@@ -111,18 +120,22 @@ export const ne = (a: Operand, b: Operand): Tensor => binaryOp('ne', a, b);
 export function where(cond: Tensor, a0: Operand, b0: Operand): Tensor {
   const a = typeof a0 === 'number' ? asTensor(a0, typeof b0 === 'number' ? cond : b0) : a0;
   const b = typeof b0 === 'number' ? asTensor(b0, a) : b0;
-  const be = backendOf('where', cond, a, b);
-  const shape = broadcastShapes(cond.shape, broadcastPair('where', a, b), 'where');
-  const dtype = resultDType('where', a, b);
-  const out = empty(shape, dtype, be);
-  be.where(cond.storage, broadcastStrides(cond.shape, shape), a.storage, broadcastStrides(a.shape, shape), b.storage, broadcastStrides(b.shape, shape), out.storage, shape);
-  return record(out, 'where', [a, b], [cond], (g) => {
-    const zero = tensorFrom([0], [], g.dtype, be);
-    const ga = a.requiresGrad ? reduceTo(where(cond, g, zero), a, g) : null;
-    const gb = b.requiresGrad ? reduceTo(where(cond, zero, g), b, g) : null;
-    zero.dispose();
-    return [ga, gb];
-  });
+  try {
+    const be = backendOf('where', cond, a, b);
+    const shape = broadcastShapes(cond.shape, broadcastPair('where', a, b), 'where');
+    const dtype = resultDType('where', a, b);
+    const out = empty(shape, dtype, be);
+    be.where(cond.storage, broadcastStrides(cond.shape, shape), a.storage, broadcastStrides(a.shape, shape), b.storage, broadcastStrides(b.shape, shape), out.storage, shape);
+    return record(out, 'where', [a, b], [cond], (g) => {
+      const zero = tensorFrom([0], [], g.dtype, be);
+      const ga = a.requiresGrad ? reduceTo(where(cond, g, zero), a, g) : null;
+      const gb = b.requiresGrad ? reduceTo(where(cond, zero, g), b, g) : null;
+      zero.dispose();
+      return [ga, gb];
+    });
+  } finally {
+    disposeMade(a, a0); disposeMade(b, b0);
+  }
 }
 
 /** A copy in another dtype (no gradient through int32). */

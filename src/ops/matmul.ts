@@ -1,4 +1,5 @@
 // Matrix products. matmul follows NumPy: 1-D operands are promoted, batch axes broadcast.
+import { tidy } from '../core/engine.ts';
 import { broadcastShapes, formatShape, sizeOf } from '../core/shape.ts';
 import { empty, record, type Tensor } from '../core/tensor.ts';
 import { reshape } from './shape.ts';
@@ -18,9 +19,10 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   if ((a.rank === 1 && opts.transA) || (b.rank === 1 && opts.transB)) throw new Error('matmul: a 1-D operand cannot be transposed');
   if (a.rank === 0 || b.rank === 0) throw new Error(`matmul: operands must have rank ≥ 1, got ${formatShape(a.shape)} · ${formatShape(b.shape)}`);
   // 1-D · 1-D is a dot product: a scalar, as in NumPy (the 1-D · n-D rule below would leave [1]).
-  if (a.rank === 1 && b.rank === 1) return reshape(matmul(reshape(a, [1, a.size]), reshape(b, [b.size, 1])), []);
-  if (a.rank === 1) { const r = matmul(reshape(a, [1, a.size]), b, opts); return reshape(r, [...r.shape.slice(0, -2), r.shape[r.rank - 1]]); }
-  if (b.rank === 1) { const r = matmul(a, reshape(b, [b.size, 1]), opts); return reshape(r, r.shape.slice(0, -1)); }
+  // The rewrites below run in tidy() so that their reshaped operands are freed outside a scope too.
+  if (a.rank === 1 && b.rank === 1) return tidy(() => reshape(matmul(reshape(a, [1, a.size]), reshape(b, [b.size, 1])), []));
+  if (a.rank === 1) return tidy(() => { const r = matmul(reshape(a, [1, a.size]), b, opts); return reshape(r, [...r.shape.slice(0, -2), r.shape[r.rank - 1]]); });
+  if (b.rank === 1) return tidy(() => { const r = matmul(a, reshape(b, [b.size, 1]), opts); return reshape(r, r.shape.slice(0, -1)); });
   const transA = !!opts.transA, transB = !!opts.transB;
   const [ar, ac] = a.shape.slice(-2), [br, bc] = b.shape.slice(-2);
   const m = transA ? ac : ar, k = transA ? ar : ac;
@@ -34,8 +36,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const bFull = bOne || sizeOf(b.shape.slice(0, -2)) === batch && b.rank - 2 === batchShape.length;
   if (!aFull || !bFull) {
     // Rare mixed broadcasting (e.g. [2,1,m,k]·[1,3,k,n]): materialise, then recurse.
-    const ea = expandBatch(a, batchShape), eb = expandBatch(b, batchShape);
-    return matmul(ea, eb, opts);
+    return tidy(() => matmul(expandBatch(a, batchShape), expandBatch(b, batchShape), opts));
   }
   const out = empty([...batchShape, m, n], a.dtype, be);
   be.matmul(a.storage, b.storage, out.storage, {

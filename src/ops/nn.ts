@@ -1,4 +1,5 @@
 // Fused neural-network ops: each is one forward kernel and one backward kernel, over the last axis.
+import { tidy } from '../core/engine.ts';
 import { formatShape, sameShape } from '../core/shape.ts';
 import { empty, record, type Tensor } from '../core/tensor.ts';
 import { div, mul, where } from './elementwise.ts';
@@ -31,7 +32,7 @@ export const logSoftmax = (x: Tensor): Tensor => softmaxImpl(x, true);
 
 /** Softmax over the last axis where mask (broadcastable, nonzero = visible) hides entries. */
 export function maskedSoftmax(x: Tensor, mask: Tensor): Tensor {
-  return softmax(where(mask, x, -Infinity));
+  return tidy(() => softmax(where(mask, x, -Infinity)));
 }
 
 /** RMSNorm over the last axis: x / sqrt(mean(x²) + eps) · weight. */
@@ -132,11 +133,16 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   lse.dispose();
   const reduction = opts.reduction ?? 'mean';
   if (reduction === 'none') return perRow;
-  if (reduction === 'sum') return sum(perRow);
-  const t = targets.dataSync();
-  let counted = 0;
-  for (let i = 0; i < t.length; i++) if (t[i] !== ignore) counted++;
-  return counted === targets.size ? mean(perRow) : div(sum(perRow), Math.max(counted, 1));
+  // perRow is an intermediate now: free it with the reduction's own (the node keeps what it needs).
+  const out = tidy(() => {
+    if (reduction === 'sum') return sum(perRow);
+    const t = targets.dataSync();
+    let counted = 0;
+    for (let i = 0; i < t.length; i++) if (t[i] !== ignore) counted++;
+    return counted === targets.size ? mean(perRow) : div(sum(perRow), Math.max(counted, 1));
+  });
+  perRow.dispose();
+  return out;
 }
 
 /** Inverted dropout with a counter-hash mask (identical on every backend for a seed). */
@@ -146,5 +152,7 @@ export function dropout(x: Tensor, p: number, seed: number, training = true): Te
   const b = backendOf('dropout', x);
   const mask = empty(x.shape, x.dtype, b);
   b.dropoutMask(mask.storage, x.size, p, seed);
-  return mul(x, mask);
+  const y = mul(x, mask);
+  mask.dispose(); // the mul node keeps its storage for the backward
+  return y;
 }

@@ -1,5 +1,6 @@
 // Reductions over one axis or all axes. Multi-axis reductions reduce one axis at a time.
 import type { ReduceOp } from '../core/backend.ts';
+import { tidy } from '../core/engine.ts';
 import { normalizeAxis, sizeOf } from '../core/shape.ts';
 import { empty, record, type Tensor } from '../core/tensor.ts';
 import { div, eq, exp, log, mul, sub, add } from './elementwise.ts';
@@ -39,13 +40,17 @@ function reduceAxis(op: ReduceOp, x: Tensor, axis: number): Tensor {
   });
 }
 
+// Composite ops run in tidy() so that their intermediates are freed even outside a caller's scope
+// (the recorded nodes keep what the backward needs).
 function reduceMany(op: ReduceOp, x: Tensor, axis: Axes, opts: ReduceOptions): Tensor {
   const axes = axesOf(x, axis, op);
-  let cur = x;
-  for (const a of axes) cur = reduceAxis(op, cur, a);
-  if (opts.keepDims) return cur === x ? reshape(x, x.shape) : cur;
-  const shape = x.shape.filter((_, i) => !axes.includes(i));
-  return reshape(cur, shape);
+  return tidy(() => {
+    let cur = x;
+    for (const a of axes) cur = reduceAxis(op, cur, a);
+    if (opts.keepDims) return cur === x ? reshape(x, x.shape) : cur;
+    const shape = x.shape.filter((_, i) => !axes.includes(i));
+    return reshape(cur, shape);
+  });
 }
 
 export const sum = (x: Tensor, axis?: Axes, opts: ReduceOptions = {}): Tensor => reduceMany('sum', x, axis, opts);
@@ -54,13 +59,15 @@ export const min = (x: Tensor, axis?: Axes, opts: ReduceOptions = {}): Tensor =>
 
 export function mean(x: Tensor, axis?: Axes, opts: ReduceOptions = {}): Tensor {
   const n = axesOf(x, axis, 'mean').reduce((p, a) => p * x.shape[a], 1);
-  return div(sum(x, axis, opts), n);
+  return tidy(() => div(sum(x, axis, opts), n));
 }
 
 /** log Σ exp(x) over the axes, stable: the max is subtracted as a constant (exact gradient). */
 export function logsumexp(x: Tensor, axis?: Axes, opts: ReduceOptions = {}): Tensor {
-  const m = detach(max(x, axis, { keepDims: true }));
-  const lse = add(log(sum(exp(sub(x, m)), axis, { keepDims: true })), m);
-  if (opts.keepDims) return lse;
-  return reshape(lse, x.shape.filter((_, i) => !axesOf(x, axis, 'logsumexp').includes(i)));
+  return tidy(() => {
+    const m = detach(max(x, axis, { keepDims: true }));
+    const lse = add(log(sum(exp(sub(x, m)), axis, { keepDims: true })), m);
+    if (opts.keepDims) return lse;
+    return reshape(lse, x.shape.filter((_, i) => !axesOf(x, axis, 'logsumexp').includes(i)));
+  });
 }

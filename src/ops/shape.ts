@@ -1,5 +1,6 @@
 // Reshaping and rearranging. reshape-like ops are views (shared storage); the rest copy through
 // the stridedCopy kernel, whose adjoint is another strided copy or a scatter into zeros.
+import { tidy } from '../core/engine.ts';
 import { formatShape, normalizeAxis, sizeOf, stridesOf, type Shape } from '../core/shape.ts';
 import { empty, record, view, type Tensor } from '../core/tensor.ts';
 import { backendOf } from './util.ts';
@@ -116,7 +117,7 @@ export function concat(xs: readonly Tensor[], axis = 0): Tensor {
 
 /** Stacks same-shaped tensors along a new axis. */
 export function stack(xs: readonly Tensor[], axis = 0): Tensor {
-  return concat(xs.map((t) => unsqueeze(t, axis)), axis);
+  return tidy(() => concat(xs.map((t) => unsqueeze(t, axis)), axis));
 }
 
 /** A copy that owns its storage (breaks a view's sharing). */
