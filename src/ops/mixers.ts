@@ -67,18 +67,26 @@ export function requireFinite(op: string, name: string, p: Tensor): void {
   }
 }
 
+/** options.docIds when it is a live tensor, null when absent; throws for anything else. */
+function docIdsTensor(op: string, options: MixerOptions): Tensor | null {
+  const ids = options.docIds;
+  if (ids === undefined || ids === null) return null;
+  if ((ids as Tensor | { isTensor?: unknown }).isTensor !== true) throw new Error(`${op}: docIds must be an int32 tensor of shape (B, T) or (T)`);
+  ids.assertLive(op);
+  return ids;
+}
+
 /** Validates window, docIds and blockSize against (B, T) (docIds: its values too). */
 export function checkMaskOptions(op: string, B: number, T: number, options: MixerOptions): void {
-  const { window, docIds, blockSize } = options;
+  const { window, blockSize } = options;
   if (window !== undefined && window !== null && !(Number.isInteger(window) && window > 0)) {
     throw new Error(`${op}: window must be a positive integer (or omitted for none), got ${window}`);
   }
   if (blockSize !== undefined && !(Number.isInteger(blockSize) && blockSize > 0)) {
     throw new Error(`${op}: blockSize must be a positive integer, got ${blockSize}`);
   }
-  if (docIds === undefined || docIds === null) return;
-  if ((docIds as Tensor | { isTensor?: unknown }).isTensor !== true) throw new Error(`${op}: docIds must be an int32 tensor of shape (B, T) or (T)`);
-  docIds.assertLive(op);
+  const docIds = docIdsTensor(op, options);
+  if (!docIds) return;
   if (docIds.dtype !== 'int32') throw new Error(`${op}: docIds must be int32, got ${docIds.dtype}${formatShape(docIds.shape)}`);
   const bt = docIds.rank === 2 && docIds.shape[0] === B && docIds.shape[1] === T;
   const t = docIds.rank === 1 && docIds.shape[0] === T;
@@ -120,7 +128,7 @@ function requireContiguousRuns(op: string, ids: ArrayLike<number>, rows: number,
  */
 export function softmaxAttention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
   const op = 'softmaxAttention';
-  const be = backendOf(op, q, k, v, options.docIds);
+  const be = backendOf(op, q, k, v, docIdsTensor(op, options));
   requireMixerTensor(op, 'q', q);
   requireSameAs(op, 'k', k, q, 'q');
   requireSameAs(op, 'v', v, q, 'q');
@@ -150,7 +158,7 @@ export function softmaxAttention(q: Tensor, k: Tensor, v: Tensor, options: Atten
  */
 export function causalKrrSolve(r: Tensor, rHat: Tensor, y: Tensor, logLambda: Tensor, options: MixerOptions = {}): Tensor {
   const op = 'causalKrrSolve';
-  const be = backendOf(op, r, rHat, y, logLambda, options.docIds);
+  const be = backendOf(op, r, rHat, y, logLambda, docIdsTensor(op, options));
   requireMixerTensor(op, 'r', r);
   requireSameAs(op, 'rHat', rHat, r, 'r');
   requireSameAs(op, 'y', y, r, 'r');
