@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  causalKrrSolve, cubitAttention, dispose, localLinearAttention, softmaxAttention, solveSpd, tensor, tidy, withBackend,
+  causalKrrSolve, cubitAttention, dispose, getBackend, localLinearAttention, noGrad, softmaxAttention, solveSpd, tensor, tidy, withBackend,
   type DType, type MixerOptions, type Tensor,
 } from '../src/index.ts';
 import { gradcheck, nativeTestOptions, randTensor, randValues, relErr, requireNative } from './helpers.ts';
@@ -353,4 +353,41 @@ test('cubitAttention: r = 0 at a token gives finite gradients (the norm floor)',
     const res = runCubit(val, 'float64', {});
     for (const [name, g] of Object.entries(res.grads)) assert.ok(g.every(Number.isFinite), `∂${name} is not finite`);
   }));
+});
+
+// ---- memory ----
+
+describe('no storage outlives its use', () => {
+  for (const be of backends.filter((b) => b.dtype === 'float32')) {
+    test(`${be.name}: forward + backward outside any scope frees everything once results are disposed`, be.opts, () => {
+      onBackend(be.name, () => {
+        const b = getBackend();
+        const mk = (s: number[], seed: number): Tensor => randTensor(s, { seed, dtype: 'float32', requiresGrad: true });
+        const inp = {
+          q: mk([2, 2, 9, 4], 1), k: mk([2, 2, 9, 4], 2), v: mk([2, 2, 9, 4], 3), r: mk([2, 2, 9, 4], 4), lrrLogits: mk([2, 2, 9], 5),
+          refScale: mk([2], 6), logLambda: mk([2], 7), lrrLower: mk([2], 8), lrrRange: mk([2], 9),
+        };
+        const ridge = mk([2], 10);
+        const before = b.memory().bytesInUse;
+        for (let it = 0; it < 2; it++) {
+          const docIds = tensor(Int32Array.from([0, 0, 0, 1, 1, 1, 1, 2, 2]), [9]);
+          const { output, solution } = cubitAttention(inp, { docIds, window: 4 });
+          const ll = localLinearAttention(inp.q, inp.k, inp.v, { ridge, docIds });
+          const att = softmaxAttention(inp.q, inp.k, inp.v, { docIds });
+          const g = randTensor(output.shape, { seed: 11, dtype: 'float32' });
+          output.backward(g); ll.backward(g); att.backward(g);
+          dispose([output, solution, ll, att, g, docIds]);
+          for (const t of [...Object.values(inp), ridge]) { assert.ok(t.grad, 'every input receives a gradient'); t.grad.dispose(); t.grad = null; }
+          assert.equal(b.memory().bytesInUse, before, `iteration ${it}: storage leaked`);
+        }
+        // Forward only (the graph is dropped without backward), and under noGrad.
+        const ids = tensor(Int32Array.from([0, 0, 0, 1, 1, 1, 1, 2, 2]), [9]), proj = randTensor([4, 2], { dtype: 'float32' });
+        dispose(cubitAttention(inp, { docIds: ids }));
+        noGrad(() => dispose(localLinearAttention(inp.q, inp.k, inp.v, { projection: proj })));
+        dispose([ids, proj]);
+        assert.equal(b.memory().bytesInUse, before, 'forward-only / noGrad passes leaked storage');
+        dispose([...Object.values(inp), ridge]);
+      });
+    });
+  }
 });

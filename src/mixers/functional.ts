@@ -2,8 +2,9 @@
 // (CUBIT.md §2) and the local linear regression variant (§5). The modules with projections, rotary
 // embeddings and decode caches are built on these.
 //
-// Memory: like any op, these leave their intermediates in the caller's scope (they are graph nodes
-// that backward still needs); wrap a forward/backward step in tidy().
+// Memory: like the composite ops, each runs in its own tidy(): only the results survive into the
+// caller's scope; the gradient nodes keep the storages their backward needs.
+import { tidy } from '../core/engine.ts';
 import type { Tensor } from '../core/tensor.ts';
 import { add, maximum, mul, rsqrt, sigmoid, square, sub } from '../ops/elementwise.ts';
 import { matmul } from '../ops/matmul.ts';
@@ -77,15 +78,17 @@ export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}):
   if (!(Number.isFinite(eps) && eps > 0)) throw new Error(`${op}: normEps must be a positive finite number, got ${eps}`);
   checkMaskOptions(op, B, T, options);
 
-  // max(‖r‖, eps) = sqrt(max(‖r‖², eps²)): the clamp before the root keeps the gradient finite at r = 0.
-  const invNorm = rsqrt(maximum(sum(square(r), -1, { keepDims: true }), eps * eps));
-  const rHat = mul(r, mul(invNorm, reshape(refScale, [1, H, 1, 1])));
-  const s = add(reshape(lrrLower, [1, H, 1]), mul(reshape(lrrRange, [1, H, 1]), sigmoid(lrrLogits)));
-  const y = mul(v, unsqueeze(s, -1));
-  const mask = { window: options.window, docIds: options.docIds, blockSize: options.blockSize };
-  const solution = causalKrrSolve(r, rHat, y, logLambda, mask);
-  const output = softmaxAttention(q, k, solution, { ...mask, scale: 1 / Math.sqrt(D) });
-  return { output, solution };
+  return tidy(() => {
+    // max(‖r‖, eps) = sqrt(max(‖r‖², eps²)): the clamp before the root keeps the gradient finite at r = 0.
+    const invNorm = rsqrt(maximum(sum(square(r), -1, { keepDims: true }), eps * eps));
+    const rHat = mul(r, mul(invNorm, reshape(refScale, [1, H, 1, 1])));
+    const s = add(reshape(lrrLower, [1, H, 1]), mul(reshape(lrrRange, [1, H, 1]), sigmoid(lrrLogits)));
+    const y = mul(v, unsqueeze(s, -1));
+    const mask = { window: options.window, docIds: options.docIds, blockSize: options.blockSize };
+    const solution = causalKrrSolve(r, rHat, y, logLambda, mask);
+    const output = softmaxAttention(q, k, solution, { ...mask, scale: 1 / Math.sqrt(D) });
+    return { output, solution };
+  });
 }
 
 export interface LocalLinearOptions extends MixerOptions {
@@ -147,22 +150,24 @@ export function localLinearAttention(q: Tensor, k: Tensor, v: Tensor, options: L
   }
   checkMaskOptions(op, B, T, options);
 
-  const visible = mixerMask(B, T, options, q.dtype);
-  const p = maskedSoftmax(mul(matmul(q, k, { transB: true }), scale), visible); // (B, H, T, T)
-  const proj = (x: Tensor): Tensor => (P ? matmul(x, P.rank === 3 ? reshape(P, [1, H, D, m]) : P) : x);
-  const kp = proj(k), qp = proj(q); // (B, H, T, m)
-  const kBar = matmul(p, kp); // (B, H, T, m)
-  const vBar = matmul(p, v); // (B, H, T, Dv)
-  const outer = reshape(mul(unsqueeze(kp, -1), unsqueeze(kp, -2)), [B, H, T, m * m]);
-  const second = reshape(matmul(p, outer), [B, H, T, m, m]);
-  const cov = sub(second, mul(unsqueeze(kBar, -1), unsqueeze(kBar, -2)));
-  const eye = eyeLike(m, q);
-  const ridgeI = typeof ridge === 'number' ? mul(eye, ridge) : mul(eye, reshape(ridge, [1, H, 1, 1, 1]));
-  const a = squeeze(solveSpd(add(cov, ridgeI), unsqueeze(sub(kBar, qp), -1)), -1); // (B, H, T, m)
-  const aK = matmul(a, kp, { transB: true }); // a_i·k'_j (B, H, T, T)
-  const aKBar = sum(mul(a, kBar), -1, { keepDims: true }); // a_i·k̄'_i (B, H, T, 1)
-  const correction = matmul(mul(p, sub(aK, aKBar)), v);
-  return sub(vBar, correction);
+  return tidy(() => {
+    const visible = mixerMask(B, T, options, q.dtype);
+    const p = maskedSoftmax(mul(matmul(q, k, { transB: true }), scale), visible); // (B, H, T, T)
+    const proj = (x: Tensor): Tensor => (P ? matmul(x, P.rank === 3 ? reshape(P, [1, H, D, m]) : P) : x);
+    const kp = proj(k), qp = proj(q); // (B, H, T, m)
+    const kBar = matmul(p, kp); // (B, H, T, m)
+    const vBar = matmul(p, v); // (B, H, T, Dv)
+    const outer = reshape(mul(unsqueeze(kp, -1), unsqueeze(kp, -2)), [B, H, T, m * m]);
+    const second = reshape(matmul(p, outer), [B, H, T, m, m]);
+    const cov = sub(second, mul(unsqueeze(kBar, -1), unsqueeze(kBar, -2)));
+    const eye = eyeLike(m, q);
+    const ridgeI = typeof ridge === 'number' ? mul(eye, ridge) : mul(eye, reshape(ridge, [1, H, 1, 1, 1]));
+    const a = squeeze(solveSpd(add(cov, ridgeI), unsqueeze(sub(kBar, qp), -1)), -1); // (B, H, T, m)
+    const aK = matmul(a, kp, { transB: true }); // a_i·k'_j (B, H, T, T)
+    const aKBar = sum(mul(a, kBar), -1, { keepDims: true }); // a_i·k̄'_i (B, H, T, 1)
+    const correction = matmul(mul(p, sub(aK, aKBar)), v);
+    return sub(vBar, correction);
+  });
 }
 
 function eyeLike(m: number, like: Tensor): Tensor {
