@@ -352,6 +352,13 @@ test('sampler state is small JSON and resuming gives identical batches, across e
       });
     }
     assert.ok(straight.progress > 2, 'went past two epochs');
+    // Reusing a batch's arrays gives the same batches.
+    const reusing = new BatchSampler(stream, opts);
+    let buf = reusing.nextArrays();
+    assert.deepEqual([...buf.inputs], [...all[0].inputs]);
+    buf = reusing.nextArrays(buf);
+    assert.deepEqual([...buf.targets], [...all[1].targets]);
+    assert.equal(buf.targetCount, all[1].targetCount);
   }
 });
 

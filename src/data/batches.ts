@@ -258,10 +258,12 @@ export class BatchSampler {
     return len;
   }
 
-  /** The next batch as arrays. */
-  nextArrays(): BatchArrays {
+  /** The next batch as arrays; pass the previous batch as `reuse` to fill its arrays instead of new ones. */
+  nextArrays(reuse?: BatchArrays): BatchArrays {
     const B = this.B, T = this.T;
-    const out: BatchArrays = { B, T, inputs: new Int32Array(B * T), targets: new Int32Array(B * T), docIds: new Int32Array(B * T), targetCount: 0 };
+    const out: BatchArrays = reuse && reuse.B === B && reuse.T === T && reuse.inputs.length === B * T
+      ? Object.assign(reuse, { targetCount: 0 })
+      : { B, T, inputs: new Int32Array(B * T), targets: new Int32Array(B * T), docIds: new Int32Array(B * T), targetCount: 0 };
     for (let r = 0; r < B; r++) {
       this.layout();
       if (this.cursor >= this.order.length) { this.epoch++; this.cursor = 0; this.layout(); }

@@ -216,13 +216,14 @@ function headerLength(first8: Uint8Array, fileSize: number, label: string): numb
 }
 
 function typedFrom(dtype: DType, bytes: Uint8Array): TypedArray {
-  // Copy into a fresh, aligned buffer (the source may be unaligned or part of a bigger one).
-  const copy = new Uint8Array(bytes.length);
-  copy.set(bytes);
+  // View the bytes when they are a whole, fresh buffer (what readExact returns); otherwise copy
+  // into an aligned one (the source may be unaligned, or part of a bigger buffer to be freed).
+  let own = bytes;
+  if (bytes.byteOffset !== 0 || bytes.byteLength !== bytes.buffer.byteLength) { own = new Uint8Array(bytes.length); own.set(bytes); }
   switch (dtype) {
-    case 'float32': return new Float32Array(copy.buffer);
-    case 'float64': return new Float64Array(copy.buffer);
-    case 'int32': return new Int32Array(copy.buffer);
+    case 'float32': return new Float32Array(own.buffer);
+    case 'float64': return new Float64Array(own.buffer);
+    case 'int32': return new Int32Array(own.buffer);
   }
 }
 
@@ -236,16 +237,19 @@ export function decodeSafetensors(bytes: Uint8Array, label = '<buffer>'): Safete
   return { metadata: h.metadata, tensors };
 }
 
-function readFileOrFail(file: string): Buffer {
-  try { return fs.readFileSync(file); } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    return fail(file, code === 'ENOENT' ? 'no such file' : `cannot read (${(e as Error).message})`);
-  }
-}
-
-/** Reads and validates a whole file into typed arrays. */
+/** Reads and validates a whole file into typed arrays (each tensor read straight into its own buffer). */
 export function readSafetensorsSync(file: string): SafetensorsContents {
-  return decodeSafetensors(readFileOrFail(file), file);
+  const f = SafetensorsFile.open(file);
+  try {
+    const tensors = new Map<string, { dtype: DType; shape: number[]; data: TypedArray }>();
+    for (const name of f.names) {
+      const t = f.info(name);
+      tensors.set(name, { dtype: t.dtype, shape: t.shape, data: f.read(name) });
+    }
+    return { metadata: f.metadata, tensors };
+  } finally {
+    f.close();
+  }
 }
 
 /**
