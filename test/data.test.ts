@@ -169,12 +169,14 @@ test('folders: every .txt/.md file below it, hidden ones skipped, in code-unit p
   const dir = tmpdir();
   fs.mkdirSync(path.join(dir, 'b'));
   fs.mkdirSync(path.join(dir, '.git'));
+  fs.symlinkSync(path.join(dir, 'b'), path.join(dir, 'loop'));       // a link to a folder: skipped
+  fs.symlinkSync(path.join(dir, 'a.txt'), path.join(dir, 'link.txt')); // a link to a file: read
   for (const [p, t] of [['b/z.md', 'zz'], ['B.txt', 'upper'], ['a.txt', 'aa'], ['b/a.TXT', 'ba'], ['note.json', '{}'], ['.hidden.txt', 'h'], ['.git/x.txt', 'g'], ['blank.txt', ' \n']]) {
     fs.writeFileSync(path.join(dir, p), t);
   }
   const docs = loadFolder(dir);
-  assert.deepEqual(docs.map((d) => d.id), ['B.txt', 'a.txt', 'b/a.TXT', 'b/z.md']);
-  assert.deepEqual(docs.map((d) => d.text), ['upper', 'aa', 'ba', 'zz']);
+  assert.deepEqual(docs.map((d) => d.id), ['B.txt', 'a.txt', 'b/a.TXT', 'b/z.md', 'link.txt']);
+  assert.deepEqual(docs.map((d) => d.text), ['upper', 'aa', 'ba', 'zz', 'aa']);
   assert.deepEqual(loadCorpus(dir), docs);
   assert.deepEqual(loadFolder(dir, { extensions: ['.json'] }).map((d) => d.id), ['note.json']);
   assert.throws(() => loadFolder(dir, { extensions: ['.rst'] }), /no \.rst files found/);

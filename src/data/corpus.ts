@@ -162,7 +162,7 @@ export interface FolderOptions {
   extensions?: string[];
 }
 
-/** Each matching file below `dir` (recursively, hidden entries skipped) is one document, sorted by path. */
+/** Each matching file below `dir` (recursively; hidden entries and links to folders skipped) is one document, sorted by path. */
 export function loadFolder(dir: string, opts: FolderOptions = {}): Document[] {
   const exts = (opts.extensions ?? ['.txt', '.md']).map((e) => e.toLowerCase());
   const found: string[] = [];
@@ -174,8 +174,14 @@ export function loadFolder(dir: string, opts: FolderOptions = {}): Document[] {
     for (const ent of entries) {
       if (ent.name.startsWith('.')) continue;
       const r = rel ? `${rel}/${ent.name}` : ent.name;
-      if (ent.isDirectory()) walk(r);
-      else if (ent.isFile() && exts.some((e) => ent.name.toLowerCase().endsWith(e))) found.push(r);
+      let isDir = ent.isDirectory(), isFile = ent.isFile();
+      if (ent.isSymbolicLink()) {
+        // Follow links to files; links to folders are skipped (they could loop).
+        try { isFile = fs.statSync(path.join(dir, r)).isFile(); } catch { isFile = false; }
+        isDir = false;
+      }
+      if (isDir) walk(r);
+      else if (isFile && exts.some((e) => ent.name.toLowerCase().endsWith(e))) found.push(r);
     }
   };
   walk('');

@@ -128,7 +128,8 @@ export function readJsonSync<T = unknown>(file: string): T {
 
 /**
  * Makes a whole folder appear at `target` at once: `fill(tmpDir)` writes the files into a fresh
- * temporary sibling folder, each is fsynced, then the folder is renamed to `target`. `target`
+ * temporary sibling folder, the files directly inside it are fsynced (write subfolders' files with
+ * writeFileAtomicSync), then the folder is renamed to `target`. `target`
  * must not exist (checkpoints use a new name per step and point to the newest with an atomically
  * written file), so an existing checkpoint is never half-replaced.
  */
