@@ -12,7 +12,7 @@ import {
   causalKrrSolve, checkMaskOptions, mixerMask, requireFinite, requireHeadParam, requireMixerTensor, requireSameAs,
   softmaxAttention, solveSpd, type MixerOptions,
 } from '../ops/mixers.ts';
-import { maskedSoftmax } from '../ops/nn.ts';
+import { maskedSoftmax, softmax } from '../ops/nn.ts';
 import { sum } from '../ops/reduce.ts';
 import { reshape, squeeze, unsqueeze } from '../ops/shape.ts';
 import { requireFloat } from '../ops/util.ts';
@@ -79,15 +79,25 @@ export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}):
   checkMaskOptions(op, B, T, options);
 
   return tidy(() => {
-    // max(‖r‖, eps) = sqrt(max(‖r‖², eps²)): the clamp before the root keeps the gradient finite at r = 0.
-    const invNorm = rsqrt(maximum(sum(square(r), -1, { keepDims: true }), eps * eps));
-    const rHat = mul(r, mul(invNorm, reshape(refScale, [1, H, 1, 1])));
+    const rHat = referenceVectors(r, refScale, eps);
     const s = add(reshape(lrrLower, [1, H, 1]), mul(reshape(lrrRange, [1, H, 1]), sigmoid(lrrLogits)));
     const y = mul(v, unsqueeze(s, -1));
     const mask = { window: options.window, docIds: options.docIds, blockSize: options.blockSize };
     const solution = causalKrrSolve(r, rHat, y, logLambda, mask);
     const output = softmaxAttention(q, k, solution, { ...mask, scale: 1 / Math.sqrt(D) });
     return { output, solution };
+  });
+}
+
+/**
+ * r̂ = α · r / max(‖r‖₂, eps) for r (B, H, T, D) and α = refScale (H): the right factor of W, as
+ * cubitAttention forms it (decode caches use the same function).
+ */
+export function referenceVectors(r: Tensor, refScale: Tensor, eps = 1e-6): Tensor {
+  return tidy(() => {
+    // max(‖r‖, eps) = sqrt(max(‖r‖², eps²)): the clamp before the root keeps the gradient finite at r = 0.
+    const invNorm = rsqrt(maximum(sum(square(r), -1, { keepDims: true }), eps * eps));
+    return mul(r, mul(invNorm, reshape(refScale, [1, r.shape[1], 1, 1])));
   });
 }
 
@@ -123,10 +133,37 @@ export function localLinearAttention(q: Tensor, k: Tensor, v: Tensor, options: L
   const op = 'localLinearAttention';
   requireMixerTensor(op, 'q', q);
   requireSameAs(op, 'k', k, q, 'q');
+  const [B, , T] = q.shape;
+  const params = checkLocalLinear(op, q, k, v, options);
+  checkMaskOptions(op, B, T, options);
+  return tidy(() => localLinearCore(q, k, v, mixerMask(B, T, options, q.dtype), params));
+}
+
+/**
+ * The decode form of localLinearAttention: queries q (B, H, n, D) that see every key of k (B, H, L, D)
+ * and v (B, H, L, Dv) (a decode step: the cache holds exactly the visible keys, the query's own
+ * included). Same formula, ridge and projection; no mask.
+ */
+export function localLinearDecode(q: Tensor, k: Tensor, v: Tensor, options: Omit<LocalLinearOptions, keyof MixerOptions> = {}): Tensor {
+  const op = 'localLinearDecode';
+  requireMixerTensor(op, 'q', q);
+  requireMixerTensor(op, 'k', k);
+  if (k.shape[0] !== q.shape[0] || k.shape[1] !== q.shape[1] || k.shape[3] !== q.shape[3] || k.dtype !== q.dtype) {
+    throw new Error(`${op}: k ${k.describe()} must be (B, H, L, D) = [${q.shape[0]}, ${q.shape[1]}, L, ${q.shape[3]}] in ${q.dtype}`);
+  }
+  const params = checkLocalLinear(op, q, k, v, options);
+  return tidy(() => localLinearCore(q, k, v, null, params));
+}
+
+interface LocalLinearParams { scale: number; ridge: number | Tensor; projection: Tensor | null; m: number }
+
+/** Validates v, scale, ridge and projection against q (B, H, ·, D) and k (B, H, L, D). */
+function checkLocalLinear(op: string, q: Tensor, k: Tensor, v: Tensor, options: Omit<LocalLinearOptions, keyof MixerOptions>): LocalLinearParams {
+  const [B, H, , D] = q.shape;
+  const L = k.shape[2];
   requireMixerTensor(op, 'v', v);
-  const [B, H, T, D] = q.shape;
-  if (v.shape[0] !== B || v.shape[1] !== H || v.shape[2] !== T) {
-    throw new Error(`${op}: v must be (B, H, T, Dv) = [${B}, ${H}, ${T}, …] like q, got ${formatShape(v.shape)}`);
+  if (v.shape[0] !== B || v.shape[1] !== H || v.shape[2] !== L) {
+    throw new Error(`${op}: v must be (B, H, T, Dv) = [${B}, ${H}, ${L}, …] like k, got ${formatShape(v.shape)}`);
   }
   if (v.dtype !== q.dtype) throw new Error(`${op}: v is ${v.dtype} but q is ${q.dtype}; cast one first`);
   const scale = options.scale ?? 1 / Math.sqrt(D);
@@ -148,26 +185,29 @@ export function localLinearAttention(q: Tensor, k: Tensor, v: Tensor, options: L
     if (P.dtype !== q.dtype) throw new Error(`${op}: projection is ${P.dtype} but q is ${q.dtype}; cast one first`);
     m = P.shape[P.rank - 1];
   }
-  checkMaskOptions(op, B, T, options);
+  return { scale, ridge, projection: P, m };
+}
 
-  return tidy(() => {
-    const visible = mixerMask(B, T, options, q.dtype);
-    const p = maskedSoftmax(mul(matmul(q, k, { transB: true }), scale), visible); // (B, H, T, T)
-    const proj = (x: Tensor): Tensor => (P ? matmul(x, P.rank === 3 ? reshape(P, [1, H, D, m]) : P) : x);
-    const kp = proj(k), qp = proj(q); // (B, H, T, m)
-    const kBar = matmul(p, kp); // (B, H, T, m)
-    const vBar = matmul(p, v); // (B, H, T, Dv)
-    const outer = reshape(mul(unsqueeze(kp, -1), unsqueeze(kp, -2)), [B, H, T, m * m]);
-    const second = reshape(matmul(p, outer), [B, H, T, m, m]);
-    const cov = sub(second, mul(unsqueeze(kBar, -1), unsqueeze(kBar, -2)));
-    const eye = eyeLike(m, q);
-    const ridgeI = typeof ridge === 'number' ? mul(eye, ridge) : mul(eye, reshape(ridge, [1, H, 1, 1, 1]));
-    const a = squeeze(solveSpd(add(cov, ridgeI), unsqueeze(sub(kBar, qp), -1)), -1); // (B, H, T, m)
-    const aK = matmul(a, kp, { transB: true }); // a_i·k'_j (B, H, T, T)
-    const aKBar = sum(mul(a, kBar), -1, { keepDims: true }); // a_i·k̄'_i (B, H, T, 1)
-    const correction = matmul(mul(p, sub(aK, aKBar)), v);
-    return sub(vBar, correction);
-  });
+/** §5 for queries q (B, H, n, D) over keys k (B, H, L, D), visible (…, n, L) or null for all. */
+function localLinearCore(q: Tensor, k: Tensor, v: Tensor, visible: Tensor | null, { scale, ridge, projection: P, m }: LocalLinearParams): Tensor {
+  const [B, H, n, D] = q.shape;
+  const L = k.shape[2];
+  const logits = mul(matmul(q, k, { transB: true }), scale);
+  const p = visible ? maskedSoftmax(logits, visible) : softmax(logits); // (B, H, n, L)
+  const proj = (x: Tensor): Tensor => (P ? matmul(x, P.rank === 3 ? reshape(P, [1, H, D, m]) : P) : x);
+  const kp = proj(k), qp = proj(q); // (B, H, L, m), (B, H, n, m)
+  const kBar = matmul(p, kp); // (B, H, n, m)
+  const vBar = matmul(p, v); // (B, H, n, Dv)
+  const outer = reshape(mul(unsqueeze(kp, -1), unsqueeze(kp, -2)), [B, H, L, m * m]);
+  const second = reshape(matmul(p, outer), [B, H, n, m, m]);
+  const cov = sub(second, mul(unsqueeze(kBar, -1), unsqueeze(kBar, -2)));
+  const eye = eyeLike(m, q);
+  const ridgeI = typeof ridge === 'number' ? mul(eye, ridge) : mul(eye, reshape(ridge, [1, H, 1, 1, 1]));
+  const a = squeeze(solveSpd(add(cov, ridgeI), unsqueeze(sub(kBar, qp), -1)), -1); // (B, H, n, m)
+  const aK = matmul(a, kp, { transB: true }); // a_i·k'_j (B, H, n, L)
+  const aKBar = sum(mul(a, kBar), -1, { keepDims: true }); // a_i·k̄'_i (B, H, n, 1)
+  const correction = matmul(mul(p, sub(aK, aKBar)), v);
+  return sub(vBar, correction);
 }
 
 function eyeLike(m: number, like: Tensor): Tensor {
