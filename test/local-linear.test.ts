@@ -3,7 +3,7 @@
 // functions of the keys are reproduced, ρ → ∞ recovers softmax attention).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { dispose, localLinearAttention, softmaxAttention, tensor, tidy, withBackend, type DType, type Tensor } from '../src/index.ts';
+import { dispose, localLinearAttention, localLinearDecode, softmaxAttention, tensor, tidy, withBackend, type DType, type Tensor } from '../src/index.ts';
 import { gradcheck, nativeTestOptions, randTensor, randValues, relErr, requireNative } from './helpers.ts';
 
 interface Case {
@@ -11,6 +11,8 @@ interface Case {
   q: Float64Array; k: Float64Array; v: Float64Array;
   /** (D, m) or (H, D, m), or null for the identity. */
   proj: { shape: number[]; data: Float64Array } | null;
+  /** Linear-term coordinates given directly: (B, H, T, m) for queries and keys. */
+  features?: { m: number; q: Float64Array; k: Float64Array };
   ridge: number | number[];
   window?: number; docs?: Int32Array;
 }
@@ -57,7 +59,7 @@ function direct(c: Case): Float64Array {
     for (let h = 0; h < H; h++) {
       const bh = b * H + h;
       const vec = (a: Float64Array, t: number, w: number) => Array.from(a.subarray((bh * T + t) * w, (bh * T + t + 1) * w));
-      const m = c.proj ? c.proj.shape[c.proj.shape.length - 1] : D;
+      const m = c.features ? c.features.m : c.proj ? c.proj.shape[c.proj.shape.length - 1] : D;
       const project = (x: number[]): number[] => {
         if (!c.proj) return x;
         const base = c.proj.shape.length === 3 ? h * D * m : 0;
@@ -77,7 +79,7 @@ function direct(c: Case): Float64Array {
         const e = logits.map((x) => Math.exp(x - mx));
         const z = e.reduce((s, x) => s + x, 0);
         const p = e.map((x) => x / z);
-        const kp = J.map((j) => project(vec(c.k, j, D)));
+        const kp = J.map((j) => (c.features ? vec(c.features.k, j, m) : project(vec(c.k, j, D))));
         const vs = J.map((j) => vec(c.v, j, Dv));
         const kBar = Array.from({ length: m }, (_, a) => J.reduce((s, _j, n) => s + p[n] * kp[n][a], 0));
         const vBar = Array.from({ length: Dv }, (_, a) => J.reduce((s, _j, n) => s + p[n] * vs[n][a], 0));
@@ -86,7 +88,7 @@ function direct(c: Case): Float64Array {
         const Bm = Array.from({ length: m }, (_, a) => Array.from({ length: Dv }, (_, d) =>
           J.reduce((s, _j, n) => s + p[n] * (kp[n][a] - kBar[a]) * vs[n][d], 0)));
         const Z = gaussSolve(C, Bm);
-        const qp = project(qi);
+        const qp = c.features ? vec(c.features.q, i, m) : project(qi);
         for (let d = 0; d < Dv; d++) {
           let corr = 0;
           for (let a = 0; a < m; a++) corr += (kBar[a] - qp[a]) * Z[a][d];
@@ -105,6 +107,7 @@ function run(c: Case, dtype: DType, over: { v?: Float64Array; ridge?: number } =
     const out = localLinearAttention(tensor(c.q, s, { dtype }), tensor(c.k, s, { dtype }), tensor(over.v ?? c.v, [c.B, c.H, c.T, c.Dv], { dtype }), {
       ridge: over.ridge ?? (typeof c.ridge === 'number' ? c.ridge : tensor(c.ridge, [c.H], { dtype })),
       projection: c.proj ? tensor(c.proj.data, c.proj.shape, { dtype }) : null,
+      features: c.features ? { q: tensor(c.features.q, [c.B, c.H, c.T, c.features.m], { dtype }), k: tensor(c.features.k, [c.B, c.H, c.T, c.features.m], { dtype }) } : null,
       window: c.window, docIds: c.docs ? tensor(c.docs, [c.T]) : null,
     });
     return Float64Array.from(out.dataSync());
@@ -118,6 +121,7 @@ const cases: [string, Case][] = [
   ['shared (D, m) projection, m = 2', makeCase(2, 2, 12, 5, 5, 21, { proj: { shape: [5, 2], data: randValues(10, { seed: 24 }) } })],
   ['per-head (H, D, m) projection, m = 3', makeCase(1, 3, 12, 4, 4, 31, { proj: { shape: [3, 4, 3], data: randValues(36, { seed: 34 }) } })],
   ['window 5 and documents', makeCase(2, 1, 12, 3, 3, 41, { window: 5, docs })],
+  ['features given directly (m = 2)', makeCase(1, 2, 12, 4, 4, 51, { features: { m: 2, q: randValues(48, { seed: 54 }), k: randValues(48, { seed: 55 }) } })],
 ];
 
 describe('matches the direct per-query float64 evaluation of §5', () => {
@@ -157,6 +161,10 @@ describe('gradcheck (float64 finite differences)', () => {
   gc('q, k, v, ridge tensor, (D, m) projection, window and documents', (q, k, v, rho, P) =>
     localLinearAttention(q, k, v, { ridge: rho, projection: P, window: 4, docIds: tensor(Int32Array.from([0, 0, 0, 1, 1, 1, 1]), [7]) }),
   () => [x([1, 2, 7, 4], 4), x([1, 2, 7, 4], 5), x([1, 2, 7, 2], 6), x([2], 7, { low: 0.3, high: 1.5 }), x([4, 2], 8)]);
+  gc('features given directly', (q, k, v, fq, fk) => localLinearAttention(q, k, v, { ridge: 0.6, features: { q: fq, k: fk }, window: 5 }),
+    () => [x([1, 2, 7, 3], 13), x([1, 2, 7, 3], 14), x([1, 2, 7, 3], 15), x([1, 2, 7, 2], 16), x([1, 2, 7, 2], 17)]);
+  gc('localLinearDecode: one query over a cache, with features', (q, k, v, fq, fk) => localLinearDecode(q, k, v, { ridge: 0.6, features: { q: fq, k: fk } }),
+    () => [x([1, 2, 1, 3], 18), x([1, 2, 6, 3], 19), x([1, 2, 6, 3], 20), x([1, 2, 1, 2], 21), x([1, 2, 6, 2], 22)]);
   gc('per-head (H, D, m) projection', (q, k, v, P) => localLinearAttention(q, k, v, { ridge: 0.4, projection: P }),
     () => [x([2, 2, 5, 3], 9), x([2, 2, 5, 3], 10), x([2, 2, 5, 3], 11), x([2, 3, 2], 12)]);
 });

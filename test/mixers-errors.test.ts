@@ -140,6 +140,13 @@ describe('localLinearAttention', () => {
     throwsNaming(() => ll({ projection: randTensor([D, 0], { dtype: 'float32' }) }), /projection/);
     throwsNaming(() => ll({ projection: randTensor([D, 2], { dtype: 'float64' }) }), /projection/, /float64/);
   });
+  test('features', () => {
+    const f = (shape: number[], dtype: DType = 'float32') => randTensor(shape, { dtype });
+    throwsNaming(() => ll({ features: { q: f([B, H, T, 2]), k: f([B, H, T, 2]) }, projection: f([D, 2]) }), /projection or features/);
+    throwsNaming(() => ll({ features: { q: f([B, H, T + 1, 2]), k: f([B, H, T, 2]) } }), /features\.q/);
+    throwsNaming(() => ll({ features: { q: f([B, H, T, 2]), k: f([B, H, T, 3]) } }), /features\.q and features\.k/);
+    throwsNaming(() => ll({ features: { q: f([B, H, T, 2]), k: f([B, H, T, 2], 'float64') } }), /features\.k/, /float64/);
+  });
   test('v and mask options', () => {
     throwsNaming(() => ll({}, t4(3, 'float32', [B, H, T + 1, D])), /\bv\b/);
     throwsNaming(() => ll({ window: 1.5 }), /localLinearAttention/, /window/);

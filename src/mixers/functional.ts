@@ -112,6 +112,13 @@ export interface LocalLinearOptions extends MixerOptions {
    * P = I (m = D). Differentiable.
    */
   projection?: Tensor | null;
+  /**
+   * The coordinates of the local linear fit given directly: features.q (B, H, T, m) for the
+   * queries and features.k (B, H, T, m) for the keys (e.g. a projection of unrotated q, k turned
+   * by an m-dimensional rotary, so that the fit depends on relative positions only). The weights
+   * p_ij still use q·k. Excludes `projection`. Differentiable.
+   */
+  features?: { q: Tensor; k: Tensor } | null;
 }
 
 /**
@@ -127,7 +134,8 @@ export interface LocalLinearOptions extends MixerOptions {
  * A dense composite of ops: O(B·H·T²·(m² + D)) time and O(B·H·T·(T + m²)) memory, with a host-side
  * batched m×m Cholesky solve (solveSpd). Meant for experiments at modest T, not long contexts.
  * In float32 the uncentred second moment loses precision when keys sit far from the origin
- * relative to their spread; ρ bounds the damage. Differentiable in q, k, v, ridge and projection.
+ * relative to their spread; ρ bounds the damage. Differentiable in q, k, v, ridge, projection and
+ * features.
  */
 export function localLinearAttention(q: Tensor, k: Tensor, v: Tensor, options: LocalLinearOptions = {}): Tensor {
   const op = 'localLinearAttention';
@@ -155,7 +163,9 @@ export function localLinearDecode(q: Tensor, k: Tensor, v: Tensor, options: Omit
   return tidy(() => localLinearCore(q, k, v, null, params));
 }
 
-interface LocalLinearParams { scale: number; ridge: number | Tensor; projection: Tensor | null; m: number }
+interface LocalLinearParams {
+  scale: number; ridge: number | Tensor; projection: Tensor | null; features: { q: Tensor; k: Tensor } | null; m: number;
+}
 
 /** Validates v, scale, ridge and projection against q (B, H, ·, D) and k (B, H, L, D). */
 function checkLocalLinear(op: string, q: Tensor, k: Tensor, v: Tensor, options: Omit<LocalLinearOptions, keyof MixerOptions>): LocalLinearParams {
@@ -185,17 +195,28 @@ function checkLocalLinear(op: string, q: Tensor, k: Tensor, v: Tensor, options: 
     if (P.dtype !== q.dtype) throw new Error(`${op}: projection is ${P.dtype} but q is ${q.dtype}; cast one first`);
     m = P.shape[P.rank - 1];
   }
-  return { scale, ridge, projection: P, m };
+  const F = options.features ?? null;
+  if (F) {
+    if (P) throw new Error(`${op}: give projection or features, not both`);
+    for (const [name, f, len] of [['features.q', F.q, q.shape[2]], ['features.k', F.k, L]] as const) {
+      requireMixerTensor(op, name, f);
+      if (f.shape[0] !== B || f.shape[1] !== H || f.shape[2] !== len) throw new Error(`${op}: ${name} must be (B, H, T, m) = [${B}, ${H}, ${len}, m], got ${formatShape(f.shape)}`);
+      if (f.dtype !== q.dtype) throw new Error(`${op}: ${name} is ${f.dtype} but q is ${q.dtype}; cast one first`);
+    }
+    if (F.q.shape[3] !== F.k.shape[3]) throw new Error(`${op}: features.q and features.k must share m, got ${F.q.shape[3]} and ${F.k.shape[3]}`);
+    m = F.k.shape[3];
+  }
+  return { scale, ridge, projection: P, features: F, m };
 }
 
 /** §5 for queries q (B, H, n, D) over keys k (B, H, L, D), visible (…, n, L) or null for all. */
-function localLinearCore(q: Tensor, k: Tensor, v: Tensor, visible: Tensor | null, { scale, ridge, projection: P, m }: LocalLinearParams): Tensor {
+function localLinearCore(q: Tensor, k: Tensor, v: Tensor, visible: Tensor | null, { scale, ridge, projection: P, features: F, m }: LocalLinearParams): Tensor {
   const [B, H, n, D] = q.shape;
   const L = k.shape[2];
   const logits = mul(matmul(q, k, { transB: true }), scale);
   const p = visible ? maskedSoftmax(logits, visible) : softmax(logits); // (B, H, n, L)
   const proj = (x: Tensor): Tensor => (P ? matmul(x, P.rank === 3 ? reshape(P, [1, H, D, m]) : P) : x);
-  const kp = proj(k), qp = proj(q); // (B, H, L, m), (B, H, n, m)
+  const kp = F ? F.k : proj(k), qp = F ? F.q : proj(q); // (B, H, L, m), (B, H, n, m)
   const kBar = matmul(p, kp); // (B, H, n, m)
   const vBar = matmul(p, v); // (B, H, n, Dv)
   const outer = reshape(mul(unsqueeze(kp, -1), unsqueeze(kp, -2)), [B, H, L, m * m]);

@@ -3,3 +3,7 @@
 export {
   cubitAttention, localLinearAttention, localLinearDecode, referenceVectors, type CubitInputs, type CubitOptions, type CubitResult, type LocalLinearOptions,
 } from './functional.ts';
+export {
+  CubitMixer, LocalLinearMixer, MixerState, SoftmaxMixer, TokenMixer, type CubitMixerConfig, type LocalLinearMixerConfig, type MixerConfig,
+  type MixerForwardOptions,
+} from './modules.ts';
