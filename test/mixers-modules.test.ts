@@ -16,6 +16,7 @@ const kinds: { name: string; make: (window: number | null) => TokenMixer }[] = [
   // refScale 2 and λ = 1e-3 keep X moderate; the defaults are exercised by the gradient test.
   { name: 'CubitMixer', make: (window) => new CubitMixer({ dModel, nHeads, window, refScale: 2, lambda: 1e-3 }, new Rng(2)) },
   { name: 'CubitMixer (shared key)', make: (window) => new CubitMixer({ dModel, nHeads, window, sharedKey: true, refScale: 2, lambda: 1e-3 }, new Rng(3)) },
+  { name: 'CubitMixer (LRR off)', make: (window) => new CubitMixer({ dModel, nHeads, window, lrr: false, refScale: 2, lambda: 1e-3 }, new Rng(8)) },
   { name: 'CubitMixer (no rotary)', make: (window) => new CubitMixer({ dModel, nHeads, window, rotary: false }, new Rng(4)) },
   { name: 'LocalLinearMixer (rank 4)', make: (window) => new LocalLinearMixer({ dModel, nHeads, window, rank: 4, ridge: 0.5 }, new Rng(5)) },
   { name: 'LocalLinearMixer (rank 3, no rotary)', make: (window) => new LocalLinearMixer({ dModel, nHeads, window, rank: 3, rotary: false }, new Rng(7)) },
@@ -137,8 +138,12 @@ describe('modules', () => {
         ['refScale', 'logLambda', 'lrrLower', 'lrrRange', 'wq.weight', 'wk.weight', 'wv.weight', 'wo.weight', 'wr.weight', 'wlrr.weight']);
       assert.equal(c.numParameters(), 5 * dModel * dModel + nHeads * dModel + 4 * nHeads);
       assert.deepEqual(Array.from(c.refScale.dataSync()), [1, 1]);
-      assert.deepEqual(Array.from(c.lrrLower.dataSync()), [0.5, 0.5]);
-      assert.deepEqual(Array.from(c.lrrRange.dataSync()), [1.5, 1.5]);
+      assert.deepEqual(Array.from(c.lrrLower!.dataSync()), [0.5, 0.5]);
+      assert.deepEqual(Array.from(c.lrrRange!.dataSync()), [1.5, 1.5]);
+      // LRR off (the ablation): no W_lrr and no bounds; the values reach the solve unscaled.
+      const off = new CubitMixer({ dModel, nHeads, lrr: false }, new Rng(1));
+      assert.ok(!off.namedParameters().some(([n]) => n.startsWith('wlrr') || n.startsWith('lrr')));
+      assert.equal(off.numParameters(), 5 * dModel * dModel + 2 * nHeads);
       assert.ok(Math.abs(c.logLambda.dataSync()[0] - Math.log(1e-6)) < 1e-5);
       const s = new CubitMixer({ dModel, nHeads, sharedKey: true }, new Rng(1));
       assert.ok(!s.namedParameters().some(([n]) => n.startsWith('wr')));

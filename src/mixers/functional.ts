@@ -25,10 +25,13 @@ export interface CubitInputs {
   q: Tensor; k: Tensor; v: Tensor;
   /** Reference vectors (B, H, T, D); omitted/null: the shared-key ablation r = k. */
   r?: Tensor | null;
-  /** LRR logits z (B, H, T): s = lower + range · sigmoid(z) rescales each value. */
-  lrrLogits: Tensor;
+  /**
+   * LRR logits z (B, H, T): s = lower + range · sigmoid(z) rescales each value. Omitted/null: LRR
+   * off (s ≡ 1, the ablation), and lrrLower / lrrRange are not needed.
+   */
+  lrrLogits?: Tensor | null;
   /** Per head (H): α (reference scale), log λ (ridge), LRR lower bound and range. */
-  refScale: Tensor; logLambda: Tensor; lrrLower: Tensor; lrrRange: Tensor;
+  refScale: Tensor; logLambda: Tensor; lrrLower?: Tensor | null; lrrRange?: Tensor | null;
 }
 
 export interface CubitOptions extends MixerOptions {
@@ -66,13 +69,17 @@ export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}):
   requireSameAs(op, 'v', v, q, 'q');
   if (inputs.r) requireSameAs(op, 'r', inputs.r, q, 'q');
   const [B, H, T, D] = q.shape;
-  requireFloat(op, 'lrrLogits', lrrLogits);
-  if (lrrLogits.rank !== 3 || lrrLogits.shape[0] !== B || lrrLogits.shape[1] !== H || lrrLogits.shape[2] !== T) {
-    throw new Error(`${op}: lrrLogits must have shape [${B}, ${H}, ${T}] (B, H, T), got ${formatShape(lrrLogits.shape)}`);
-  }
-  if (lrrLogits.dtype !== q.dtype) throw new Error(`${op}: lrrLogits is ${lrrLogits.dtype} but q is ${q.dtype}; cast one first`);
-  for (const [name, p] of [['refScale', refScale], ['logLambda', logLambda], ['lrrLower', lrrLower], ['lrrRange', lrrRange]] as const) {
-    requireHeadParam(op, name, p, H, q.dtype);
+  requireHeadParam(op, 'refScale', refScale, H, q.dtype);
+  requireHeadParam(op, 'logLambda', logLambda, H, q.dtype);
+  if (lrrLogits) {
+    requireFloat(op, 'lrrLogits', lrrLogits);
+    if (lrrLogits.rank !== 3 || lrrLogits.shape[0] !== B || lrrLogits.shape[1] !== H || lrrLogits.shape[2] !== T) {
+      throw new Error(`${op}: lrrLogits must have shape [${B}, ${H}, ${T}] (B, H, T), got ${formatShape(lrrLogits.shape)}`);
+    }
+    if (lrrLogits.dtype !== q.dtype) throw new Error(`${op}: lrrLogits is ${lrrLogits.dtype} but q is ${q.dtype}; cast one first`);
+    if (!lrrLower || !lrrRange) throw new Error(`${op}: lrrLower and lrrRange are required with lrrLogits`);
+    requireHeadParam(op, 'lrrLower', lrrLower, H, q.dtype);
+    requireHeadParam(op, 'lrrRange', lrrRange, H, q.dtype);
   }
   const eps = options.normEps ?? 1e-6;
   if (!(Number.isFinite(eps) && eps > 0)) throw new Error(`${op}: normEps must be a positive finite number, got ${eps}`);
@@ -80,13 +87,18 @@ export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}):
 
   return tidy(() => {
     const rHat = referenceVectors(r, refScale, eps);
-    const s = add(reshape(lrrLower, [1, H, 1]), mul(reshape(lrrRange, [1, H, 1]), sigmoid(lrrLogits)));
-    const y = mul(v, unsqueeze(s, -1));
+    const y = lrrLogits ? mul(v, unsqueeze(lrrScale(lrrLogits, lrrLower!, lrrRange!), -1)) : v;
     const mask = { window: options.window, docIds: options.docIds, blockSize: options.blockSize };
     const solution = causalKrrSolve(r, rHat, y, logLambda, mask);
     const output = softmaxAttention(q, k, solution, { ...mask, scale: 1 / Math.sqrt(D) });
     return { output, solution };
   });
+}
+
+/** s = lower + range · sigmoid(z) (Limited-Range Rescale) for logits z (B, H, T) and bounds (H). */
+export function lrrScale(lrrLogits: Tensor, lrrLower: Tensor, lrrRange: Tensor): Tensor {
+  const H = lrrLower.size;
+  return add(reshape(lrrLower, [1, H, 1]), mul(reshape(lrrRange, [1, H, 1]), sigmoid(lrrLogits)));
 }
 
 /**

@@ -7,12 +7,12 @@ import type { Tensor } from '../core/tensor.ts';
 import { add, div, exp, mul, sigmoid, sub } from '../ops/elementwise.ts';
 import { matmul } from '../ops/matmul.ts';
 import { softmax } from '../ops/nn.ts';
-import { concat, permute, reshape, slice } from '../ops/shape.ts';
+import { concat, permute, reshape, slice, unsqueeze } from '../ops/shape.ts';
 import { constantInit, normalInit, type Rng } from '../nn/init.ts';
 import { Linear } from '../nn/layers.ts';
 import { Module } from '../nn/module.ts';
 import { Rotary } from '../nn/rotary.ts';
-import { cubitAttention, localLinearAttention, localLinearDecode, referenceVectors } from './functional.ts';
+import { cubitAttention, localLinearAttention, localLinearDecode, lrrScale, referenceVectors } from './functional.ts';
 import { softmaxAttention } from '../ops/mixers.ts';
 
 export interface MixerConfig {
@@ -234,6 +234,8 @@ export interface CubitMixerConfig extends MixerConfig {
   refScale?: number;
   /** Initial λ (default 1e-6; log-parameterised). */
   lambda?: number;
+  /** Limited-Range Rescale on (default) or off (s ≡ 1: no W_lrr, no lower/range parameters). */
+  lrr?: boolean;
   /** Initial LRR bounds: s ∈ [lower, lower + range] (defaults 0.5 and 1.5). */
   lrrLower?: number;
   lrrRange?: number;
@@ -251,11 +253,11 @@ export class CubitMixer extends TokenMixer {
   readonly kind = 'cubit';
   readonly sharedKey: boolean;
   readonly wr: Linear | null;
-  readonly wlrr: Linear;
+  readonly wlrr: Linear | null;
   readonly refScale: Tensor;
   readonly logLambda: Tensor;
-  readonly lrrLower: Tensor;
-  readonly lrrRange: Tensor;
+  readonly lrrLower: Tensor | null;
+  readonly lrrRange: Tensor | null;
   readonly normEps: number;
 
   constructor(cfg: CubitMixerConfig, rng: Rng) {
@@ -263,13 +265,14 @@ export class CubitMixer extends TokenMixer {
     const H = this.nHeads;
     this.sharedKey = cfg.sharedKey ?? false;
     this.wr = this.sharedKey ? null : this.child('wr', new Linear(this.dModel, H * this.headDim, rng));
-    this.wlrr = this.child('wlrr', new Linear(this.dModel, H, rng));
+    const lrr = cfg.lrr ?? true;
+    this.wlrr = lrr ? this.child('wlrr', new Linear(this.dModel, H, rng)) : null;
     const lambda = cfg.lambda ?? 1e-6;
     if (!(lambda > 0 && Number.isFinite(lambda))) throw new Error(`CubitMixer: lambda must be positive and finite, got ${lambda}`);
     this.refScale = this.param('refScale', constantInit([H], cfg.refScale ?? 1));
     this.logLambda = this.param('logLambda', constantInit([H], Math.log(lambda)));
-    this.lrrLower = this.param('lrrLower', constantInit([H], cfg.lrrLower ?? 0.5));
-    this.lrrRange = this.param('lrrRange', constantInit([H], cfg.lrrRange ?? 1.5));
+    this.lrrLower = lrr ? this.param('lrrLower', constantInit([H], cfg.lrrLower ?? 0.5)) : null;
+    this.lrrRange = lrr ? this.param('lrrRange', constantInit([H], cfg.lrrRange ?? 1.5)) : null;
     this.normEps = cfg.normEps ?? 1e-6;
   }
 
@@ -277,7 +280,7 @@ export class CubitMixer extends TokenMixer {
   private inputs(x: Tensor, offset: number) {
     const q = this.project(this.wq, x, offset, true), k = this.project(this.wk, x, offset, true), v = this.project(this.wv, x, offset, false);
     const r = this.wr ? this.project(this.wr, x, offset, true) : k;
-    const lrrLogits = permute(this.wlrr.forward(x), [0, 2, 1]);
+    const lrrLogits = this.wlrr ? permute(this.wlrr.forward(x), [0, 2, 1]) : null;
     return { q, k, v, r, lrrLogits, refScale: this.refScale, logLambda: this.logLambda, lrrLower: this.lrrLower, lrrRange: this.lrrRange };
   }
 
@@ -300,8 +303,7 @@ export class CubitMixer extends TokenMixer {
     const rHat = this.append(state, 'rHat', referenceVectors(r, this.refScale, this.normEps), false);
     const L = rHat.shape[2]; // visible positions, this one included
     const w = softmax(matmul(r, rHat, { transB: true })); // (B, H, 1, L): row t of W
-    const s = add(reshape(this.lrrLower, [1, H, 1, 1]), mul(reshape(this.lrrRange, [1, H, 1, 1]), sigmoid(reshape(lrrLogits, [x.shape[0], H, 1, 1]))));
-    let res = mul(s, v);
+    let res = lrrLogits ? mul(unsqueeze(lrrScale(lrrLogits, this.lrrLower!, this.lrrRange!), -1), v) : v;
     if (L > 1) {
       const prev = state.get('x');
       const xPrev = slice(prev, 2, prev.shape[2] - (L - 1), prev.shape[2]);
