@@ -1,0 +1,302 @@
+/* Packed SGEMM driver in the BLIS/GotoBLAS style.
+ *
+ * Loop nest for one tile of C (rows [i0,i1), columns [j0,j1)) on one thread:
+ *   for jc (nc columns):           B block kc x nc packed once per (jc, pc)   -> L3/L2
+ *     for pc (kc depth):
+ *       for ic (mc rows):          A block mc x kc packed                      -> L2
+ *         for jr (nr columns):     B micro-panel kc x nr                       -> L1
+ *           for ir (mr rows):      micro-kernel: mr x nr tile of C in registers
+ * Parallelism: the batch and the tiles of each C_p are cut into tasks that run independently
+ * on the pool, each thread packing into its own reused buffers. */
+#include "gemm.h"
+
+#include "cpu.h"
+#include "gemm_kernels.h"
+#include "threadpool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- per-thread scratch: grown once, reused by every call ------------------------------- */
+
+#define TILE_MAX (64 * 64) /* largest mr*nr of any kernel */
+
+typedef struct {
+  float *a_pack, *b_pack;
+  size_t a_cap, b_cap; /* in floats */
+  /* Identity of the B block now in b_pack, to skip repacking a broadcast B (stride 0) or the
+   * same block seen by consecutive tasks. `call` is unique per sgemm call, as B may change
+   * between calls. */
+  uint64_t b_call;
+  const float *b_src;
+  ptrdiff_t b_j, b_p;
+  int b_nc, b_kc;
+  _Alignas(64) float tile[TILE_MAX]; /* edge tiles of C are computed here first */
+} gemm_scratch;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static _Thread_local gemm_scratch *tls_scratch;
+static _Atomic uint64_t call_counter = 1;
+
+static void scratch_free(void *p) {
+  gemm_scratch *s = p;
+  free(s->a_pack);
+  free(s->b_pack);
+  free(s);
+}
+static void scratch_key_init(void) { pthread_key_create(&scratch_key, scratch_free); }
+
+static gemm_scratch *get_scratch(void) {
+  if (!tls_scratch) {
+    pthread_once(&scratch_once, scratch_key_init);
+    void *p = NULL;
+    if (posix_memalign(&p, 64, sizeof(gemm_scratch)) != 0) return NULL;
+    memset(p, 0, sizeof(gemm_scratch));
+    tls_scratch = p;
+    pthread_setspecific(scratch_key, p); /* frees it when the thread exits */
+  }
+  return tls_scratch;
+}
+
+/* Makes *buf hold at least `need` floats (plus slack for the SIMD packers). */
+static float *ensure(float **buf, size_t *cap, size_t need) {
+  if (need > *cap) {
+    size_t bytes = ((need + CUBIT_PACK_SLACK) * sizeof(float) + 63) & ~(size_t)63;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+    free(*buf);
+    *buf = p;
+    *cap = need;
+  }
+  return *buf;
+}
+
+/* ---- the serial packed GEMM on one tile of C -------------------------------------------- */
+
+typedef struct {
+  const cubit_gemm_kernels *K;
+  ptrdiff_t m, n, k;
+  const float *A, *B;
+  float *C;
+  /* op(A)(i, p) = A[i*a_rs + p*a_cs];  op(B)(p, j) = B[j*b_rs + p*b_cs] */
+  ptrdiff_t a_rs, a_cs, b_rs, b_cs, ldc;
+  ptrdiff_t strideA, strideB, strideC;
+  int accumulate;
+  uint64_t call;
+} gemm_args;
+
+static ptrdiff_t ceil_div(ptrdiff_t a, ptrdiff_t b) { return (a + b - 1) / b; }
+static ptrdiff_t round_up(ptrdiff_t a, ptrdiff_t b) { return ceil_div(a, b) * b; }
+static ptrdiff_t min_p(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
+
+/* Splits `total` into equal steps of at most `block` (a multiple of `unit`), rounded up to
+ * `unit`: k = 300 with kc = 256 becomes 2 x 152 rather than 256 + 44. */
+static ptrdiff_t even_step(ptrdiff_t total, ptrdiff_t block, ptrdiff_t unit) {
+  ptrdiff_t nblocks = ceil_div(total, block);
+  return round_up(ceil_div(total, nblocks), unit);
+}
+
+static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *C, ptrdiff_t i0,
+                     ptrdiff_t i1, ptrdiff_t j0, ptrdiff_t j1) {
+  const cubit_gemm_kernels *K = g->K;
+  const int MR = K->mr, NR = K->nr;
+  gemm_scratch *s = get_scratch();
+  if (!s) return -1;
+
+  ptrdiff_t kc_step = even_step(g->k, K->kc, 1);
+  ptrdiff_t mc_step = even_step(i1 - i0, K->mc, MR);
+  ptrdiff_t nc_step = even_step(j1 - j0, K->nc, NR);
+  float *ap = ensure(&s->a_pack, &s->a_cap, (size_t)(mc_step * kc_step));
+  if (!ap) return -1;
+  if (nc_step * kc_step > (ptrdiff_t)s->b_cap) s->b_call = 0; /* buffer replaced: forget it */
+  float *bp = ensure(&s->b_pack, &s->b_cap, (size_t)(nc_step * kc_step));
+  if (!bp) return -1;
+
+  for (ptrdiff_t jc = j0; jc < j1; jc += nc_step) {
+    int nc = (int)min_p(nc_step, j1 - jc);
+    for (ptrdiff_t pc = 0; pc < g->k; pc += kc_step) {
+      int kc = (int)min_p(kc_step, g->k - pc);
+      int acc = g->accumulate || pc > 0;
+
+      if (!(s->b_call == g->call && s->b_src == B && s->b_j == jc && s->b_p == pc &&
+            s->b_nc == nc && s->b_kc == kc)) {
+        K->pack(B + jc * g->b_rs + pc * g->b_cs, g->b_rs, g->b_cs, nc, kc, NR, bp);
+        s->b_call = g->call, s->b_src = B, s->b_j = jc, s->b_p = pc, s->b_nc = nc, s->b_kc = kc;
+      }
+
+      for (ptrdiff_t ic = i0; ic < i1; ic += mc_step) {
+        int mc = (int)min_p(mc_step, i1 - ic);
+        K->pack(A + ic * g->a_rs + pc * g->a_cs, g->a_rs, g->a_cs, mc, kc, MR, ap);
+
+        for (int jr = 0; jr < nc; jr += NR) {
+          int nr = nc - jr < NR ? nc - jr : NR;
+          const float *b_panel = bp + (ptrdiff_t)jr * kc;
+          for (int ir = 0; ir < mc; ir += MR) {
+            int mr = mc - ir < MR ? mc - ir : MR;
+            const float *a_panel = ap + (ptrdiff_t)ir * kc;
+            float *c = C + (ic + ir) * g->ldc + jc + jr;
+            if (mr == MR && nr == NR) {
+              K->kernel(kc, a_panel, b_panel, c, g->ldc, acc);
+            } else {
+              /* Edge tile: compute the full tile aside, then copy the part inside C. */
+              K->kernel(kc, a_panel, b_panel, s->tile, NR, 0);
+              for (int i = 0; i < mr; i++) {
+                float *ci = c + i * g->ldc;
+                const float *ti = s->tile + i * NR;
+                if (acc)
+                  for (int j = 0; j < nr; j++) ci[j] += ti[j];
+                else
+                  memcpy(ci, ti, (size_t)nr * sizeof(float));
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+/* ---- splitting the work into tasks ------------------------------------------------------ */
+
+typedef struct {
+  gemm_args g;
+  ptrdiff_t batch0;     /* first batch index of this job */
+  int tm, tn;           /* each C_p is cut into tm x tn tiles */
+  ptrdiff_t mblocks, nblocks; /* rows of C in units of mr, columns in units of nr */
+  _Atomic int failed;
+} gemm_job;
+
+static void gemm_task(void *ctx, int task) {
+  gemm_job *job = ctx;
+  const gemm_args *g = &job->g;
+  int tiles = job->tm * job->tn;
+  ptrdiff_t p = job->batch0 + task / tiles;
+  int ti = task % tiles / job->tn, tj = task % tiles % job->tn;
+  /* Whole micro-tiles per task, shared out as evenly as possible. */
+  ptrdiff_t i0 = job->mblocks * ti / job->tm * g->K->mr;
+  ptrdiff_t i1 = min_p(g->m, job->mblocks * (ti + 1) / job->tm * g->K->mr);
+  ptrdiff_t j0 = job->nblocks * tj / job->tn * g->K->nr;
+  ptrdiff_t j1 = min_p(g->n, job->nblocks * (tj + 1) / job->tn * g->K->nr);
+  if (i0 >= i1 || j0 >= j1) return;
+  if (gemm_tile(g, g->A + p * g->strideA, g->B + p * g->strideB, g->C + p * g->strideC, i0, i1,
+                j0, j1) != 0)
+    atomic_store(&job->failed, 1);
+}
+
+static ptrdiff_t gcd_p(ptrdiff_t a, ptrdiff_t b) {
+  while (b) {
+    ptrdiff_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+/* Chooses how many tiles to cut each C_p into, and their shape, for `nthreads` threads. */
+static void plan_tiles(gemm_job *job, ptrdiff_t batch, int nthreads) {
+  const gemm_args *g = &job->g;
+  job->mblocks = ceil_div(g->m, g->K->mr);
+  job->nblocks = ceil_div(g->n, g->K->nr);
+  job->tm = job->tn = 1;
+  /* Enough whole batches per thread: split only the batch. Otherwise cut each C_p so the
+   * task count is a multiple of the thread count (equal shares). */
+  if (nthreads <= 1 || batch % nthreads == 0 || batch >= 8 * (ptrdiff_t)nthreads) return;
+  ptrdiff_t tiles = nthreads / gcd_p(batch, nthreads);
+  if (tiles > job->mblocks * job->nblocks) tiles = job->mblocks * job->nblocks;
+  /* Among tm x tn = tiles, pick the cheapest: compute including padding to whole
+   * micro-tiles, plus repacking (A is packed by each of the tn column tiles, B by each of
+   * the tm row tiles; a packed float costs roughly as much as 16 flops). */
+  double best = -1;
+  for (ptrdiff_t tm = 1; tm <= tiles; tm++) {
+    if (tiles % tm) continue;
+    ptrdiff_t tn = tiles / tm;
+    if (tm > job->mblocks || tn > job->nblocks) continue;
+    double rows = (double)ceil_div(job->mblocks, tm) * g->K->mr;
+    double cols = (double)ceil_div(job->nblocks, tn) * g->K->nr;
+    double cost = (2.0 * rows * cols + 16.0 * (rows + cols)) * (double)g->k; /* per task */
+    if (best < 0 || cost < best) best = cost, job->tm = (int)tm, job->tn = (int)tn;
+  }
+}
+
+/* Whether the C_p of different p can share an element (then they must not run in parallel).
+ * Recognises the two usual layouts: blocks one after another, and blocks side by side in the
+ * rows (C laid out as m x batch x n). */
+static int c_batches_disjoint(ptrdiff_t batch, ptrdiff_t m, ptrdiff_t n, ptrdiff_t ldc,
+                              ptrdiff_t strideC) {
+  if (batch <= 1) return 1;
+  if (strideC >= (m - 1) * ldc + n) return 1;
+  if (strideC >= n && (batch - 1) * strideC + n <= ldc) return 1;
+  return 0;
+}
+
+static const cubit_gemm_kernels *current_kernels(void) {
+  const cubit_gemm_kernels *K = NULL;
+  switch (cubit_current_isa()) {
+    case CUBIT_ISA_AVX512: K = cubit_gemm_kernels_avx512(); break;
+    case CUBIT_ISA_AVX2: K = cubit_gemm_kernels_avx2(); break;
+    default: break;
+  }
+  return K ? K : cubit_gemm_kernels_generic();
+}
+
+int cubit_sgemm_batched(ptrdiff_t batch, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int transA,
+                        int transB, const float *A, ptrdiff_t lda, ptrdiff_t strideA,
+                        const float *B, ptrdiff_t ldb, ptrdiff_t strideB, float *C, ptrdiff_t ldc,
+                        ptrdiff_t strideC, int accumulate) {
+  if (batch <= 0 || m <= 0 || n <= 0) return 0;
+  if (k <= 0) { /* empty sum */
+    if (!accumulate)
+      for (ptrdiff_t p = 0; p < batch; p++)
+        for (ptrdiff_t i = 0; i < m; i++) memset(C + p * strideC + i * ldc, 0, (size_t)n * sizeof(float));
+    return 0;
+  }
+
+  gemm_job job;
+  memset(&job, 0, sizeof job);
+  gemm_args *g = &job.g;
+  g->K = current_kernels();
+  g->m = m, g->n = n, g->k = k;
+  g->A = A, g->B = B, g->C = C;
+  g->a_rs = transA ? 1 : lda;
+  g->a_cs = transA ? lda : 1;
+  g->b_rs = transB ? ldb : 1;
+  g->b_cs = transB ? 1 : ldb;
+  g->ldc = ldc;
+  g->strideA = strideA, g->strideB = strideB, g->strideC = strideC;
+  g->accumulate = accumulate;
+  g->call = atomic_fetch_add(&call_counter, 1);
+
+  /* Threads worth using: none below CUBIT_MIN_PARALLEL_FLOPS, and tasks of >= 0.5 MFLOP. */
+  double flops = 2.0 * (double)batch * (double)m * (double)n * (double)k;
+  int nthreads = cubit_num_threads();
+  if (flops < CUBIT_MIN_PARALLEL_FLOPS) nthreads = 1;
+  else if (flops / 0.5e6 < nthreads) nthreads = (int)(flops / 0.5e6);
+  if (nthreads < 1) nthreads = 1;
+
+  if (c_batches_disjoint(batch, m, n, ldc, strideC)) {
+    plan_tiles(&job, batch, nthreads);
+    int tiles = job.tm * job.tn;
+    /* Task numbers are ints: take a huge batch in chunks. */
+    ptrdiff_t chunk = (1 << 30) / tiles;
+    for (ptrdiff_t p0 = 0; p0 < batch; p0 += chunk) {
+      job.batch0 = p0;
+      int ntasks = (int)(min_p(chunk, batch - p0) * tiles);
+      if (nthreads == 1) for (int t = 0; t < ntasks; t++) gemm_task(&job, t);
+      else cubit_parallel_for(ntasks, gemm_task, &job);
+    }
+  } else {
+    /* Overlapping outputs: one batch at a time, in order, each split into tiles. */
+    plan_tiles(&job, 1, nthreads);
+    for (ptrdiff_t p = 0; p < batch; p++) {
+      job.batch0 = p;
+      if (nthreads == 1) for (int t = 0; t < job.tm * job.tn; t++) gemm_task(&job, t);
+      else cubit_parallel_for(job.tm * job.tn, gemm_task, &job);
+    }
+  }
+  return atomic_load(&job.failed) ? -1 : 0;
+}

@@ -1,0 +1,94 @@
+// Loader for the native CPU addon (build/Release/cubit_native.node, built from native/src by
+// `npm run build:native`). Other kernels add their functions to NativeAddon as they register
+// them in native/src/addon.c.
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+/** Name of a SIMD code path of the addon. */
+export type NativeIsa = 'avx512' | 'avx2' | 'generic';
+
+export interface NativeAddon {
+  /**
+   * Batched single-precision matrix multiply, row-major, all strides in elements:
+   * for p < batch, C_p = op(A_p)·op(B_p) (+ C_p when `accumulate`), where
+   * A_p = a[aOff + p*aBatchStride ...], op(A_p) is m×k (stored k×m with row stride lda when
+   * transA), op(B_p) is k×n (stored n×k when transB), C_p is m×n with row stride ldc.
+   * Batch strides of a and b may be 0 (broadcast). c must not overlap a or b. k = 0 gives
+   * C = 0 (or C unchanged when accumulating). Throws RangeError if any access would fall
+   * outside an array, TypeError for malformed arguments.
+   */
+  sgemm(
+    batch: number, m: number, n: number, k: number, transA: boolean, transB: boolean,
+    a: Float32Array, aOff: number, aBatchStride: number, lda: number,
+    b: Float32Array, bOff: number, bBatchStride: number, ldb: number,
+    c: Float32Array, cOff: number, cBatchStride: number, ldc: number,
+    accumulate: boolean,
+  ): void;
+  /** Threads used by parallel kernels (counting the caller); 0 restores the default. */
+  setThreads(n: number): void;
+  /** Default: the number of CPUs available to the process (its affinity mask). */
+  getThreads(): number;
+  /** The SIMD path in use. */
+  isa(): NativeIsa;
+  /** Forces a path ('auto': the best the CPU has); throws an Error if the CPU lacks it. */
+  setIsa(name: NativeIsa | 'auto'): void;
+  /** The paths this CPU supports, best first. */
+  supportedIsas(): NativeIsa[];
+
+  // Non-GEMM float32 kernels (native/src/kernels_nn*.c), with the Backend kernels' arguments;
+  // op is the index of the op in core/backend.ts's UnaryOp / BinaryOp / ReduceOp unions, null
+  // stands for an absent optional array, and strided views are checked against their arrays
+  // (RangeError), with rank at most 8.
+  fill(out: Float32Array, value: number, offset: number, length: number): void;
+  copy(src: Float32Array, srcOffset: number, out: Float32Array, outOffset: number, length: number): void;
+  stridedCopy(src: Float32Array, srcOffset: number, shape: readonly number[], srcStrides: readonly number[], out: Float32Array, outOffset: number): void;
+  unary(op: number, x: Float32Array, out: Float32Array, length: number, scalar: number): void;
+  unaryBackward(op: number, x: Float32Array, y: Float32Array, dy: Float32Array, dx: Float32Array, length: number, scalar: number): void;
+  binary(op: number, a: Float32Array, aStrides: readonly number[], b: Float32Array, bStrides: readonly number[], out: Float32Array, shape: readonly number[]): void;
+  /** cond is nonzero-is-true, float32 or int32. */
+  where(cond: Float32Array | Int32Array, cStrides: readonly number[], a: Float32Array, aStrides: readonly number[], b: Float32Array, bStrides: readonly number[], out: Float32Array, shape: readonly number[]): void;
+  reduce(op: number, x: Float32Array, out: Float32Array, outer: number, len: number, inner: number): void;
+  softmax(x: Float32Array, out: Float32Array, rows: number, cols: number, log: boolean): void;
+  softmaxBackward(y: Float32Array, dy: Float32Array, dx: Float32Array, rows: number, cols: number, log: boolean): void;
+  rmsNorm(x: Float32Array, w: Float32Array | null, out: Float32Array, rstd: Float32Array, rows: number, cols: number, eps: number): void;
+  rmsNormBackward(x: Float32Array, w: Float32Array | null, rstd: Float32Array, dy: Float32Array, dx: Float32Array, dw: Float32Array | null, rows: number, cols: number): void;
+  layerNorm(x: Float32Array, w: Float32Array | null, b: Float32Array | null, out: Float32Array, mean: Float32Array, rstd: Float32Array, rows: number, cols: number, eps: number): void;
+  layerNormBackward(x: Float32Array, w: Float32Array | null, mean: Float32Array, rstd: Float32Array, dy: Float32Array, dx: Float32Array, dw: Float32Array | null, db: Float32Array | null, rows: number, cols: number): void;
+  /** Throws a RangeError for an id outside the table. */
+  gather(table: Float32Array, ids: Int32Array, out: Float32Array, count: number, cols: number): void;
+  scatterAdd(dy: Float32Array, ids: Int32Array, dtable: Float32Array, count: number, cols: number): void;
+  /** Throws a RangeError for a target outside [0, cols) that is not ignoreIndex. */
+  crossEntropy(logits: Float32Array, targets: Int32Array, losses: Float32Array, lse: Float32Array, rows: number, cols: number, ignoreIndex: number): void;
+  crossEntropyBackward(logits: Float32Array, targets: Int32Array, lse: Float32Array, dloss: Float32Array, dlogits: Float32Array, rows: number, cols: number, ignoreIndex: number): void;
+  /** The counter-hash mask of core/random.ts; seed as an int32 (seed | 0). */
+  dropoutMask(out: Float32Array, length: number, p: number, seed: number): void;
+  adamw(param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, length: number,
+    lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, bc1: number, bc2: number): void;
+}
+
+const addonPath = fileURLToPath(new URL('../../../build/Release/cubit_native.node', import.meta.url));
+
+let cached: NativeAddon | null | undefined;
+let loadError: string | null = null;
+
+/** Loads the addon once; null (see nativeLoadError) if it is missing or fails to load. */
+export function loadNativeAddon(): NativeAddon | null {
+  if (cached !== undefined) return cached;
+  try {
+    const require = createRequire(import.meta.url);
+    cached = require(addonPath) as NativeAddon;
+    loadError = null;
+  } catch (e) {
+    cached = null;
+    loadError = `cannot load ${addonPath}: ${e instanceof Error ? e.message : String(e)}`;
+  }
+  return cached;
+}
+
+/** Why loadNativeAddon returned null, or null if it loaded (or was not tried yet). */
+export function nativeLoadError(): string | null {
+  return loadError;
+}
+
+/** Path the addon is loaded from. */
+export const nativeAddonPath = addonPath;
