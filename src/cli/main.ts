@@ -3,9 +3,10 @@ import '../index.ts';
 import { type Command, helpText, parse, UsageError } from './args.ts';
 import { benchCommand } from './bench.ts';
 import { infoCommand } from './info.ts';
+import { trainCommand } from './train.ts';
 import { version } from './version.ts';
 
-const commands: Command[] = [benchCommand, infoCommand];
+const commands: Command[] = [benchCommand, infoCommand, trainCommand];
 
 function topHelp(): string {
   return [

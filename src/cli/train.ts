@@ -1,0 +1,111 @@
+// `cubit train`: trains a model from a JSON config into a run folder, or resumes one.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { getBackend, setBackend } from '../core/engine.ts';
+import { NativeBackend } from '../backends/native/backend.ts';
+import { train, type TrainEvent } from '../train/trainer.ts';
+import { type Command, intOption, UsageError } from './args.ts';
+import { formatCount, formatDuration, Progress } from './progress.ts';
+
+function readConfigFile(file: string): unknown {
+  let text: string;
+  try { text = fs.readFileSync(file, 'utf8'); } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new UsageError(code === 'ENOENT' ? `${file}: no such config file` : `${file}: cannot read (${(e as Error).message})`);
+  }
+  try { return JSON.parse(text); } catch (e) { throw new UsageError(`${file}: not valid JSON (${(e as Error).message})`); }
+}
+
+const num = (x: number, digits = 4): string => (Number.isFinite(x) ? x.toFixed(digits) : String(x));
+
+export const trainCommand: Command = {
+  name: 'train',
+  summary: 'Trains a model from a JSON config into a run folder (or resumes one).',
+  usage: 'train --config run.json [--out runs/name] [--resume] [--steps N] [--stop-at N] [--backend native|reference] [--threads N]',
+  options: {
+    config: { type: 'string', description: 'the training config (configs/*.json); optional with --resume' } as never,
+    out: { type: 'string', description: 'the run folder (default runs/<config name>)' } as never,
+    resume: { type: 'boolean', description: 'continue the run in --out from its latest checkpoint' } as never,
+    steps: { type: 'string', description: "total steps (overrides the config's)" } as never,
+    'stop-at': { type: 'string', description: 'end this sitting after step N (checkpoint written; schedule unchanged)' } as never,
+    backend: { type: 'string', description: 'reference or native (default: native when built)' } as never,
+    threads: { type: 'string', description: 'threads of the native backend (default: all CPUs)' } as never,
+    quiet: { type: 'boolean', description: 'no progress output (errors and the summary only)' } as never,
+  },
+  async run(values, positionals) {
+    if (positionals.length) throw new UsageError(`train: unexpected argument '${positionals[0]}' (the config goes after --config)`);
+    const configPath = values.config as string | undefined;
+    const resume = Boolean(values.resume);
+    if (!configPath && !resume) throw new UsageError('train: --config is required (or --resume with --out)');
+    let out = values.out as string | undefined;
+    if (!out) {
+      if (!configPath) throw new UsageError('train: --resume needs --out (the run folder)');
+      out = path.join('runs', path.basename(configPath).replace(/\.json$/i, ''));
+    }
+    const config = configPath ? readConfigFile(configPath) : undefined;
+    const steps = values.steps === undefined ? undefined : intOption(values, 'steps', 0);
+    const stopAt = values['stop-at'] === undefined ? undefined : intOption(values, 'stop-at', 0);
+    if (values.backend) {
+      const name = String(values.backend);
+      if (name !== 'native' && name !== 'reference') throw new UsageError(`--backend must be 'native' or 'reference', got '${name}'`);
+      setBackend(name);
+    }
+    if (values.threads !== undefined) {
+      const n = intOption(values, 'threads', 0);
+      const b = getBackend();
+      if (!(b instanceof NativeBackend)) throw new UsageError('--threads applies to the native backend only');
+      b.setThreads(n);
+    }
+
+    const quiet = Boolean(values.quiet);
+    let progress: Progress | null = null;
+    const say = (line: string): void => { if (!quiet) progress ? progress.log(line) : console.log(line); };
+    const onEvent = (e: TrainEvent): void => {
+      if (quiet) return;
+      switch (e.kind) {
+        case 'start': {
+          const what = e.resumedFrom ? `resuming ${e.resumedFrom} at step ${e.step}` : `new run in ${out}`;
+          console.log(`${what}: ${formatCount(e.parameters)} parameters, ${e.tokensPerStep} tokens/step, steps ${e.step} → ${e.end}${e.end < e.steps ? ` (of ${e.steps})` : ''}, backend ${e.backend}`);
+          progress = new Progress({ total: e.end, every: 10 });
+          break;
+        }
+        case 'step':
+          progress?.update(e.step, [
+            ['loss', num(e.loss)], ['lr', e.lr.toExponential(2)], ['tok/s', formatCount(e.tokensPerSec)],
+            ...(e.skippedSteps ? [['skipped', String(e.skippedSteps)] as const] : []),
+          ]);
+          break;
+        case 'skip': say(`step ${e.step}: skipped (${e.reason}; ${e.inARow} in a row)`); break;
+        case 'eval': say(`step ${e.step}: eval loss ${num(e.loss)} · ${num(e.bpb)} bits/byte`); break;
+        case 'checkpoint': say(`step ${e.step}: checkpoint ${e.path}`); break;
+      }
+    };
+
+    // Ctrl-C: finish the current step, write a checkpoint, exit 130. A second one exits at once.
+    const abort = new AbortController();
+    const onSigint = (): void => {
+      process.off('SIGINT', onSigint);
+      if (!quiet) (progress ? progress.log.bind(progress) : console.log)('interrupted: finishing the step and writing a checkpoint (Ctrl-C again to quit at once)');
+      abort.abort();
+    };
+    process.on('SIGINT', onSigint);
+    try {
+      const s = await train({ config, configSource: configPath, out, resume, steps, stopAt, signal: abort.signal, onEvent });
+      (progress as Progress | null)?.done();
+      if (s.step === s.startStep) {
+        console.log(`${out}: already at step ${s.step} of ${s.steps}; nothing to do (raise --steps to train further)`);
+        return 0;
+      }
+      const evalPart = s.evalLoss !== null ? `, eval loss ${num(s.evalLoss)} (${num(s.evalBpb!)} bits/byte)` : '';
+      const skipped = s.skippedSteps ? `, ${s.skippedSteps} skipped` : '';
+      const how = s.stopped === 'completed' ? 'done' : s.stopped === 'stop-at' ? `stopped at step ${s.step} (resume with --resume)` : 'interrupted (resume with --resume)';
+      console.log(`${how}: step ${s.step}/${s.steps}, loss ${num(s.loss)}${evalPart}${skipped}, ${formatCount(s.tokensPerSec)} tok/s, ${formatDuration(s.seconds)}; checkpoint ${s.checkpoint}`);
+      return s.stopped === 'aborted' ? 130 : 0;
+    } catch (e) {
+      (progress as Progress | null)?.done();
+      throw e; // main prints it as one line (a diverged run: NonFiniteError names the last good checkpoint)
+    } finally {
+      process.off('SIGINT', onSigint);
+    }
+  },
+};

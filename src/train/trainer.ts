@@ -1,0 +1,490 @@
+// The training loop, in one sitting as nanoGPT's: each step runs gradAccum micro-batches of
+// forward + backward (each in its own memory scope, the loss divided by gradAccum so the gradients
+// sum to the mean's), clips the global gradient norm, takes one AdamW step at the scheduled
+// learning rate and zeroes the gradients. A step whose loss or gradient is not finite is skipped
+// (no parameter or optimizer-state change) and counted; maxNonFinite of them in a row stop the run.
+// Every evalEvery steps the model is scored on a fixed set of validation batches (mean loss in
+// nats per token and bits per byte); every checkpointEvery steps, and at the end, a checkpoint is
+// written (checkpoint.ts). A resumed run continues bit-identically: weights, moments, the sampler's
+// position and the trainer's generator are restored exactly.
+//
+// metrics.jsonl (in the run folder) gets one JSON object per line:
+//   {"kind":"train","step":s,"loss":…,"lr":…,"gradNorm":…,"tokensPerSec":…,"skippedSteps":n,"tokens":…,"time":…}
+//       every logEvery steps: loss and gradNorm averaged over the finite steps since the last
+//       record, lr of step s, tokens/s of the training compute since the last record (evaluation
+//       and checkpoint time excluded), tokens seen so far, seconds since the sitting began.
+//   {"kind":"eval","step":s,"evalLoss":…,"evalBpb":…,"evalTokens":…,"time":…}
+//   {"kind":"skip","step":s,"reason":"non-finite loss"|"non-finite gradient","inARow":k,"skippedSteps":n,"time":…}
+// `step` counts completed optimizer steps (the first step logs as 1). On resume, records after the
+// checkpoint's step (a killed sitting's) are dropped before appending.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { getBackend, noGrad, setBackend, tidy } from '../core/engine.ts';
+import { hash32, Rng } from '../core/random.ts';
+import type { Tensor } from '../core/tensor.ts';
+import { BatchSampler, batchTensors, EvalWindows, tokenizeDocuments, type BatchArrays } from '../data/batches.ts';
+import { loadCorpus, splitCorpus } from '../data/corpus.ts';
+import { checkTokenizer, HfTokenizer, loadTokenizer, type Tokenizer } from '../data/tokenizer.ts';
+import { Decoder } from '../models/decoder.ts';
+import { parseModelConfig } from '../models/config.ts';
+import { zeros, tensor } from '../ops/creation.ts';
+import { div } from '../ops/elementwise.ts';
+import { crossEntropy } from '../ops/nn.ts';
+import { writeFileAtomicSync } from '../util/atomic.ts';
+import {
+  CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, loadOptimizerInto, loadWeightsInto, readCheckpointInfo,
+  readRunPointer, RUN_FILES, saveCheckpoint, softwareVersion, type CheckpointConfig, type CheckpointInfo, type TrainState,
+} from './checkpoint.ts';
+import { clipGradNorm } from './clip.ts';
+import { parseTrainConfig, type TrainConfig } from './config.ts';
+import { AdamW } from './optimizer.ts';
+import { learningRate, scheduleOf, type LrSchedule } from './schedule.ts';
+
+export interface TrainHooks {
+  /** Called after a step's backward passes, before clipping (tests inject non-finite gradients here). */
+  afterBackward?(step: number, model: Decoder): void;
+}
+
+export interface TrainOptions {
+  /** The training config (config.ts); required for a new run, optional on resume (the checkpoint's is used). */
+  config?: unknown;
+  /** Named in error messages (the config file). */
+  configSource?: string;
+  /** The run folder. */
+  out: string;
+  /** Continue the run in `out` from its latest checkpoint. */
+  resume?: boolean;
+  /** Overrides the config's total steps. */
+  steps?: number;
+  /** Ends this sitting after this step (a checkpoint is written); the schedule still spans `steps`. */
+  stopAt?: number;
+  /** Aborting ends the sitting after the current step, with a checkpoint. */
+  signal?: AbortSignal;
+  /** 'native' or 'reference': made the active backend. Default: the active one. */
+  backend?: string;
+  /** Progress events (the CLI prints them). */
+  onEvent?: (e: TrainEvent) => void;
+  hooks?: TrainHooks;
+  /** fsync checkpoints (default true). */
+  durable?: boolean;
+}
+
+export type TrainEvent =
+  | { kind: 'start'; step: number; steps: number; end: number; parameters: number; tokensPerStep: number; resumedFrom: string | null; backend: string }
+  | { kind: 'step'; step: number; steps: number; end: number; loss: number; lr: number; gradNorm: number; tokensPerSec: number; skippedSteps: number }
+  | { kind: 'skip'; step: number; reason: string; inARow: number }
+  | { kind: 'eval'; step: number; loss: number; bpb: number }
+  | { kind: 'checkpoint'; step: number; path: string };
+
+export interface TrainSummary {
+  out: string;
+  /** The checkpoint written last (null when the run had nothing to do and had none). */
+  checkpoint: string | null;
+  /** The step this sitting began at (0 for a new run) and the one it ended at. */
+  startStep: number;
+  step: number;
+  steps: number;
+  stopped: 'completed' | 'stop-at' | 'aborted';
+  skippedSteps: number;
+  /** Mean training loss of the sitting's last logging window (NaN when no step ran). */
+  loss: number;
+  evalLoss: number | null;
+  evalBpb: number | null;
+  /** Training tokens per second of this sitting (training compute only). */
+  tokensPerSec: number;
+  seconds: number;
+  parameters: number;
+}
+
+/** Thrown when maxNonFinite steps in a row had a non-finite loss or gradient. */
+export class NonFiniteError extends Error {
+  constructor(message: string, readonly step: number, readonly checkpoint: string | null) { super(message); }
+}
+
+export interface StepResult {
+  /** Mean loss over the micro-batches (nats per target). */
+  loss: number;
+  lr: number;
+  /** Global gradient norm before clipping. */
+  gradNorm: number;
+  /** Why the step was skipped, or null when it was taken. */
+  skipped: string | null;
+}
+
+export interface EvalResult {
+  /** Mean loss in nats per scored token. */
+  loss: number;
+  bpb: number;
+  tokens: number;
+}
+
+interface EvalSet {
+  batches: BatchArrays[];
+  tokens: number;
+  bytes: number;
+}
+
+/** Entries a folder may hold and still count as a (checkpoint-less) run folder. */
+function isRunDebris(name: string): boolean {
+  return name === RUN_FILES.metrics || name === RUN_FILES.checkpoints || name.startsWith(`.${RUN_FILES.pointer}.tmp-`);
+}
+
+/**
+ * A training run made ready to step: config, data, model, optimizer and position, fresh or resumed.
+ * train() drives it; it is exported for callers that want their own loop.
+ */
+export class Trainer {
+  readonly config: TrainConfig;
+  readonly schedule: LrSchedule;
+  readonly tokenizer: Tokenizer;
+  readonly model: Decoder;
+  readonly optimizer: AdamW;
+  readonly sampler: BatchSampler;
+  readonly rng: Rng;
+  readonly evalSet: EvalSet | null;
+  readonly out: string;
+  readonly tokensPerStep: number;
+  /** The checkpoint it was resumed from. */
+  readonly resumedFrom: string | null;
+  readonly state: Omit<TrainState, 'rng' | 'sampler'>;
+  /** The seed of the current step for stochastic layers (drawn from the trainer's generator each step). */
+  stepSeed = 0;
+  lastCheckpoint: string | null;
+  private readonly params: Tensor[];
+  private readonly inputs: Tensor;
+  private readonly targets: Tensor;
+  private readonly docIds: Tensor;
+  private batch: BatchArrays | undefined;
+  private readonly durable: boolean;
+
+  constructor(opts: TrainOptions) {
+    this.out = opts.out;
+    this.durable = opts.durable ?? true;
+    let info: CheckpointInfo | null = null;
+    if (opts.resume) {
+      const pointer = readRunPointer(opts.out);
+      if (!pointer) throw new Error(`${opts.out}: no checkpoint to resume (${RUN_FILES.pointer} is missing); start a new run without --resume`);
+      info = readCheckpointInfo(path.join(opts.out, pointer.checkpoint));
+    } else {
+      checkNewRunFolder(opts.out);
+    }
+    this.resumedFrom = info?.dir ?? null;
+
+    // The config: the given one (a new run, or a resume that changes hyperparameters), else the checkpoint's.
+    const source = opts.config !== undefined ? (opts.configSource ?? 'training config') : `${info!.dir}/${CHECKPOINT_FILES.config}`;
+    const raw = opts.config !== undefined ? opts.config : { ...info!.config.training, model: info!.config.model };
+    if (raw === undefined) throw new Error('train: a config is needed for a new run');
+    const first = parseTrainConfig(raw, source);
+    this.tokenizer = loadTokenizer(first.data.tokenizer);
+    let config = parseTrainConfig(raw, source, this.tokenizer.vocabSize);
+    if (opts.steps !== undefined) {
+      if (!Number.isInteger(opts.steps) || opts.steps <= 0) throw new Error(`train: steps must be a positive integer, got ${opts.steps}`);
+      config = { ...config, steps: opts.steps };
+    }
+    if (info) {
+      checkTokenizer(info.config.tokenizer, this.tokenizer, info.dir);
+      const saved = JSON.stringify(parseModelConfig(info.config.model)), now = JSON.stringify(config.model);
+      if (saved !== now) throw new Error(`cannot resume ${info.dir}: ${source} describes a different model than the checkpoint's (model configs differ)`);
+    }
+    this.config = config;
+    this.schedule = scheduleOf(config);
+
+    // Data: the corpus split by document, tokenized; training rows from a seeded sampler.
+    const { data } = config;
+    const docs = loadCorpus(data.corpus, { split: data.fileSplit, field: data.textField, extensions: data.extensions });
+    const split = splitCorpus(docs, data.split);
+    const bosId = this.tokenizer.bosId;
+    const trainStream = tokenizeDocuments(split.train, this.tokenizer, { bosId });
+    try {
+      this.sampler = new BatchSampler(trainStream, { batchSize: config.batchSize, seqLen: config.seqLen, seed: config.seed, mode: data.mode });
+    } catch (e) {
+      throw new Error(`training data (${data.corpus}, ${split.train.length} documents): ${(e as Error).message.replace(/^BatchSampler: /, '')}`);
+    }
+    this.evalSet = config.evalBatches > 0 ? buildEvalSet(tokenizeDocuments(split.validation, this.tokenizer, { bosId }), this.tokenizer, config) : null;
+    this.tokensPerStep = config.batchSize * config.seqLen * config.gradAccum;
+
+    // Model and optimizer; the gradients live across steps (zeroed in place after each update).
+    this.model = new Decoder(config.model, config.seed);
+    const named = this.model.namedParameters();
+    this.params = named.map(([, p]) => p);
+    this.optimizer = new AdamW(named, { beta1: config.beta1, beta2: config.beta2, eps: config.eps, weightDecay: config.weightDecay });
+    for (const p of this.params) p.grad = zeros(p.shape, { dtype: p.dtype, backend: p.backend }).keep();
+    const B = config.batchSize, T = config.seqLen, i32 = { dtype: 'int32' as const };
+    this.inputs = tensor(new Int32Array(B * T), [B, T], i32).keep();
+    this.targets = tensor(new Int32Array(B * T), [B, T], i32).keep();
+    this.docIds = tensor(new Int32Array(B * T), [B, T], i32).keep();
+
+    this.rng = new Rng(hash32(config.seed, 0x7472));
+    this.state = { step: 0, skippedSteps: 0, nonFiniteInARow: 0, tokensSeen: 0, elapsedSeconds: 0 };
+    this.lastCheckpoint = null;
+    if (info) {
+      try {
+        loadWeightsInto(this.model, path.join(info.dir, CHECKPOINT_FILES.model));
+        loadOptimizerInto(this.optimizer, path.join(info.dir, CHECKPOINT_FILES.optimizer));
+        this.sampler.setState(info.state.sampler);
+      } catch (e) {
+        this.dispose();
+        throw new Error(`cannot resume ${info.dir}: ${(e as Error).message.replace(/^BatchSampler\.setState: cannot resume: /, '')}`);
+      }
+      this.rng.state = info.state.rng.state;
+      const { step, skippedSteps, nonFiniteInARow, tokensSeen, elapsedSeconds } = info.state;
+      Object.assign(this.state, { step, skippedSteps, nonFiniteInARow, tokensSeen, elapsedSeconds: Number(elapsedSeconds) || 0 });
+      this.lastCheckpoint = info.dir;
+    } else {
+      // Only now, with everything checked and built, does the run folder appear.
+      try { prepareNewRunFolder(opts.out); } catch (e) { this.dispose(); throw e; }
+    }
+  }
+
+  get parameters(): number { return this.model.numParameters(); }
+
+  /** One optimizer step: forward + backward over gradAccum micro-batches, clip, AdamW, zero grads. */
+  step(hooks?: TrainHooks): StepResult {
+    const accum = this.config.gradAccum;
+    const lr = learningRate(this.state.step, this.schedule);
+    this.stepSeed = Math.floor(this.rng.next() * 4294967296);
+    let loss = 0;
+    for (let micro = 0; micro < accum; micro++) {
+      this.batch = this.sampler.nextArrays(this.batch);
+      const b = this.inputs.backend;
+      b.write(this.inputs.storage, this.batch.inputs);
+      b.write(this.targets.storage, this.batch.targets);
+      b.write(this.docIds.storage, this.batch.docIds);
+      loss += tidy(() => {
+        const l = this.model.loss(this.inputs, this.targets, { docIds: this.docIds });
+        (accum > 1 ? div(l, accum) : l).backward();
+        return l.item();
+      }) / accum;
+    }
+    hooks?.afterBackward?.(this.state.step, this.model);
+    const { norm } = clipGradNorm(this.params, this.config.clip);
+    let skipped: string | null = null;
+    if (!Number.isFinite(loss)) skipped = 'non-finite loss';
+    else if (!Number.isFinite(norm)) skipped = 'non-finite gradient';
+    if (skipped === null) {
+      this.optimizer.update(lr);
+      this.state.nonFiniteInARow = 0;
+    } else {
+      this.state.skippedSteps++;
+      this.state.nonFiniteInARow++;
+    }
+    this.zeroGrads();
+    this.state.step++;
+    this.state.tokensSeen += this.tokensPerStep;
+    return { loss, lr, gradNorm: norm, skipped };
+  }
+
+  zeroGrads(): void {
+    for (const p of this.params) if (p.grad) p.backend.fill(p.grad.storage, 0, 0, p.grad.size);
+  }
+
+  /** Mean loss and bits per byte on the fixed validation batches. */
+  evaluate(): EvalResult | null {
+    const set = this.evalSet;
+    if (!set) return null;
+    let nats = 0;
+    this.model.eval();
+    try {
+      noGrad(() => {
+        for (const arrays of set.batches) {
+          nats += tidy(() => {
+            const b = batchTensors(arrays);
+            return crossEntropy(this.model.forward(b.inputs, { docIds: b.docIds }), b.targets, { reduction: 'sum' }).item();
+          });
+        }
+      });
+    } finally {
+      this.model.train();
+    }
+    return { loss: nats / set.tokens, bpb: nats / Math.LN2 / set.bytes, tokens: set.tokens };
+  }
+
+  /** Writes a checkpoint of the current step; returns its folder. */
+  save(): string {
+    const { step } = this.state;
+    const { model, ...training } = this.config;
+    const config: CheckpointConfig = {
+      format: CHECKPOINT_FORMAT,
+      formatVersion: CHECKPOINT_FORMAT_VERSION,
+      software: { name: 'cubit', version: softwareVersion() },
+      step,
+      parameters: this.parameters,
+      model,
+      training: JSON.parse(JSON.stringify(training)) as Record<string, unknown>,
+      tokenizer: this.tokenizer.identity(),
+    };
+    const state: TrainState = { ...this.state, rng: { state: this.rng.state }, sampler: this.sampler.state() };
+    const tokenizerJson = this.tokenizer instanceof HfTokenizer ? this.tokenizer.json : undefined;
+    this.lastCheckpoint = saveCheckpoint(this.out, { step, model: this.model, optimizer: this.optimizer, config, state, tokenizerJson, durable: this.durable });
+    return this.lastCheckpoint;
+  }
+
+  dispose(): void {
+    this.model.dispose();
+    this.optimizer.dispose();
+    this.inputs.dispose();
+    this.targets.dispose();
+    this.docIds.dispose();
+  }
+}
+
+/** A new run may go into a missing folder, an empty one, or one a sitting left before its first checkpoint. */
+function checkNewRunFolder(out: string): void {
+  const pointer = readRunPointer(out);
+  if (pointer) throw new Error(`${out} already holds a run (at step ${pointer.step}); pass --resume to continue it, or choose another --out`);
+  if (!fs.existsSync(out)) return;
+  if (!fs.statSync(out).isDirectory()) throw new Error(`${out}: exists and is not a folder`);
+  const foreign = fs.readdirSync(out).filter((n) => !isRunDebris(n));
+  if (foreign.length > 0) throw new Error(`${out}: the folder is not empty and holds no run ('${foreign[0]}'); choose another --out`);
+}
+
+function prepareNewRunFolder(out: string): void {
+  checkNewRunFolder(out);
+  // What a sitting killed before its first checkpoint left: start over.
+  fs.rmSync(path.join(out, RUN_FILES.checkpoints), { recursive: true, force: true });
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(path.join(out, RUN_FILES.metrics), '');
+}
+
+/** The fixed evaluation batches: up to evalBatches of the validation windows' batches, spread evenly over the split. */
+function buildEvalSet(stream: ReturnType<typeof tokenizeDocuments>, tokenizer: Tokenizer, c: TrainConfig): EvalSet {
+  const windows = new EvalWindows(stream, { contextLength: c.seqLen, batchSize: c.batchSize });
+  const count = windows.batchCount;
+  if (count === 0) throw new Error('the validation split has no document of two tokens or more (set evalBatches to 0, or raise data.split.validation)');
+  const n = Math.min(c.evalBatches, count);
+  const batches: BatchArrays[] = [];
+  for (let i = 0; i < n; i++) batches.push(windows.batchArrays(Math.floor((i * count) / n)));
+  const tokens = batches.reduce((s, b) => s + b.targetCount, 0);
+  let bytes: number;
+  if (n === count) bytes = windows.totals.scoredBytes;
+  else if (tokenizer.name === 'byte') bytes = tokens;
+  else {
+    // The UTF-8 bytes of each row's scored targets (a contiguous run of tokens).
+    bytes = 0;
+    for (const b of batches) {
+      for (let r = 0; r < b.B; r++) {
+        const ids: number[] = [];
+        for (let t = 0; t < b.T; t++) { const id = b.targets[r * b.T + t]; if (id !== windows.ignoreIndex) ids.push(id); }
+        if (ids.length) bytes += Buffer.byteLength(tokenizer.decode(ids), 'utf8');
+      }
+    }
+  }
+  return { batches, tokens, bytes: Math.max(bytes, 1) };
+}
+
+class MetricsLog {
+  private fd: number;
+  constructor(readonly file: string, keepUpTo: number | null) {
+    if (keepUpTo !== null && fs.existsSync(file)) {
+      // Drop what a killed sitting logged after the checkpoint it resumes from.
+      const kept = fs.readFileSync(file, 'utf8').split('\n').filter((line) => {
+        if (!line.trim()) return false;
+        try { return (JSON.parse(line) as { step?: number }).step! <= keepUpTo; } catch { return false; }
+      });
+      writeFileAtomicSync(file, kept.map((l) => l + '\n').join(''));
+    }
+    this.fd = fs.openSync(file, 'a');
+  }
+  write(record: Record<string, unknown>): void {
+    fs.writeSync(this.fd, JSON.stringify(record) + '\n');
+  }
+  close(): void { fs.closeSync(this.fd); }
+}
+
+const round = (x: number, digits = 6): number => (Number.isFinite(x) ? Number(x.toPrecision(digits)) : x);
+const nextTick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * Trains (or resumes) a run and returns a summary. Throws one-line Errors for user mistakes
+ * (config, data, run folder, checkpoint) and NonFiniteError when the loss diverged.
+ */
+export async function train(opts: TrainOptions): Promise<TrainSummary> {
+  if (opts.backend) setBackend(opts.backend);
+  const trainer = new Trainer(opts);
+  const { config } = trainer;
+  const metrics = new MetricsLog(path.join(opts.out, RUN_FILES.metrics), opts.resume ? trainer.state.step : null);
+  const emit = opts.onEvent ?? (() => {});
+  const startStep = trainer.state.step;
+  const end = Math.min(config.steps, opts.stopAt ?? Infinity);
+  const began = performance.now();
+  const time = (): number => round((performance.now() - began) / 1000, 4);
+  let trainSeconds = 0, trainTokens = 0;
+  let window = { loss: 0, gradNorm: 0, finite: 0, seconds: 0, tokens: 0 };
+  let lastLoss = NaN, rate = 0;
+  let lastEval: EvalResult | null = null;
+  let stopped: TrainSummary['stopped'] = 'completed';
+
+  const evaluate = (): void => {
+    const r = trainer.evaluate();
+    if (!r) return;
+    lastEval = r;
+    metrics.write({ kind: 'eval', step: trainer.state.step, evalLoss: round(r.loss), evalBpb: round(r.bpb), evalTokens: r.tokens, time: time() });
+    emit({ kind: 'eval', step: trainer.state.step, loss: r.loss, bpb: r.bpb });
+  };
+  const checkpoint = (): void => {
+    const p = trainer.save();
+    emit({ kind: 'checkpoint', step: trainer.state.step, path: p });
+  };
+
+  try {
+    emit({ kind: 'start', step: startStep, steps: config.steps, end, parameters: trainer.parameters, tokensPerStep: trainer.tokensPerStep, resumedFrom: trainer.resumedFrom, backend: getBackend().name });
+    while (trainer.state.step < end) {
+      if (opts.signal?.aborted) { stopped = 'aborted'; break; }
+      const t0 = performance.now();
+      const r = trainer.step(opts.hooks);
+      const dt = (performance.now() - t0) / 1000;
+      const step = trainer.state.step;
+      trainer.state.elapsedSeconds += dt;
+      trainSeconds += dt; trainTokens += trainer.tokensPerStep;
+      window.seconds += dt; window.tokens += trainer.tokensPerStep;
+      if (r.skipped === null) { window.loss += r.loss; window.gradNorm += r.gradNorm; window.finite++; }
+      else {
+        const { nonFiniteInARow: inARow, skippedSteps } = trainer.state;
+        metrics.write({ kind: 'skip', step, reason: r.skipped, inARow, skippedSteps, time: time() });
+        emit({ kind: 'skip', step, reason: r.skipped, inARow });
+        if (inARow >= config.maxNonFinite) {
+          const kept = trainer.lastCheckpoint ? `the last good checkpoint is ${trainer.lastCheckpoint}` : 'no checkpoint was written';
+          throw new NonFiniteError(`training diverged: ${inARow} steps in a row had a ${r.skipped} (last at step ${step}, loss ${r.loss}, gradient norm ${r.gradNorm}); ${kept}. Lower lr, lengthen warmupSteps or clip harder, then resume.`, step, trainer.lastCheckpoint);
+        }
+      }
+      if (step % config.logEvery === 0 || step === end) {
+        rate = window.seconds > 0 ? window.tokens / window.seconds : 0;
+        if (window.finite > 0) lastLoss = window.loss / window.finite;
+        metrics.write({
+          kind: 'train', step, loss: round(window.finite ? window.loss / window.finite : NaN), lr: round(r.lr),
+          gradNorm: round(window.finite ? window.gradNorm / window.finite : NaN), tokensPerSec: round(rate, 5),
+          skippedSteps: trainer.state.skippedSteps, tokens: trainer.state.tokensSeen, time: time(),
+        });
+        window = { loss: 0, gradNorm: 0, finite: 0, seconds: 0, tokens: 0 };
+      }
+      emit({ kind: 'step', step, steps: config.steps, end, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, tokensPerSec: rate || trainTokens / trainSeconds, skippedSteps: trainer.state.skippedSteps });
+      if (config.evalEvery > 0 && step % config.evalEvery === 0 && step !== end) evaluate();
+      // No periodic checkpoint in the middle of a non-finite streak: the latest stays a healthy one.
+      if (config.checkpointEvery > 0 && step % config.checkpointEvery === 0 && step !== end && trainer.state.nonFiniteInARow === 0) checkpoint();
+      await nextTick(); // lets signals (Ctrl-C) and output through
+    }
+    if (stopped === 'completed' && end < config.steps) stopped = 'stop-at';
+    if (trainer.state.step > startStep) {
+      evaluate();
+      checkpoint();
+    }
+    return {
+      out: opts.out,
+      checkpoint: trainer.lastCheckpoint,
+      startStep,
+      step: trainer.state.step,
+      steps: config.steps,
+      stopped,
+      skippedSteps: trainer.state.skippedSteps,
+      loss: lastLoss,
+      evalLoss: (lastEval as EvalResult | null)?.loss ?? null,
+      evalBpb: (lastEval as EvalResult | null)?.bpb ?? null,
+      tokensPerSec: trainSeconds > 0 ? trainTokens / trainSeconds : 0,
+      seconds: (performance.now() - began) / 1000,
+      parameters: trainer.parameters,
+    };
+  } finally {
+    metrics.close();
+    trainer.dispose();
+  }
+}
