@@ -8,3 +8,4 @@ export { Tensor } from './core/tensor.ts';
 export * from './ops/index.ts';
 export { NativeBackend, ReferenceBackend } from './backends/index.ts';
 export * from './mixers/index.ts';
+export * from './train/index.ts';
