@@ -1,13 +1,28 @@
 // The native backend: the reference backend's storage and bookkeeping, with its float32 kernels
 // replaced by the C addon's (AVX-512 / AVX2 / portable C, chosen at run time). A kernel the addon
 // lacks falls through to the reference twin, which the tests compare it against.
-import type { MatmulParams, Storage } from '../../core/backend.ts';
+import type { AdamWParams, BinaryOp, MatmulParams, ReduceOp, Storage, UnaryOp } from '../../core/backend.ts';
 import { ReferenceBackend } from '../reference/backend.ts';
 import type { CpuStorage } from '../cpu/memory.ts';
 import type { NativeAddon } from './addon.ts';
 
 const f32 = (s: Storage): Float32Array => (s as CpuStorage).data as Float32Array;
 const isF32 = (...ss: Storage[]): boolean => ss.every((s) => s.dtype === 'float32');
+const f32n = (s: Storage | null): Float32Array | null => (s ? f32(s) : null);
+const i32 = (s: Storage): Int32Array => (s as CpuStorage).data as Int32Array;
+const opt = (s: Storage | null): Storage[] => (s ? [s] : []);
+
+// Op codes of native/src/kernels_nn.h (the order of the unions in core/backend.ts).
+const UNARY_CODE: Record<UnaryOp, number> = {
+  neg: 0, abs: 1, exp: 2, log: 3, sqrt: 4, rsqrt: 5, tanh: 6, sigmoid: 7, silu: 8, gelu: 9,
+  relu: 10, square: 11, reciprocal: 12, pow: 13, sign: 14,
+};
+const BINARY_CODE: Record<BinaryOp, number> = {
+  add: 0, sub: 1, mul: 2, div: 3, maximum: 4, minimum: 5, pow: 6, gt: 7, ge: 8, lt: 9, le: 10, eq: 11, ne: 12,
+};
+const REDUCE_CODE: Record<ReduceOp, number> = { sum: 0, max: 1, min: 2 };
+/** Highest rank of the addon's strided kernels (NN_MAX_RANK); beyond it the reference runs. */
+const MAX_RANK = 8;
 
 export class NativeBackend extends ReferenceBackend {
   override readonly name = 'native';
@@ -24,5 +39,96 @@ export class NativeBackend extends ReferenceBackend {
       f32(a), p.aOffset, p.aBatchStride, p.transA ? p.m : p.k,
       f32(b), p.bOffset, p.bBatchStride, p.transB ? p.k : p.n,
       f32(out), p.cOffset, p.cBatchStride, p.n, p.accumulate);
+  }
+
+  // ---- non-GEMM kernels (native/src/kernels_nn*.c): float32 only, anything else is the reference's
+
+  override fill(out: Storage, value: number, offset: number, length: number): void {
+    if (!isF32(out)) return super.fill(out, value, offset, length);
+    this.addon.fill(f32(out), value, offset, length);
+  }
+  override copy(src: Storage, srcOffset: number, out: Storage, outOffset: number, length: number): void {
+    if (!isF32(src, out)) return super.copy(src, srcOffset, out, outOffset, length);
+    this.addon.copy(f32(src), srcOffset, f32(out), outOffset, length);
+  }
+  override stridedCopy(src: Storage, srcOffset: number, shape: readonly number[], srcStrides: readonly number[], out: Storage, outOffset: number): void {
+    if (!isF32(src, out) || shape.length > MAX_RANK) return super.stridedCopy(src, srcOffset, shape, srcStrides, out, outOffset);
+    this.addon.stridedCopy(f32(src), srcOffset, shape, srcStrides, f32(out), outOffset);
+  }
+
+  override unary(op: UnaryOp, x: Storage, out: Storage, length: number, scalar: number): void {
+    if (!isF32(x, out)) return super.unary(op, x, out, length, scalar);
+    this.addon.unary(UNARY_CODE[op], f32(x), f32(out), length, scalar);
+  }
+  override unaryBackward(op: UnaryOp, x: Storage, y: Storage, dy: Storage, dx: Storage, length: number, scalar: number): void {
+    if (!isF32(x, y, dy, dx)) return super.unaryBackward(op, x, y, dy, dx, length, scalar);
+    this.addon.unaryBackward(UNARY_CODE[op], f32(x), f32(y), f32(dy), f32(dx), length, scalar);
+  }
+  override binary(op: BinaryOp, a: Storage, aStrides: readonly number[], b: Storage, bStrides: readonly number[], out: Storage, shape: readonly number[]): void {
+    if (!isF32(a, b, out) || shape.length > MAX_RANK) return super.binary(op, a, aStrides, b, bStrides, out, shape);
+    this.addon.binary(BINARY_CODE[op], f32(a), aStrides, f32(b), bStrides, f32(out), shape);
+  }
+  override where(cond: Storage, cStrides: readonly number[], a: Storage, aStrides: readonly number[], b: Storage, bStrides: readonly number[], out: Storage, shape: readonly number[]): void {
+    if (!isF32(a, b, out) || cond.dtype === 'float64' || shape.length > MAX_RANK) {
+      return super.where(cond, cStrides, a, aStrides, b, bStrides, out, shape);
+    }
+    this.addon.where((cond as CpuStorage).data as Float32Array | Int32Array, cStrides, f32(a), aStrides, f32(b), bStrides, f32(out), shape);
+  }
+  override reduce(op: ReduceOp, x: Storage, out: Storage, outer: number, len: number, inner: number): void {
+    if (!isF32(x, out)) return super.reduce(op, x, out, outer, len, inner);
+    this.addon.reduce(REDUCE_CODE[op], f32(x), f32(out), outer, len, inner);
+  }
+
+  override softmax(x: Storage, out: Storage, rows: number, cols: number, log: boolean): void {
+    if (!isF32(x, out)) return super.softmax(x, out, rows, cols, log);
+    this.addon.softmax(f32(x), f32(out), rows, cols, log);
+  }
+  override softmaxBackward(y: Storage, dy: Storage, dx: Storage, rows: number, cols: number, log: boolean): void {
+    if (!isF32(y, dy, dx)) return super.softmaxBackward(y, dy, dx, rows, cols, log);
+    this.addon.softmaxBackward(f32(y), f32(dy), f32(dx), rows, cols, log);
+  }
+  override rmsNorm(x: Storage, w: Storage | null, out: Storage, rstd: Storage, rows: number, cols: number, eps: number): void {
+    if (!isF32(x, out, rstd, ...opt(w))) return super.rmsNorm(x, w, out, rstd, rows, cols, eps);
+    this.addon.rmsNorm(f32(x), f32n(w), f32(out), f32(rstd), rows, cols, eps);
+  }
+  override rmsNormBackward(x: Storage, w: Storage | null, rstd: Storage, dy: Storage, dx: Storage, dw: Storage | null, rows: number, cols: number): void {
+    if (!isF32(x, rstd, dy, dx, ...opt(w), ...opt(dw))) return super.rmsNormBackward(x, w, rstd, dy, dx, dw, rows, cols);
+    this.addon.rmsNormBackward(f32(x), f32n(w), f32(rstd), f32(dy), f32(dx), f32n(dw), rows, cols);
+  }
+  override layerNorm(x: Storage, w: Storage | null, b: Storage | null, out: Storage, mean: Storage, rstd: Storage, rows: number, cols: number, eps: number): void {
+    if (!isF32(x, out, mean, rstd, ...opt(w), ...opt(b))) return super.layerNorm(x, w, b, out, mean, rstd, rows, cols, eps);
+    this.addon.layerNorm(f32(x), f32n(w), f32n(b), f32(out), f32(mean), f32(rstd), rows, cols, eps);
+  }
+  override layerNormBackward(x: Storage, w: Storage | null, mean: Storage, rstd: Storage, dy: Storage, dx: Storage, dw: Storage | null, db: Storage | null, rows: number, cols: number): void {
+    if (!isF32(x, mean, rstd, dy, dx, ...opt(w), ...opt(dw), ...opt(db))) {
+      return super.layerNormBackward(x, w, mean, rstd, dy, dx, dw, db, rows, cols);
+    }
+    this.addon.layerNormBackward(f32(x), f32n(w), f32(mean), f32(rstd), f32(dy), f32(dx), f32n(dw), f32n(db), rows, cols);
+  }
+  override gather(table: Storage, ids: Storage, out: Storage, count: number, cols: number): void {
+    if (!isF32(table, out) || ids.dtype !== 'int32') return super.gather(table, ids, out, count, cols);
+    this.addon.gather(f32(table), i32(ids), f32(out), count, cols);
+  }
+  override scatterAdd(dy: Storage, ids: Storage, dtable: Storage, count: number, cols: number): void {
+    if (!isF32(dy, dtable) || ids.dtype !== 'int32') return super.scatterAdd(dy, ids, dtable, count, cols);
+    this.addon.scatterAdd(f32(dy), i32(ids), f32(dtable), count, cols);
+  }
+  override crossEntropy(logits: Storage, targets: Storage, losses: Storage, lse: Storage, rows: number, cols: number, ignoreIndex: number): void {
+    if (!isF32(logits, losses, lse) || targets.dtype !== 'int32') return super.crossEntropy(logits, targets, losses, lse, rows, cols, ignoreIndex);
+    this.addon.crossEntropy(f32(logits), i32(targets), f32(losses), f32(lse), rows, cols, ignoreIndex);
+  }
+  override crossEntropyBackward(logits: Storage, targets: Storage, lse: Storage, dloss: Storage, dlogits: Storage, rows: number, cols: number, ignoreIndex: number): void {
+    if (!isF32(logits, lse, dloss, dlogits) || targets.dtype !== 'int32') {
+      return super.crossEntropyBackward(logits, targets, lse, dloss, dlogits, rows, cols, ignoreIndex);
+    }
+    this.addon.crossEntropyBackward(f32(logits), i32(targets), f32(lse), f32(dloss), f32(dlogits), rows, cols, ignoreIndex);
+  }
+  override dropoutMask(out: Storage, length: number, p: number, seed: number): void {
+    if (!isF32(out)) return super.dropoutMask(out, length, p, seed);
+    this.addon.dropoutMask(f32(out), length, p, seed | 0); // hash32 reads the seed as an int32
+  }
+  override adamw(param: Storage, grad: Storage, m: Storage, v: Storage, length: number, p: AdamWParams): void {
+    if (!isF32(param, grad, m, v)) return super.adamw(param, grad, m, v, length, p);
+    this.addon.adamw(f32(param), f32(grad), f32(m), f32(v), length, p.lr, p.beta1, p.beta2, p.eps, p.weightDecay, p.bc1, p.bc2);
   }
 }

@@ -1,0 +1,640 @@
+/* The per-ISA loops of kernels_nn.h, written once against a small vector layer and compiled
+ * once per ISA. The including file defines, before including this one:
+ *   NN_TABLE            name of the nn_kernels table to define
+ *   VW                  floats per vector (16, 8, or 1 for the portable scalar build)
+ *   vf, vm              vector and comparison-mask types
+ *   v_zero v_set1 v_load v_store v_loadn(p,n,fill) v_storen(p,v,n)   (n < VW for the *n forms)
+ *   v_add v_sub v_mul v_div v_sqrt v_abs v_neg
+ *   v_fma(a,b,c)=a*b+c  v_fnma(a,b,c)=c-a*b  v_fms(a,b,c)=a*b-c (exact where the ISA has FMA)
+ *   v_max(x,acc) v_min(x,acc): x86 semantics, the second operand when either is NaN
+ *   v_lt v_gt v_ge v_unord(a) v_sel(m,t,f) v_mor(a,b) v_any(m)
+ *   v_hsum v_hmax v_hmin  (horizontal, in float)
+ *   v_exp               exp, ~1 ulp, exact 0 for -inf, NaN kept, inf above ~88.72
+ * Sums are taken in float over blocks of NN_BLK elements with two accumulators and the block
+ * totals added in double, so a row of any length stays within ~1e-7 relative of a float64 sum. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels_nn.h"
+
+#define NN_BLK (16 * VW)
+/* Rows accumulated in float before the weight-gradient partials are added into double. */
+#define NN_FLUSH_ROWS 32
+
+static inline size_t nn_min(size_t a, size_t b) { return a < b ? a : b; }
+
+/* ---- vector math ---------------------------------------------------------------------------- */
+
+static inline vf v_sigmoid(vf x) {
+  const vf one = v_set1(1.0f);
+  vf e = v_exp(v_neg(v_abs(x))); /* exp(-|x|) in (0, 1]: no overflow on either side */
+  vf s = v_div(one, v_add(one, e));
+  return v_sel(v_lt(x, v_zero()), v_mul(e, s), s);
+}
+
+/* For a >= 0 (or NaN): *erfc_out = erfc(a/sqrt2) and *gauss_out = exp(-a^2/2).
+ * erfc is Numerical Recipes' erfcc, t*exp(-z^2 + P(t)) with t = 1/(1 + z/2), whose relative
+ * error is below 1.2e-7 for every z >= 0. The Gaussian factor is taken from a^2 split exactly
+ * into hi + lo (FMA), so the result keeps its relative accuracy in the far tail. */
+static inline void v_erfc_gauss(vf a, vf *erfc_out, vf *gauss_out) {
+  const vf one = v_set1(1.0f);
+  vf big = v_set1(15.0f);
+  vm over = v_gt(a, big);
+  a = v_min(big, a); /* keeps NaN */
+  vf z = v_mul(a, v_set1(0.70710678118654752f));
+  vf t = v_div(one, v_fma(v_set1(0.5f), z, one));
+  vf p = v_set1(0.17087277f);
+  p = v_fma(p, t, v_set1(-0.82215223f));
+  p = v_fma(p, t, v_set1(1.48851587f));
+  p = v_fma(p, t, v_set1(-1.13520398f));
+  p = v_fma(p, t, v_set1(0.27886807f));
+  p = v_fma(p, t, v_set1(-0.18628806f));
+  p = v_fma(p, t, v_set1(0.09678418f));
+  p = v_fma(p, t, v_set1(0.37409196f));
+  p = v_fma(p, t, v_set1(1.00002368f));
+  p = v_fma(p, t, v_set1(-1.26551223f));
+  vf hi = v_mul(a, a);
+  vf lo = v_fms(a, a, hi); /* a^2 = hi + lo exactly */
+  /* exp(-(hi+lo)/2) = exp(-hi/2) * (1 - lo/2), lo/2 being below an ulp of hi */
+  vf g = v_mul(v_exp(v_mul(hi, v_set1(-0.5f))), v_fnma(lo, v_set1(0.5f), one));
+  vf e = v_mul(v_mul(t, v_exp(p)), g);
+  *erfc_out = v_sel(over, v_zero(), e);
+  *gauss_out = v_sel(over, v_zero(), g);
+}
+
+/* GELU with the exact normal CDF: x * Phi(x), Phi(x) = erfc(-x/sqrt2)/2. */
+static inline vf v_gelu(vf x) {
+  vf e, g;
+  v_erfc_gauss(v_abs(x), &e, &g);
+  vf twophi = v_sel(v_ge(x, v_zero()), v_sub(v_set1(2.0f), e), e); /* 2 Phi(x) */
+  return v_mul(v_mul(v_set1(0.5f), x), twophi);
+}
+
+/* d/dx GELU = Phi(x) + x phi(x). */
+static inline vf v_gelu_grad(vf x) {
+  vf e, g;
+  v_erfc_gauss(v_abs(x), &e, &g);
+  vf he = v_mul(v_set1(0.5f), e);
+  vf phi = v_sel(v_ge(x, v_zero()), v_sub(v_set1(1.0f), he), he);
+  return v_fma(v_mul(x, v_set1(0.39894228040143268f)), g, phi);
+}
+
+/* ---- row helpers ---------------------------------------------------------------------------- */
+
+/* Largest entry, NaNs skipped (as the reference's `if (a > max)`); -inf when there is none. */
+static inline float nn_row_max(const float *x, size_t n) {
+  vf m0 = v_set1(-INFINITY), m1 = m0;
+  size_t j = 0;
+  for (; j + 2 * VW <= n; j += 2 * VW) {
+    m0 = v_max(v_load(x + j), m0);
+    m1 = v_max(v_load(x + j + VW), m1);
+  }
+  for (; j + VW <= n; j += VW) m0 = v_max(v_load(x + j), m0);
+  if (j < n) m0 = v_max(v_loadn(x + j, n - j, -INFINITY), m0);
+  return v_hmax(v_max(m0, m1));
+}
+
+/* Blocked sum of EXPR(j), where EXPR reads vectors at offset j (full) or via LOADN (tail). The
+ * macro keeps one loop skeleton for the many sums the kernels need. */
+#define NN_BLOCKED_SUM(total, n, BODY_FULL, BODY_TAIL)                                    \
+  do {                                                                                     \
+    size_t j_ = 0;                                                                         \
+    while (j_ < (n)) {                                                                     \
+      size_t end_ = nn_min(j_ + NN_BLK, (n));                                              \
+      vf a0_ = v_zero(), a1_ = v_zero();                                                   \
+      for (; j_ + 2 * VW <= end_; j_ += 2 * VW) {                                          \
+        { size_t j = j_; a0_ = v_add(a0_, BODY_FULL); }                                    \
+        { size_t j = j_ + VW; a1_ = v_add(a1_, BODY_FULL); }                               \
+      }                                                                                    \
+      for (; j_ + VW <= end_; j_ += VW) { size_t j = j_; a0_ = v_add(a0_, BODY_FULL); }    \
+      if (j_ < end_) { size_t j = j_, r_ = end_ - j_; (void)r_; a0_ = v_add(a0_, BODY_TAIL); j_ = end_; } \
+      (total) += (double)v_hsum(v_add(a0_, a1_));                                          \
+    }                                                                                      \
+  } while (0)
+
+static inline double nn_row_sum(const float *x, size_t n) {
+  double s = 0;
+  NN_BLOCKED_SUM(s, n, v_load(x + j), v_loadn(x + j, r_, 0.0f));
+  return s;
+}
+
+static inline double nn_row_dot(const float *a, const float *b, size_t n) {
+  double s = 0;
+  NN_BLOCKED_SUM(s, n, v_mul(v_load(a + j), v_load(b + j)),
+                 v_mul(v_loadn(a + j, r_, 0.0f), v_loadn(b + j, r_, 0.0f)));
+  return s;
+}
+
+static inline double nn_row_dot3(const float *a, const float *b, const float *c, size_t n) {
+  double s = 0;
+  NN_BLOCKED_SUM(s, n, v_mul(v_mul(v_load(a + j), v_load(b + j)), v_load(c + j)),
+                 v_mul(v_mul(v_loadn(a + j, r_, 0.0f), v_loadn(b + j, r_, 0.0f)),
+                       v_loadn(c + j, r_, 0.0f)));
+  return s;
+}
+
+/* Sum of exp(x - shift); the terms are stored in out unless it is NULL. */
+static inline double nn_row_sum_exp(const float *x, float *out, size_t n, float shift) {
+  double total = 0;
+  const vf s = v_set1(shift);
+  size_t j = 0;
+  while (j < n) {
+    size_t end = nn_min(j + NN_BLK, n);
+    vf a0 = v_zero(), a1 = v_zero();
+    for (; j + 2 * VW <= end; j += 2 * VW) {
+      vf e0 = v_exp(v_sub(v_load(x + j), s)), e1 = v_exp(v_sub(v_load(x + j + VW), s));
+      if (out) { v_store(out + j, e0); v_store(out + j + VW, e1); }
+      a0 = v_add(a0, e0);
+      a1 = v_add(a1, e1);
+    }
+    for (; j + VW <= end; j += VW) {
+      vf e0 = v_exp(v_sub(v_load(x + j), s));
+      if (out) v_store(out + j, e0);
+      a0 = v_add(a0, e0);
+    }
+    if (j < end) {
+      vf e0 = v_exp(v_sub(v_loadn(x + j, end - j, -INFINITY), s));
+      if (out) v_storen(out + j, e0, end - j);
+      a0 = v_add(a0, e0);
+      j = end;
+    }
+    total += (double)v_hsum(v_add(a0, a1));
+  }
+  return total;
+}
+
+static inline void nn_row_fill(float *o, size_t n, float value) {
+  for (size_t j = 0; j < n; j++) o[j] = value;
+}
+
+/* Applies a vector expression elementwise: o[j] = EXPR, where EXPR loads with LD(p) (p + j, a
+ * full vector in the main loop and a 0-filled partial one at the tail, rem_ lanes). */
+#define NN_MAP(n, o, EXPR)                                                     \
+  do {                                                                         \
+    size_t j = 0;                                                              \
+    for (; j + VW <= (n); j += VW) {                                           \
+      const size_t rem_ = VW;                                                  \
+      (void)rem_;                                                              \
+      vf r_ = (EXPR);                                                          \
+      v_store((o) + j, r_);                                                    \
+    }                                                                          \
+    if (j < (n)) {                                                             \
+      const size_t rem_ = (n) - j;                                             \
+      vf r_ = (EXPR);                                                          \
+      v_storen((o) + j, r_, rem_);                                             \
+    }                                                                          \
+  } while (0)
+/* Load for NN_MAP: full vector in the main loop, a masked one (filled with 0) in the tail. */
+#define LD(p) (rem_ == VW ? v_load((p) + j) : v_loadn((p) + j, rem_, 0.0f))
+
+/* ---- softmax -------------------------------------------------------------------------------- */
+
+static void k_softmax(const float *x, float *out, size_t rows, size_t cols, int is_log) {
+  for (size_t r = 0; r < rows; r++) {
+    const float *xr = x + r * cols;
+    float *o = out + r * cols;
+    float mx = nn_row_max(xr, cols);
+    if (mx == -INFINITY) { nn_row_fill(o, cols, is_log ? -INFINITY : 0.0f); continue; }
+    if (!is_log) {
+      double s = nn_row_sum_exp(xr, o, cols, mx);
+      vf inv = v_set1((float)(1.0 / s));
+      NN_MAP(cols, o, v_mul(LD(o), inv));
+    } else {
+      double s = nn_row_sum_exp(xr, NULL, cols, mx);
+      vf m = v_set1(mx), ls = v_set1((float)log(s));
+      NN_MAP(cols, o, v_sub(v_sub(LD(xr), m), ls));
+    }
+  }
+}
+
+static void k_softmax_bwd(const float *y, const float *dy, float *dx, size_t rows, size_t cols,
+                          int is_log) {
+  for (size_t r = 0; r < rows; r++) {
+    const float *yr = y + r * cols, *g = dy + r * cols;
+    float *d = dx + r * cols;
+    if (is_log) { /* dx = g - exp(y) * sum(g); exp(-inf) = 0 */
+      vf s = v_set1((float)nn_row_sum(g, cols));
+      NN_MAP(cols, d, v_fnma(v_exp(LD(yr)), s, LD(g)));
+    } else { /* dx = y * (g - <g, y>) */
+      vf s = v_set1((float)nn_row_dot(g, yr, cols));
+      NN_MAP(cols, d, v_mul(LD(yr), v_sub(LD(g), s)));
+    }
+  }
+}
+
+/* ---- RMSNorm -------------------------------------------------------------------------------- */
+
+static void k_rmsnorm(const float *x, const float *w, float *out, float *rstd, size_t rows,
+                      size_t cols, double eps) {
+  for (size_t r = 0; r < rows; r++) {
+    const float *xr = x + r * cols;
+    float *o = out + r * cols;
+    double ss = 0;
+    NN_BLOCKED_SUM(ss, cols, v_mul(v_load(xr + j), v_load(xr + j)),
+                   v_mul(v_loadn(xr + j, r_, 0.0f), v_loadn(xr + j, r_, 0.0f)));
+    double rs = 1.0 / sqrt(ss / (double)cols + eps);
+    rstd[r] = (float)rs;
+    vf rv = v_set1((float)rs);
+    if (w) NN_MAP(cols, o, v_mul(v_mul(LD(xr), rv), LD(w)));
+    else NN_MAP(cols, o, v_mul(LD(xr), rv));
+  }
+}
+
+static inline void nn_flush(float *f, double *d, size_t n) {
+  for (size_t j = 0; j < n; j++) { d[j] += (double)f[j]; f[j] = 0.0f; }
+}
+
+/* sum of g*w*x (w may be NULL) with products and sums in double: eight lanes the compiler
+ * vectorises at the ISA's width. */
+static inline double nn_dot3_d(const float *g, const float *w, const float *x, size_t n) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t j = 0;
+  if (w) {
+    for (; j + 8 <= n; j += 8)
+      for (int k = 0; k < 8; k++) acc[k] += (double)g[j + k] * (double)w[j + k] * (double)x[j + k];
+    for (; j < n; j++) acc[0] += (double)g[j] * (double)w[j] * (double)x[j];
+  } else {
+    for (; j + 8 <= n; j += 8)
+      for (int k = 0; k < 8; k++) acc[k] += (double)g[j + k] * (double)x[j + k];
+    for (; j < n; j++) acc[0] += (double)g[j] * (double)x[j];
+  }
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* dx = rs*g*w - x*rs^3*mean(g*w*x); dw += g*x*rs.
+ * The two terms of dx cancel when g*w is nearly parallel to x (always, for one column), so the
+ * row's dot and the difference are taken in double; the kernel is memory-bound, so this costs
+ * next to nothing. */
+static void k_rmsnorm_bwd(const float *x, const float *w, const float *rstd, const float *dy,
+                          float *dx, size_t rows, size_t cols, float *dwf, double *dwd) {
+  for (size_t r = 0; r < rows; r++) {
+    const float *xr = x + r * cols, *g = dy + r * cols;
+    float *d = dx + r * cols;
+    const double rs = rstd[r];
+    const double c = rs * rs * rs * nn_dot3_d(g, w, xr, cols) / (double)cols;
+    if (w)
+      for (size_t j = 0; j < cols; j++)
+        d[j] = (float)(rs * ((double)g[j] * (double)w[j]) - (double)xr[j] * c);
+    else
+      for (size_t j = 0; j < cols; j++) d[j] = (float)(rs * (double)g[j] - (double)xr[j] * c);
+    if (dwf) {
+      vf rv = v_set1((float)rs);
+      NN_MAP(cols, dwf, v_fma(v_mul(LD(g), LD(xr)), rv, LD(dwf)));
+      if ((r + 1) % NN_FLUSH_ROWS == 0) nn_flush(dwf, dwd, cols);
+    }
+  }
+  if (dwf) nn_flush(dwf, dwd, cols);
+}
+
+/* ---- LayerNorm ------------------------------------------------------------------------------ */
+
+static void k_layernorm(const float *x, const float *w, const float *b, float *out, float *mean,
+                        float *rstd, size_t rows, size_t cols, double eps) {
+  for (size_t r = 0; r < rows; r++) {
+    const float *xr = x + r * cols;
+    float *o = out + r * cols;
+    double mu = nn_row_sum(xr, cols) / (double)cols;
+    /* the mean as hi + lo floats, so x - mu keeps float accuracy even for a large mean */
+    float mh = (float)mu, ml = (float)(mu - (double)mh);
+    vf mhv = v_set1(mh), mlv = v_set1(ml);
+    double var = 0;
+    NN_BLOCKED_SUM(var, cols, ({ vf d_ = v_sub(v_sub(v_load(xr + j), mhv), mlv); v_mul(d_, d_); }),
+                   ({ vf d_ = v_sub(v_sub(v_loadn(xr + j, r_, mh), mhv), mlv);
+                      v_mul(d_, d_); }));
+    /* the tail's fill of mh leaves -ml per lane: its square is far below an ulp of var */
+    double rs = 1.0 / sqrt(var / (double)cols + eps);
+    mean[r] = mh;
+    rstd[r] = (float)rs;
+    vf rv = v_set1((float)rs);
+    if (w && b) NN_MAP(cols, o, v_fma(v_mul(v_sub(v_sub(LD(xr), mhv), mlv), rv), LD(w), LD(b)));
+    else if (w) NN_MAP(cols, o, v_mul(v_mul(v_sub(v_sub(LD(xr), mhv), mlv), rv), LD(w)));
+    else if (b) NN_MAP(cols, o, v_fma(v_sub(v_sub(LD(xr), mhv), mlv), rv, LD(b)));
+    else NN_MAP(cols, o, v_mul(v_sub(v_sub(LD(xr), mhv), mlv), rv));
+  }
+}
+
+/* xh = (x - mu)*rs, gw = g*w: dx = rs*(gw - mean(gw) - xh*mean(gw*xh)); dw += g*xh; db += g. */
+static void k_layernorm_bwd(const float *x, const float *w, const float *mean, const float *rstd,
+                            const float *dy, float *dx, size_t rows, size_t cols, float *dwf,
+                            double *dwd, float *dbf, double *dbd) {
+  const vf one = v_set1(1.0f);
+  for (size_t r = 0; r < rows; r++) {
+    const float *xr = x + r * cols, *g = dy + r * cols;
+    float *d = dx + r * cols;
+    vf mv = v_set1(mean[r]), rv = v_set1(rstd[r]);
+    double sg = 0, sgx = 0;
+    /* rem_ is VW in full vectors, so LD works in both bodies */
+    NN_BLOCKED_SUM(sg, cols, ({ size_t rem_ = VW; (void)rem_; w ? v_mul(LD(g), LD(w)) : LD(g); }),
+                   ({ size_t rem_ = r_; w ? v_mul(LD(g), LD(w)) : LD(g); }));
+    NN_BLOCKED_SUM(sgx, cols,
+                   ({ size_t rem_ = VW; (void)rem_;
+                      v_mul(w ? v_mul(LD(g), LD(w)) : LD(g), v_mul(v_sub(LD(xr), mv), rv)); }),
+                   ({ size_t rem_ = r_;
+                      v_mul(w ? v_mul(LD(g), LD(w)) : LD(g), v_mul(v_sub(LD(xr), mv), rv)); }));
+    vf a = v_set1((float)(sg / (double)cols)), bb = v_set1((float)(sgx / (double)cols));
+    NN_MAP(cols, d, ({
+      vf xh_ = v_mul(v_sub(LD(xr), mv), rv);
+      vf gw_ = w ? v_mul(LD(g), LD(w)) : LD(g);
+      v_mul(rv, v_fnma(xh_, bb, v_sub(gw_, a)));
+    }));
+    if (dwf) NN_MAP(cols, dwf, v_fma(LD(g), v_mul(v_sub(LD(xr), mv), rv), LD(dwf)));
+    if (dbf) NN_MAP(cols, dbf, v_add(LD(g), LD(dbf)));
+    if ((r + 1) % NN_FLUSH_ROWS == 0) {
+      if (dwf) nn_flush(dwf, dwd, cols);
+      if (dbf) nn_flush(dbf, dbd, cols);
+    }
+    (void)one;
+  }
+  if (dwf) nn_flush(dwf, dwd, cols);
+  if (dbf) nn_flush(dbf, dbd, cols);
+}
+
+/* ---- cross-entropy -------------------------------------------------------------------------- */
+
+static void k_xent(const float *logits, const int32_t *targets, float *losses, float *lse,
+                   size_t rows, size_t cols, int32_t ignore) {
+  for (size_t r = 0; r < rows; r++) {
+    const float *xr = logits + r * cols;
+    float mx = nn_row_max(xr, cols);
+    double s = nn_row_sum_exp(xr, NULL, cols, mx);
+    double l = (double)mx + log(s);
+    lse[r] = (float)l;
+    int32_t t = targets[r];
+    losses[r] = t == ignore ? 0.0f : (float)(l - (double)xr[t]);
+  }
+}
+
+static void k_xent_bwd(const float *logits, const int32_t *targets, const float *lse,
+                       const float *dloss, float *dlogits, size_t rows, size_t cols,
+                       int32_t ignore) {
+  for (size_t r = 0; r < rows; r++) {
+    const float *xr = logits + r * cols;
+    float *d = dlogits + r * cols;
+    int32_t t = targets[r];
+    if (t == ignore) { nn_row_fill(d, cols, 0.0f); continue; }
+    float gs = dloss[r];
+    vf g = v_set1(gs), l = v_set1(lse[r]);
+    NN_MAP(cols, d, v_mul(g, v_exp(v_sub(LD(xr), l))));
+    d[t] -= gs;
+  }
+}
+
+/* ---- elementwise ---------------------------------------------------------------------------- */
+
+/* exp/sigmoid/silu/gelu run on vectors; the rest are exact IEEE operations (computed in double
+ * where the reference's double rounding differs from float's) or libm calls. */
+static void k_unary(int op, const float *x, float *o, size_t n, double scalar) {
+  switch (op) {
+    case NN_NEG: for (size_t i = 0; i < n; i++) o[i] = -x[i]; break;
+    case NN_ABS: for (size_t i = 0; i < n; i++) o[i] = fabsf(x[i]); break;
+    case NN_EXP: NN_MAP(n, o, v_exp(LD(x))); break;
+    case NN_LOG: for (size_t i = 0; i < n; i++) o[i] = logf(x[i]); break;
+    case NN_SQRT: for (size_t i = 0; i < n; i++) o[i] = sqrtf(x[i]); break;
+    case NN_RSQRT: for (size_t i = 0; i < n; i++) o[i] = (float)(1.0 / sqrt((double)x[i])); break;
+    case NN_TANH: for (size_t i = 0; i < n; i++) o[i] = tanhf(x[i]); break;
+    case NN_SIGMOID: NN_MAP(n, o, v_sigmoid(LD(x))); break;
+    case NN_SILU: NN_MAP(n, o, ({ vf x_ = LD(x); v_mul(x_, v_sigmoid(x_)); })); break;
+#if VW == 1
+    case NN_GELU:
+      for (size_t i = 0; i < n; i++) {
+        double xd = x[i];
+        o[i] = (float)(0.5 * xd * erfc(-xd * 0.70710678118654752));
+      }
+      break;
+#else
+    case NN_GELU: NN_MAP(n, o, v_gelu(LD(x))); break;
+#endif
+    case NN_RELU: for (size_t i = 0; i < n; i++) o[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
+    case NN_SQUARE: for (size_t i = 0; i < n; i++) o[i] = x[i] * x[i]; break;
+    case NN_RECIPROCAL: for (size_t i = 0; i < n; i++) o[i] = 1.0f / x[i]; break;
+    case NN_POW:
+      if (scalar == 1.0) memmove(o, x, n * sizeof(float));
+      else if (scalar == 2.0) for (size_t i = 0; i < n; i++) o[i] = x[i] * x[i];
+      else for (size_t i = 0; i < n; i++) o[i] = (float)pow((double)x[i], scalar);
+      break;
+    case NN_SIGN:
+      for (size_t i = 0; i < n; i++) o[i] = x[i] > 0.0f ? 1.0f : x[i] < 0.0f ? -1.0f : x[i];
+      break;
+    default: break;
+  }
+}
+
+/* dx = dy * f'(x, y), as the reference's unaryDerivative. */
+static void k_unary_bwd(int op, const float *x, const float *y, const float *dy, float *dx,
+                        size_t n, double scalar) {
+  const float *g = dy;
+  switch (op) {
+    case NN_NEG: for (size_t i = 0; i < n; i++) dx[i] = -g[i]; break;
+    case NN_ABS:
+      for (size_t i = 0; i < n; i++) {
+        float s = x[i] > 0.0f ? 1.0f : x[i] < 0.0f ? -1.0f : x[i]; /* Math.sign */
+        dx[i] = g[i] * s;
+      }
+      break;
+    case NN_EXP: for (size_t i = 0; i < n; i++) dx[i] = g[i] * y[i]; break;
+    case NN_LOG: for (size_t i = 0; i < n; i++) dx[i] = (float)((double)g[i] * (1.0 / (double)x[i])); break;
+    case NN_SQRT: for (size_t i = 0; i < n; i++) dx[i] = (float)((double)g[i] * (0.5 / (double)y[i])); break;
+    case NN_RSQRT:
+      for (size_t i = 0; i < n; i++) {
+        double yd = y[i];
+        dx[i] = (float)((double)g[i] * (-0.5 * yd * yd * yd));
+      }
+      break;
+    case NN_TANH:
+      for (size_t i = 0; i < n; i++) { double yd = y[i]; dx[i] = (float)((double)g[i] * (1.0 - yd * yd)); }
+      break;
+    case NN_SIGMOID:
+      for (size_t i = 0; i < n; i++) { double yd = y[i]; dx[i] = (float)((double)g[i] * (yd * (1.0 - yd))); }
+      break;
+    case NN_SILU: {
+      const vf one = v_set1(1.0f);
+      NN_MAP(n, dx, ({
+        vf x_ = LD(x), s_ = v_sigmoid(x_);
+        v_mul(LD(g), v_mul(s_, v_fma(x_, v_sub(one, s_), one)));
+      }));
+      break;
+    }
+#if VW == 1
+    case NN_GELU:
+      for (size_t i = 0; i < n; i++) {
+        double xd = x[i];
+        double d = 0.5 * erfc(-xd * 0.70710678118654752) + xd * 0.39894228040143268 * exp(-0.5 * xd * xd);
+        dx[i] = (float)((double)g[i] * d);
+      }
+      break;
+#else
+    case NN_GELU: NN_MAP(n, dx, v_mul(LD(g), v_gelu_grad(LD(x)))); break;
+#endif
+    case NN_RELU: for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? g[i] : g[i] * 0.0f; break;
+    case NN_SQUARE: for (size_t i = 0; i < n; i++) dx[i] = (float)((double)g[i] * (2.0 * (double)x[i])); break;
+    case NN_RECIPROCAL:
+      for (size_t i = 0; i < n; i++) { double yd = y[i]; dx[i] = (float)((double)g[i] * (-yd * yd)); }
+      break;
+    case NN_POW:
+      for (size_t i = 0; i < n; i++) {
+        double d = scalar == 0.0 ? 0.0 : scalar * pow((double)x[i], scalar - 1.0);
+        dx[i] = (float)((double)g[i] * d);
+      }
+      break;
+    case NN_SIGN: for (size_t i = 0; i < n; i++) dx[i] = g[i] * 0.0f; break;
+    default: break;
+  }
+}
+
+/* The counter hash of src/core/random.ts (hash32): keep iff hash >= p * 2^32. */
+static void k_dropout(float *out, size_t start, size_t n, uint32_t seed, uint64_t threshold,
+                      float scale) {
+  if (threshold > 0xffffffffu) { nn_row_fill(out, n, 0.0f); return; }
+  const uint32_t t = (uint32_t)threshold, hs = seed * 0x9e3779b1u;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t h = hs ^ ((uint32_t)(start + i) * 0x85ebca77u);
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    out[i] = h >= t ? scale : 0.0f;
+  }
+}
+
+static void k_adamw(float *p, const float *g, float *m, float *v, size_t n, const nn_adamw *a) {
+  const vf b1 = v_set1(a->beta1), c1 = v_set1(a->one_m_beta1), b2 = v_set1(a->beta2),
+           c2 = v_set1(a->one_m_beta2), eps = v_set1(a->eps), decay = v_set1(a->decay),
+           lr = v_set1(a->lr_bc1), ib2 = v_set1(a->inv_bc2);
+  size_t j = 0;
+  for (; j < n; j += VW) {
+    size_t rem_ = nn_min(VW, n - j);
+    vf gv = LD(g);
+    vf mv = v_fma(b1, LD(m), v_mul(c1, gv));
+    vf vv = v_fma(b2, LD(v), v_mul(c2, v_mul(gv, gv)));
+    vf upd = v_div(v_mul(lr, mv), v_add(v_sqrt(v_mul(vv, ib2)), eps));
+    vf pv = v_fms(LD(p), decay, upd);
+    if (rem_ == VW) { v_store(m + j, mv); v_store(v + j, vv); v_store(p + j, pv); }
+    else { v_storen(m + j, mv, rem_); v_storen(v + j, vv, rem_); v_storen(p + j, pv, rem_); }
+  }
+}
+
+/* One inner loop per (op, stride pattern); the contiguous ones vectorise. */
+#define NN_BIN_LOOPS(EXPR)                                                              \
+  do {                                                                                  \
+    if (sa == 1 && sb == 1) {                                                           \
+      for (size_t i = 0; i < n; i++) { float x_ = a[i], y_ = b[i]; o[i] = (EXPR); }     \
+    } else if (sa == 1 && sb == 0) {                                                    \
+      const float y_ = b[0];                                                            \
+      for (size_t i = 0; i < n; i++) { float x_ = a[i]; o[i] = (EXPR); }                \
+    } else if (sa == 0 && sb == 1) {                                                    \
+      const float x_ = a[0];                                                            \
+      for (size_t i = 0; i < n; i++) { float y_ = b[i]; o[i] = (EXPR); }                \
+    } else {                                                                            \
+      for (size_t i = 0; i < n; i++) {                                                  \
+        float x_ = a[(ptrdiff_t)i * sa], y_ = b[(ptrdiff_t)i * sb];                     \
+        o[i] = (EXPR);                                                                  \
+      }                                                                                 \
+    }                                                                                   \
+  } while (0)
+
+static void k_binary(int op, const float *a, ptrdiff_t sa, const float *b, ptrdiff_t sb,
+                     float *o, size_t n) {
+  switch (op) {
+    case NN_ADD: NN_BIN_LOOPS(x_ + y_); break;
+    case NN_SUB: NN_BIN_LOOPS(x_ - y_); break;
+    case NN_MUL: NN_BIN_LOOPS(x_ * y_); break;
+    case NN_DIV: NN_BIN_LOOPS(x_ / y_); break;
+    case NN_MAXIMUM: NN_BIN_LOOPS((x_ >= y_ || x_ != x_) ? x_ : y_); break;
+    case NN_MINIMUM: NN_BIN_LOOPS((x_ <= y_ || x_ != x_) ? x_ : y_); break;
+    case NN_BPOW: NN_BIN_LOOPS((float)pow((double)x_, (double)y_)); break;
+    case NN_GT: NN_BIN_LOOPS(x_ > y_ ? 1.0f : 0.0f); break;
+    case NN_GE: NN_BIN_LOOPS(x_ >= y_ ? 1.0f : 0.0f); break;
+    case NN_LT: NN_BIN_LOOPS(x_ < y_ ? 1.0f : 0.0f); break;
+    case NN_LE: NN_BIN_LOOPS(x_ <= y_ ? 1.0f : 0.0f); break;
+    case NN_EQ: NN_BIN_LOOPS(x_ == y_ ? 1.0f : 0.0f); break;
+    case NN_NE: NN_BIN_LOOPS(x_ != y_ ? 1.0f : 0.0f); break;
+    default: break;
+  }
+}
+
+static void k_where(const uint32_t *cond, ptrdiff_t sc, int cond_is_int, const float *a,
+                    ptrdiff_t sa, const float *b, ptrdiff_t sb, float *o, size_t n) {
+  /* a float is true unless it is +0 or -0 (NaN is true, as `c !== 0` in the reference) */
+  const uint32_t mask = cond_is_int ? 0xffffffffu : 0x7fffffffu;
+  if (sc == 1 && sa == 1 && sb == 1) {
+    for (size_t i = 0; i < n; i++) o[i] = (cond[i] & mask) ? a[i] : b[i];
+  } else {
+    for (size_t i = 0; i < n; i++) {
+      ptrdiff_t k = (ptrdiff_t)i;
+      o[i] = (cond[k * sc] & mask) ? a[k * sa] : b[k * sb];
+    }
+  }
+}
+
+/* ---- reductions ----------------------------------------------------------------------------- */
+
+static double k_reduce_run(int op, const float *x, size_t n) {
+  if (op == NN_SUM) return nn_row_sum(x, n);
+  /* max/min skipping NaN, then NaN if any was seen (the reference's NaN is sticky) */
+  const float init = op == NN_MAX ? -INFINITY : INFINITY;
+  vf acc = v_set1(init);
+  vm nan = v_unord(acc);
+  size_t j = 0;
+  for (; j + VW <= n; j += VW) {
+    vf v = v_load(x + j);
+    nan = v_mor(nan, v_unord(v));
+    acc = op == NN_MAX ? v_max(v, acc) : v_min(v, acc);
+  }
+  if (j < n) {
+    vf v = v_loadn(x + j, n - j, init);
+    nan = v_mor(nan, v_unord(v));
+    acc = op == NN_MAX ? v_max(v, acc) : v_min(v, acc);
+  }
+  if (v_any(nan)) return NAN;
+  return op == NN_MAX ? (double)v_hmax(acc) : (double)v_hmin(acc);
+}
+
+static void k_reduce_cols(int op, const float *x, size_t len, size_t stride, size_t n,
+                          float *out) {
+  float f[NN_COLS];
+  double d[NN_COLS];
+  if (op == NN_SUM) {
+    for (size_t i = 0; i < n; i++) { f[i] = 0.0f; d[i] = 0.0; }
+    for (size_t j = 0; j < len; j++) {
+      const float *row = x + j * stride;
+      NN_MAP(n, f, v_add(LD(f), LD(row)));
+      if ((j + 1) % NN_FLUSH_ROWS == 0) nn_flush(f, d, n);
+    }
+    nn_flush(f, d, n);
+    for (size_t i = 0; i < n; i++) out[i] = (float)d[i];
+    return;
+  }
+  const int mx = op == NN_MAX;
+  for (size_t i = 0; i < n; i++) f[i] = mx ? -INFINITY : INFINITY;
+  for (size_t j = 0; j < len; j++) {
+    const float *row = x + j * stride;
+    /* acc = v beats acc || v is NaN ? v : acc; a NaN acc stays NaN */
+    NN_MAP(n, f, ({
+      vf v_ = LD(row), a_ = LD(f);
+      vm take_ = v_mor(mx ? v_gt(v_, a_) : v_lt(v_, a_), v_unord(v_));
+      v_sel(take_, v_, a_);
+    }));
+  }
+  memcpy(out, f, n * sizeof(float));
+}
+
+const nn_kernels NN_TABLE = {
+    .softmax = k_softmax,
+    .softmax_bwd = k_softmax_bwd,
+    .rmsnorm = k_rmsnorm,
+    .rmsnorm_bwd = k_rmsnorm_bwd,
+    .layernorm = k_layernorm,
+    .layernorm_bwd = k_layernorm_bwd,
+    .xent = k_xent,
+    .xent_bwd = k_xent_bwd,
+    .unary = k_unary,
+    .unary_bwd = k_unary_bwd,
+    .dropout = k_dropout,
+    .adamw = k_adamw,
+    .binary = k_binary,
+    .where = k_where,
+    .reduce_run = k_reduce_run,
+    .reduce_cols = k_reduce_cols,
+};
