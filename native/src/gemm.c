@@ -77,6 +77,38 @@ static float *ensure(float **buf, size_t *cap, size_t need) {
 
 /* ---- the serial packed GEMM on one tile of C -------------------------------------------- */
 
+/* Walks a strided 2-D region (rows x row_bytes, row stride ld_bytes) cache line by cache line,
+ * prefetching into L2. Used to pull the next batch's operands out of L3 / memory while the
+ * current one is computed: packing then reads from L2 instead of stalling on each row. */
+typedef struct {
+  const char *base;
+  ptrdiff_t ld_bytes, row_bytes, rows;
+  ptrdiff_t r, off; /* position of the next line */
+} prefetcher;
+
+static void prefetcher_init(prefetcher *pf, const float *base, ptrdiff_t rows, ptrdiff_t cols,
+                            ptrdiff_t ld) {
+  pf->base = (const char *)base;
+  pf->rows = base ? rows : 0;
+  pf->row_bytes = cols * (ptrdiff_t)sizeof(float);
+  pf->ld_bytes = ld * (ptrdiff_t)sizeof(float);
+  pf->r = pf->off = 0;
+}
+
+static inline void prefetcher_step(prefetcher *pf, int nlines) {
+  for (; nlines > 0 && pf->r < pf->rows; nlines--) {
+    /* lines at 64-byte steps, plus the row's last byte when the row is not line-aligned */
+    ptrdiff_t off = pf->off < pf->row_bytes ? pf->off : pf->row_bytes - 1;
+    __builtin_prefetch(pf->base + pf->r * pf->ld_bytes + off, 0, 2);
+    pf->off += 64;
+    if (pf->off >= pf->row_bytes + 63) pf->off = 0, pf->r++;
+  }
+}
+
+static ptrdiff_t prefetcher_lines(const prefetcher *pf) {
+  return pf->rows * ((pf->row_bytes + 63) / 64 + 1);
+}
+
 typedef struct {
   const cubit_gemm_kernels *K;
   ptrdiff_t m, n, k;
@@ -100,8 +132,11 @@ static ptrdiff_t even_step(ptrdiff_t total, ptrdiff_t block, ptrdiff_t unit) {
   return round_up(ceil_div(total, nblocks), unit);
 }
 
+/* Computes rows [i0,i1) x columns [j0,j1) of C = op(A) op(B) (+ C). When next_A / next_B are
+ * given, the same tile of the next batch's operands is prefetched along the way. */
 static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *C, ptrdiff_t i0,
-                     ptrdiff_t i1, ptrdiff_t j0, ptrdiff_t j1) {
+                     ptrdiff_t i1, ptrdiff_t j0, ptrdiff_t j1, const float *next_A,
+                     const float *next_B) {
   const cubit_gemm_kernels *K = g->K;
   const int MR = K->mr, NR = K->nr;
   gemm_scratch *s = get_scratch();
@@ -115,6 +150,17 @@ static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *
   if (nc_step * kc_step > (ptrdiff_t)s->b_cap) s->b_call = 0; /* buffer replaced: forget it */
   float *bp = ensure(&s->b_pack, &s->b_cap, (size_t)(nc_step * kc_step));
   if (!bp) return -1;
+
+  /* Stored regions of the next operands that this tile reads: A is (i1-i0) x k, or k x (i1-i0)
+   * when transposed; B is k x (j1-j0), or (j1-j0) x k when transposed. */
+  prefetcher pf_a, pf_b;
+  if (g->a_cs == 1) prefetcher_init(&pf_a, next_A ? next_A + i0 * g->a_rs : NULL, i1 - i0, g->k, g->a_rs);
+  else prefetcher_init(&pf_a, next_A ? next_A + i0 : NULL, g->k, i1 - i0, g->a_cs);
+  if (g->b_rs == 1) prefetcher_init(&pf_b, next_B ? next_B + j0 : NULL, g->k, j1 - j0, g->b_cs);
+  else prefetcher_init(&pf_b, next_B ? next_B + j0 * g->b_rs : NULL, j1 - j0, g->k, g->b_rs);
+  /* Spread the prefetches over the micro-kernel calls. */
+  ptrdiff_t kernel_calls = ceil_div(i1 - i0, MR) * ceil_div(j1 - j0, NR) * ceil_div(g->k, kc_step);
+  int pf_per_call = (int)ceil_div(prefetcher_lines(&pf_a) + prefetcher_lines(&pf_b), kernel_calls);
 
   for (ptrdiff_t jc = j0; jc < j1; jc += nc_step) {
     int nc = (int)min_p(nc_step, j1 - jc);
@@ -139,6 +185,10 @@ static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *
             int mr = mc - ir < MR ? mc - ir : MR;
             const float *a_panel = ap + (ptrdiff_t)ir * kc;
             float *c = C + (ic + ir) * g->ldc + jc + jr;
+            if (pf_per_call) {
+              prefetcher_step(&pf_a, pf_per_call);
+              prefetcher_step(&pf_b, pf_per_call);
+            }
             if (mr == MR && nr == NR) {
               K->kernel(kc, a_panel, b_panel, c, g->ldc, acc);
             } else {
@@ -165,8 +215,9 @@ static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *
 
 typedef struct {
   gemm_args g;
-  ptrdiff_t batch0;     /* first batch index of this job */
-  int tm, tn;           /* each C_p is cut into tm x tn tiles */
+  ptrdiff_t batch0, batch_end; /* batches of this job */
+  ptrdiff_t batch_chunk;       /* consecutive batches per task (to prefetch one while doing another) */
+  int tm, tn;                  /* each C_p is cut into tm x tn tiles */
   ptrdiff_t mblocks, nblocks; /* rows of C in units of mr, columns in units of nr */
   _Atomic int failed;
 } gemm_job;
@@ -175,7 +226,8 @@ static void gemm_task(void *ctx, int task) {
   gemm_job *job = ctx;
   const gemm_args *g = &job->g;
   int tiles = job->tm * job->tn;
-  ptrdiff_t p = job->batch0 + task / tiles;
+  ptrdiff_t p0 = job->batch0 + task / tiles * job->batch_chunk;
+  ptrdiff_t p1 = min_p(job->batch_end, p0 + job->batch_chunk);
   int ti = task % tiles / job->tn, tj = task % tiles % job->tn;
   /* Whole micro-tiles per task, shared out as evenly as possible. */
   ptrdiff_t i0 = job->mblocks * ti / job->tm * g->K->mr;
@@ -183,9 +235,16 @@ static void gemm_task(void *ctx, int task) {
   ptrdiff_t j0 = job->nblocks * tj / job->tn * g->K->nr;
   ptrdiff_t j1 = min_p(g->n, job->nblocks * (tj + 1) / job->tn * g->K->nr);
   if (i0 >= i1 || j0 >= j1) return;
-  if (gemm_tile(g, g->A + p * g->strideA, g->B + p * g->strideB, g->C + p * g->strideC, i0, i1,
-                j0, j1) != 0)
-    atomic_store(&job->failed, 1);
+  for (ptrdiff_t p = p0; p < p1; p++) {
+    const float *A = g->A + p * g->strideA, *B = g->B + p * g->strideB;
+    /* prefetch the next batch's operands unless they are the same (broadcast) */
+    const float *next_A = p + 1 < p1 && g->strideA ? A + g->strideA : NULL;
+    const float *next_B = p + 1 < p1 && g->strideB ? B + g->strideB : NULL;
+    if (gemm_tile(g, A, B, g->C + p * g->strideC, i0, i1, j0, j1, next_A, next_B) != 0) {
+      atomic_store(&job->failed, 1);
+      return;
+    }
+  }
 }
 
 static ptrdiff_t gcd_p(ptrdiff_t a, ptrdiff_t b) {
@@ -281,19 +340,30 @@ int cubit_sgemm_batched(ptrdiff_t batch, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, 
   if (c_batches_disjoint(batch, m, n, ldc, strideC)) {
     plan_tiles(&job, batch, nthreads);
     int tiles = job.tm * job.tn;
-    /* Task numbers are ints: take a huge batch in chunks. */
-    ptrdiff_t chunk = (1 << 30) / tiles;
-    for (ptrdiff_t p0 = 0; p0 < batch; p0 += chunk) {
-      job.batch0 = p0;
-      int ntasks = (int)(min_p(chunk, batch - p0) * tiles);
-      if (nthreads == 1) for (int t = 0; t < ntasks; t++) gemm_task(&job, t);
-      else cubit_parallel_for(ntasks, gemm_task, &job);
+    /* Whole batches per task when not tiling: about 4 tasks per thread, for balance. */
+    job.batch_chunk = tiles == 1 ? ceil_div(batch, 4 * (ptrdiff_t)nthreads) : 1;
+    job.batch_end = batch;
+    ptrdiff_t nchunks = ceil_div(batch, job.batch_chunk);
+    if (nthreads == 1) {
+      job.batch_chunk = batch; /* one task: every batch but the first is prefetched */
+      for (int t = 0; t < tiles; t++) gemm_task(&job, t);
+    } else if (nchunks * tiles <= (1 << 30)) {
+      cubit_parallel_for((int)(nchunks * tiles), gemm_task, &job);
+    } else { /* task numbers are ints: run a huge batch in slices */
+      ptrdiff_t slice = (ptrdiff_t)((1 << 30) / tiles) * job.batch_chunk;
+      for (ptrdiff_t p0 = 0; p0 < batch; p0 += slice) {
+        job.batch0 = p0;
+        job.batch_end = min_p(batch, p0 + slice);
+        cubit_parallel_for((int)(ceil_div(job.batch_end - p0, job.batch_chunk) * tiles), gemm_task, &job);
+      }
     }
   } else {
     /* Overlapping outputs: one batch at a time, in order, each split into tiles. */
     plan_tiles(&job, 1, nthreads);
+    job.batch_chunk = 1;
     for (ptrdiff_t p = 0; p < batch; p++) {
       job.batch0 = p;
+      job.batch_end = p + 1;
       if (nthreads == 1) for (int t = 0; t < job.tm * job.tn; t++) gemm_task(&job, t);
       else cubit_parallel_for(job.tm * job.tn, gemm_task, &job);
     }

@@ -62,7 +62,7 @@ static uint64_t now_ns(void) {
  * CUBIT_SPIN_US overrides it. */
 #define DEFAULT_SPIN_NS 50000u
 /* How long the calling thread spins waiting for the workers before it sleeps too. */
-#define CALLER_SPIN_NS 2000000u
+#define CALLER_SPIN_NS 100000u
 
 typedef struct {
   /* The job being run; written by the caller before it bumps `generation`. */
