@@ -191,7 +191,7 @@ function fmt(a: Float64Array): string {
  */
 export function nativeTestOptions(): { skip?: string } {
   if (loadNativeAddon()) return {};
-  if (process.env.CUBIT_BACKEND === 'reference') return { skip: `native addon not loaded (${nativeLoadError()}); CUBIT_BACKEND=reference` };
+  if (process.env.CUBIT_BACKEND === 'reference') return { skip: `native addon not loaded (${nativeLoadError()?.split('\n')[0]}); CUBIT_BACKEND=reference` };
   return {};
 }
 

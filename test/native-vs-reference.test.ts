@@ -1,0 +1,362 @@
+// The native backend against its reference twin, in float32 on the same inputs: forward outputs and
+// every input gradient, on random shapes (odd sizes, 1-sized and empty dimensions, broadcasting).
+// Each case runs once on the reference backend and then on the native one under every instruction
+// set the CPU supports (setIsa) and at 1 and 3 threads. The cases cover every kernel of the
+// Backend table, so a kernel the native backend overrides later is compared without new code; the
+// last test fails when the native backend overrides a kernel that no case calls.
+//
+// Tolerances (relErr = ‖native − ref‖ / ‖ref‖; u = 2⁻²⁴ ≈ 6e-8, float32's unit roundoff). The
+// reference computes in float64 and rounds once into float32, so it is the best float32 answer:
+//   EXACT = 0            data movement and selection (copy, strided copy, gather, where, compare,
+//                        max/min, neg/abs/relu/sign, cast, fill): any difference is a bug.
+//   ARITH = 1e-6 (~16u)  IEEE arithmetic (+ − × ÷ √), a few roundings per element.
+//   TRANS = 1e-5         transcendental functions (exp, log, tanh, erf, pow): a few ulps from
+//                        polynomial approximations, amplified where f is near 0.
+//   red(L) = 1e-6·√L     float32 accumulation of L terms (typical error u·√L; 16× margin):
+//                        reductions, softmax/norm rows, the broadcast-summing gradients.
+//   mm = red(max(m, n, k)) matmul and its gradients (inner dims k, n and m).
+//   A case's tolerance is the largest that applies to what it computes.
+// CUBIT_TEST_TRACE=1 names each case and variant on stderr as it starts (to find a hang);
+// CUBIT_TEST_VERBOSE=1 prints the cases closest to their tolerance.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import * as op from '../src/index.ts';
+import { Rng, type Tensor } from '../src/index.ts';
+import type { NativeIsa } from '../src/backends/native/addon.ts';
+import { NativeBackend } from '../src/backends/native/backend.ts';
+import { ReferenceBackend } from '../src/backends/reference/backend.ts';
+import { backend, nativeTestOptions, relErr, requireNative, withBackend } from './helpers.ts';
+
+const EXACT = 0, ARITH = 1e-6, TRANS = 1e-5;
+const red = (len: number): number => 1e-6 * Math.sqrt(Math.max(len, 1));
+const mm = (m: number, n: number, k: number): number => red(Math.max(m, n, k));
+
+interface Input {
+  shape: number[];
+  values: Float32Array | Int32Array;
+  grad: boolean;
+}
+
+interface Case {
+  name: string;
+  inputs: Input[];
+  fn: (...xs: Tensor[]) => Tensor;
+  fwdTol: number;
+  gradTol: number;
+}
+
+const cases: Case[] = [];
+let seed = 1;
+
+const sizeOf = (s: readonly number[]): number => s.reduce((p, d) => p * d, 1);
+
+interface FloatOpts { low?: number; high?: number; awayFrom?: number; grad?: boolean }
+
+/** Seeded float32 values: standard normal, or uniform in [low, high); |x| ≥ awayFrom. */
+function floats(shape: number[], o: FloatOpts = {}): Input {
+  const rng = new Rng(seed++);
+  const v = new Float32Array(sizeOf(shape));
+  for (let i = 0; i < v.length; i++) {
+    let x = o.low !== undefined ? o.low + ((o.high ?? 1) - o.low) * rng.next() : rng.normal();
+    if (o.awayFrom !== undefined && Math.abs(x) < o.awayFrom) x += x < 0 ? -o.awayFrom : o.awayFrom;
+    v[i] = x;
+  }
+  return { shape, values: v, grad: o.grad ?? true };
+}
+
+function ints(shape: number[], n: number, o: { ignore?: number; every?: number } = {}): Input {
+  const rng = new Rng(seed++);
+  const v = Int32Array.from({ length: sizeOf(shape) }, (_, i) => (o.every && i % o.every === o.every - 1 ? o.ignore! : rng.int(n)));
+  return { shape, values: v, grad: false };
+}
+
+function add(name: string, inputs: Input[], fn: (...xs: Tensor[]) => Tensor, fwdTol: number, gradTol = fwdTol): void {
+  cases.push({ name: `${name} ${inputs.map((i) => JSON.stringify(i.shape)).join('·')}`, inputs, fn, fwdTol, gradTol });
+}
+
+// ---- random shapes ----
+
+const shapeRng = new Rng(2024);
+const POOL = [1, 2, 3, 5, 7, 8, 9, 13, 16, 17, 31, 33];
+function randShape(rank: number, maxSize = 4000): number[] {
+  for (;;) {
+    const s = Array.from({ length: rank }, () => POOL[shapeRng.int(POOL.length)]);
+    if (sizeOf(s) <= maxSize) return s;
+  }
+}
+/** A shape that broadcasts against s: some leading axes dropped, some axes set to 1. */
+function partner(s: number[]): number[] {
+  const drop = shapeRng.int(s.length + 1);
+  return s.slice(drop).map((d) => (shapeRng.next() < 0.35 ? 1 : d));
+}
+/** How many elements of the broadcast result each element of `small` was read by. */
+const fanIn = (big: number[], small: number[]): number => sizeOf(big) / Math.max(sizeOf(small), 1);
+
+// ---- elementwise ----
+
+const unaryDomain: Record<string, FloatOpts> = {
+  log: { low: 0.05, high: 4 }, sqrt: { low: 0.05, high: 4 }, rsqrt: { low: 0.05, high: 4 },
+  reciprocal: { awayFrom: 0.2 }, abs: { awayFrom: 1e-3 }, relu: { awayFrom: 1e-3 }, sign: {},
+  sigmoid: { low: -12, high: 12 }, silu: { low: -12, high: 12 }, gelu: { low: -6, high: 6 }, tanh: { low: -5, high: 5 },
+  exp: { low: -10, high: 10 },
+};
+const unaryTol: Record<string, [number, number]> = {
+  neg: [EXACT, EXACT], abs: [EXACT, EXACT], relu: [EXACT, EXACT], sign: [EXACT, EXACT],
+  square: [ARITH, ARITH], sqrt: [ARITH, ARITH], reciprocal: [ARITH, ARITH], rsqrt: [ARITH, ARITH],
+};
+const unaryOps: [string, (x: Tensor) => Tensor][] = [
+  ['neg', op.neg], ['abs', op.abs], ['exp', op.exp], ['log', op.log], ['sqrt', op.sqrt], ['rsqrt', op.rsqrt],
+  ['tanh', op.tanh], ['sigmoid', op.sigmoid], ['silu', op.silu], ['gelu', op.gelu], ['relu', op.relu],
+  ['square', op.square], ['reciprocal', op.reciprocal], ['sign', op.sign],
+];
+for (const [name, f] of unaryOps) {
+  const [ft, gt] = unaryTol[name] ?? [TRANS, TRANS];
+  for (const shape of [[1031], randShape(2), randShape(3), [3, 0]]) add(name, [floats(shape, unaryDomain[name])], f, ft, gt);
+}
+for (const p of [2, 0.5, -1.5, 3, 0]) {
+  add(`pow ^${p}`, [floats([517], p === 3 ? {} : { low: 0.1, high: 3 })], (x) => op.pow(x, p), TRANS);
+}
+
+const binaryOps: [string, (a: Tensor, b: Tensor) => Tensor, number, FloatOpts][] = [
+  ['add', op.add, EXACT, {}], ['sub', op.sub, EXACT, {}], ['mul', op.mul, EXACT, {}],
+  ['div', op.div, ARITH, { awayFrom: 0.3 }], ['maximum', op.maximum, EXACT, {}], ['minimum', op.minimum, EXACT, {}],
+];
+for (const [name, f, ft, bOpts] of binaryOps) {
+  const pairs: [number[], number[]][] = [[[37, 29], [37, 29]], [[3, 0, 2], [2]], [[4, 5], []]];
+  for (let i = 0; i < 4; i++) { const s = randShape(1 + shapeRng.int(4)); pairs.push(shapeRng.next() < 0.5 ? [s, partner(s)] : [partner(s), s]); }
+  for (const [sa, sb] of pairs) {
+    const big = op.noGrad(() => sizeOf(sa) >= sizeOf(sb) ? sa : sb);
+    // Gradients of a broadcast operand sum over its fan-in; div's also divide and multiply.
+    const gt = Math.max(ft, ARITH * (name === 'div' ? 4 : 1), red(Math.max(fanIn(big, sa), fanIn(big, sb))));
+    add(name, [floats(sa), floats(sb, bOpts)], f, ft, name === 'add' || name === 'sub' ? Math.max(ft, gt) : gt);
+  }
+}
+add('pow, tensor exponent', [floats([7, 33], { low: 0.1, high: 3 }), floats([33], { low: -2, high: 2 })], (a, b) => op.pow(a, b), TRANS, Math.max(TRANS, red(7)));
+add('add a number', [floats([1031])], (a) => op.add(a, 0.7), EXACT);
+add('div a number by a tensor', [floats([1031], { awayFrom: 0.3 })], (a) => op.div(3, a), ARITH);
+for (const cmp of ['gt', 'ge', 'lt', 'le', 'eq', 'ne'] as const) {
+  // Ties matter for ge/le/eq/ne: b reuses a's values where it can.
+  const a = floats([9, 31]), b = floats([31]);
+  for (let j = 0; j < 31; j += 3) b.values[j] = a.values[j];
+  add(cmp, [a, b], (x, y) => op[cmp](x, y), EXACT);
+}
+{
+  const s = randShape(3);
+  add('where, broadcast condition', [floats(s), floats(partner(s)), floats(partner(s))], (a, b, c) => op.where(op.gt(a, 0), b, c), EXACT, red(sizeOf(s)));
+  add('where, int32 condition', [ints([13, 17], 2), floats([13, 17]), floats([17])], (k, b, c) => op.where(k, b, c), EXACT, red(13));
+}
+
+// ---- data movement ----
+
+for (const [shape, perm] of [[[5, 7, 9], [2, 0, 1]], [[2, 3, 1, 17], [3, 1, 0, 2]], [[33, 31], [1, 0]], [[4, 0, 3], [2, 1, 0]]] as [number[], number[]][]) {
+  add(`permute ${JSON.stringify(perm)}`, [floats(shape)], (x) => op.permute(x, perm), EXACT);
+}
+add('slice', [floats([7, 13, 5])], (x) => op.slice(x, 1, 3, 11), EXACT);
+add('slice, empty range', [floats([7, 13])], (x) => op.slice(x, 1, 4, 4), EXACT);
+add('concat', [floats([3, 5, 7]), floats([3, 1, 7]), floats([3, 9, 7])], (a, b, c) => op.concat([a, b, c], 1), EXACT);
+add('stack', [floats([5, 9]), floats([5, 9])], (a, b) => op.stack([a, b], 2), EXACT);
+add('clone', [floats([1031])], (x) => op.clone(x), EXACT);
+add('broadcastTo', [floats([7, 1, 9])], (x) => op.broadcastTo(x, [3, 7, 5, 9]), EXACT, red(15));
+add('cast to int32 and back', [floats([257], { low: -50, high: 50, grad: false })], (x) => op.cast(op.cast(x, 'int32'), 'float32'), EXACT);
+add('cast int32 to float32', [ints([100], 1000)], (x) => op.cast(x, 'float32'), EXACT);
+add('fill', [floats([1])], (x) => op.add(op.full([1031], 2.5), x), EXACT, red(1031));
+
+// ---- reductions ----
+
+for (const [name, f, ft] of [['sum', op.sum, 1], ['max', op.max, 0], ['min', op.min, 0], ['mean', op.mean, 1]] as const) {
+  for (const [shape, axis] of [[[1031], undefined], [[13, 17, 9], 1], [[13, 17, 9], 0], [[13, 17, 9], -1], [[13, 17, 9], [0, 2]], [[5, 1, 7], 1], [[3, 0, 4], 2]] as [number[], number | number[] | undefined][]) {
+    const axes = axis === undefined ? shape.map((_, i) => i) : typeof axis === 'number' ? [axis < 0 ? axis + shape.length : axis] : axis;
+    const len = axes.reduce((p, a) => p * shape[a], 1);
+    if (len === 0 && name !== 'sum' && name !== 'mean') continue; // max of nothing is −∞ on both, but its gradient is 0/0
+    add(`${name} axis ${JSON.stringify(axis)}`, [floats(shape)], (x) => f(x, axis), ft ? red(len) : EXACT, name === 'sum' ? EXACT : name === 'mean' ? ARITH : ARITH);
+  }
+}
+add('logsumexp', [floats([9, 65])], (x) => op.logsumexp(x, -1), Math.max(TRANS, red(65)));
+
+// ---- matmul ----
+
+const dims = [1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 127, 129];
+const dim = (): number => dims[shapeRng.int(dims.length)];
+const tr = (s: number[], t: boolean): number[] => (t ? [...s.slice(0, -2), s[s.length - 1], s[s.length - 2]] : s);
+for (const transA of [false, true]) {
+  for (const transB of [false, true]) {
+    const o = { transA, transB };
+    const mmCase = (label: string, ba: number[], bb: number[], m: number, n: number, k: number): void => {
+      add(`matmul ${label} tA=${+transA} tB=${+transB}`, [floats(tr([...ba, m, k], transA)), floats(tr([...bb, k, n], transB))], (a, b) => op.matmul(a, b, o), mm(m, n, k), mm(m, n, k * Math.max(sizeOf(ba), sizeOf(bb))));
+    };
+    mmCase('2-D', [], [], dim(), dim(), dim());
+    mmCase('2-D large', [], [], 67, 131, 259);
+    mmCase('batched', [3], [3], dim(), dim(), dim());
+    mmCase('broadcast a (stride 0)', [], [2, 3], dim(), dim(), dim());
+    mmCase('broadcast b (stride 0)', [4], [], dim(), dim(), dim());
+    mmCase('mixed broadcast', [2, 1], [1, 3], dim(), dim(), dim());
+    mmCase('m = n = k = 1', [2], [2], 1, 1, 1);
+    mmCase('k = 0', [], [], 5, 7, 0);
+    mmCase('m = 0', [], [], 0, 7, 5);
+  }
+}
+add('matmul 1-D · 2-D', [floats([33]), floats([33, 17])], (a, b) => op.matmul(a, b), mm(1, 17, 33));
+add('matmul 2-D · 1-D', [floats([17, 33]), floats([33])], (a, b) => op.matmul(a, b), mm(17, 1, 33));
+add('matmul 1-D · 1-D', [floats([129]), floats([129])], (a, b) => op.matmul(a, b), mm(1, 1, 129));
+
+// ---- fused neural-network kernels ----
+
+for (const [rows, cols] of [[1, 1], [7, 1], [13, 5], [9, 33], [3, 1031], [0, 8]]) {
+  const t = Math.max(TRANS, red(cols));
+  add('softmax', [floats([rows, cols], { low: -8, high: 8 })], op.softmax, t);
+  add('logSoftmax', [floats([rows, cols], { low: -8, high: 8 })], op.logSoftmax, t);
+}
+{
+  // A mask hiding a whole row (zeros out, zero gradient) and parts of others.
+  const mask = ints([6, 17], 2);
+  for (let j = 0; j < 17; j++) mask.values[2 * 17 + j] = 0;
+  add('maskedSoftmax with a fully masked row', [floats([2, 6, 17]), mask], (x, m) => op.maskedSoftmax(x, m), Math.max(TRANS, red(17)));
+}
+for (const [rows, cols] of [[7, 1], [13, 7], [5, 64], [9, 1031], [0, 4]]) {
+  const t = Math.max(ARITH, red(cols), red(rows));
+  // With one column rmsNorm's x-gradient is g·w·rs·eps/(x² + eps): with a small eps it is a
+  // cancellation of two nearly equal terms, far below their rounding error in float32. A large eps
+  // keeps it well-conditioned there.
+  const eps = cols === 1 ? 0.5 : 1e-6;
+  add('rmsNorm with weight', [floats([rows, cols]), floats([cols])], (x, w) => op.rmsNorm(x, w, eps), t);
+  add('rmsNorm', [floats([rows, cols])], (x) => op.rmsNorm(x, null, eps), t);
+  add('layerNorm with weight and bias', [floats([rows, cols]), floats([cols]), floats([cols])], (x, w, b) => op.layerNorm(x, w, b), t);
+  add('layerNorm', [floats([rows, cols])], (x) => op.layerNorm(x, null, null), t);
+}
+add('layerNorm with weight only', [floats([3, 5, 31]), floats([31])], (x, w) => op.layerNorm(x, w, null), red(31));
+add('rmsNorm, constant rows (rstd at eps)', [{ shape: [4, 9], values: new Float32Array(36), grad: true }, floats([9])], (x, w) => op.rmsNorm(x, w, 1e-5), ARITH);
+
+add('embedding, repeated ids', [floats([13, 9]), ints([5, 7], 13)], (t, i) => op.embedding(t, i), EXACT, red(35));
+add('embedding, wide rows', [floats([50, 257]), ints([31], 50)], (t, i) => op.embedding(t, i), EXACT, red(31));
+add('embedding, no ids', [floats([5, 3]), ints([0], 5)], (t, i) => op.embedding(t, i), EXACT);
+for (const reduction of ['none', 'sum', 'mean'] as const) {
+  for (const [rows, cols] of [[1, 1], [17, 5], [9, 1031]]) {
+    const t = Math.max(TRANS, red(cols), reduction === 'none' ? 0 : red(rows));
+    add(`crossEntropy ${reduction}`, [floats([rows, cols], { low: -6, high: 6 }), ints([rows], cols)], (l, y) => op.crossEntropy(l, y, { reduction }), t);
+  }
+  add(`crossEntropy ${reduction}, ignored targets`, [floats([3, 7, 33]), ints([3, 7], 33, { ignore: -100, every: 4 })], (l, y) => op.crossEntropy(l, y, { reduction }), Math.max(TRANS, red(33)));
+}
+add('crossEntropy, every target ignored', [floats([4, 9]), ints([4], 9, { ignore: -100, every: 1 })], (l, y) => op.crossEntropy(l, y), EXACT);
+add('dropout p = 0.3', [floats([1031])], (x) => op.dropout(x, 0.3, 11), ARITH);
+add('dropout p = 0.9, 3-D', [floats([3, 7, 33])], (x) => op.dropout(x, 0.9, 12345), ARITH);
+add('adamw, 3 steps', [floats([1031], { grad: false }), floats([1031], { grad: false }), floats([1031], { grad: false }), floats([1031], { low: 0, high: 2, grad: false })], (p, g, m, v) => {
+  for (let t = 1; t <= 3; t++) {
+    op.adamwUpdate(p, g, m, v, { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, bc1: 1 - 0.9 ** t, bc2: 1 - 0.95 ** t });
+  }
+  return op.concat([p, m, v]);
+}, ARITH);
+
+// ---- sequence mixers ----
+
+for (const [B, H, T, D, window] of [[1, 1, 1, 1, 0], [2, 3, 17, 8, 0], [1, 2, 33, 5, 7], [2, 1, 65, 16, 0]]) {
+  const shape = [B, H, T, D];
+  const mo = { window: window || null, blockSize: 16 };
+  const t = Math.max(TRANS, red(T * D));
+  add(`softmaxAttention w=${window}`, [floats(shape), floats(shape), floats(shape)], (q, k, v) => op.softmaxAttention(q, k, v, mo), t);
+  // λ = e^{logLambda} in [0.6, 1.6]: W + λI then has eigenvalues in (λ, 1 + λ].
+  add(`causalKrrSolve w=${window}`, [floats(shape, { low: -1, high: 1 }), floats(shape, { low: -1, high: 1 }), floats(shape), floats([H], { low: -0.5, high: 0.5 })],
+    (r, rh, y, ll) => op.causalKrrSolve(r, rh, y, ll, mo), 10 * t);
+}
+{
+  const docIds = Int32Array.from({ length: 2 * 21 }, (_, i) => Math.floor((i % 21) / 8) + (i >= 21 ? 10 : 0));
+  const ids: Input = { shape: [2, 21], values: docIds, grad: false };
+  add('softmaxAttention with packed documents', [floats([2, 2, 21, 6]), floats([2, 2, 21, 6]), floats([2, 2, 21, 6]), ids], (q, k, v, d) => op.softmaxAttention(q, k, v, { docIds: d }), Math.max(TRANS, red(21 * 6)));
+  add('causalKrrSolve with packed documents', [floats([2, 2, 21, 6], { low: -1, high: 1 }), floats([2, 2, 21, 6], { low: -1, high: 1 }), floats([2, 2, 21, 6]), floats([2], { low: -0.5, high: 0.5 }), ids],
+    (r, rh, y, ll, d) => op.causalKrrSolve(r, rh, y, ll, { docIds: d }), 10 * Math.max(TRANS, red(21 * 6)));
+}
+
+// ---- the runner ----
+
+interface Result { shape: readonly number[]; out: Float64Array; grads: (Float64Array | null)[] }
+
+function runOn(name: string, c: Case): Result {
+  return withBackend(name, () => op.tidy(() => {
+    const xs = c.inputs.map((i) => op.tensor(i.values.slice(), i.shape, { requiresGrad: i.grad && i.values instanceof Float32Array }));
+    const y = c.fn(...xs);
+    const res: Result = { shape: y.shape, out: Float64Array.from(y.dataSync()), grads: [] };
+    if (y.requiresGrad) {
+      const rng = new Rng(777);
+      y.backward(op.tensor(Float32Array.from({ length: y.size }, () => rng.normal()), y.shape));
+    }
+    res.grads = xs.map((x) => {
+      if (!x.requiresGrad) return null;
+      const g = x.grad ? Float64Array.from(x.grad.dataSync()) : new Float64Array(x.size);
+      x.grad?.dispose(); x.grad = null;
+      return g;
+    });
+    return res;
+  }));
+}
+
+/** Kernels of the Backend table (methods of ReferenceBackend that are not memory bookkeeping). */
+const bookkeeping = new Set(['constructor', 'alloc', 'free', 'write', 'readSync', 'read', 'memory', 'resetPeak', 'trim']);
+const kernelNames = Object.getOwnPropertyNames(ReferenceBackend.prototype).filter((k) => !bookkeeping.has(k));
+const called = new Set<string>();
+
+/** Counts the native backend's kernel calls while fn runs (instance properties shadow the prototype). */
+function spying<T>(be: object, fn: () => T): T {
+  const inst = be as Record<string, unknown>;
+  for (const k of kernelNames) {
+    const orig = (inst[k] as (...a: unknown[]) => unknown);
+    inst[k] = function (this: unknown, ...a: unknown[]) { called.add(k); return orig.apply(this, a); };
+  }
+  try { return fn(); } finally { for (const k of kernelNames) delete inst[k]; }
+}
+
+interface Variant { isa: NativeIsa; threads: number }
+
+function variants(): Variant[] {
+  const nb = backend('native') as NativeBackend;
+  const isas = nb.addon.supportedIsas();
+  const dflt = nb.threads();
+  return [...isas.map((isa) => ({ isa, threads: dflt })), { isa: isas[0], threads: 1 }, { isa: isas[0], threads: 3 }];
+}
+
+function withVariant<T>(v: Variant, fn: () => T): T {
+  const nb = backend('native') as NativeBackend;
+  const prevThreads = nb.threads();
+  nb.addon.setIsa(v.isa);
+  nb.setThreads(v.threads);
+  try { return fn(); } finally { nb.addon.setIsa('auto'); nb.setThreads(prevThreads); }
+}
+
+function compare(c: Case, want: Result, got: Result, where: string): void {
+  assert.deepEqual(got.shape, want.shape, `${c.name} [${where}]: output shape`);
+  const e = relErr(got.out, want.out);
+  assert.ok(e <= c.fwdTol, `${c.name} [${where}]: output relErr ${e.toExponential(2)} > ${c.fwdTol.toExponential(2)}`);
+  want.grads.forEach((g, i) => {
+    if (!g) return;
+    const eg = relErr(got.grads[i]!, g);
+    assert.ok(eg <= c.gradTol, `${c.name} [${where}]: gradient of input ${i} relErr ${eg.toExponential(2)} > ${c.gradTol.toExponential(2)}`);
+  });
+}
+
+const worst: { name: string; ratio: number }[] = [];
+
+describe('native vs reference, float32', () => {
+  for (const c of cases) {
+    test(c.name, nativeTestOptions(), () => {
+      requireNative();
+      const want = runOn('reference', c);
+      for (const v of variants()) {
+        if (process.env.CUBIT_TEST_TRACE) process.stderr.write(`${c.name} [${v.isa} ${v.threads}]\n`);
+        const got = withVariant(v, () => spying(backend('native'), () => runOn('native', c)));
+        compare(c, want, got, `${v.isa}, ${v.threads} threads`);
+        const e = Math.max(relErr(got.out, want.out) / (c.fwdTol || Infinity), ...want.grads.map((g, i) => (g ? relErr(got.grads[i]!, g) / (c.gradTol || Infinity) : 0)));
+        worst.push({ name: `${c.name} [${v.isa}, ${v.threads}t]`, ratio: e });
+      }
+    });
+  }
+
+  test('every kernel the native backend overrides was called by some case', nativeTestOptions(), () => {
+    requireNative();
+    const overridden = Object.getOwnPropertyNames(NativeBackend.prototype).filter((k) => kernelNames.includes(k));
+    const missing = overridden.filter((k) => !called.has(k));
+    assert.deepEqual(missing, [], `native kernels without a comparison case: ${missing.join(', ')}`);
+    if (process.env.CUBIT_TEST_VERBOSE) {
+      worst.sort((a, b) => b.ratio - a.ratio);
+      console.log('closest to tolerance (error / tol):', worst.slice(0, 15).map((w) => `${w.ratio.toFixed(3)} ${w.name}`).join('\n  '));
+      console.log('native overrides:', overridden.join(', '));
+    }
+  });
+});
