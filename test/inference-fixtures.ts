@@ -88,6 +88,25 @@ export function saveRun(runDir: string, model: Decoder, opts: FixtureOptions = {
 
 export interface CliResult { code: number | null; stdout: string; stderr: string }
 
+/**
+ * Runs `cubit <args>` in this process (src/cli/main.ts, as bin/cubit.mjs does), capturing what it
+ * writes to stdout and stderr. Much faster than a child process; commands must not overlap.
+ */
+export async function cliInProcess(args: string[]): Promise<CliResult> {
+  const { main } = await import('../src/cli/main.ts');
+  let stdout = '', stderr = '';
+  const out = process.stdout.write, err = process.stderr.write;
+  process.stdout.write = ((chunk: string | Uint8Array) => { stdout += String(chunk); return true; }) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => { stderr += String(chunk); return true; }) as typeof process.stderr.write;
+  try {
+    const code = await main(args);
+    return { code, stdout, stderr };
+  } finally {
+    process.stdout.write = out;
+    process.stderr.write = err;
+  }
+}
+
 const BIN = path.join(import.meta.dirname, '..', 'bin', 'cubit.mjs');
 
 /** Runs the `cubit` command in a child process (the reference backend unless env says otherwise). */

@@ -3,15 +3,27 @@ import os from 'node:os';
 import { backendNames, getBackend } from '../core/engine.ts';
 import { NativeBackend } from '../backends/native/backend.ts';
 import { nativeLoadError } from '../backends/native/addon.ts';
-import type { Command } from './args.ts';
+import { summarizeCheckpoint } from '../eval/checkpoint.ts';
+import { type Command, UsageError } from './args.ts';
 import { version } from './version.ts';
 
 export const infoCommand: Command = {
   name: 'info',
-  summary: 'Prints the version, the backends and the machine as JSON.',
-  usage: 'info',
-  options: {},
-  run() {
+  summary: 'Prints the version, the backends and the machine as JSON; with a path, what a checkpoint holds.',
+  usage: 'info [<run-or-checkpoint>] [--brief]',
+  options: {
+    brief: { type: 'boolean', description: 'with a checkpoint: leave out the list of tensors' } as never,
+  },
+  run(values, positionals) {
+    if (positionals.length > 1) throw new UsageError(`info: give at most one run or checkpoint folder (see 'cubit info --help')`);
+    if (positionals.length === 1) {
+      // Headers only: no tensor data is read, so this is quick on any checkpoint size.
+      const s = summarizeCheckpoint(positionals[0]);
+      const out: Record<string, unknown> = { ...s };
+      if (values.brief) delete out.tensors;
+      process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+      return s.problems.length === 0 ? 0 : 1;
+    }
     const b = getBackend();
     const info: Record<string, unknown> = {
       cubit: version(), node: process.version, backend: b.name, backends: backendNames(),

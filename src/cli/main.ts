@@ -2,11 +2,13 @@
 import '../index.ts';
 import { type Command, helpText, parse, UsageError } from './args.ts';
 import { benchCommand } from './bench.ts';
+import { evalCommand } from './eval.ts';
+import { generateCommand } from './generate.ts';
 import { infoCommand } from './info.ts';
 import { trainCommand } from './train.ts';
 import { version } from './version.ts';
 
-const commands: Command[] = [benchCommand, infoCommand, trainCommand];
+const commands: Command[] = [benchCommand, evalCommand, generateCommand, infoCommand, trainCommand];
 
 function topHelp(): string {
   return [

@@ -1,0 +1,178 @@
+// A checkpoint ready for inference: the model, read with the trainer's checkpoint reader
+// (src/train/checkpoint.ts: a run folder's latest checkpoint, or a checkpoint folder), and its
+// tokenizer. Also the header-only summary that `cubit info <checkpoint>` prints.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { withBackend } from '../core/engine.ts';
+import {
+  ByteTokenizer, checkTokenizer, HfTokenizer, loadTokenizer, type Tokenizer, type TokenizerIdentity,
+} from '../data/tokenizer.ts';
+import { SafetensorsFile } from '../io/safetensors.ts';
+import { layerMixers, type MixerKind, type ModelConfig } from '../models/config.ts';
+import { Decoder } from '../models/decoder.ts';
+import {
+  CHECKPOINT_FILES, loadWeightsInto, readCheckpointInfo, resolveCheckpoint, type CheckpointInfo,
+} from '../train/checkpoint.ts';
+
+export interface InferenceCheckpoint {
+  /** The checkpoint folder. */
+  dir: string;
+  info: CheckpointInfo;
+  model: Decoder;
+  config: ModelConfig;
+  tokenizer: Tokenizer;
+  step: number;
+  /** The training sequence length (evaluation flags the lengths beyond it), when recorded. */
+  trainSeqLen: number | null;
+  /** The training config without its model (data.corpus, data.split, seqLen, …). */
+  training: Record<string, unknown>;
+}
+
+export interface InferenceLoadOptions {
+  /** 'byte' or a tokenizer.json path (or a Tokenizer) instead of the checkpoint's own; it must match. */
+  tokenizer?: Tokenizer | string;
+  /** Backend to build the model on (default: the active one). */
+  backend?: string;
+}
+
+function isFile(p: string): boolean {
+  try { return fs.statSync(p).isFile(); } catch { return false; }
+}
+
+function obj(v: unknown): Record<string, unknown> {
+  return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+}
+
+/**
+ * The tokenizer of a checkpoint: `given` (checked against the recorded identity); else the byte
+ * tokenizer when that is what was recorded; else the first tokenizer.json whose sha256 matches,
+ * looked for in the checkpoint folder, the run folder, the recorded source and the training
+ * config's data.tokenizer.
+ */
+export function checkpointTokenizer(info: CheckpointInfo, given?: Tokenizer | string): Tokenizer {
+  const where = `the checkpoint ${info.dir}`;
+  const id: TokenizerIdentity = info.config.tokenizer;
+  let tok: Tokenizer | null = null;
+  if (given !== undefined) {
+    tok = typeof given === 'string' ? loadTokenizer(given) : given;
+    checkTokenizer(id, tok, where);
+  } else if (id.kind === 'byte') {
+    tok = new ByteTokenizer();
+  } else {
+    const run = path.dirname(path.dirname(info.dir));
+    const places = [info.dir, run].map((d) => path.join(d, 'tokenizer.json'));
+    if (id.source) places.push(id.source);
+    const spec = obj(obj(info.config.training).data).tokenizer;
+    if (typeof spec === 'string' && spec !== 'byte') places.push(fs.existsSync(spec) && fs.statSync(spec).isDirectory() ? path.join(spec, 'tokenizer.json') : spec);
+    for (const f of places) {
+      if (!isFile(f)) continue;
+      let t: HfTokenizer;
+      try { t = HfTokenizer.fromFile(f); } catch { continue; }
+      if (t.sha256 === id.sha256) { tok = t; break; }
+    }
+    if (!tok) throw new Error(`${where}: its tokenizer (${id.source ?? 'a tokenizer.json'}, sha256 ${id.sha256.slice(0, 12)}…) was not found; pass it with --tokenizer`);
+  }
+  if (tok.vocabSize > info.config.model.vocabSize) {
+    throw new Error(`tokenizer mismatch: ${tok.name} has ${tok.vocabSize} tokens but the model's vocabulary is ${info.config.model.vocabSize}`);
+  }
+  return tok;
+}
+
+function positiveIntOrNull(v: unknown): number | null {
+  return typeof v === 'number' && Number.isInteger(v) && v > 0 ? v : null;
+}
+
+/**
+ * Loads the model of a run folder's latest checkpoint (or of a checkpoint folder) with its
+ * tokenizer. The config, state and tokenizer are checked before any tensor is read; every problem
+ * is one Error line naming the file.
+ */
+export function loadForInference(p: string, opts: InferenceLoadOptions = {}): InferenceCheckpoint {
+  const info = readCheckpointInfo(resolveCheckpoint(p));
+  const tokenizer = checkpointTokenizer(info, opts.tokenizer);
+  const build = (): Decoder => {
+    const model = new Decoder(info.config.model, 0);
+    try { loadWeightsInto(model, path.join(info.dir, CHECKPOINT_FILES.model)); } catch (e) { model.dispose(); throw e; }
+    return model.eval();
+  };
+  const model = opts.backend ? withBackend(opts.backend, build) : build();
+  const training = obj(info.config.training);
+  return {
+    dir: info.dir, info, model, config: info.config.model, tokenizer, step: info.config.step,
+    trainSeqLen: positiveIntOrNull(training.seqLen), training,
+  };
+}
+
+/** The parameter names and shapes a config's model has. */
+export function expectedTensors(config: ModelConfig): { name: string; shape: number[] }[] {
+  const m = new Decoder(config, 0);
+  try {
+    return m.namedParameters().map(([name, t]) => ({ name, shape: [...t.shape] }));
+  } finally {
+    m.dispose();
+  }
+}
+
+/** What `cubit info <checkpoint>` reports. */
+export interface CheckpointSummary {
+  checkpoint: string;
+  files: { name: string; bytes: number }[];
+  step: number;
+  format: string;
+  formatVersion: number;
+  software: unknown;
+  model: ModelConfig;
+  mixers: MixerKind[];
+  tokenizer: TokenizerIdentity;
+  trainSeqLen: number | null;
+  parameters: number;
+  tensors: { name: string; dtype: string; shape: number[] }[];
+  /** Differences between model.safetensors and what config.json implies (empty: consistent). */
+  problems: string[];
+  training: Record<string, unknown>;
+  state: Record<string, unknown>;
+}
+
+/** Reads a checkpoint's config, state and tensor headers (no tensor data) and checks them against each other. */
+export function summarizeCheckpoint(p: string): CheckpointSummary {
+  const info = readCheckpointInfo(resolveCheckpoint(p));
+  const file = SafetensorsFile.open(path.join(info.dir, CHECKPOINT_FILES.model));
+  try {
+    const safeName = { float32: 'F32', float64: 'F64', int32: 'I32' } as const;
+    const tensors = file.names.map((name) => {
+      const t = file.info(name);
+      return { name, dtype: safeName[t.dtype], shape: t.shape };
+    });
+    const problems: string[] = [];
+    const have = new Map(tensors.map((t) => [t.name, t]));
+    const expected = expectedTensors(info.config.model);
+    for (const e of expected) {
+      const t = have.get(e.name);
+      if (!t) problems.push(`missing tensor '${e.name}' [${e.shape.join(', ')}]`);
+      else if (t.shape.join(',') !== e.shape.join(',')) problems.push(`tensor '${e.name}' is [${t.shape.join(', ')}], config.json implies [${e.shape.join(', ')}]`);
+      else if (t.dtype !== 'F32') problems.push(`tensor '${e.name}' is ${t.dtype}, parameters are F32`);
+    }
+    const names = new Set(expected.map((e) => e.name));
+    for (const t of tensors) if (!names.has(t.name)) problems.push(`unexpected tensor '${t.name}'`);
+    const training = obj(info.config.training);
+    return {
+      checkpoint: info.dir,
+      files: fs.readdirSync(info.dir).sort().map((name) => ({ name, bytes: fs.statSync(path.join(info.dir, name)).size })),
+      step: info.config.step,
+      format: info.config.format,
+      formatVersion: info.config.formatVersion,
+      software: info.config.software,
+      model: info.config.model,
+      mixers: layerMixers(info.config.model),
+      tokenizer: info.config.tokenizer,
+      trainSeqLen: positiveIntOrNull(training.seqLen),
+      parameters: tensors.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0),
+      tensors,
+      problems,
+      training,
+      state: info.state as unknown as Record<string, unknown>,
+    };
+  } finally {
+    file.close();
+  }
+}
