@@ -159,6 +159,7 @@ export class HfTokenizer implements Tokenizer {
 
   decode(ids: ArrayLike<number>): string {
     checkIds(ids, this.vocabSize, 'HfTokenizer');
+    if (ids.length === 0) return ''; // the library rejects an empty list
     // No "clean-up" of spaces before punctuation: it would alter the text (and break streaming).
     return this.impl.decode(Array.from(ids), { skip_special_tokens: false, clean_up_tokenization_spaces: false });
   }
