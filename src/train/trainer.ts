@@ -33,7 +33,7 @@ import { crossEntropy } from '../ops/nn.ts';
 import { writeFileAtomicSync } from '../util/atomic.ts';
 import {
   CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, loadOptimizerInto, loadWeightsInto, readCheckpointInfo,
-  readRunPointer, RUN_FILES, saveCheckpoint, softwareVersion, type CheckpointConfig, type CheckpointInfo, type TrainState,
+  readRunPointer, resolveCheckpoint, RUN_FILES, saveCheckpoint, softwareVersion, type CheckpointConfig, type CheckpointInfo, type TrainState,
 } from './checkpoint.ts';
 import { clipGradNorm } from './clip.ts';
 import { parseTrainConfig, type TrainConfig } from './config.ts';
@@ -164,7 +164,7 @@ export class Trainer {
     if (opts.resume) {
       const pointer = readRunPointer(opts.out);
       if (!pointer) throw new Error(`${opts.out}: no checkpoint to resume (${RUN_FILES.pointer} is missing); start a new run without --resume`);
-      info = readCheckpointInfo(path.join(opts.out, pointer.checkpoint));
+      info = readCheckpointInfo(resolveCheckpoint(opts.out));
     } else {
       checkNewRunFolder(opts.out);
     }
