@@ -8,7 +8,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { generate } from '../src/models/generate.ts';
-import { ByteTokenizer } from '../src/data/tokenizer.ts';
+import { ByteTokenizer, loadTokenizer } from '../src/data/tokenizer.ts';
+import { Decoder } from '../src/models/decoder.ts';
 import { loadForInference } from '../src/eval/checkpoint.ts';
 import { cli, cliInProcess, perturbedModel, saveRun, tmpDir, type CliResult } from './inference-fixtures.ts';
 
@@ -122,6 +123,54 @@ describe('cubit generate', () => {
     const rep = JSON.parse(r.stdout);
     assert.equal(rep.stopReason, 'context');
     assert.equal(rep.newTokens, 3);
+  });
+});
+
+describe('a Hugging Face tokenizer', () => {
+  test('found from the checkpoint record; the prompt starts with BOS; generation stops at EOS', async () => {
+    const tokDir = path.join(dir, 'hf');
+    fs.mkdirSync(tokDir, { recursive: true });
+    const vocab = { '[UNK]': 0, '<s>': 1, '</s>': 2, the: 3, fox: 4, jumps: 5, '.': 6 };
+    fs.writeFileSync(path.join(tokDir, 'tokenizer.json'), JSON.stringify({
+      version: '1.0', truncation: null, padding: null, added_tokens: [], normalizer: null,
+      pre_tokenizer: { type: 'Whitespace' }, post_processor: null, decoder: null,
+      model: { type: 'WordLevel', vocab, unk_token: '[UNK]' },
+    }));
+    fs.writeFileSync(path.join(tokDir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>' }));
+    const tok = loadTokenizer(tokDir);
+    assert.equal(tok.bosId, 1);
+    assert.equal(tok.eosId, 2);
+    assert.equal(tok.decode([]), '');
+    // A model that always predicts '</s>': every token embeds to u, the blocks add nothing, and
+    // only the head row of '</s>' is u (untied head).
+    const model = new Decoder({ vocabSize: 7, dModel: 8, nLayers: 1, nHeads: 2, tieEmbeddings: false }, 1);
+    const u = Array.from({ length: 8 }, (_, i) => (i % 2 ? 1 : -1) * (1 + i / 8));
+    for (const [name, p] of model.namedParameters()) {
+      const v = new Float32Array(p.size);
+      if (name === 'embed.weight') for (let i = 0; i < v.length; i++) v[i] = u[i % 8];
+      else if (name === 'head.weight') u.forEach((x, j) => { v[2 * 8 + j] = x; });
+      else if (name.endsWith('Norm.weight')) v.fill(1);
+      p.backend.write(p.storage, v);
+    }
+    const hfRun = path.join(dir, 'hf-run');
+    try { saveRun(hfRun, model, { tokenizer: tok.identity(), data: { corpus: 'brown', tokenizer: tokDir } }); } finally { model.dispose(); }
+    const r = await cliInProcess(['generate', hfRun, '--prompt', 'the fox', '--temperature', '0', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const rep = JSON.parse(r.stdout);
+    assert.equal(rep.promptTokens, 3, 'BOS + 2 words');
+    assert.deepEqual(rep.tokens, [2]);
+    assert.equal(rep.stopReason, 'stop');
+    assert.equal(rep.text, '');
+    // Moved away from its recorded source and the training config's path, it must be named.
+    const moved = path.join(dir, 'hf-moved');
+    fs.renameSync(tokDir, moved);
+    try {
+      assertUserError(await cliInProcess(['generate', hfRun, '--prompt', 'the']), /its tokenizer \(.*tokenizer\.json, sha256 [0-9a-f]{12}…\) was not found; pass it with --tokenizer/, 'moved tokenizer');
+      const ok = await cliInProcess(['generate', hfRun, '--prompt', 'the', '--tokenizer', moved, '--temperature', '0', '--json']);
+      assert.equal(ok.code, 0, ok.stderr);
+    } finally {
+      fs.renameSync(moved, tokDir);
+    }
   });
 });
 

@@ -94,7 +94,8 @@ export const evalCommand: Command = {
       }
       if (maxDocs !== null) part = part.slice(0, maxDocs);
       if (part.length === 0) throw new UsageError(`eval: the ${split} split of '${corpus}' has no documents`);
-      const stream = tokenizeDocuments(part, ck.tokenizer);
+      // As the trainer does: each document starts with the tokenizer's BOS token, when it has one.
+      const stream = tokenizeDocuments(part, ck.tokenizer, { bosId: ck.tokenizer.bosId });
 
       const t0 = performance.now();
       const results = evaluate(ck.model, stream, {

@@ -50,11 +50,9 @@ export const generateCommand: Command = {
     const ck = loadForInference(positionals[0], { tokenizer: values.tokenizer as string | undefined });
     try {
       const tok = ck.tokenizer;
-      let ids = Array.from(tok.encode(prompt));
-      if (ids.length === 0) {
-        if (tok.bosId === null) throw new UsageError(`generate: the prompt is empty and ${tok.name} has no begin-of-text token to start from; give some text`);
-        ids = [tok.bosId];
-      }
+      // Training documents start with the tokenizer's BOS token, when it has one: so does the prompt.
+      const ids = [...(tok.bosId === null ? [] : [tok.bosId]), ...tok.encode(prompt)];
+      if (ids.length === 0) throw new UsageError(`generate: the prompt is empty and ${tok.name} has no begin-of-text token to start from; give some text`);
       const maxContext = maxContextOpt === undefined ? (ck.trainSeqLen ? 4 * ck.trainSeqLen : null) : maxContextOpt === 0 ? null : maxContextOpt;
       if (maxContext !== null && ids.length > maxContext) {
         throw new UsageError(`generate: the prompt is ${ids.length} tokens, more than the ${maxContext} allowed (--max-context${maxContextOpt === undefined ? ', default 4 × the training length' : ''})`);
