@@ -32,17 +32,18 @@ TARGET_AVX512 static void kernel_14x32(ptrdiff_t kc, const float *restrict a,
     _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
     _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
   }
-#define FMA_ROW(i)                                         \
-  ai = _mm512_set1_ps(a[(p) * MR + (i)]);                  \
+#define FMA_ROW(step, i)                                   \
+  ai = _mm512_set1_ps(a[(step) * MR + (i)]);               \
   c##i##_0 = _mm512_fmadd_ps(ai, b0, c##i##_0);            \
   c##i##_1 = _mm512_fmadd_ps(ai, b1, c##i##_1);
-#define STEP(p)                                                                           \
+#define STEP(step)                                                                        \
   do {                                                                                    \
-    __m512 b0 = _mm512_load_ps(b + (p) * NR), b1 = _mm512_load_ps(b + (p) * NR + 16), ai; \
-    FMA_ROW(0) FMA_ROW(1) FMA_ROW(2) FMA_ROW(3) FMA_ROW(4) FMA_ROW(5) FMA_ROW(6)         \
-    FMA_ROW(7) FMA_ROW(8) FMA_ROW(9) FMA_ROW(10) FMA_ROW(11) FMA_ROW(12) FMA_ROW(13)     \
+    __m512 b0 = _mm512_load_ps(b + (step) * NR), b1 = _mm512_load_ps(b + (step) * NR + 16), ai; \
+    FMA_ROW(step, 0) FMA_ROW(step, 1) FMA_ROW(step, 2) FMA_ROW(step, 3) FMA_ROW(step, 4)  \
+    FMA_ROW(step, 5) FMA_ROW(step, 6) FMA_ROW(step, 7) FMA_ROW(step, 8) FMA_ROW(step, 9)  \
+    FMA_ROW(step, 10) FMA_ROW(step, 11) FMA_ROW(step, 12) FMA_ROW(step, 13)              \
   } while (0)
-  ptrdiff_t p = 0;
+  ptrdiff_t p = 0; /* (STEP's argument is the offset within the unrolled group, not p) */
   for (; p + 4 <= kc; p += 4) {
     _mm_prefetch((const char *)(b + 8 * NR), _MM_HINT_T0);
     _mm_prefetch((const char *)(b + 8 * NR + 16), _MM_HINT_T0);
