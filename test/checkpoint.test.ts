@@ -2,7 +2,7 @@
 // each point of a save, then resumed to the same final weights as an uninterrupted run), and one
 // clear error for each corrupt, truncated or mismatched checkpoint.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
@@ -82,15 +82,28 @@ describe('a save killed at any moment leaves the previous checkpoint loadable, a
       assert.ok(fs.existsSync(path.join(out, RUN_FILES.checkpoints, 'step-00000002')), 'the old checkpoint is still there');
     }],
   ];
+  // The three children run at once (most of their time is starting up).
+  let children: Map<string, Promise<{ out: string; status: number | null; signal: string | null; stderr: string }>> | null = null;
+  const child = (point: string) => {
+    children ??= new Map(cases.map(([p]) => {
+      const out = runDir(`crash-${p}`);
+      const cfg = path.join(root, `crash-${p}.json`);
+      fs.writeFileSync(cfg, JSON.stringify(config));
+      const proc = spawn(process.execPath, [BIN, 'train', '--config', cfg, '--out', out, '--backend', getBackend().name, '--quiet'], {
+        env: { ...process.env, CUBIT_TEST_CRASH: `${p}@2` }, stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      proc.stderr.on('data', (d) => { stderr += String(d); });
+      return [p, new Promise((resolve) => proc.on('close', (status, signal) => resolve({ out, status, signal, stderr })))];
+    }));
+    return children.get(point)!;
+  };
   for (const [point, pointerStep, debris] of cases) {
     test(point, async () => {
+      const pending = child(point);
       const want = await straightRun();
-      const out = runDir(`crash-${point}`);
-      const cfg = path.join(root, `crash-${point}.json`);
-      fs.writeFileSync(cfg, JSON.stringify(config));
-      const r = spawnSync(process.execPath, [BIN, 'train', '--config', cfg, '--out', out, '--backend', getBackend().name, '--quiet'], {
-        encoding: 'utf8', env: { ...process.env, CUBIT_TEST_CRASH: `${point}@2` },
-      });
+      const r = await pending;
+      const out = r.out;
       assert.equal(r.signal, 'SIGKILL', `the child was killed (status ${r.status}, stderr ${r.stderr})`);
       assert.equal(readRunPointer(out)!.step, pointerStep);
       debris(out);

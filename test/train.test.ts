@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
-import { getBackend, noGrad, setBackend, tensor, zeros } from '../src/index.ts';
+import { getBackend, NativeBackend, noGrad, setBackend, tensor, zeros } from '../src/index.ts';
 import { main } from '../src/cli/main.ts';
 import { Progress, formatDuration } from '../src/cli/progress.ts';
 import { Decoder } from '../src/models/decoder.ts';
@@ -262,6 +262,19 @@ describe('the training loop', () => {
     t2.dispose();
   });
 
+  test('steady state: after warm-up a step takes nothing new from the system and hands back all it took', () => {
+    const t = new Trainer({ config: tinyConfig(corpus, { evalBatches: 0, gradAccum: 2, model: { dModel: 16, nLayers: 1, nHeads: 2, ffnHidden: 32, mixer: 'cubit' } }), out: runDir('mem') });
+    const b = t.model.parameters()[0].backend;
+    for (let i = 0; i < 3; i++) t.step();
+    const inUse = b.memory().bytesInUse, allocated = b.memory().bytesAllocated;
+    for (let i = 0; i < 5; i++) {
+      t.step();
+      assert.equal(b.memory().bytesInUse, inUse, `step ${i + 4}: bytes in use return to the baseline`);
+    }
+    assert.equal(b.memory().bytesAllocated, allocated, 'the pool served every allocation');
+    t.dispose();
+  });
+
   test('aborting ends the sitting after the current step, with a checkpoint', async () => {
     const out = runDir('abort');
     const ac = new AbortController();
@@ -306,6 +319,28 @@ async function withBackendAsync(name: string, fn: () => Promise<void>): Promise<
   setBackend(name);
   try { await fn(); } finally { setBackend(prev); }
 }
+
+// Shapes big enough that the native kernels split their work across threads (the tiny models
+// above run single-threaded): the weights after a few steps must not depend on the thread count.
+async function threadCountInvariant(mixer: string): Promise<void> {
+  const b = getBackend() as NativeBackend;
+  const config = tinyConfig(corpus, { steps: 3, batchSize: 8, seqLen: 128, evalBatches: 0, checkpointEvery: 0, model: { dModel: 64, nLayers: 1, nHeads: 4, mixer } });
+  const outs: string[] = [];
+  try {
+    for (const threads of [1, 2]) {
+      b.setThreads(threads);
+      outs.push((await train({ config, out: runDir(`threads${threads}-${mixer}`), durable: false })).checkpoint!);
+    }
+  } finally {
+    b.setThreads(0);
+  }
+  assertSameCheckpoint(outs[0], outs[1]);
+}
+
+describe('training does not depend on the thread count (native)', () => {
+  test('softmax mixer', nativeTestOptions(), () => withBackendAsync('native', () => threadCountInvariant('softmax')));
+  test('cubit mixer', nativeTestOptions(), () => withBackendAsync('native', () => threadCountInvariant('cubit')));
+});
 
 describe('cubit train (CLI)', () => {
   async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {

@@ -66,7 +66,7 @@ export const trainCommand: Command = {
         case 'start': {
           const what = e.resumedFrom ? `resuming ${e.resumedFrom} at step ${e.step}` : `new run in ${out}`;
           console.log(`${what}: ${formatCount(e.parameters)} parameters, ${e.tokensPerStep} tokens/step, steps ${e.step} → ${e.end}${e.end < e.steps ? ` (of ${e.steps})` : ''}, backend ${e.backend}`);
-          progress = new Progress({ total: e.end, every: 10 });
+          progress = new Progress({ total: e.end, every: e.logEvery });
           break;
         }
         case 'step':
@@ -93,7 +93,8 @@ export const trainCommand: Command = {
       const s = await train({ config, configSource: configPath, out, resume, steps, stopAt, signal: abort.signal, onEvent });
       (progress as Progress | null)?.done();
       if (s.step === s.startStep) {
-        console.log(`${out}: already at step ${s.step} of ${s.steps}; nothing to do (raise --steps to train further)`);
+        const why = stopAt !== undefined && stopAt <= s.step ? `--stop-at ${stopAt} is behind it` : 'raise --steps to train further';
+        console.log(`${out}: already at step ${s.step} of ${s.steps}; nothing to do (${why})`);
         return 0;
       }
       const evalPart = s.evalLoss !== null ? `, eval loss ${num(s.evalLoss)} (${num(s.evalBpb!)} bits/byte)` : '';

@@ -70,7 +70,7 @@ export interface TrainOptions {
 }
 
 export type TrainEvent =
-  | { kind: 'start'; step: number; steps: number; end: number; parameters: number; tokensPerStep: number; resumedFrom: string | null; backend: string }
+  | { kind: 'start'; step: number; steps: number; end: number; parameters: number; tokensPerStep: number; logEvery: number; resumedFrom: string | null; backend: string }
   | { kind: 'step'; step: number; steps: number; end: number; loss: number; lr: number; gradNorm: number; tokensPerSec: number; skippedSteps: number }
   | { kind: 'skip'; step: number; reason: string; inARow: number }
   | { kind: 'eval'; step: number; loss: number; bpb: number }
@@ -427,7 +427,7 @@ export async function train(opts: TrainOptions): Promise<TrainSummary> {
   };
 
   try {
-    emit({ kind: 'start', step: startStep, steps: config.steps, end, parameters: trainer.parameters, tokensPerStep: trainer.tokensPerStep, resumedFrom: trainer.resumedFrom, backend: getBackend().name });
+    emit({ kind: 'start', step: startStep, steps: config.steps, end, parameters: trainer.parameters, tokensPerStep: trainer.tokensPerStep, logEvery: config.logEvery, resumedFrom: trainer.resumedFrom, backend: getBackend().name });
     while (trainer.state.step < end) {
       if (opts.signal?.aborted) { stopped = 'aborted'; break; }
       const t0 = performance.now();
