@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { getBackend } from '../src/index.ts';
+import { HfTokenizer } from '../src/data/tokenizer.ts';
 import { readSafetensorsSync } from '../src/io/safetensors.ts';
 import {
   CHECKPOINT_FILE_LIST, CHECKPOINT_FILES, CHECKPOINT_OPTIONAL_FILES, checkpointName, loadModel, readCheckpointInfo,
@@ -220,15 +221,22 @@ describe('corrupt, truncated or mismatched checkpoints: one clear line each', ()
   });
 });
 
-test('a Hugging Face tokenizer is recorded by identity and copied into the checkpoint', async () => {
+test('a Hugging Face tokenizer is recorded by identity and copied, with its tokenizer_config.json, into the checkpoint', async () => {
   const tok = path.join(root, 'hf', 'tokenizer.json');
   fs.mkdirSync(path.dirname(tok), { recursive: true });
   fs.writeFileSync(tok, tinyBpeJson());
+  const tokConfig = JSON.stringify({ bos_token: '<|endoftext|>', eos_token: '<|endoftext|>' });
+  fs.writeFileSync(path.join(root, 'hf', 'tokenizer_config.json'), tokConfig);
   const s = await train({ config: tinyConfig(corpus, { steps: 3, evalEvery: 0, data: { corpus, tokenizer: tok, split: { validation: 0.1, test: 0.1 } } }), out: runDir('hf'), durable: false });
   const info = readCheckpointInfo(s.checkpoint!);
   assert.equal(info.config.tokenizer.kind, 'hf');
   assert.equal(info.config.tokenizer.vocabSize, 260);
   assert.equal(info.config.model.vocabSize, 260, 'vocabSize filled in from the tokenizer');
   assert.equal(fs.readFileSync(path.join(s.checkpoint!, CHECKPOINT_OPTIONAL_FILES.tokenizer), 'utf8'), tinyBpeJson());
+  assert.equal(fs.readFileSync(path.join(s.checkpoint!, CHECKPOINT_OPTIONAL_FILES.tokenizerConfig), 'utf8'), tokConfig);
+  // The copies alone give the same tokenizer, BOS included (documents were trained with it).
+  const copy = HfTokenizer.fromFile(s.checkpoint!);
+  assert.equal(copy.bosId, 259);
+  assert.equal(copy.sha256, (info.config.tokenizer as { sha256: string }).sha256);
   assert.ok(s.evalBpb !== null && s.evalBpb > 0 && s.evalBpb < s.evalLoss! / Math.LN2, 'merged tokens cover more than a byte each');
 });

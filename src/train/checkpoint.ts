@@ -11,6 +11,7 @@
 //         config.json             model config + training config + tokenizer identity + software version + step
 //         state.json              step, trainer RNG, data-sampler position, skipped-step counters
 //         tokenizer.json          only for a Hugging Face tokenizer: a copy, so the checkpoint stands alone
+//         tokenizer_config.json   with it, a copy of the tokenizer_config.json beside the original (BOS/EOS), if there was one
 //
 // Saving is crash-safe: the checkpoint folder is written under a temporary name, its files fsynced,
 // and renamed into place (writeDirAtomicSync); only then is latest.json replaced (atomically), and
@@ -52,9 +53,14 @@ export const CHECKPOINT_FILES = {
 /** Every file a complete checkpoint folder holds. */
 export const CHECKPOINT_FILE_LIST: readonly string[] = Object.values(CHECKPOINT_FILES);
 
-/** Files a checkpoint holds in some cases: a copy of a Hugging Face tokenizer.json (not for the byte tokenizer). */
+/**
+ * Files a checkpoint holds in some cases: copies of a Hugging Face tokenizer.json and of the
+ * tokenizer_config.json beside it (which names BOS/EOS), so that HfTokenizer.fromFile(<checkpoint>)
+ * gives the tokenizer the run used. None for the byte tokenizer.
+ */
 export const CHECKPOINT_OPTIONAL_FILES = {
   tokenizer: 'tokenizer.json',
+  tokenizerConfig: 'tokenizer_config.json',
 } as const;
 
 export const CHECKPOINT_FORMAT = 'cubit-checkpoint';
@@ -138,6 +144,8 @@ export interface SaveCheckpointInput {
   state: TrainState;
   /** The text of a Hugging Face tokenizer.json, copied into the checkpoint. */
   tokenizerJson?: string;
+  /** The text of its tokenizer_config.json, copied beside it. */
+  tokenizerConfigJson?: string;
   /** fsync files and folders (default true; tests of scratch folders may turn it off). */
   durable?: boolean;
 }
@@ -179,6 +187,7 @@ export function saveCheckpoint(runDir: string, input: SaveCheckpointInput): stri
     writeJsonAtomicSync(path.join(tmp, CHECKPOINT_FILES.state), input.state, { durable: false });
     writeJsonAtomicSync(path.join(tmp, CHECKPOINT_FILES.config), input.config, { durable: false });
     if (input.tokenizerJson !== undefined) writeFileAtomicSync(path.join(tmp, CHECKPOINT_OPTIONAL_FILES.tokenizer), input.tokenizerJson, { durable: false });
+    if (input.tokenizerConfigJson !== undefined) writeFileAtomicSync(path.join(tmp, CHECKPOINT_OPTIONAL_FILES.tokenizerConfig), input.tokenizerConfigJson, { durable: false });
   }, { durable });
   crashPoint('checkpoint-pointer');
   const pointer: RunPointer = { format: RUN_POINTER_FORMAT, checkpoint: rel, step: input.step };

@@ -156,6 +156,8 @@ export class Trainer {
   private readonly docIds: Tensor;
   private batch: BatchArrays | undefined;
   private readonly durable: boolean;
+  /** Copies of a Hugging Face tokenizer's files for each checkpoint. */
+  private readonly tokenizerFiles: { tokenizerJson?: string; tokenizerConfigJson?: string } = {};
 
   constructor(opts: TrainOptions) {
     this.out = opts.out;
@@ -177,6 +179,13 @@ export class Trainer {
     const first = parseTrainConfig(raw, source);
     this.tokenizer = loadTokenizer(first.data.tokenizer);
     let config = parseTrainConfig(raw, source, this.tokenizer.vocabSize);
+    if (this.tokenizer instanceof HfTokenizer) {
+      this.tokenizerFiles.tokenizerJson = this.tokenizer.json;
+      // HfTokenizer.fromFile read BOS/EOS from the tokenizer_config.json beside the file: copy that too.
+      const src = this.tokenizer.identity();
+      const cfgFile = src.kind === 'hf' && src.source ? path.join(path.dirname(src.source), 'tokenizer_config.json') : null;
+      if (cfgFile && fs.existsSync(cfgFile)) this.tokenizerFiles.tokenizerConfigJson = fs.readFileSync(cfgFile, 'utf8');
+    }
     if (opts.steps !== undefined) {
       if (!Number.isInteger(opts.steps) || opts.steps <= 0) throw new Error(`train: steps must be a positive integer, got ${opts.steps}`);
       config = { ...config, steps: opts.steps };
@@ -314,8 +323,7 @@ export class Trainer {
       tokenizer: this.tokenizer.identity(),
     };
     const state: TrainState = { ...this.state, rng: { state: this.rng.state }, sampler: this.sampler.state() };
-    const tokenizerJson = this.tokenizer instanceof HfTokenizer ? this.tokenizer.json : undefined;
-    this.lastCheckpoint = saveCheckpoint(this.out, { step, model: this.model, optimizer: this.optimizer, config, state, tokenizerJson, durable: this.durable });
+    this.lastCheckpoint = saveCheckpoint(this.out, { step, model: this.model, optimizer: this.optimizer, config, state, ...this.tokenizerFiles, durable: this.durable });
     return this.lastCheckpoint;
   }
 
