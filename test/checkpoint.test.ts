@@ -238,5 +238,13 @@ test('a Hugging Face tokenizer is recorded by identity and copied, with its toke
   const copy = HfTokenizer.fromFile(s.checkpoint!);
   assert.equal(copy.bosId, 259);
   assert.equal(copy.sha256, (info.config.tokenizer as { sha256: string }).sha256);
+  // Resuming finds the copy when the original has moved.
+  fs.renameSync(path.join(root, 'hf'), path.join(root, 'hf-moved'));
+  try {
+    const more = await train({ out: s.out, resume: true, steps: 4, durable: false });
+    assert.equal(more.step, 4);
+  } finally {
+    fs.renameSync(path.join(root, 'hf-moved'), path.join(root, 'hf'));
+  }
   assert.ok(s.evalBpb !== null && s.evalBpb > 0 && s.evalBpb < s.evalLoss! / Math.LN2, 'merged tokens cover more than a byte each');
 });

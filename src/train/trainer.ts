@@ -24,7 +24,7 @@ import { hash32, Rng } from '../core/random.ts';
 import type { Tensor } from '../core/tensor.ts';
 import { BatchSampler, batchTensors, EvalWindows, tokenizeDocuments, type BatchArrays } from '../data/batches.ts';
 import { loadCorpus, splitCorpus } from '../data/corpus.ts';
-import { checkTokenizer, HfTokenizer, loadTokenizer, type Tokenizer } from '../data/tokenizer.ts';
+import { checkTokenizer, HfTokenizer, loadTokenizer, sameTokenizer, type Tokenizer } from '../data/tokenizer.ts';
 import { Decoder } from '../models/decoder.ts';
 import { parseModelConfig } from '../models/config.ts';
 import { zeros, tensor } from '../ops/creation.ts';
@@ -32,7 +32,7 @@ import { div } from '../ops/elementwise.ts';
 import { crossEntropy } from '../ops/nn.ts';
 import { writeFileAtomicSync } from '../util/atomic.ts';
 import {
-  CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, loadOptimizerInto, loadWeightsInto, readCheckpointInfo,
+  CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_OPTIONAL_FILES, CHECKPOINT_FORMAT_VERSION, loadOptimizerInto, loadWeightsInto, readCheckpointInfo,
   readRunPointer, resolveCheckpoint, RUN_FILES, saveCheckpoint, softwareVersion, type CheckpointConfig, type CheckpointInfo, type TrainState,
 } from './checkpoint.ts';
 import { clipGradNorm } from './clip.ts';
@@ -177,7 +177,7 @@ export class Trainer {
     const raw = opts.config !== undefined ? opts.config : { ...info!.config.training, model: info!.config.model };
     if (raw === undefined) throw new Error('train: a config is needed for a new run');
     const first = parseTrainConfig(raw, source);
-    this.tokenizer = loadTokenizer(first.data.tokenizer);
+    this.tokenizer = info && opts.config === undefined ? resumeTokenizer(first.data.tokenizer, info) : loadTokenizer(first.data.tokenizer);
     let config = parseTrainConfig(raw, source, this.tokenizer.vocabSize);
     if (this.tokenizer instanceof HfTokenizer) {
       this.tokenizerFiles.tokenizerJson = this.tokenizer.json;
@@ -334,6 +334,21 @@ export class Trainer {
     this.targets.dispose();
     this.docIds.dispose();
   }
+}
+
+/**
+ * The tokenizer of a resumed run (config from the checkpoint): the recorded one where it still is
+ * and unchanged, else the checkpoint's own copy (CHECKPOINT_OPTIONAL_FILES).
+ */
+function resumeTokenizer(spec: string, info: CheckpointInfo): Tokenizer {
+  let error: Error | null = null;
+  try {
+    const t = loadTokenizer(spec);
+    if (sameTokenizer(info.config.tokenizer, t.identity())) return t;
+  } catch (e) { error = e as Error; }
+  if (fs.existsSync(path.join(info.dir, CHECKPOINT_OPTIONAL_FILES.tokenizer))) return HfTokenizer.fromFile(info.dir);
+  if (error) throw error;
+  return loadTokenizer(spec); // checkTokenizer reports the mismatch
 }
 
 /** A new run may go into a missing folder, an empty one, or one a sitting left before its first checkpoint. */
