@@ -131,30 +131,64 @@ TARGET_AVX2 static inline void transpose8(__m256 r[8]) {
   r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
+/* Rows r0..r0+7 of a panel, p0..p0+7: an 8x8 transpose, each output row 32 bytes. */
+TARGET_AVX2 static inline void transpose_8rows(const float *src, ptrdiff_t rs, int p0, float *dst,
+                                               int R) {
+  __m256 r[8];
+  for (int q = 0; q < 8; q++) r[q] = _mm256_loadu_ps(src + q * rs + p0);
+  transpose8(r);
+  for (int q = 0; q < 8; q++) _mm256_storeu_ps(dst + (ptrdiff_t)(p0 + q) * R, r[q]);
+}
+
+/* Rows r0..r0+3, p0..p0+7: two 4x4 transposes (SSE), each output row 16 bytes. */
+TARGET_AVX2 static inline void transpose_4rows(const float *src, ptrdiff_t rs, int p0, float *dst,
+                                               int R) {
+  for (int h = 0; h < 8; h += 4) {
+    __m128 r0 = _mm_loadu_ps(src + p0 + h), r1 = _mm_loadu_ps(src + rs + p0 + h);
+    __m128 r2 = _mm_loadu_ps(src + 2 * rs + p0 + h), r3 = _mm_loadu_ps(src + 3 * rs + p0 + h);
+    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+    float *d = dst + (ptrdiff_t)(p0 + h) * R;
+    _mm_storeu_ps(d, r0);
+    _mm_storeu_ps(d + R, r1);
+    _mm_storeu_ps(d + 2 * R, r2);
+    _mm_storeu_ps(d + 3 * R, r3);
+  }
+}
+
+/* Rows r0, r0+1, p0..p0+7: interleave into pairs, each output row 8 bytes. */
+TARGET_AVX2 static inline void transpose_2rows(const float *src, ptrdiff_t rs, int p0, float *dst,
+                                               int R) {
+  for (int h = 0; h < 8; h += 4) {
+    __m128 r0 = _mm_loadu_ps(src + p0 + h), r1 = _mm_loadu_ps(src + rs + p0 + h);
+    __m128 lo = _mm_unpacklo_ps(r0, r1), hi = _mm_unpackhi_ps(r0, r1); /* (p, p+1), (p+2, p+3) */
+    float *d = dst + (ptrdiff_t)(p0 + h) * R;
+    _mm_storel_pi((__m64 *)d, lo);
+    _mm_storeh_pi((__m64 *)(d + R), lo);
+    _mm_storel_pi((__m64 *)(d + 2 * R), hi);
+    _mm_storeh_pi((__m64 *)(d + 3 * R), hi);
+  }
+}
+
 /* One full panel of R rows whose elements are contiguous along p (src[r*rs + p]): the
- * "transposing" case (A not transposed, or B transposed). Works on 8x8 blocks. When R is not a
- * multiple of 8, the last group of rows is padded by repeating its last row and its 8-wide
- * stores spill past the group into the next p's slot; that group is therefore stored first,
- * so the spilled floats are overwritten by the full groups (or the next p) afterwards. */
+ * "transposing" case (A not transposed, or B transposed). Eight p at a time, the rows split
+ * into groups of 8, 4 and 2 (R = 6 = 4+2, 14 = 8+4+2, 16 = 8+8, 32 = 4x8) so that every
+ * store is exactly one output row of its group: nothing is read or written past the panel. */
 TARGET_AVX2 static void pack_panel_transposing(const float *src, ptrdiff_t rs, int kc, int R,
                                                float *dst) {
-  int ngroups = (R + 7) / 8;
-  int partial = R % 8 != 0;
   int p = 0;
   for (; p + 8 <= kc; p += 8) {
-    for (int gi = 0; gi < ngroups; gi++) {
-      /* partial group (the last one) first */
-      int g = partial ? (gi == 0 ? ngroups - 1 : gi - 1) : gi;
-      __m256 r[8];
-      for (int q = 0; q < 8; q++) {
-        int row = g * 8 + q < R ? g * 8 + q : R - 1;
-        r[q] = _mm256_loadu_ps(src + row * rs + p);
-        /* the next panel's rows (prefetches never fault, even past the matrix) */
-        _mm_prefetch((const char *)(src + (row + R) * rs + p + 16), _MM_HINT_T0);
-      }
-      transpose8(r);
-      for (int q = 0; q < 8; q++) _mm256_storeu_ps(dst + (ptrdiff_t)(p + q) * R + g * 8, r[q]);
+    int r = 0;
+    for (; r + 8 <= R; r += 8) transpose_8rows(src + r * rs, rs, p, dst + r, R);
+    if (r + 4 <= R) {
+      transpose_4rows(src + r * rs, rs, p, dst + r, R);
+      r += 4;
     }
+    if (r + 2 <= R) {
+      transpose_2rows(src + r * rs, rs, p, dst + r, R);
+      r += 2;
+    }
+    for (; r < R; r++)
+      for (int q = p; q < p + 8; q++) dst[(ptrdiff_t)q * R + r] = src[r * rs + q];
   }
   for (; p < kc; p++)
     for (int row = 0; row < R; row++) dst[(ptrdiff_t)p * R + row] = src[row * rs + p];
