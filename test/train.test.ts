@@ -2,7 +2,7 @@
 // falls, metrics, evaluation, gradient accumulation, non-finite steps), bit-identical resume on
 // both backends, and `cubit train`'s user errors.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
@@ -385,6 +385,26 @@ describe('cubit train (CLI)', () => {
     const more = await cli('train', '--out', out, '--resume', '--steps', '24');
     assert.equal(more.code, 0, more.err);
     assert.match(more.out, /^done: step 24\/24/);
+  });
+
+  test('Ctrl-C (SIGINT) finishes the step, writes a checkpoint and exits 130', async () => {
+    const cfg = writeConfig('sigint.json', tinyConfig(corpus, { steps: 100000, logEvery: 1, evalBatches: 0 }));
+    const out = runDir('sigint');
+    const bin = path.join(import.meta.dirname, '..', 'bin', 'cubit.mjs');
+    const child = spawn(process.execPath, [bin, 'train', '--config', cfg, '--out', out, '--backend', getBackend().name], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '', sent = false;
+    child.stdout.on('data', (d) => {
+      stdout += String(d);
+      if (!sent && /\nstep 3\/100000/.test(stdout)) { sent = true; child.kill('SIGINT'); }
+    });
+    child.stderr.on('data', (d) => { stderr += String(d); });
+    const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+    assert.equal(code, 130, stderr);
+    assert.match(stdout, /interrupted: finishing the step and writing a checkpoint/);
+    assert.match(stdout, /interrupted \(resume with --resume\): step (\d+)\/100000/);
+    const step = Number(/interrupted \(resume with --resume\): step (\d+)/.exec(stdout)![1]);
+    assert.ok(step >= 3, `stopped at step ${step}`);
+    assert.equal(readRunPointer(out)!.step, step);
   });
 
   test('user errors are one line and a non-zero exit, never a stack trace', async () => {
