@@ -454,7 +454,9 @@ void cubit_nn_reduce(int op, const float *x, float *out, size_t outer, size_t le
   double total = (double)outer * (double)len * (double)inner;
   int ntasks = nn_tasks(total, 1);
   if (inner == 1) {
-    if (outer == 1 && len > NN_RUN_CHUNK && ntasks > 1) {
+    /* a long single run is cut into fixed chunks (also on one thread, so that the result does
+     * not depend on the thread count) */
+    if (outer == 1 && len > 2 * NN_RUN_CHUNK) {
       size_t chunks = (len + NN_RUN_CHUNK - 1) / NN_RUN_CHUNK;
       double stack[64], *partial = chunks <= 64 ? stack : malloc(chunks * sizeof(double));
       if (partial) {
@@ -780,8 +782,6 @@ void cubit_nn_adamw(float *param, const float *grad, float *m, float *v, size_t 
                     double beta1, double beta2, double eps, double weight_decay, double bc1,
                     double bc2) {
   nn_adamw_ctx c = {nn_k(), param, m, v, grad,
-                    {(float)beta1, (float)(1 - beta1), (float)beta2, (float)(1 - beta2),
-                     (float)eps, (float)(1 - lr * weight_decay), (float)(lr / bc1),
-                     (float)(1 / bc2)}};
+                    {beta1, 1 - beta1, beta2, 1 - beta2, eps, 1 - lr * weight_decay, lr, bc1, bc2}};
   nn_run(n, 64, nn_tasks((double)n, 12), adamw_range, &c);
 }

@@ -33,9 +33,9 @@ enum { NN_SUM, NN_MAX, NN_MIN, NN_REDUCE_COUNT };
 #define NN_ENOMEM (-1)
 #define NN_EBADID (-2) /* an id / target outside its range; *bad_pos says where */
 
-/* AdamW constants, folded once per call in float. */
+/* AdamW constants as the reference computes them (decay = 1 - lr*weightDecay). */
 typedef struct {
-  float beta1, one_m_beta1, beta2, one_m_beta2, eps, decay, lr_bc1, inv_bc2;
+  double beta1, one_m_beta1, beta2, one_m_beta2, eps, decay, lr, bc1, bc2;
 } nn_adamw;
 
 /* The per-ISA loops. Row kernels take a run of contiguous rows; span kernels a run of elements.

@@ -70,9 +70,9 @@ static inline float v_hmin(vf v) {
 #define v_any(m) (_mm256_movemask_ps(m) != 0)
 
 /* exp(x) as in the AVX-512 build; 2^n is built from exponent bits in two halves so that n in
- * [-150, 128] still gives gradual underflow and overflow to inf. */
+ * [-159, 128] still gives gradual underflow and overflow to inf. */
 static inline vf v_exp(vf x) {
-  x = _mm256_max_ps(_mm256_set1_ps(-104.0f), x); /* the NaN-keeping operand order */
+  x = _mm256_max_ps(_mm256_set1_ps(-110.0f), x); /* the NaN-keeping operand order */
   x = _mm256_min_ps(_mm256_set1_ps(88.8f), x);
   vf n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

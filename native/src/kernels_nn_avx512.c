@@ -48,9 +48,10 @@ static inline vm v_tail(size_t n) { return (vm)((1u << n) - 1u); }
 #define v_hmin(v) _mm512_reduce_min_ps(v)
 
 /* exp(x): n = round(x/ln2), r = x - n ln2 (Cody-Waite), Cephes' degree-6 polynomial for e^r,
- * then scalef by 2^n, which handles overflow to inf and gradual underflow to 0 by itself. */
+ * then scalef by 2^n, which handles overflow to inf and gradual underflow to 0 by itself. The
+ * lower clamp sits far enough below the smallest denormal that exp(-inf) is exactly 0. */
 static inline vf v_exp(vf x) {
-  x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x); /* the NaN-keeping operand order */
+  x = _mm512_max_ps(_mm512_set1_ps(-110.0f), x); /* the NaN-keeping operand order */
   x = _mm512_min_ps(_mm512_set1_ps(88.8f), x);
   vf n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

@@ -18,6 +18,13 @@
 
 #include "kernels_nn.h"
 
+/* Floating-point expressions are evaluated as written (GCC's ISO C mode does not contract a*b+c
+ * into an FMA; clang must be told): the double-precision kernels match the reference bit for bit
+ * only with its exact sequence of roundings. */
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
 #define NN_BLK (16 * VW)
 /* Rows accumulated in float before the weight-gradient partials are added into double. */
 #define NN_FLUSH_ROWS 32
@@ -80,6 +87,13 @@ static inline vf v_gelu_grad(vf x) {
   return v_fma(v_mul(x, v_set1(0.39894228040143268f)), g, phi);
 }
 
+/* Math.pow's special cases where C's pow differs: a NaN exponent always gives NaN, and so does
+ * (+-1) ** (+-inf). */
+static inline double nn_js_pow(double x, double y) {
+  if (y != y || (fabs(x) == 1.0 && fabs(y) == INFINITY)) return NAN;
+  return pow(x, y);
+}
+
 /* ---- row helpers ---------------------------------------------------------------------------- */
 
 /* Largest entry, NaNs skipped (as the reference's `if (a > max)`); -inf when there is none. */
@@ -134,33 +148,24 @@ static inline double nn_row_dot3(const float *a, const float *b, const float *c,
   return s;
 }
 
-/* Sum of exp(x - shift); the terms are stored in out unless it is NULL. */
-static inline double nn_row_sum_exp(const float *x, float *out, size_t n, float shift) {
+/* exp(x - m), m the row max, with the rounding error of x - m put back (TwoSum): without it the
+ * relative error of exp grows with |x - m| (8 ulps at x - m = -12), with it exp's own ~2 ulps
+ * remain. lo = m - 200 clamps -inf (exp gives 0 either way) so the error term stays finite. */
+static inline vf v_exp_diff(vf x, vf m, vf lo) {
+  x = v_max(lo, x); /* keeps NaN */
+  vf s = v_sub(x, m);
+  vf bb = v_sub(s, x);
+  vf err = v_sub(v_sub(x, v_sub(s, bb)), v_add(m, bb));
+  vf e = v_exp(s);
+  return v_fma(e, err, e);
+}
+
+/* Sum of exp(x - shift), blocked into double. */
+static inline double nn_row_sum_exp(const float *x, size_t n, float shift) {
   double total = 0;
   const vf s = v_set1(shift);
-  size_t j = 0;
-  while (j < n) {
-    size_t end = nn_min(j + NN_BLK, n);
-    vf a0 = v_zero(), a1 = v_zero();
-    for (; j + 2 * VW <= end; j += 2 * VW) {
-      vf e0 = v_exp(v_sub(v_load(x + j), s)), e1 = v_exp(v_sub(v_load(x + j + VW), s));
-      if (out) { v_store(out + j, e0); v_store(out + j + VW, e1); }
-      a0 = v_add(a0, e0);
-      a1 = v_add(a1, e1);
-    }
-    for (; j + VW <= end; j += VW) {
-      vf e0 = v_exp(v_sub(v_load(x + j), s));
-      if (out) v_store(out + j, e0);
-      a0 = v_add(a0, e0);
-    }
-    if (j < end) {
-      vf e0 = v_exp(v_sub(v_loadn(x + j, end - j, -INFINITY), s));
-      if (out) v_storen(out + j, e0, end - j);
-      a0 = v_add(a0, e0);
-      j = end;
-    }
-    total += (double)v_hsum(v_add(a0, a1));
-  }
+  NN_BLOCKED_SUM(total, n, v_exp(v_sub(v_load(x + j), s)),
+                 v_exp(v_sub(v_loadn(x + j, r_, -INFINITY), s)));
   return total;
 }
 
@@ -197,11 +202,15 @@ static void k_softmax(const float *x, float *out, size_t rows, size_t cols, int 
     float mx = nn_row_max(xr, cols);
     if (mx == -INFINITY) { nn_row_fill(o, cols, is_log ? -INFINITY : 0.0f); continue; }
     if (!is_log) {
-      double s = nn_row_sum_exp(xr, o, cols, mx);
+      const vf m = v_set1(mx), lo = v_set1(mx - 200.0f);
+      double s = 0;
+      NN_BLOCKED_SUM(s, cols, ({ vf e_ = v_exp_diff(v_load(xr + j), m, lo); v_store(o + j, e_); e_; }),
+                     ({ vf e_ = v_exp_diff(v_loadn(xr + j, r_, -INFINITY), m, lo);
+                        v_storen(o + j, e_, r_); e_; }));
       vf inv = v_set1((float)(1.0 / s));
       NN_MAP(cols, o, v_mul(LD(o), inv));
     } else {
-      double s = nn_row_sum_exp(xr, NULL, cols, mx);
+      double s = nn_row_sum_exp(xr, cols, mx);
       vf m = v_set1(mx), ls = v_set1((float)log(s));
       NN_MAP(cols, o, v_sub(v_sub(LD(xr), m), ls));
     }
@@ -294,16 +303,41 @@ static void k_layernorm(const float *x, const float *w, const float *b, float *o
   for (size_t r = 0; r < rows; r++) {
     const float *xr = x + r * cols;
     float *o = out + r * cols;
-    double mu = nn_row_sum(xr, cols) / (double)cols;
-    /* the mean as hi + lo floats, so x - mu keeps float accuracy even for a large mean */
-    float mh = (float)mu, ml = (float)(mu - (double)mh);
+    /* Corrected two-pass moments: a first mean mu0 from a float-blocked sum is off by about an
+     * ulp of sum|x| / n, which matters when the mean is large against the spread; the second
+     * pass sums d = x - mu0 (mu0 as hi + lo floats, so d keeps float accuracy) and d^2, and
+     * mu = mu0 + mean(d), var = mean(d^2) - mean(d)^2. */
+    double mu0 = nn_row_sum(xr, cols) / (double)cols;
+    float mh = (float)mu0, ml = (float)(mu0 - (double)mh);
     vf mhv = v_set1(mh), mlv = v_set1(ml);
-    double var = 0;
-    NN_BLOCKED_SUM(var, cols, ({ vf d_ = v_sub(v_sub(v_load(xr + j), mhv), mlv); v_mul(d_, d_); }),
-                   ({ vf d_ = v_sub(v_sub(v_loadn(xr + j, r_, mh), mhv), mlv);
-                      v_mul(d_, d_); }));
-    /* the tail's fill of mh leaves -ml per lane: its square is far below an ulp of var */
-    double rs = 1.0 / sqrt(var / (double)cols + eps);
+    double sd = 0, sdd = 0;
+    size_t j = 0;
+    const size_t full = cols - cols % VW;
+    while (j < full) {
+      size_t end = nn_min(j + NN_BLK, full);
+      vf a = v_zero(), a2 = v_zero();
+      for (; j < end; j += VW) {
+        vf d = v_sub(v_sub(v_load(xr + j), mhv), mlv);
+        a = v_add(a, d);
+        a2 = v_fma(d, d, a2);
+      }
+      sd += (double)v_hsum(a);
+      sdd += (double)v_hsum(a2);
+    }
+    for (; j < cols; j++) {
+      double d = (double)xr[j] - mu0;
+      sd += d;
+      sdd += d * d;
+    }
+    const double md = sd / (double)cols;
+    const double mu = mu0 + md;
+    double var = sdd / (double)cols - md * md;
+    if (var < 0) var = 0;
+    mh = (float)mu;
+    ml = (float)(mu - (double)mh);
+    mhv = v_set1(mh);
+    mlv = v_set1(ml);
+    double rs = 1.0 / sqrt(var + eps);
     mean[r] = mh;
     rstd[r] = (float)rs;
     vf rv = v_set1((float)rs);
@@ -357,7 +391,7 @@ static void k_xent(const float *logits, const int32_t *targets, float *losses, f
   for (size_t r = 0; r < rows; r++) {
     const float *xr = logits + r * cols;
     float mx = nn_row_max(xr, cols);
-    double s = nn_row_sum_exp(xr, NULL, cols, mx);
+    double s = nn_row_sum_exp(xr, cols, mx);
     double l = (double)mx + log(s);
     lse[r] = (float)l;
     int32_t t = targets[r];
@@ -411,7 +445,7 @@ static void k_unary(int op, const float *x, float *o, size_t n, double scalar) {
     case NN_POW:
       if (scalar == 1.0) memmove(o, x, n * sizeof(float));
       else if (scalar == 2.0) for (size_t i = 0; i < n; i++) o[i] = x[i] * x[i];
-      else for (size_t i = 0; i < n; i++) o[i] = (float)pow((double)x[i], scalar);
+      else for (size_t i = 0; i < n; i++) o[i] = (float)nn_js_pow((double)x[i], scalar);
       break;
     case NN_SIGN:
       for (size_t i = 0; i < n; i++) o[i] = x[i] > 0.0f ? 1.0f : x[i] < 0.0f ? -1.0f : x[i];
@@ -473,7 +507,7 @@ static void k_unary_bwd(int op, const float *x, const float *y, const float *dy,
       break;
     case NN_POW:
       for (size_t i = 0; i < n; i++) {
-        double d = scalar == 0.0 ? 0.0 : scalar * pow((double)x[i], scalar - 1.0);
+        double d = scalar == 0.0 ? 0.0 : scalar * nn_js_pow((double)x[i], scalar - 1.0);
         dx[i] = (float)((double)g[i] * d);
       }
       break;
@@ -498,20 +532,18 @@ static void k_dropout(float *out, size_t start, size_t n, uint32_t seed, uint64_
   }
 }
 
+/* In double with the reference's operations in its order, so the step is bit-identical to it;
+ * the kernel is memory-bound (seven streams), so double arithmetic costs little. */
 static void k_adamw(float *p, const float *g, float *m, float *v, size_t n, const nn_adamw *a) {
-  const vf b1 = v_set1(a->beta1), c1 = v_set1(a->one_m_beta1), b2 = v_set1(a->beta2),
-           c2 = v_set1(a->one_m_beta2), eps = v_set1(a->eps), decay = v_set1(a->decay),
-           lr = v_set1(a->lr_bc1), ib2 = v_set1(a->inv_bc2);
-  size_t j = 0;
-  for (; j < n; j += VW) {
-    size_t rem_ = nn_min(VW, n - j);
-    vf gv = LD(g);
-    vf mv = v_fma(b1, LD(m), v_mul(c1, gv));
-    vf vv = v_fma(b2, LD(v), v_mul(c2, v_mul(gv, gv)));
-    vf upd = v_div(v_mul(lr, mv), v_add(v_sqrt(v_mul(vv, ib2)), eps));
-    vf pv = v_fms(LD(p), decay, upd);
-    if (rem_ == VW) { v_store(m + j, mv); v_store(v + j, vv); v_store(p + j, pv); }
-    else { v_storen(m + j, mv, rem_); v_storen(v + j, vv, rem_); v_storen(p + j, pv, rem_); }
+  const double b1 = a->beta1, c1 = a->one_m_beta1, b2 = a->beta2, c2 = a->one_m_beta2, eps = a->eps,
+               decay = a->decay, lr = a->lr, bc1 = a->bc1, bc2 = a->bc2;
+  for (size_t i = 0; i < n; i++) {
+    const double gi = g[i];
+    const double mi = b1 * (double)m[i] + c1 * gi;
+    const double vi = b2 * (double)v[i] + c2 * gi * gi;
+    m[i] = (float)mi;
+    v[i] = (float)vi;
+    p[i] = (float)((double)p[i] * decay - (lr * (mi / bc1)) / (sqrt(vi / bc2) + eps));
   }
 }
 
@@ -543,7 +575,7 @@ static void k_binary(int op, const float *a, ptrdiff_t sa, const float *b, ptrdi
     case NN_DIV: NN_BIN_LOOPS(x_ / y_); break;
     case NN_MAXIMUM: NN_BIN_LOOPS((x_ >= y_ || x_ != x_) ? x_ : y_); break;
     case NN_MINIMUM: NN_BIN_LOOPS((x_ <= y_ || x_ != x_) ? x_ : y_); break;
-    case NN_BPOW: NN_BIN_LOOPS((float)pow((double)x_, (double)y_)); break;
+    case NN_BPOW: NN_BIN_LOOPS((float)nn_js_pow((double)x_, (double)y_)); break;
     case NN_GT: NN_BIN_LOOPS(x_ > y_ ? 1.0f : 0.0f); break;
     case NN_GE: NN_BIN_LOOPS(x_ >= y_ ? 1.0f : 0.0f); break;
     case NN_LT: NN_BIN_LOOPS(x_ < y_ ? 1.0f : 0.0f); break;
