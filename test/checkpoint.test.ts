@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { getBackend } from '../src/index.ts';
 import { HfTokenizer } from '../src/data/tokenizer.ts';
 import { readSafetensorsSync } from '../src/io/safetensors.ts';
@@ -16,6 +16,7 @@ import {
 import { assertSameCheckpoint, metricsWithoutTimes, tinyBpeJson, tinyConfig, tmpDir, writeCorpus } from './train-fixtures.ts';
 
 const root = tmpDir('checkpoint');
+after(() => fs.rmSync(root, { recursive: true, force: true }));
 const corpus = writeCorpus(path.join(root, 'corpus'));
 let runs = 0;
 const runDir = (tag: string): string => path.join(root, `${tag}-${runs++}`);

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { getBackend, NativeBackend, noGrad, setBackend, tensor, zeros } from '../src/index.ts';
 import { main } from '../src/cli/main.ts';
 import { Progress, formatDuration } from '../src/cli/progress.ts';
@@ -18,6 +18,7 @@ import { nativeTestOptions, relErr } from './helpers.ts';
 import { assertSameCheckpoint, metricsWithoutTimes, tinyConfig, tmpDir, writeCorpus } from './train-fixtures.ts';
 
 const root = tmpDir('train');
+after(() => fs.rmSync(root, { recursive: true, force: true }));
 const corpus = writeCorpus(path.join(root, 'corpus'));
 let runs = 0;
 const runDir = (tag: string): string => path.join(root, `${tag}-${runs++}`);
