@@ -3,12 +3,13 @@ import '../index.ts';
 import { type Command, helpText, parse, UsageError } from './args.ts';
 import { benchCommand } from './bench.ts';
 import { evalCommand } from './eval.ts';
+import { experimentCommand } from './experiment.ts';
 import { generateCommand } from './generate.ts';
 import { infoCommand } from './info.ts';
 import { trainCommand } from './train.ts';
 import { version } from './version.ts';
 
-const commands: Command[] = [benchCommand, evalCommand, generateCommand, infoCommand, trainCommand];
+const commands: Command[] = [benchCommand, evalCommand, experimentCommand, generateCommand, infoCommand, trainCommand];
 
 function topHelp(): string {
   return [

@@ -36,6 +36,8 @@ export interface LineChart {
   columns?: number;
   /** Series order (legend and colours); default: first appearance. */
   seriesOrder?: string[];
+  /** Draw a dot at each point (default true; off for long curves). */
+  showPoints?: boolean;
 }
 
 /** The Vega-Lite spec of a line chart (exported for tests and for users who want to restyle it). */
@@ -59,9 +61,9 @@ export function lineChartSpec(c: LineChart): vl.TopLevelSpec {
   const xScale = { ...(c.xScale === 'log2' ? { type: 'log', base: 2 } : c.xScale === 'log10' ? { type: 'log', base: 10 } : { zero: false }), padding: 18 };
   const yScale = c.yScale === 'log10' ? { type: 'log', base: 10 } : { zero: false };
   const x = { field: 'x', type: 'quantitative', title: c.xTitle, scale: xScale, axis: xsAll.length <= 12 ? { values: xsAll } : {} };
-  const color = { field: 'series', type: 'nominal', title: null, scale: { domain: order }, legend: { orient: 'bottom' } };
+  const color = { field: 'series', type: 'nominal', title: null, scale: { domain: order }, legend: { orient: 'bottom', labelLimit: 360, columns: 3 } };
   const layers: unknown[] = [
-    { mark: { type: 'line', point: { filled: true, size: 45 }, strokeWidth: 1.8 }, encoding: { x, y: { field: 'y', type: 'quantitative', title: c.yTitle, scale: yScale }, color } },
+    { mark: { type: 'line', point: c.showPoints === false ? false : { filled: true, size: 45 }, strokeWidth: c.showPoints === false ? 1.2 : 1.8 }, encoding: { x, y: { field: 'y', type: 'quantitative', title: c.yTitle, scale: yScale }, color } },
   ];
   if (values.some((v) => v.lo !== null && v.hi !== null)) {
     layers.push({

@@ -1,0 +1,188 @@
+// The grid runner: executes an experiment's runs one after another, each in its own folder under
+// the experiment's output folder, and skips those already finished on disk.
+//
+//   <out>/<run id>/run.json      what defines the run (spec) and its hash, written when it starts
+//   <out>/<run id>/result.json   its result, written atomically when it ends: the "finished" mark
+//   <out>/<run id>/error.json    why it failed (a failed run is tried again next time)
+//   <out>/<run id>/…             whatever the run itself keeps (a training run's checkpoints)
+//
+// A run whose result.json carries the same spec hash is finished and is not run again. A run
+// folder without result.json is half-finished: the run is started again with `resuming` set, and
+// a training run continues from its latest checkpoint. A folder whose spec differs (the config was
+// edited) is moved to <out>/.stale/ and the run starts afresh.
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { readJsonSync, writeJsonAtomicSync } from '../util/atomic.ts';
+import type { RunStatus } from './report.ts';
+
+export interface RunContext {
+  /** The run's own folder (exists). */
+  dir: string;
+  /** The folder held an unfinished attempt of this run (same spec). */
+  resuming: boolean;
+  signal?: AbortSignal;
+  /** Progress within the run: fraction done (0…1) and a short text (e.g. 'step 120/400 loss 2.31'). */
+  progress(fraction: number, detail: string): void;
+  log(message: string): void;
+}
+
+export interface RunDef<R = unknown> {
+  /** Folder name: letters, digits, '.', '-', '_'. */
+  id: string;
+  /** Grid coordinates, for tables. */
+  labels: Record<string, string | number>;
+  seed: number;
+  /** Everything that defines the run (JSON). A change makes a finished run stale. */
+  spec: unknown;
+  /** Estimated seconds (for the plan and the ETA). */
+  estimate?: number;
+  execute(ctx: RunContext): Promise<R> | R;
+}
+
+export type RunnerEvent =
+  | { kind: 'plan'; total: number; finished: number; toRun: number; estimateSeconds: number }
+  | { kind: 'run-start'; index: number; total: number; id: string; resuming: boolean; estimate: number | null }
+  | { kind: 'run-progress'; id: string; fraction: number; detail: string; etaSeconds: number | null }
+  | { kind: 'run-end'; id: string; status: 'done' | 'failed'; seconds: number; error?: string }
+  | { kind: 'log'; message: string };
+
+export interface RunOutcome<R> {
+  def: RunDef<R>;
+  status: RunStatus;
+  /** The result (fresh or read from disk); null when the run failed. */
+  result: R | null;
+}
+
+export interface GridOptions {
+  onEvent?: (e: RunnerEvent) => void;
+  signal?: AbortSignal;
+}
+
+/** Thrown when the signal stops a grid between or inside runs; finished runs stay on disk. */
+export class InterruptedError extends Error {
+  constructor(readonly finished: number, readonly total: number) {
+    super(`interrupted after ${finished} of ${total} runs; run the same command again to continue`);
+  }
+}
+
+/** JSON with object keys sorted (so that key order does not change a hash). */
+export function stableStringify(v: unknown): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null';
+  if (Array.isArray(v)) return `[${v.map(stableStringify).join(',')}]`;
+  return `{${Object.keys(v).sort().filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+    .map((k) => `${JSON.stringify(k)}:${stableStringify((v as Record<string, unknown>)[k])}`).join(',')}}`;
+}
+
+export function specHash(spec: unknown): string {
+  return createHash('sha256').update(stableStringify(spec)).digest('hex').slice(0, 16);
+}
+
+export const RUN_FILE = 'run.json';
+export const RESULT_FILE = 'result.json';
+export const ERROR_FILE = 'error.json';
+
+interface ResultRecord<R> { id: string; specHash: string; seconds: number; finished: string; result: R }
+
+/** The finished result of a run folder, or null (missing, unreadable, or for another spec). */
+export function readFinished<R>(dir: string, hash: string): ResultRecord<R> | null {
+  const f = path.join(dir, RESULT_FILE);
+  if (!fs.existsSync(f)) return null;
+  try {
+    const r = readJsonSync<ResultRecord<R>>(f);
+    return r && r.specHash === hash ? r : null;
+  } catch {
+    return null;
+  }
+}
+
+function checkIds(defs: readonly RunDef[]): void {
+  const seen = new Set<string>();
+  for (const d of defs) {
+    if (!/^[\w.-]+$/.test(d.id) || d.id.startsWith('.')) throw new Error(`run id '${d.id}' must be letters, digits, '.', '-' or '_' (not starting with '.')`);
+    if (seen.has(d.id)) throw new Error(`run id '${d.id}' appears twice in the grid`);
+    seen.add(d.id);
+  }
+}
+
+/** Moves a run folder made for another spec out of the way (nothing is deleted). */
+function moveStale(out: string, id: string): string {
+  const staleDir = path.join(out, '.stale');
+  fs.mkdirSync(staleDir, { recursive: true });
+  const dest = path.join(staleDir, `${id}-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+  fs.renameSync(path.join(out, id), dest);
+  return dest;
+}
+
+/** Executes the runs not finished on disk, in order; returns every run's outcome. */
+export async function runGrid<R>(out: string, defs: readonly RunDef<R>[], opts: GridOptions = {}): Promise<RunOutcome<R>[]> {
+  checkIds(defs);
+  fs.mkdirSync(out, { recursive: true });
+  const emit = opts.onEvent ?? (() => {});
+  const hashes = defs.map((d) => specHash(d.spec));
+  const finished = defs.map((d, i) => readFinished<R>(path.join(out, d.id), hashes[i]));
+  const pending = defs.filter((_, i) => !finished[i]);
+  const estimateOf = (d: RunDef<R>): number => d.estimate ?? 0;
+  emit({ kind: 'plan', total: defs.length, finished: defs.length - pending.length, toRun: pending.length, estimateSeconds: pending.reduce((s, d) => s + estimateOf(d), 0) });
+
+  const outcomes: RunOutcome<R>[] = [];
+  // ETA: the remaining estimate scaled by how the runs so far compared with their estimates.
+  let spentActual = 0, spentEstimate = 0;
+  let remainingEstimate = pending.reduce((s, d) => s + estimateOf(d), 0);
+  let index = 0;
+  for (let i = 0; i < defs.length; i++) {
+    const def = defs[i], hash = hashes[i], dir = path.join(out, def.id);
+    const done = finished[i];
+    if (done) {
+      outcomes.push({ def, status: { id: def.id, status: 'skipped', seconds: done.seconds }, result: done.result });
+      continue;
+    }
+    if (opts.signal?.aborted) throw new InterruptedError(outcomes.filter((o) => o.status.status !== 'failed').length, defs.length);
+    index++;
+    let resuming = false;
+    if (fs.existsSync(path.join(dir, RUN_FILE))) {
+      let previous: { specHash?: string } | null = null;
+      try { previous = readJsonSync<{ specHash?: string }>(path.join(dir, RUN_FILE)); } catch { previous = null; }
+      if (previous?.specHash === hash) resuming = true;
+      else emit({ kind: 'log', message: `${def.id}: its configuration changed; the old folder moved to ${moveStale(out, def.id)}` });
+    } else if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) {
+      emit({ kind: 'log', message: `${def.id}: the folder holds no run record; moved to ${moveStale(out, def.id)}` });
+    }
+    fs.mkdirSync(dir, { recursive: true });
+    fs.rmSync(path.join(dir, ERROR_FILE), { force: true });
+    writeJsonAtomicSync(path.join(dir, RUN_FILE), { id: def.id, labels: def.labels, seed: def.seed, specHash: hash, started: new Date().toISOString(), spec: def.spec }, { durable: false });
+    const est = def.estimate ?? null;
+    emit({ kind: 'run-start', index, total: pending.length, id: def.id, resuming, estimate: est });
+    const t0 = performance.now();
+    const ratio = (): number => (spentEstimate > 0 ? spentActual / spentEstimate : 1);
+    const ctx: RunContext = {
+      dir, resuming, signal: opts.signal,
+      progress: (fraction, detail) => {
+        const f = Math.min(1, Math.max(0, fraction));
+        const elapsed = (performance.now() - t0) / 1000;
+        const thisLeft = f > 0.02 ? (elapsed / f) * (1 - f) : est !== null ? est * ratio() * (1 - f) : null;
+        const othersLeft = (remainingEstimate - estimateOf(def)) * ratio();
+        emit({ kind: 'run-progress', id: def.id, fraction: f, detail, etaSeconds: thisLeft === null ? null : thisLeft + othersLeft });
+      },
+      log: (message) => emit({ kind: 'log', message: `${def.id}: ${message}` }),
+    };
+    try {
+      const result = await def.execute(ctx);
+      const seconds = (performance.now() - t0) / 1000;
+      if (opts.signal?.aborted) throw new InterruptedError(outcomes.length, defs.length);
+      writeJsonAtomicSync(path.join(dir, RESULT_FILE), { id: def.id, specHash: hash, seconds, finished: new Date().toISOString(), result } satisfies ResultRecord<R>);
+      outcomes.push({ def, status: { id: def.id, status: 'done', seconds }, result });
+      emit({ kind: 'run-end', id: def.id, status: 'done', seconds });
+      if (est !== null && est > 0) { spentActual += seconds; spentEstimate += est; }
+    } catch (e) {
+      if (e instanceof InterruptedError || opts.signal?.aborted) throw new InterruptedError(outcomes.filter((o) => o.status.status !== 'failed').length, defs.length);
+      const seconds = (performance.now() - t0) / 1000;
+      const message = e instanceof Error ? e.message : String(e);
+      writeJsonAtomicSync(path.join(dir, ERROR_FILE), { id: def.id, specHash: hash, message, stack: e instanceof Error ? e.stack : undefined, time: new Date().toISOString() }, { durable: false });
+      outcomes.push({ def, status: { id: def.id, status: 'failed', seconds, error: message.split('\n')[0] }, result: null });
+      emit({ kind: 'run-end', id: def.id, status: 'failed', seconds, error: message });
+    }
+    remainingEstimate -= estimateOf(def);
+  }
+  return outcomes;
+}
