@@ -121,6 +121,9 @@ typedef struct {
   uint64_t call;
 } gemm_args;
 
+/* Up to this many B micro-panels per A block, A is read in place rather than packed. */
+#define A_IN_PLACE_MAX_PANELS 8
+
 static ptrdiff_t ceil_div(ptrdiff_t a, ptrdiff_t b) { return (a + b - 1) / b; }
 static ptrdiff_t round_up(ptrdiff_t a, ptrdiff_t b) { return ceil_div(a, b) * b; }
 static ptrdiff_t min_p(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
@@ -176,7 +179,18 @@ static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *
 
       for (ptrdiff_t ic = i0; ic < i1; ic += mc_step) {
         int mc = (int)min_p(mc_step, i1 - ic);
-        K->pack(A + ic * g->a_rs + pc * g->a_cs, g->a_rs, g->a_cs, mc, kc, MR, ap);
+        const float *a_block = A + ic * g->a_rs + pc * g->a_cs;
+        /* Packing A by transposition (A not transposed) costs about as much as one B
+         * micro-panel's worth of products with it; with few micro-panels, read full A
+         * micro-panels in place instead (and pack only the last, partial one). Transposed A
+         * packs by cheap copies, and read in place it would touch a new line every step. */
+        int full_rows = mc / MR * MR;
+        int a_in_place = K->kernel_strided_a && g->a_cs == 1 && nc <= A_IN_PLACE_MAX_PANELS * NR;
+        if (a_in_place)
+          K->pack(a_block + full_rows * g->a_rs, g->a_rs, g->a_cs, mc - full_rows, kc, MR,
+                  ap + (ptrdiff_t)full_rows * kc);
+        else
+          K->pack(a_block, g->a_rs, g->a_cs, mc, kc, MR, ap);
 
         for (int jr = 0; jr < nc; jr += NR) {
           int nr = nc - jr < NR ? nc - jr : NR;
@@ -189,11 +203,17 @@ static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *
               prefetcher_step(&pf_a, pf_per_call);
               prefetcher_step(&pf_b, pf_per_call);
             }
-            if (mr == MR && nr == NR) {
-              K->kernel(kc, a_panel, b_panel, c, g->ldc, acc);
-            } else {
-              /* Edge tile: compute the full tile aside, then copy the part inside C. */
-              K->kernel(kc, a_panel, b_panel, s->tile, NR, 0);
+            /* Edge tiles are computed whole into the scratch tile, then the part inside C
+             * is copied or added. */
+            int whole = mr == MR && nr == NR;
+            float *dst = whole ? c : s->tile;
+            ptrdiff_t ld_dst = whole ? g->ldc : NR;
+            if (a_in_place && mr == MR)
+              K->kernel_strided_a(kc, a_block + ir * g->a_rs, g->a_rs, g->a_cs, b_panel, dst,
+                                  ld_dst, whole && acc);
+            else
+              K->kernel(kc, a_panel, b_panel, dst, ld_dst, whole && acc);
+            if (!whole) {
               for (int i = 0; i < mr; i++) {
                 float *ci = c + i * g->ldc;
                 const float *ti = s->tile + i * NR;

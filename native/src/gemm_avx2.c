@@ -107,6 +107,91 @@ TARGET_AVX2 static void kernel_6x16(ptrdiff_t kc, const float *restrict a, const
       : "rax", "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",
         "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
 }
+
+/* The same tile with A read in place: row i of the micro-panel at a + i*rs_a, consecutive k
+ * at a stride of cs_a (A not transposed: rs_a = lda, cs_a = 1; transposed: rs_a = 1,
+ * cs_a = lda). Rows are addressed as a0 + {0, 1, 2, 3, 4}*rs and a3 + 2*rs (a3 = a0 + 3*rs),
+ * both pointers stepping by cs_a. */
+#define KS_STEP                                           \
+  "vmovaps (%[b]), %%ymm0\n\t"                            \
+  "vmovaps 32(%[b]), %%ymm1\n\t"                          \
+  "vbroadcastss (%[a0]), %%ymm2\n\t"                      \
+  "vfmadd231ps %%ymm0, %%ymm2, %%ymm4\n\t"                \
+  "vfmadd231ps %%ymm1, %%ymm2, %%ymm5\n\t"                \
+  "vbroadcastss (%[a0], %[rs], 1), %%ymm3\n\t"            \
+  "vfmadd231ps %%ymm0, %%ymm3, %%ymm6\n\t"                \
+  "vfmadd231ps %%ymm1, %%ymm3, %%ymm7\n\t"                \
+  "vbroadcastss (%[a0], %[rs], 2), %%ymm2\n\t"            \
+  "vfmadd231ps %%ymm0, %%ymm2, %%ymm8\n\t"                \
+  "vfmadd231ps %%ymm1, %%ymm2, %%ymm9\n\t"                \
+  "vbroadcastss (%[a3]), %%ymm3\n\t"                      \
+  "vfmadd231ps %%ymm0, %%ymm3, %%ymm10\n\t"               \
+  "vfmadd231ps %%ymm1, %%ymm3, %%ymm11\n\t"               \
+  "vbroadcastss (%[a0], %[rs], 4), %%ymm2\n\t"            \
+  "vfmadd231ps %%ymm0, %%ymm2, %%ymm12\n\t"               \
+  "vfmadd231ps %%ymm1, %%ymm2, %%ymm13\n\t"               \
+  "vbroadcastss (%[a3], %[rs], 2), %%ymm3\n\t"            \
+  "vfmadd231ps %%ymm0, %%ymm3, %%ymm14\n\t"               \
+  "vfmadd231ps %%ymm1, %%ymm3, %%ymm15\n\t"               \
+  "add %[cs], %[a0]\n\t"                                  \
+  "add %[cs], %[a3]\n\t"                                  \
+  "add $64, %[b]\n\t"
+
+TARGET_AVX2 static void kernel_6x16_strided_a(ptrdiff_t kc, const float *a, ptrdiff_t rs_a,
+                                              ptrdiff_t cs_a, const float *restrict b,
+                                              float *restrict c, ptrdiff_t ldc, int accumulate) {
+  ptrdiff_t k4 = kc / 4, krest = kc % 4, ldc_bytes = ldc * (ptrdiff_t)sizeof(float);
+  ptrdiff_t rs = rs_a * (ptrdiff_t)sizeof(float), cs = cs_a * (ptrdiff_t)sizeof(float);
+  const float *a0 = a, *a3 = a + 3 * rs_a;
+  for (int i = 0; i < MR; i++) {
+    _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
+  }
+  __asm__ volatile(
+      "vxorps %%ymm4, %%ymm4, %%ymm4\n\t"
+      "vxorps %%ymm5, %%ymm5, %%ymm5\n\t"
+      "vxorps %%ymm6, %%ymm6, %%ymm6\n\t"
+      "vxorps %%ymm7, %%ymm7, %%ymm7\n\t"
+      "vxorps %%ymm8, %%ymm8, %%ymm8\n\t"
+      "vxorps %%ymm9, %%ymm9, %%ymm9\n\t"
+      "vxorps %%ymm10, %%ymm10, %%ymm10\n\t"
+      "vxorps %%ymm11, %%ymm11, %%ymm11\n\t"
+      "vxorps %%ymm12, %%ymm12, %%ymm12\n\t"
+      "vxorps %%ymm13, %%ymm13, %%ymm13\n\t"
+      "vxorps %%ymm14, %%ymm14, %%ymm14\n\t"
+      "vxorps %%ymm15, %%ymm15, %%ymm15\n\t"
+      "test %[k4], %[k4]\n\t"
+      "jz 2f\n\t"
+      ".p2align 5\n"
+      "1:\n\t"
+      KS_STEP KS_STEP KS_STEP KS_STEP
+      "dec %[k4]\n\t"
+      "jnz 1b\n"
+      "2:\n\t"
+      "test %[krest], %[krest]\n\t"
+      "jz 4f\n"
+      "3:\n\t"
+      KS_STEP
+      "dec %[krest]\n\t"
+      "jnz 3b\n"
+      "4:\n\t"
+      "mov %[c], %%rax\n\t"
+      "test %[acc], %[acc]\n\t"
+      "jz 5f\n\t"
+      C_ROW_ADD(4, 5) C_ROW_ADD(6, 7) C_ROW_ADD(8, 9) C_ROW_ADD(10, 11) C_ROW_ADD(12, 13)
+      C_ROW_ADD(14, 15)
+      "jmp 6f\n"
+      "5:\n\t"
+      C_ROW_SET(4, 5) C_ROW_SET(6, 7) C_ROW_SET(8, 9) C_ROW_SET(10, 11) C_ROW_SET(12, 13)
+      C_ROW_SET(14, 15)
+      "6:\n\t"
+      "vzeroupper\n\t"
+      : [a0] "+r"(a0), [a3] "+r"(a3), [b] "+r"(b), [k4] "+r"(k4), [krest] "+r"(krest)
+      : [rs] "r"(rs), [cs] "r"(cs), [c] "r"(c), [ldc] "r"(ldc_bytes), [acc] "r"(accumulate)
+      : "rax", "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",
+        "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+}
+#undef KS_STEP
 #undef K_STEP
 #undef C_ROW_ADD
 #undef C_ROW_SET
@@ -256,6 +341,7 @@ static const cubit_gemm_kernels avx2_kernels = {
     /* Zen 3 here: L1d 32K, L2 512K. B micro-panel kc*nr*4 = 16K in L1; A block 144*256*4 = 144K. */
     .mc = 144, .kc = 256, .nc = 4080,
     .kernel = kernel_6x16,
+    .kernel_strided_a = kernel_6x16_strided_a,
     .pack = pack_avx2,
 };
 

@@ -11,8 +11,8 @@
 
 #include <stddef.h>
 
-/* Extra floats the driver allocates after each packing buffer: the SIMD packers may store a
- * few floats past the end of a panel (overwritten later, or landing here). */
+/* Extra floats the driver allocates after each packing buffer, as a safety margin for SIMD
+ * packers (the current ones store exactly inside their panels). */
 #define CUBIT_PACK_SLACK 64
 
 typedef struct cubit_gemm_kernels {
@@ -24,6 +24,12 @@ typedef struct cubit_gemm_kernels {
    * b is 64-byte aligned; a and c need no alignment. */
   void (*kernel)(ptrdiff_t kc, const float *a, const float *b, float *c, ptrdiff_t ldc,
                  int accumulate);
+
+  /* Optional (NULL if absent): the same with A read in place, a[i*rs_a + p*cs_a], for A blocks
+   * used by so few B micro-panels that packing them would cost more than it saves. All mr rows
+   * must exist. */
+  void (*kernel_strided_a)(ptrdiff_t kc, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
+                           const float *b, float *c, ptrdiff_t ldc, int accumulate);
 
   /* Packs `rows` rows (of a matrix whose element (r, p) is src[r*rs + p*cs]) times kc into
    * ceil(rows/R) micro-panels of R rows at dst (dst[panel*R*kc + p*R + r]); R is mr or nr.
