@@ -64,6 +64,21 @@ export interface NativeAddon {
   dropoutMask(out: Float32Array, length: number, p: number, seed: number): void;
   adamw(param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, length: number,
     lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, bc1: number, bc2: number): void;
+
+  // Streaming sequence mixers (native/src/krr.c, attention.c; CUBIT.md §3), float32, with the
+  // Backend kernels' arguments and MixerDims spelled out: tensors (B·H, T, D), lse (B·H, T),
+  // logLambda (H), dLambda (B·H), docIds (B, T) or null; every output is overwritten. Throws a
+  // RangeError for an array shorter than its shape, TypeError for malformed arguments.
+  krrSolve(r: Float32Array, rHat: Float32Array, y: Float32Array, logLambda: Float32Array, x: Float32Array, lse: Float32Array,
+    B: number, H: number, T: number, D: number, window: number, docIds: Int32Array | null, blockSize: number): void;
+  krrSolveBackward(r: Float32Array, rHat: Float32Array, logLambda: Float32Array, x: Float32Array, lse: Float32Array, g: Float32Array,
+    dr: Float32Array, drHat: Float32Array, dy: Float32Array, dLambda: Float32Array,
+    B: number, H: number, T: number, D: number, window: number, docIds: Int32Array | null, blockSize: number): void;
+  attention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, scale: number,
+    B: number, H: number, T: number, D: number, window: number, docIds: Int32Array | null, blockSize: number): void;
+  attentionBackward(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, g: Float32Array, scale: number,
+    dq: Float32Array, dk: Float32Array, dv: Float32Array,
+    B: number, H: number, T: number, D: number, window: number, docIds: Int32Array | null, blockSize: number): void;
 }
 
 const addonPath = fileURLToPath(new URL('../../../build/Release/cubit_native.node', import.meta.url));

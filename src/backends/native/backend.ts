@@ -1,7 +1,7 @@
 // The native backend: the reference backend's storage and bookkeeping, with its float32 kernels
 // replaced by the C addon's (AVX-512 / AVX2 / portable C, chosen at run time). A kernel the addon
 // lacks falls through to the reference twin, which the tests compare it against.
-import type { AdamWParams, BinaryOp, MatmulParams, ReduceOp, Storage, UnaryOp } from '../../core/backend.ts';
+import type { AdamWParams, BinaryOp, MatmulParams, MixerDims, ReduceOp, Storage, UnaryOp } from '../../core/backend.ts';
 import { ReferenceBackend } from '../reference/backend.ts';
 import type { CpuStorage } from '../cpu/memory.ts';
 import type { NativeAddon } from './addon.ts';
@@ -131,4 +131,32 @@ export class NativeBackend extends ReferenceBackend {
     if (!isF32(param, grad, m, v)) return super.adamw(param, grad, m, v, length, p);
     this.addon.adamw(f32(param), f32(grad), f32(m), f32(v), length, p.lr, p.beta1, p.beta2, p.eps, p.weightDecay, p.bc1, p.bc2);
   }
+
+  // ---- sequence mixers (native/src/krr.c, attention.c): streamed, no T×T buffer; float32 only
+
+  override krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, lse: Storage, d: MixerDims): void {
+    if (!isF32(r, rHat, y, logLambda, x, lse) || !idsOk(d)) return super.krrSolve(r, rHat, y, logLambda, x, lse, d);
+    this.addon.krrSolve(f32(r), f32(rHat), f32(y), f32(logLambda), f32(x), f32(lse), d.B, d.H, d.T, d.D, d.window, ids(d), d.blockSize);
+  }
+  override krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, lse: Storage, g: Storage,
+    dr: Storage, drHat: Storage, dy: Storage, dLambda: Storage, d: MixerDims): void {
+    if (!isF32(r, rHat, logLambda, x, lse, g, dr, drHat, dy, dLambda) || !idsOk(d)) {
+      return super.krrSolveBackward(r, rHat, logLambda, x, lse, g, dr, drHat, dy, dLambda, d);
+    }
+    this.addon.krrSolveBackward(f32(r), f32(rHat), f32(logLambda), f32(x), f32(lse), f32(g), f32(dr), f32(drHat), f32(dy), f32(dLambda),
+      d.B, d.H, d.T, d.D, d.window, ids(d), d.blockSize);
+  }
+  override attention(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, scale: number, d: MixerDims): void {
+    if (!isF32(q, k, v, out, lse) || !idsOk(d)) return super.attention(q, k, v, out, lse, scale, d);
+    this.addon.attention(f32(q), f32(k), f32(v), f32(out), f32(lse), scale, d.B, d.H, d.T, d.D, d.window, ids(d), d.blockSize);
+  }
+  override attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, g: Storage, scale: number,
+    dq: Storage, dk: Storage, dv: Storage, d: MixerDims): void {
+    if (!isF32(q, k, v, out, lse, g, dq, dk, dv) || !idsOk(d)) return super.attentionBackward(q, k, v, out, lse, g, scale, dq, dk, dv, d);
+    this.addon.attentionBackward(f32(q), f32(k), f32(v), f32(out), f32(lse), f32(g), scale, f32(dq), f32(dk), f32(dv),
+      d.B, d.H, d.T, d.D, d.window, ids(d), d.blockSize);
+  }
 }
+
+const idsOk = (d: MixerDims): boolean => d.docIds === null || d.docIds.dtype === 'int32';
+const ids = (d: MixerDims): Int32Array | null => (d.docIds ? i32(d.docIds) : null);

@@ -1,0 +1,80 @@
+/* The causal KRR solve of CUBIT.md §2-§3, streamed (mixer.h): drivers and N-API entry points.
+ * Each (b, h) row is one task on the thread pool: its blocks depend on each other (forward
+ * substitution in the forward, the adjoint solve from the last block in the backward). */
+#include <stdatomic.h>
+
+#include "mixer.h"
+#include "mixer_napi.h"
+#include "threadpool.h"
+
+typedef struct {
+  const mx_kernels *K;
+  mx_dims d;
+  mx_krr_args a;
+  _Atomic int failed;
+} krr_job;
+
+static void krr_fwd_task(void *ctx, int bh) {
+  krr_job *j = ctx;
+  if (j->K->krr_fwd(&j->d, &j->a, bh) != 0) atomic_store(&j->failed, 1);
+}
+
+static void krr_bwd_task(void *ctx, int bh) {
+  krr_job *j = ctx;
+  if (j->K->krr_bwd(&j->d, &j->a, bh) != 0) atomic_store(&j->failed, 1);
+}
+
+/* Floating-point work of one pass over the causal (or windowed) logits, for the threading
+ * threshold: about T * span * D multiply-adds per product. */
+static double krr_flops(const mx_dims *d, int products) {
+  double span = d->window > 0 && d->window < d->T ? d->window : d->T / 2.0 + 1;
+  return 2.0 * products * (double)d->B * d->H * d->T * span * d->D;
+}
+
+/* krrSolve(r, rHat, y, logLambda, x, lse, B, H, T, D, window, docIds, blockSize) */
+CUBIT_NAPI(cubit_napi_krr_solve) {
+  static const char *fn = "krrSolve";
+  napi_value argv[13];
+  krr_job job = {0};
+  mx_dims *d = &job.d;
+  float *r, *rh, *y, *ll, *x, *lse;
+  if (!cubit_get_args(env, info, fn, 13, argv) || !mx_arg_dims(env, argv, 6, fn, d)) return NULL;
+  size_t n = (size_t)d->B * d->H * d->T * d->D, nl = (size_t)d->B * d->H * d->T;
+  if (!mx_arg_f32(env, argv, 0, fn, "r", n, &r) || !mx_arg_f32(env, argv, 1, fn, "rHat", n, &rh) ||
+      !mx_arg_f32(env, argv, 2, fn, "y", n, &y) ||
+      !mx_arg_f32(env, argv, 3, fn, "logLambda", (size_t)d->H, &ll) ||
+      !mx_arg_f32(env, argv, 4, fn, "x", n, &x) || !mx_arg_f32(env, argv, 5, fn, "lse", nl, &lse))
+    return NULL;
+  if (mx_masks_build(d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
+  job.K = mx_current_kernels();
+  job.a = (mx_krr_args){.r = r, .rh = rh, .y = y, .loglam = ll, .x = x, .lse = lse};
+  cubit_parallel_for_work(d->B * d->H, krr_fwd_task, &job, krr_flops(d, 2));
+  if (atomic_load(&job.failed)) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory for scratch", fn);
+  return cubit_undefined(env);
+}
+
+/* krrSolveBackward(r, rHat, logLambda, x, lse, g, dr, drHat, dy, dLambda,
+ *                  B, H, T, D, window, docIds, blockSize) */
+CUBIT_NAPI(cubit_napi_krr_solve_backward) {
+  static const char *fn = "krrSolveBackward";
+  napi_value argv[17];
+  krr_job job = {0};
+  mx_dims *d = &job.d;
+  float *r, *rh, *ll, *x, *lse, *g, *dr, *drh, *dy, *dlam;
+  if (!cubit_get_args(env, info, fn, 17, argv) || !mx_arg_dims(env, argv, 10, fn, d)) return NULL;
+  size_t n = (size_t)d->B * d->H * d->T * d->D, nl = (size_t)d->B * d->H * d->T;
+  if (!mx_arg_f32(env, argv, 0, fn, "r", n, &r) || !mx_arg_f32(env, argv, 1, fn, "rHat", n, &rh) ||
+      !mx_arg_f32(env, argv, 2, fn, "logLambda", (size_t)d->H, &ll) ||
+      !mx_arg_f32(env, argv, 3, fn, "x", n, &x) || !mx_arg_f32(env, argv, 4, fn, "lse", nl, &lse) ||
+      !mx_arg_f32(env, argv, 5, fn, "g", n, &g) || !mx_arg_f32(env, argv, 6, fn, "dr", n, &dr) ||
+      !mx_arg_f32(env, argv, 7, fn, "drHat", n, &drh) || !mx_arg_f32(env, argv, 8, fn, "dy", n, &dy) ||
+      !mx_arg_f32(env, argv, 9, fn, "dLambda", (size_t)d->B * d->H, &dlam))
+    return NULL;
+  if (mx_masks_build(d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
+  job.K = mx_current_kernels();
+  job.a = (mx_krr_args){.r = r, .rh = rh, .loglam = ll, .x = x, .lse = lse, .g = g,
+                        .dr = dr, .drh = drh, .dy = dy, .dlam = dlam};
+  cubit_parallel_for_work(d->B * d->H, krr_bwd_task, &job, krr_flops(d, 5));
+  if (atomic_load(&job.failed)) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory for scratch", fn);
+  return cubit_undefined(env);
+}

@@ -1,0 +1,564 @@
+/* The mixer algorithms of mixer.h, written once against a small vector layer and compiled once
+ * per ISA. The including file defines, before including this one:
+ *   MX_TABLE   name of the function returning the mx_kernels table
+ *   MX_NAME    its ISA name
+ *   VW         floats per vector (16, 8, or 1 for the portable build)
+ *   vf, vmask  vector type, tail-mask type
+ *   v_zero v_set1 v_load v_store v_add v_sub v_mul v_max v_fma(a,b,c)=a*b+c
+ *   v_tailmask(n) (1 <= n <= VW lanes) v_loadm(p,m) v_storem(p,v,m)
+ *   v_exp2     2^x: exactly 0 for -inf (and below -126.5), NaN kept
+ *   mx_fmaf(a,b,c)  scalar a*b+c rounded as v_fma rounds it (fused where v_fma is)
+ *
+ * Per (b, h) and block of query rows R = [i0, i1) (nb rows, lanes of width ldq), the key span is
+ * [k0, i1) with k0 = lo(i0). Its logits are computed chunk by chunk (MX_KC keys at a time) into
+ * a transposed panel S[j][i]; nothing of size T x T exists. See CUBIT.md §3 for the maths.
+ * Logits are kept in base 2 (log2(e) is folded into the transposed query panel), so softmax
+ * weights are 2^(S - m): exp2 is about half the work of exp, and at D = 32 the exponentials
+ * cost as much as the products. The saved lse is natural, as the interface says. */
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "mixer.h"
+
+/* Keys per chunk of a panel: 64 keys x 64 lanes x 4 B = 16 KB, L1-resident with its operands. */
+#ifndef MX_KC
+#define MX_KC 64
+#endif
+/* Rows per step of the blocked b x b triangular solves. */
+#define MX_SB 8
+
+enum { MM_SET = 0, MM_ADD = 1, MM_SUB = 2, MM_NEG = 3 };
+
+#define MX_LOG2E 1.44269504088896341f
+#define MX_LN2 0.693147180559945309f
+
+static inline int mx_imin(int a, int b) { return a < b ? a : b; }
+static inline int mx_imax(int a, int b) { return a > b ? a : b; }
+static inline int mx_round_up(int a, int b) { return (a + b - 1) / b * b; }
+
+/* ---- the micro-kernel --------------------------------------------------------------------
+ * C[i*ldc + j] (mode)= sum_p A[i*ars + p*acs] * B[p*ldb + j] for i < mr, j < nv*VW (the last
+ * vector limited by `tail`). A is read by broadcasts, so either operand layout of A costs the
+ * same; B rows are contiguous. mr and nv are compile-time constants in each instance, so the
+ * accumulators live in registers. */
+static inline __attribute__((always_inline)) void mx_tile(const int mr, const int nv,
+                                                        const int has_tail, int k,
+                                                        const float *restrict A, ptrdiff_t ars,
+                                                        ptrdiff_t acs, const float *restrict B,
+                                                        ptrdiff_t ldb, float *restrict C,
+                                                        ptrdiff_t ldc, int mode, vmask tail) {
+  vf acc[24][4];
+#pragma GCC unroll 24
+  for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; v++) acc[i][v] = v_zero();
+  for (int p = 0; p < k; p++) {
+    vf b[4];
+    const float *bp = B + (ptrdiff_t)p * ldb;
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; v++)
+      b[v] = has_tail && v == nv - 1 ? v_loadm(bp + v * VW, tail) : v_load(bp + v * VW);
+    const float *ap = A + (ptrdiff_t)p * acs;
+#pragma GCC unroll 24
+    for (int i = 0; i < mr; i++) {
+      vf ai = v_set1(ap[i * ars]);
+#pragma GCC unroll 4
+      for (int v = 0; v < nv; v++) acc[i][v] = v_fma(ai, b[v], acc[i][v]);
+    }
+  }
+#pragma GCC unroll 24
+  for (int i = 0; i < mr; i++) {
+    float *c = C + (ptrdiff_t)i * ldc;
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; v++) {
+      vf r = acc[i][v];
+      const int masked = has_tail && v == nv - 1;
+      if (mode == MM_ADD || mode == MM_SUB) {
+        vf old = masked ? v_loadm(c + v * VW, tail) : v_load(c + v * VW);
+        r = mode == MM_ADD ? v_add(old, r) : v_sub(old, r);
+      } else if (mode == MM_NEG) {
+        r = v_sub(v_zero(), r);
+      }
+      if (masked) v_storem(c + v * VW, r, tail);
+      else v_store(c + v * VW, r);
+    }
+  }
+}
+
+typedef void (*mx_tile_fn)(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs, const float *B,
+                           ptrdiff_t ldb, float *C, ptrdiff_t ldc, int mode, vmask tail);
+
+/* Two instances per shape: whole vectors only (mx_tile_NV_MR), and a masked last vector
+ * (mx_tilet_NV_MR) for widths that are not a multiple of VW. */
+#define MX_DEF_TILE(NV, MR)                                                                    \
+  static void mx_tile_##NV##_##MR(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,        \
+                                  const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,      \
+                                  int mode, vmask tail) {                                      \
+    mx_tile(MR, NV, 0, k, A, ars, acs, B, ldb, C, ldc, mode, tail);                            \
+  }                                                                                            \
+  __attribute__((unused)) static void mx_tilet_##NV##_##MR(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs, \
+                                   const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,     \
+                                   int mode, vmask tail) {                                     \
+    mx_tile(MR, NV, 1, k, A, ars, acs, B, ldb, C, ldc, mode, tail);                            \
+  }
+#define MX_D4(NV) MX_DEF_TILE(NV, 1) MX_DEF_TILE(NV, 2) MX_DEF_TILE(NV, 3) MX_DEF_TILE(NV, 4)
+#define MX_D6(NV) MX_D4(NV) MX_DEF_TILE(NV, 5) MX_DEF_TILE(NV, 6)
+#define MX_D8(NV) MX_D6(NV) MX_DEF_TILE(NV, 7) MX_DEF_TILE(NV, 8)
+#define MX_D12(NV) MX_D8(NV) MX_DEF_TILE(NV, 9) MX_DEF_TILE(NV, 10) MX_DEF_TILE(NV, 11) MX_DEF_TILE(NV, 12)
+#define MX_D14(NV) MX_D12(NV) MX_DEF_TILE(NV, 13) MX_DEF_TILE(NV, 14)
+#define MX_D24(NV) MX_D14(NV) MX_DEF_TILE(NV, 15) MX_DEF_TILE(NV, 16) MX_DEF_TILE(NV, 17) \
+  MX_DEF_TILE(NV, 18) MX_DEF_TILE(NV, 19) MX_DEF_TILE(NV, 20) MX_DEF_TILE(NV, 21)          \
+  MX_DEF_TILE(NV, 22) MX_DEF_TILE(NV, 23) MX_DEF_TILE(NV, 24)
+#define MX_L4(F, NV) F##NV##_1, F##NV##_2, F##NV##_3, F##NV##_4
+#define MX_L6(F, NV) MX_L4(F, NV), F##NV##_5, F##NV##_6
+#define MX_L8(F, NV) MX_L6(F, NV), F##NV##_7, F##NV##_8
+#define MX_L12(F, NV) MX_L8(F, NV), F##NV##_9, F##NV##_10, F##NV##_11, F##NV##_12
+#define MX_L14(F, NV) MX_L12(F, NV), F##NV##_13, F##NV##_14
+#define MX_L24(F, NV) MX_L14(F, NV), F##NV##_15, F##NV##_16, F##NV##_17, F##NV##_18,        \
+  F##NV##_19, F##NV##_20, F##NV##_21, F##NV##_22, F##NV##_23, F##NV##_24
+/* mx_tiles[has_tail][nv][mr] */
+#define MX_TABLES(L1, L2, L3, L4)                                                              \
+  static const mx_tile_fn mx_f1[] = {0, L1(mx_tile_, 1)}, mx_t1[] = {0, L1(mx_tilet_, 1)};     \
+  static const mx_tile_fn mx_f2[] = {0, L2(mx_tile_, 2)}, mx_t2[] = {0, L2(mx_tilet_, 2)};     \
+  static const mx_tile_fn mx_f3[] = {0, L3(mx_tile_, 3)}, mx_t3[] = {0, L3(mx_tilet_, 3)};     \
+  static const mx_tile_fn mx_f4[] = {0, L4(mx_tile_, 4)}, mx_t4[] = {0, L4(mx_tilet_, 4)};     \
+  static const mx_tile_fn *const mx_tiles[2][5] = {{0, mx_f1, mx_f2, mx_f3, mx_f4},            \
+                                                   {0, mx_t1, mx_t2, mx_t3, mx_t4}};
+
+#if VW == 16
+/* 32 zmm: nv x mr accumulators + nv for B + 1 broadcast. */
+MX_D24(1) MX_D14(2) MX_D8(3) MX_D6(4)
+MX_TABLES(MX_L24, MX_L14, MX_L8, MX_L6)
+static const int mx_mr[] = {0, 24, 14, 8, 6};
+#define MX_NVMAX 4
+#elif VW == 8
+/* 16 ymm: 6 x 16 (12 accumulators + 2 + 1) or 12 x 8. */
+MX_D12(1) MX_D6(2)
+static const mx_tile_fn mx_f1[] = {0, MX_L12(mx_tile_, 1)}, mx_t1[] = {0, MX_L12(mx_tilet_, 1)};
+static const mx_tile_fn mx_f2[] = {0, MX_L6(mx_tile_, 2)}, mx_t2[] = {0, MX_L6(mx_tilet_, 2)};
+static const mx_tile_fn *const mx_tiles[2][3] = {{0, mx_f1, mx_f2}, {0, mx_t1, mx_t2}};
+static const int mx_mr[] = {0, 12, 6};
+#define MX_NVMAX 2
+#else
+/* Portable build: 4 x 4 scalars. */
+MX_D4(4)
+static const mx_tile_fn mx_f4[] = {0, MX_L4(mx_tile_, 4)};
+static const mx_tile_fn *const mx_tiles[2][5] = {{0, mx_f4, mx_f4, mx_f4, mx_f4}, {0}};
+static const int mx_mr[] = {0, 4, 4, 4, 4};
+#define MX_NVMAX 4
+#endif
+
+/* C (m x n, row stride ldc) (mode)= op(A) B with op(A)(i, p) = A[i*ars + p*acs] (m x k) and B
+ * row-major k x n (row stride ldb). C must not overlap A or B. */
+static void mx_mm(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,
+                  const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, int mode) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    if (mode == MM_SET || mode == MM_NEG)
+      for (int i = 0; i < m; i++) memset(C + (ptrdiff_t)i * ldc, 0, (size_t)n * sizeof(float));
+    return;
+  }
+  const int strip = VW == 1 ? n : MX_NVMAX * VW;
+  for (int j0 = 0; j0 < n; j0 += strip) {
+    int cols = mx_imin(n - j0, strip);
+    int nv = VW == 1 ? 4 : (cols + VW - 1) / VW;
+    if (VW == 1) {
+      /* Portable build: strips of 4 scalar columns. */
+      for (int jj = 0; jj < cols; jj += 4) {
+        int w = mx_imin(4, cols - jj);
+        for (int i0 = 0; i0 < m; i0 += 4) {
+          int mr = mx_imin(4, m - i0);
+          if (w == 4) {
+            mx_tiles[0][4][mr](k, A + (ptrdiff_t)i0 * ars, ars, acs, B + j0 + jj, ldb,
+                            C + (ptrdiff_t)i0 * ldc + j0 + jj, ldc, mode, v_tailmask(1));
+          } else {
+            for (int i = i0; i < i0 + mr; i++)
+              for (int j = j0 + jj; j < j0 + jj + w; j++) {
+                float s = 0;
+                for (int p = 0; p < k; p++) s += A[(ptrdiff_t)i * ars + (ptrdiff_t)p * acs] * B[(ptrdiff_t)p * ldb + j];
+                float *c = C + (ptrdiff_t)i * ldc + j;
+                *c = mode == MM_SET ? s : mode == MM_ADD ? *c + s : mode == MM_SUB ? *c - s : -s;
+              }
+          }
+        }
+      }
+      continue;
+    }
+    const int rem = cols - (nv - 1) * VW;
+    vmask tail = v_tailmask(rem);
+    const int MR = mx_mr[nv];
+    const mx_tile_fn *tab = mx_tiles[rem != VW][nv];
+    for (int i0 = 0; i0 < m; i0 += MR) {
+      int mr = mx_imin(MR, m - i0);
+      tab[mr](k, A + (ptrdiff_t)i0 * ars, ars, acs, B + j0, ldb, C + (ptrdiff_t)i0 * ldc + j0,
+              ldc, mode, tail);
+    }
+  }
+}
+
+/* ---- small vector helpers over a row of D floats -------------------------------------- */
+
+/* y += a * x */
+static inline void mx_axpy(int D, float a, const float *restrict x, float *restrict y) {
+  vf va = v_set1(a);
+  int d = 0;
+  for (; d + VW <= D; d += VW) v_store(y + d, v_fma(va, v_load(x + d), v_load(y + d)));
+  if (d < D) {
+    vmask m = v_tailmask(D - d);
+    v_storem(y + d, v_fma(va, v_loadm(x + d, m), v_loadm(y + d, m)), m);
+  }
+}
+
+static inline void mx_scal(int D, float a, float *y) {
+  vf va = v_set1(a);
+  int d = 0;
+  for (; d + VW <= D; d += VW) v_store(y + d, v_mul(va, v_load(y + d)));
+  if (d < D) {
+    vmask m = v_tailmask(D - d);
+    v_storem(y + d, v_mul(va, v_loadm(y + d, m)), m);
+  }
+}
+
+/* Tt[p*ldq + i] = s * X[i*D + p] for i < nb; lanes nb..ldq are zero. */
+static void mx_transpose(const float *X, int nb, int D, int ldq, float s, float *Tt) {
+  for (int p = 0; p < D; p++) {
+    float *t = Tt + (ptrdiff_t)p * ldq;
+    for (int i = 0; i < nb; i++) t[i] = s * X[(ptrdiff_t)i * D + p];
+    for (int i = nb; i < ldq; i++) t[i] = 0;
+  }
+}
+
+/* ---- masks -------------------------------------------------------------------------------
+ * Sets to -inf the entries of panel rows j in [j0, j1) (S points at row j0) that query rows
+ * i0 + lane (lane < nb) may not see. Rows j in [lo(i1-1), i0] are visible to every query of
+ * the block and are skipped, unless documents must be compared element by element. */
+static void mx_mask(const mx_dims *d, int b, int i0, int nb, int ldq, int j0, int j1, float *S) {
+  const int32_t *lo = d->lo + (ptrdiff_t)b * d->T;
+  const int ids = d->ids_elementwise[b];
+  const int32_t *id = ids ? d->doc + (ptrdiff_t)b * d->T : NULL;
+  const int full_lo = lo[i0 + nb - 1], full_hi = i0;
+  for (int j = j0; j < j1; j++) {
+    if (!ids && j >= full_lo && j <= full_hi) continue;
+    float *row = S + (ptrdiff_t)(j - j0) * ldq;
+    int a = mx_imin(mx_imax(j - i0, 0), nb); /* lanes below: j > i (above the diagonal) */
+    int lo_i = a, hi_i = nb;                  /* first lane at or after a with lo(i) > j */
+    while (lo_i < hi_i) {
+      int mid = (lo_i + hi_i) / 2;
+      if (lo[i0 + mid] > j) hi_i = mid;
+      else lo_i = mid + 1;
+    }
+    for (int i = 0; i < a; i++) row[i] = -INFINITY;
+    for (int i = lo_i; i < nb; i++) row[i] = -INFINITY;
+    if (ids)
+      for (int i = a; i < lo_i; i++)
+        if (id[i0 + i] != id[j]) row[i] = -INFINITY;
+  }
+}
+
+/* ---- softmax pieces over panel lanes ------------------------------------------------------ */
+
+/* Online softmax (base 2): folds nc panel rows into the running max m (>= -FLT_MAX, so never
+ * -inf) and sum l of each lane, turns the rows into 2^(S - m_new), and rescales the rows of the
+ * nb x D accumulator U by 2^(m_old - m_new). */
+static void mx_online(float *S, int nc, int ldq, float *m, float *l, float *corr, float *U,
+                      int nb, int D) {
+  for (int i = 0; i < ldq; i += VW) {
+    vf mo = v_load(m + i);
+    vf cm = v_set1(-INFINITY);
+    for (int j = 0; j < nc; j++) cm = v_max(cm, v_load(S + (ptrdiff_t)j * ldq + i));
+    vf mn = v_max(cm, mo);
+    vf c = v_exp2(v_sub(mo, mn));
+    vf s0 = v_zero(), s1 = v_zero();
+    int j = 0;
+    for (; j + 1 < nc; j += 2) {
+      float *r0 = S + (ptrdiff_t)j * ldq + i, *r1 = r0 + ldq;
+      vf e0 = v_exp2(v_sub(v_load(r0), mn)), e1 = v_exp2(v_sub(v_load(r1), mn));
+      v_store(r0, e0);
+      v_store(r1, e1);
+      s0 = v_add(s0, e0);
+      s1 = v_add(s1, e1);
+    }
+    if (j < nc) {
+      float *r0 = S + (ptrdiff_t)j * ldq + i;
+      vf e0 = v_exp2(v_sub(v_load(r0), mn));
+      v_store(r0, e0);
+      s0 = v_add(s0, e0);
+    }
+    v_store(l + i, v_fma(v_load(l + i), c, v_add(s0, s1)));
+    v_store(m + i, mn);
+    v_store(corr + i, c);
+  }
+  for (int i = 0; i < nb; i++)
+    if (corr[i] != 1.0f) mx_scal(D, corr[i], U + (ptrdiff_t)i * D);
+}
+
+/* S[j][i] = 2^(S[j][i] - lse2[i]) for nc rows. */
+static void mx_exp_rows(float *S, int nc, int ldq, const float *lse) {
+  for (int j = 0; j < nc; j++) {
+    float *r = S + (ptrdiff_t)j * ldq;
+    for (int i = 0; i < ldq; i += VW) v_store(r + i, v_exp2(v_sub(v_load(r + i), v_load(lse + i))));
+  }
+}
+
+/* ---- b x b triangular solves ---------------------------------------------------------------
+ * P (nb x nb) is a block's diagonal tile in panel layout: P(i, j) = Pt[j*ldq + i], lower
+ * triangular. X and Z are nb x D row-major and solved in place. */
+
+/* (P + lam I) X = X, forward substitution in steps of MX_SB rows. */
+static void mx_solve_lower(int nb, int D, const float *Pt, int ldq, float lam, float *X) {
+  for (int a = 0; a < nb; a += MX_SB) {
+    int e = mx_imin(a + MX_SB, nb);
+    if (a > 0) mx_mm(e - a, D, a, Pt + a, 1, ldq, X, D, X + (ptrdiff_t)a * D, D, MM_SUB);
+    for (int i = a; i < e; i++) {
+      float *xi = X + (ptrdiff_t)i * D;
+      for (int j = a; j < i; j++) mx_axpy(D, -Pt[(ptrdiff_t)j * ldq + i], X + (ptrdiff_t)j * D, xi);
+      mx_scal(D, 1.0f / (Pt[(ptrdiff_t)i * ldq + i] + lam), xi);
+    }
+  }
+}
+
+/* (P + lam I)^T Z = Z, backward substitution in steps of MX_SB rows. */
+static void mx_solve_upper_t(int nb, int D, const float *Pt, int ldq, float lam, float *Z) {
+  for (int e = nb; e > 0; e -= MX_SB) {
+    int a = mx_imax(e - MX_SB, 0);
+    /* Z[a:e] -= P[e:nb, a:e]^T Z[e:nb]; op(A)(i, k) = P(e + k, a + i) = Pt[(a+i)*ldq + e + k] */
+    if (e < nb)
+      mx_mm(e - a, D, nb - e, Pt + (ptrdiff_t)a * ldq + e, ldq, 1, Z + (ptrdiff_t)e * D, D,
+            Z + (ptrdiff_t)a * D, D, MM_SUB);
+    for (int i = e - 1; i >= a; i--) {
+      float *zi = Z + (ptrdiff_t)i * D;
+      for (int k = i + 1; k < e; k++) mx_axpy(D, -Pt[(ptrdiff_t)i * ldq + k], Z + (ptrdiff_t)k * D, zi);
+      mx_scal(D, 1.0f / (Pt[(ptrdiff_t)i * ldq + i] + lam), zi);
+    }
+  }
+}
+
+/* ---- attention forward: one row block (FlashAttention-2 style online softmax) ------------- */
+
+static int mx_att_fwd(const mx_dims *d, const mx_att_args *a, int bh, int blk) {
+  const int T = d->T, D = d->D, b = bh / d->H;
+  const int i0 = blk * d->block, i1 = mx_imin(T, i0 + d->block), nb = i1 - i0;
+  const int ldq = mx_round_up(nb, VW);
+  const int k0 = d->lo[(ptrdiff_t)b * T + i0];
+  const ptrdiff_t off = (ptrdiff_t)bh * T * D;
+  const float *K = a->k + off, *V = a->v + off;
+  float *Qt = mx_scratch(0, (size_t)D * ldq), *S = mx_scratch(1, (size_t)MX_KC * ldq);
+  float *st = mx_scratch(3, 3 * (size_t)ldq);
+  float *U = a->o + off + (ptrdiff_t)i0 * D; /* the output rows accumulate in place */
+  if (!Qt || !S || !st) return -1;
+  float *m = st, *l = st + ldq, *corr = st + 2 * ldq;
+  mx_transpose(a->q + off + (ptrdiff_t)i0 * D, nb, D, ldq, a->scale * MX_LOG2E, Qt);
+  for (int i = 0; i < ldq; i++) m[i] = -FLT_MAX, l[i] = 0;
+  memset(U, 0, (size_t)nb * D * sizeof(float));
+  for (int c0 = k0; c0 < i1; c0 += MX_KC) {
+    int nc = mx_imin(MX_KC, i1 - c0);
+    mx_mm(nc, ldq, D, K + (ptrdiff_t)c0 * D, D, 1, Qt, ldq, S, ldq, MM_SET);
+    mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S);
+    mx_online(S, nc, ldq, m, l, corr, U, nb, D);
+    mx_mm(nb, D, nc, S, 1, ldq, V + (ptrdiff_t)c0 * D, D, U, D, MM_ADD);
+  }
+  float *lse = a->lse + (ptrdiff_t)bh * T + i0;
+  for (int i = 0; i < nb; i++) {
+    mx_scal(D, 1.0f / l[i], U + (ptrdiff_t)i * D);
+    lse[i] = m[i] * MX_LN2 + logf(l[i]);
+  }
+  return 0;
+}
+
+/* ---- attention backward: one (b, h), rows in blocks, keys in chunks -----------------------
+ * dS = scale * P (dP - Drow), Drow_i = dO_i . O_i; dv += P^T dO, dq = dS k, dk += dS^T q. */
+
+static int mx_att_bwd(const mx_dims *d, const mx_att_args *a, int bh) {
+  const int T = d->T, D = d->D, b = bh / d->H, bs = d->block;
+  const int ldq_max = mx_round_up(mx_imin(bs, T), VW);
+  const ptrdiff_t off = (ptrdiff_t)bh * T * D;
+  const float *Q = a->q + off, *K = a->k + off, *V = a->v + off, *O = a->out + off, *G = a->g + off;
+  float *dQ = a->dq + off, *dK = a->dk + off, *dV = a->dv + off;
+  float *Qt = mx_scratch(0, (size_t)D * ldq_max), *Gt = mx_scratch(4, (size_t)D * ldq_max);
+  float *S = mx_scratch(1, (size_t)MX_KC * ldq_max), *dP = mx_scratch(2, (size_t)MX_KC * ldq_max);
+  float *st = mx_scratch(3, 2 * (size_t)ldq_max);
+  if (!Qt || !Gt || !S || !dP || !st) return -1;
+  float *lse = st, *Dr = st + ldq_max;
+  memset(dK, 0, (size_t)T * D * sizeof(float));
+  memset(dV, 0, (size_t)T * D * sizeof(float));
+  const vf vscale = v_set1(a->scale);
+  for (int i0 = 0; i0 < T; i0 += bs) {
+    const int i1 = mx_imin(T, i0 + bs), nb = i1 - i0, ldq = mx_round_up(nb, VW);
+    const int k0 = d->lo[(ptrdiff_t)b * T + i0];
+    mx_transpose(Q + (ptrdiff_t)i0 * D, nb, D, ldq, a->scale * MX_LOG2E, Qt);
+    mx_transpose(G + (ptrdiff_t)i0 * D, nb, D, ldq, 1.0f, Gt);
+    for (int i = 0; i < ldq; i++) {
+      /* Drow_i = dO_i . O_i with the micro-kernel's fused multiply-adds in its order, so that
+       * for a row with one visible key (O_i = V_i exactly) dP_ii - Drow_i is exactly 0. */
+      float s = 0;
+      if (i < nb)
+        for (int c = 0; c < D; c++) s = mx_fmaf(O[(ptrdiff_t)(i0 + i) * D + c], G[(ptrdiff_t)(i0 + i) * D + c], s);
+      Dr[i] = s;
+      lse[i] = i < nb ? a->lse_in[(ptrdiff_t)bh * T + i0 + i] * MX_LOG2E : 0;
+    }
+    for (int c0 = k0; c0 < i1; c0 += MX_KC) {
+      int nc = mx_imin(MX_KC, i1 - c0);
+      mx_mm(nc, ldq, D, K + (ptrdiff_t)c0 * D, D, 1, Qt, ldq, S, ldq, MM_SET);
+      mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S);
+      mx_exp_rows(S, nc, ldq, lse);
+      mx_mm(nc, D, nb, S, ldq, 1, G + (ptrdiff_t)i0 * D, D, dV + (ptrdiff_t)c0 * D, D, MM_ADD);
+      mx_mm(nc, ldq, D, V + (ptrdiff_t)c0 * D, D, 1, Gt, ldq, dP, ldq, MM_SET);
+      for (int j = 0; j < nc; j++) {
+        float *p = S + (ptrdiff_t)j * ldq, *q = dP + (ptrdiff_t)j * ldq;
+        for (int i = 0; i < ldq; i += VW)
+          v_store(q + i, v_mul(vscale, v_mul(v_load(p + i), v_sub(v_load(q + i), v_load(Dr + i)))));
+      }
+      mx_mm(nb, D, nc, dP, 1, ldq, K + (ptrdiff_t)c0 * D, D, dQ + (ptrdiff_t)i0 * D, D,
+            c0 == k0 ? MM_SET : MM_ADD);
+      mx_mm(nc, D, nb, dP, ldq, 1, Q + (ptrdiff_t)i0 * D, D, dK + (ptrdiff_t)c0 * D, D, MM_ADD);
+    }
+  }
+  return 0;
+}
+
+/* ---- KRR forward: one (b, h), blocks in order ----------------------------------------------
+ * Off-diagonal chunks fold into an online softmax with U = sum_j exp(S_ij - m_i) X_j; the
+ * diagonal chunk closes the row's log-sum-exp; then X_R = (P_RR + lam I)^-1 (Y_R - U / l). */
+
+static int mx_krr_fwd(const mx_dims *d, const mx_krr_args *a, int bh) {
+  const int T = d->T, D = d->D, b = bh / d->H, bs = d->block;
+  const int ldq_max = mx_round_up(mx_imin(bs, T), VW);
+  const ptrdiff_t off = (ptrdiff_t)bh * T * D;
+  const float *R = a->r + off, *Rh = a->rh + off, *Y = a->y + off;
+  float *X = a->x + off;
+  const float lam = (float)exp((double)a->loglam[bh % d->H]);
+  float *Rt = mx_scratch(0, (size_t)D * ldq_max), *S = mx_scratch(1, (size_t)MX_KC * ldq_max);
+  float *Sd = mx_scratch(2, (size_t)mx_imin(bs, T) * ldq_max);
+  float *st = mx_scratch(3, 3 * (size_t)ldq_max), *U = mx_scratch(4, (size_t)mx_imin(bs, T) * D);
+  if (!Rt || !S || !Sd || !st || !U) return -1;
+  float *m = st, *l = st + ldq_max, *corr = st + 2 * ldq_max;
+  for (int i0 = 0; i0 < T; i0 += bs) {
+    const int i1 = mx_imin(T, i0 + bs), nb = i1 - i0, ldq = mx_round_up(nb, VW);
+    const int k0 = d->lo[(ptrdiff_t)b * T + i0];
+    mx_transpose(R + (ptrdiff_t)i0 * D, nb, D, ldq, MX_LOG2E, Rt);
+    for (int i = 0; i < ldq; i++) m[i] = -FLT_MAX, l[i] = 0;
+    memset(U, 0, (size_t)nb * D * sizeof(float));
+    for (int c0 = k0; c0 < i0; c0 += MX_KC) {
+      int nc = mx_imin(MX_KC, i0 - c0);
+      mx_mm(nc, ldq, D, Rh + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, S, ldq, MM_SET);
+      mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S);
+      mx_online(S, nc, ldq, m, l, corr, U, nb, D);
+      mx_mm(nb, D, nc, S, 1, ldq, X + (ptrdiff_t)c0 * D, D, U, D, MM_ADD);
+    }
+    mx_mm(nb, ldq, D, Rh + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Sd, ldq, MM_SET);
+    mx_mask(d, b, i0, nb, ldq, i0, i1, Sd);
+    mx_online(Sd, nb, ldq, m, l, corr, U, nb, D);
+    float *lse = a->lse + (ptrdiff_t)bh * T + i0;
+    for (int i = 0; i < ldq; i++) {
+      corr[i] = 1.0f / l[i]; /* now 1/l */
+      if (i < nb) lse[i] = m[i] * MX_LN2 + logf(l[i]);
+    }
+    for (int j = 0; j < nb; j++) {
+      float *r = Sd + (ptrdiff_t)j * ldq;
+      for (int i = 0; i < ldq; i += VW) v_store(r + i, v_mul(v_load(r + i), v_load(corr + i)));
+    }
+    float *XR = X + (ptrdiff_t)i0 * D;
+    for (int i = 0; i < nb; i++) {
+      const float *y = Y + (ptrdiff_t)(i0 + i) * D, *u = U + (ptrdiff_t)i * D;
+      float *x = XR + (ptrdiff_t)i * D, s = corr[i];
+      for (int c = 0; c < D; c++) x[c] = y[c] - s * u[c];
+    }
+    mx_solve_lower(nb, D, Sd, ldq, lam, XR);
+  }
+  return 0;
+}
+
+/* ---- KRR backward: one (b, h), blocks from last to first -----------------------------------
+ * dy holds G minus the contributions of the blocks done so far, so on reaching block R it is
+ * the residual of the adjoint solve: Z_R = (P_RR + lam I)^-T dy_R. Then over the block's span,
+ * dP = -Z_R X^T, dS = P o (dP - rowsum(P o dP)): dr_R = dS r^, dr^ += dS^T r_R, and
+ * dy[k0:i0] -= P^T Z_R passes the adjoint on to earlier rows. P and dP of the span are kept in
+ * two (span x ldq) panels, O(T * block) floats.
+ * The row sum is taken shifted by the diagonal, sh_i = dP_ii: dP_ij - rowsum = (dP_ij - sh_i) -
+ * sum_k P_ik (dP_ik - sh_i) (rows of P sum to 1). With alpha > 0 the diagonal is the row's
+ * largest weight, often ~1; unshifted, dP_ii - rowsum cancels to a few float32 ulps of dP and
+ * dr / dr^ lose up to 1e-3 relative, while shifted the k = i term vanishes exactly. */
+
+static int mx_krr_bwd(const mx_dims *d, const mx_krr_args *a, int bh) {
+  const int T = d->T, D = d->D, b = bh / d->H, bs = d->block;
+  const int ldq_max = mx_round_up(mx_imin(bs, T), VW);
+  const ptrdiff_t off = (ptrdiff_t)bh * T * D;
+  const float *R = a->r + off, *Rh = a->rh + off, *X = a->x + off;
+  float *dR = a->dr + off, *dRh = a->drh + off, *dY = a->dy + off;
+  const float lam = (float)exp((double)a->loglam[bh % d->H]);
+  float *Rt = mx_scratch(0, (size_t)D * ldq_max), *Zt = mx_scratch(4, (size_t)D * ldq_max);
+  float *P = mx_scratch(1, (size_t)T * ldq_max), *dP = mx_scratch(2, (size_t)T * ldq_max);
+  float *st = mx_scratch(3, 3 * (size_t)ldq_max);
+  if (!Rt || !Zt || !P || !dP || !st) return -1;
+  float *lse = st, *c = st + ldq_max, *sh = st + 2 * ldq_max;
+  memcpy(dY, a->g + off, (size_t)T * D * sizeof(float));
+  memset(dRh, 0, (size_t)T * D * sizeof(float));
+  double dl = 0;
+  const int nblocks = (T + bs - 1) / bs;
+  for (int blk = nblocks - 1; blk >= 0; blk--) {
+    const int i0 = blk * bs, i1 = mx_imin(T, i0 + bs), nb = i1 - i0, ldq = mx_round_up(nb, VW);
+    const int k0 = d->lo[(ptrdiff_t)b * T + i0];
+    for (int i = 0; i < ldq; i++) lse[i] = i < nb ? a->lse[(ptrdiff_t)bh * T + i0 + i] * MX_LOG2E : 0;
+    mx_transpose(R + (ptrdiff_t)i0 * D, nb, D, ldq, MX_LOG2E, Rt);
+    /* The diagonal tile first: the adjoint solve needs it. Panel rows are keys k0..i1. */
+    float *Pd = P + (ptrdiff_t)(i0 - k0) * ldq;
+    mx_mm(nb, ldq, D, Rh + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Pd, ldq, MM_SET);
+    mx_mask(d, b, i0, nb, ldq, i0, i1, Pd);
+    mx_exp_rows(Pd, nb, ldq, lse);
+    float *Z = dY + (ptrdiff_t)i0 * D;
+    mx_solve_upper_t(nb, D, Pd, ldq, lam, Z);
+    for (ptrdiff_t n = 0; n < (ptrdiff_t)nb * D; n++) dl -= (double)Z[n] * X[(ptrdiff_t)i0 * D + n];
+    mx_transpose(Z, nb, D, ldq, 1.0f, Zt);
+    /* dP = -X Z^T on the diagonal tile first: its diagonal is the shift sh below. */
+    float *dPd = dP + (ptrdiff_t)(i0 - k0) * ldq;
+    mx_mm(nb, ldq, D, X + (ptrdiff_t)i0 * D, D, 1, Zt, ldq, dPd, ldq, MM_NEG);
+    for (int i = 0; i < ldq; i++) sh[i] = i < nb ? dPd[(ptrdiff_t)i * ldq + i] : 0, c[i] = 0;
+    /* P and dP off the diagonal, chunk by chunk, and c = rowsum(P o (dP - sh)) over the span. */
+    for (int c0 = k0, c1; c0 < i1; c0 = c1) {
+      c1 = c0 < i0 ? mx_imin(c0 + MX_KC, i0) : i1; /* off-diagonal chunks, then the tile */
+      const int nc = c1 - c0;
+      float *Pc = P + (ptrdiff_t)(c0 - k0) * ldq, *dPc = dP + (ptrdiff_t)(c0 - k0) * ldq;
+      if (c0 < i0) {
+        mx_mm(nc, ldq, D, Rh + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, Pc, ldq, MM_SET);
+        mx_mask(d, b, i0, nb, ldq, c0, c1, Pc);
+        mx_exp_rows(Pc, nc, ldq, lse);
+        mx_mm(nc, ldq, D, X + (ptrdiff_t)c0 * D, D, 1, Zt, ldq, dPc, ldq, MM_NEG);
+      }
+      for (int i = 0; i < ldq; i += VW) {
+        vf s = v_load(c + i), h = v_load(sh + i);
+        for (int j = 0; j < nc; j++)
+          s = v_fma(v_load(Pc + (ptrdiff_t)j * ldq + i), v_sub(v_load(dPc + (ptrdiff_t)j * ldq + i), h), s);
+        v_store(c + i, s);
+      }
+    }
+    /* dS = P o ((dP - sh) - c) and the three products, chunk by chunk. */
+    for (int c0 = k0, c1; c0 < i1; c0 = c1) {
+      c1 = c0 < i0 ? mx_imin(c0 + MX_KC, i0) : i1;
+      const int nc = c1 - c0;
+      float *Pc = P + (ptrdiff_t)(c0 - k0) * ldq, *dS = dP + (ptrdiff_t)(c0 - k0) * ldq;
+      for (int j = 0; j < nc; j++) {
+        float *p = Pc + (ptrdiff_t)j * ldq, *q = dS + (ptrdiff_t)j * ldq;
+        for (int i = 0; i < ldq; i += VW)
+          v_store(q + i, v_mul(v_load(p + i), v_sub(v_sub(v_load(q + i), v_load(sh + i)), v_load(c + i))));
+      }
+      mx_mm(nb, D, nc, dS, 1, ldq, Rh + (ptrdiff_t)c0 * D, D, dR + (ptrdiff_t)i0 * D, D,
+            c0 == k0 ? MM_SET : MM_ADD);
+      mx_mm(nc, D, nb, dS, ldq, 1, R + (ptrdiff_t)i0 * D, D, dRh + (ptrdiff_t)c0 * D, D, MM_ADD);
+      if (c0 < i0)
+        mx_mm(nc, D, nb, Pc, ldq, 1, Z, D, dY + (ptrdiff_t)c0 * D, D, MM_SUB);
+    }
+  }
+  a->dlam[bh] = (float)dl;
+  return 0;
+}
+
+static const mx_kernels mx_table = {
+    .name = MX_NAME,
+    .krr_fwd = mx_krr_fwd,
+    .krr_bwd = mx_krr_bwd,
+    .att_fwd = mx_att_fwd,
+    .att_bwd = mx_att_bwd,
+};
+
+const mx_kernels *MX_TABLE(void) { return &mx_table; }

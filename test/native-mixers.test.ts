@@ -1,0 +1,219 @@
+// The native streaming mixer kernels (native/src/krr.c, attention.c, mixer_simd.h) against their
+// dense float64 reference twins (src/backends/reference/mixers.ts), at the kernel level, on the
+// same float32 inputs: random shapes (T in {1, 5, 64, 67, 200}, D in {1, 8, 32}, blocks of
+// {1, 7, 64, ≥ T} rows, B·H up to 6), causal / sliding-window / packed-document masks, forward
+// (X, lse, out) and every gradient, plus a long T = 2048 case. Each runs under every ISA the CPU
+// has, at 1 and 2 threads; the two thread counts must agree bit for bit (tasks are whole (b, h)
+// rows or row blocks, never split by thread count).
+//
+// Tolerance: relErr ≤ 1e-4 (‖got − want‖/‖want‖), as for the golden vectors: the kernels round
+// to float32 at every product (~1e-7 each) and the KRR solve can amplify that by the condition
+// number of W + λI; 1e-4 leaves room for that and none for a wrong mask, block edge or term.
+// The backward kernels get the same X / out on both sides (the reference uses them as given).
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+import type { Backend, MixerDims, Storage } from '../src/core/backend.ts';
+import type { DType, TypedArray } from '../src/core/dtype.ts';
+import { Rng } from '../src/core/random.ts';
+import { loadNativeAddon, type NativeAddon, type NativeIsa } from '../src/backends/native/addon.ts';
+import { NativeBackend } from '../src/backends/native/backend.ts';
+import { ReferenceBackend } from '../src/backends/reference/backend.ts';
+import { nativeTestOptions, relErr, requireNative } from './helpers.ts';
+
+const TOL = 1e-4;
+
+interface Case {
+  B: number; H: number; T: number; D: number; window: number; blockSize: number;
+  /** 'runs': contiguous documents (as packing makes); 'mixed': ids recurring after another document. */
+  docs: 'none' | 'runs' | 'mixed';
+  seed: number;
+}
+
+interface Inputs {
+  r: Float32Array; rHat: Float32Array; y: Float32Array; logLambda: Float32Array; g: Float32Array;
+  q: Float32Array; k: Float32Array; v: Float32Array; scale: number; docIds: Int32Array | null;
+}
+
+function makeInputs(c: Case): Inputs {
+  const rng = new Rng(c.seed);
+  const n = c.B * c.H * c.T * c.D;
+  const normal = (scale = 1): Float32Array => Float32Array.from({ length: n }, () => scale * rng.normal());
+  const r = normal(), y = normal(), g = normal(), q = normal(), k = normal(), v = normal();
+  // r̂ = α r / ‖r‖ as the mixer makes it: then r_i·r̂_i is the largest logit of row i and W + λI
+  // is well conditioned (a random r̂ lets the solve grow exponentially along the sequence).
+  const alpha = Float32Array.from({ length: c.H }, () => 0.5 + 2.5 * rng.next());
+  const rHat = new Float32Array(n);
+  for (let t = 0; t < n / c.D; t++) {
+    let s = 0;
+    for (let j = 0; j < c.D; j++) s += r[t * c.D + j] ** 2;
+    const f = alpha[Math.floor(t / c.T) % c.H] / Math.max(Math.sqrt(s), 1e-6);
+    for (let j = 0; j < c.D; j++) rHat[t * c.D + j] = f * r[t * c.D + j];
+  }
+  const logLambda = Float32Array.from({ length: c.H }, () => -8 + 8 * rng.next());
+  let docIds: Int32Array | null = null;
+  if (c.docs !== 'none') {
+    docIds = new Int32Array(c.B * c.T);
+    for (let b = 0; b < c.B; b++) {
+      let id = 0;
+      for (let t = 0; t < c.T; t++) {
+        if (t > 0 && rng.next() < 0.08) id = c.docs === 'runs' ? id + 1 : (id + 1) % 3;
+        docIds[b * c.T + t] = id;
+      }
+    }
+  }
+  return { r, rHat, y, logLambda, g, q, k, v, scale: 1 / Math.sqrt(c.D), docIds };
+}
+
+/** A storage of `be` holding `values` (as float64 on the reference, so it computes in float64). */
+function store(be: Backend, values: ArrayLike<number>, dtype: DType): Storage {
+  const s = be.alloc(dtype, values.length);
+  be.write(s, values);
+  return s;
+}
+
+type Outputs = Record<string, TypedArray>;
+
+/**
+ * All four kernels on one backend. The backward kernels read `given` (X and out) when passed, so
+ * that both sides differentiate at the same point; otherwise their own forward's.
+ */
+function runKernels(be: Backend, c: Case, inp: Inputs, given?: Outputs): Outputs {
+  const f = be.name === 'native' ? 'float32' : 'float64';
+  const { B, H, T, D } = c;
+  const n = B * H * T * D;
+  const S = (v: ArrayLike<number>): Storage => store(be, v, f);
+  const Z = (len: number): Storage => be.alloc(f, len);
+  const ids = inp.docIds ? store(be, inp.docIds, 'int32') : null;
+  const d: MixerDims = { B, H, T, D, window: c.window, docIds: ids, blockSize: c.blockSize };
+  const read = (s: Storage): TypedArray => be.readSync(s, 0, s.length).slice();
+  const r = S(inp.r), rHat = S(inp.rHat), y = S(inp.y), ll = S(inp.logLambda), g = S(inp.g);
+  const x = Z(n), lse = Z(B * H * T);
+  be.krrSolve(r, rHat, y, ll, x, lse, d);
+  const xs = given ? S(given.x) : x;
+  const dr = Z(n), drHat = Z(n), dy = Z(n), dl = Z(B * H);
+  be.krrSolveBackward(r, rHat, ll, xs, lse, g, dr, drHat, dy, dl, d);
+  const q = S(inp.q), k = S(inp.k), v = S(inp.v);
+  const out = Z(n), lse2 = Z(B * H * T);
+  be.attention(q, k, v, out, lse2, inp.scale, d);
+  const outs = given ? S(given.out) : out;
+  const dq = Z(n), dk = Z(n), dv = Z(n);
+  be.attentionBackward(q, k, v, outs, lse2, g, inp.scale, dq, dk, dv, d);
+  return {
+    x: read(x), lse: read(lse), dr: read(dr), drHat: read(drHat), dy: read(dy), dLambda: read(dl),
+    out: read(out), attnLse: read(lse2), dq: read(dq), dk: read(dk), dv: read(dv),
+  };
+}
+
+const label = (c: Case): string =>
+  `B=${c.B} H=${c.H} T=${c.T} D=${c.D} block=${c.blockSize}${c.window ? ` window=${c.window}` : ''}${c.docs !== 'none' ? ` docs=${c.docs}` : ''}`;
+
+function isas(addon: NativeAddon): NativeIsa[] {
+  return addon.supportedIsas();
+}
+
+/** Native (every ISA, 1 and 2 threads) against the reference; 1 and 2 threads bit-identical. */
+function check(c: Case): void {
+  requireNative();
+  const addon = loadNativeAddon()!;
+  const native = new NativeBackend(addon), ref = new ReferenceBackend();
+  const inp = makeInputs(c);
+  for (const isa of isas(addon)) {
+    addon.setIsa(isa);
+    native.setThreads(1);
+    const one = runKernels(native, c, inp);
+    native.setThreads(2);
+    const two = runKernels(native, c, inp);
+    const want = runKernels(ref, c, inp, one);
+    for (const key of Object.keys(want)) {
+      const e = relErr(one[key], want[key]);
+      assert.ok(e <= TOL, `${label(c)} ${isa} ${key}: relErr ${e.toExponential(2)} > ${TOL}`);
+      assert.deepEqual(two[key], one[key], `${label(c)} ${isa} ${key}: 2 threads differ from 1`);
+    }
+  }
+}
+
+describe('native streaming mixers vs the float64 reference', nativeTestOptions(), () => {
+  after(() => {
+    const addon = loadNativeAddon();
+    if (addon) { addon.setIsa('auto'); addon.setThreads(0); }
+  });
+
+  // Every (T, D, block) combination, with masks and batch shapes rotated through the cases.
+  const masks: { window: (T: number) => number; docs: Case['docs'] }[] = [
+    { window: () => 0, docs: 'none' },
+    { window: (T) => Math.max(1, Math.floor(T / 3)), docs: 'none' },
+    { window: () => 0, docs: 'runs' },
+    { window: (T) => Math.max(1, Math.floor(T / 4)), docs: 'runs' },
+    { window: () => 0, docs: 'mixed' },
+    { window: () => 1, docs: 'none' },
+  ];
+  const shapes: [number, number][] = [[1, 1], [2, 3], [1, 6], [3, 2], [2, 1]];
+  let n = 0;
+  for (const T of [1, 5, 64, 67, 200]) {
+    for (const D of [1, 8, 32]) {
+      for (const blockSize of [1, 7, 64, T + 3]) {
+        const m = masks[n % masks.length], [B, H] = shapes[n % shapes.length];
+        const c: Case = { B, H, T, D, window: m.window(T), blockSize, docs: m.docs, seed: 100 + n++ };
+        // blocks of 1 row at T = 200 cost many tiny calls: one mask is enough there
+        if (blockSize === 1 && T === 200 && n % 3 !== 0) continue;
+        test(label(c), () => check(c));
+      }
+    }
+  }
+
+  test('odd head dims and a block wider than the vector (D = 33, 17; block 20)', () => {
+    check({ B: 1, H: 2, T: 90, D: 33, window: 0, blockSize: 20, docs: 'runs', seed: 7 });
+    check({ B: 2, H: 1, T: 45, D: 17, window: 9, blockSize: 20, docs: 'none', seed: 8 });
+  });
+
+  test('long sequence: T = 2048 (causal, and a 300-token window with documents)', () => {
+    check({ B: 1, H: 1, T: 2048, D: 32, window: 0, blockSize: 64, docs: 'none', seed: 11 });
+    check({ B: 1, H: 1, T: 2048, D: 16, window: 300, blockSize: 64, docs: 'runs', seed: 12 });
+  });
+
+  test('block size changes only rounding: blocks of 1, 13, 64 and T agree to 1e-5', () => {
+    requireNative();
+    const native = new NativeBackend(loadNativeAddon()!);
+    const base: Case = { B: 1, H: 2, T: 150, D: 32, window: 0, blockSize: 64, docs: 'runs', seed: 21 };
+    const inp = makeInputs(base);
+    const want = runKernels(native, base, inp);
+    for (const blockSize of [1, 13, 150]) {
+      const got = runKernels(native, { ...base, blockSize }, inp, want);
+      for (const key of Object.keys(want)) {
+        const e = relErr(got[key], want[key]);
+        assert.ok(e <= 1e-5, `block ${blockSize} vs 64, ${key}: relErr ${e.toExponential(2)}`);
+      }
+    }
+  });
+
+  test('prefix consistency: outputs at t < 100 ignore tokens ≥ 100', () => {
+    requireNative();
+    const native = new NativeBackend(loadNativeAddon()!);
+    const c: Case = { B: 1, H: 1, T: 160, D: 8, window: 0, blockSize: 64, docs: 'none', seed: 31 };
+    const inp = makeInputs(c);
+    const a = runKernels(native, c, inp);
+    const changed: Inputs = { ...inp };
+    for (const key of ['r', 'rHat', 'y', 'q', 'k', 'v'] as const) {
+      const t = inp[key].slice();
+      for (let i = 100 * c.D; i < t.length; i++) t[i] = -3 * t[i] + 1;
+      changed[key] = t;
+    }
+    const b = runKernels(native, c, changed);
+    for (const key of ['x', 'out'] as const) {
+      assert.deepEqual(b[key].subarray(0, 100 * c.D), a[key].subarray(0, 100 * c.D), `${key} changed before t = 100`);
+    }
+  });
+
+  test('bad arguments throw naming the argument', () => {
+    requireNative();
+    const addon = loadNativeAddon()!;
+    const f = (n: number): Float32Array => new Float32Array(n);
+    assert.throws(() => addon.krrSolve(f(8), f(8), f(7), f(1), f(8), f(4), 1, 1, 4, 2, 0, null, 64), /krrSolve: y has 7 elements, needs 8/);
+    assert.throws(() => addon.attention(f(8), f(8), f(8), f(8), f(4), 1, 1, 1, 4, 2, 0, new Int32Array(3), 64), /attention: docIds has 3 ids, needs B\*T = 4/);
+    assert.throws(() => addon.attention(f(8), f(8), f(8), f(8), f(4), Infinity, 1, 1, 4, 2, 0, null, 64), /attention: argument 6 \(scale\) must be finite/);
+    assert.throws(() => addon.krrSolveBackward(f(8), f(8), f(1), f(8), f(4), f(8), f(8), f(8), f(8), f(1), 1, 1, 4, 2, 0, null, 0),
+      /krrSolveBackward: argument 17 \(blockSize\) must be >= 1/);
+    assert.throws(() => addon.attentionBackward(f(8), f(8), f(8), f(8), f(4), f(8), 1, f(8), f(8), f(8), 1, 1, 4, 0, 0, null, 8),
+      /attentionBackward: argument 14 \(D\) must be in \[1, 2\^31\)/);
+  });
+});
