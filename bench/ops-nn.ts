@@ -1,7 +1,8 @@
 // Benchmark of the fused NN kernels, native (C addon) against the reference (plain TS), called at
 // the kernel level on preallocated storages so that only the kernels are timed. Prints one JSON
-// line per case: {op, shape, backend, threads, isa, median_ms, gbps}. gbps counts the bytes a
-// kernel must read and write once (e.g. softmax forward: x in, y out).
+// line per case: {op, shape, backend, threads, isa, median_ms, gbps, cpu_ms}. gbps counts the
+// bytes a kernel must read and write once (e.g. softmax forward: x in, y out) over the wall-time
+// median; cpu_ms is the median process CPU time of one call (steadier on a shared machine).
 // Issue 2's cases are softmax and RMSNorm on 4096×1024, forward and forward+backward; --all adds
 // log-softmax, LayerNorm, cross-entropy, GELU, AdamW, a broadcast add and a transposed copy.
 // Usage: node --import tsx bench/ops-nn.ts [--threads=1,2] [--isa=avx2] [--all] [--no-reference] [--min-ms=300]
@@ -147,10 +148,25 @@ if (flag('all')) {
   );
 }
 
+/** Median process CPU time (user + system) of one call: on a shared, loaded machine it moves
+ * far less than wall time for one thread (with more, it adds up every thread, spinning included). */
+function medianCpuMs(fn: () => void, runs: number): number {
+  const t: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const c0 = process.cpuUsage();
+    fn();
+    const c = process.cpuUsage(c0);
+    t.push((c.user + c.system) / 1000);
+  }
+  t.sort((a, b) => a - b);
+  return t[t.length >> 1];
+}
+
 function measure(c: Case, b: Backend, extra: Record<string, unknown>): void {
   const call = c.setup(b);
   const ms = medianMs(call, { minMs, warmup: 2, minRuns: 5 });
-  emit({ op: c.op, shape: c.shape, backend: b.name, ...extra, median_ms: round(ms, 3), gbps: round(c.bytes / (ms * 1e6), 2) });
+  const cpu = medianCpuMs(call, Math.max(5, Math.min(50, Math.ceil(minMs / ms))));
+  emit({ op: c.op, shape: c.shape, backend: b.name, ...extra, median_ms: round(ms, 3), gbps: round(c.bytes / (ms * 1e6), 2), cpu_ms: round(cpu, 3) });
 }
 
 const native = new NativeBackend(addon);

@@ -43,6 +43,18 @@ static inline float v_hmin(vf v) {
   s = _mm_min_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+/* doubles: the low and high halves of a float vector, widened */
+typedef __m256d vd;
+static inline double vd_hsum(vd v) {
+  __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+#define vd_zero() _mm256_setzero_pd()
+#define vd_lo(v) _mm256_cvtps_pd(_mm256_castps256_ps128(v))
+#define vd_hi(v) _mm256_cvtps_pd(_mm256_extractf128_ps((v), 1))
+#define vd_mul _mm256_mul_pd
+#define vd_fma(a, b, c) _mm256_fmadd_pd((a), (b), (c))
+#define vd_add _mm256_add_pd
 #define v_zero() _mm256_setzero_ps()
 #define v_set1(x) _mm256_set1_ps(x)
 #define v_load(p) _mm256_loadu_ps(p)

@@ -46,6 +46,15 @@ static inline vm v_tail(size_t n) { return (vm)((1u << n) - 1u); }
 #define v_hsum(v) _mm512_reduce_add_ps(v)
 #define v_hmax(v) _mm512_reduce_max_ps(v)
 #define v_hmin(v) _mm512_reduce_min_ps(v)
+/* doubles: the low and high halves of a float vector, widened */
+typedef __m512d vd;
+#define vd_zero() _mm512_setzero_pd()
+#define vd_lo(v) _mm512_cvtps_pd(_mm512_castps512_ps256(v))
+#define vd_hi(v) _mm512_cvtps_pd(_mm512_extractf32x8_ps((v), 1))
+#define vd_mul _mm512_mul_pd
+#define vd_fma(a, b, c) _mm512_fmadd_pd((a), (b), (c))
+#define vd_add _mm512_add_pd
+#define vd_hsum(v) _mm512_reduce_add_pd(v)
 
 /* exp(x): n = round(x/ln2), r = x - n ln2 (Cody-Waite), Cephes' degree-6 polynomial for e^r,
  * then scalef by 2^n, which handles overflow to inf and gradual underflow to 0 by itself. The

@@ -40,5 +40,13 @@ static inline float v_min_(float x, float acc) { return x < acc ? x : acc; }
 #define v_hmax(v) (v)
 #define v_hmin(v) (v)
 #define v_exp(x) expf(x)
+typedef double vd; /* one lane: the "high half" is empty */
+#define vd_zero() 0.0
+#define vd_lo(v) ((double)(v))
+#define vd_hi(v) 0.0
+#define vd_mul(a, b) ((a) * (b))
+#define vd_fma(a, b, c) ((a) * (b) + (c))
+#define vd_add(a, b) ((a) + (b))
+#define vd_hsum(v) (v)
 
 #include "kernels_nn_simd.h"

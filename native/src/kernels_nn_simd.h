@@ -10,6 +10,7 @@
  *   v_lt v_gt v_ge v_unord(a) v_sel(m,t,f) v_mor(a,b) v_any(m)
  *   v_hsum v_hmax v_hmin  (horizontal, in float)
  *   v_exp               exp, ~1 ulp, exact 0 for -inf, NaN kept, inf above ~88.72
+ *   vd, vd_zero vd_lo vd_hi vd_mul vd_fma vd_add vd_hsum: double vectors of half a float vector
  * Sums are taken in float over blocks of NN_BLK elements with two accumulators and the block
  * totals added in double, so a row of any length stays within ~1e-7 relative of a float64 sum. */
 #include <math.h>
@@ -254,21 +255,26 @@ static inline void nn_flush(float *f, double *d, size_t n) {
   for (size_t j = 0; j < n; j++) { d[j] += (double)f[j]; f[j] = 0.0f; }
 }
 
-/* sum of g*w*x (w may be NULL) with products and sums in double: eight lanes the compiler
- * vectorises at the ISA's width. */
+/* sum of g*w*x (w may be NULL) with products and sums in double (each half of a float vector
+ * widened): g*w is exact in double, and the FMA adds g*w*x with one rounding. */
 static inline double nn_dot3_d(const float *g, const float *w, const float *x, size_t n) {
-  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  vd a0 = vd_zero(), a1 = vd_zero();
+  const vf one = v_set1(1.0f);
+#define NN_DOT3_STEP(LOAD)                                       \
+  do {                                                           \
+    vf gv = LOAD(g), wv = w ? LOAD(w) : one, xv = LOAD(x);       \
+    a0 = vd_fma(vd_mul(vd_lo(gv), vd_lo(wv)), vd_lo(xv), a0);    \
+    a1 = vd_fma(vd_mul(vd_hi(gv), vd_hi(wv)), vd_hi(xv), a1);    \
+  } while (0)
+#define NN_FULL(p) v_load((p) + j)
+#define NN_TAIL(p) v_loadn((p) + j, n - j, 0.0f)
   size_t j = 0;
-  if (w) {
-    for (; j + 8 <= n; j += 8)
-      for (int k = 0; k < 8; k++) acc[k] += (double)g[j + k] * (double)w[j + k] * (double)x[j + k];
-    for (; j < n; j++) acc[0] += (double)g[j] * (double)w[j] * (double)x[j];
-  } else {
-    for (; j + 8 <= n; j += 8)
-      for (int k = 0; k < 8; k++) acc[k] += (double)g[j + k] * (double)x[j + k];
-    for (; j < n; j++) acc[0] += (double)g[j] * (double)x[j];
-  }
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; j + VW <= n; j += VW) NN_DOT3_STEP(NN_FULL);
+  if (j < n) NN_DOT3_STEP(NN_TAIL);
+#undef NN_DOT3_STEP
+#undef NN_FULL
+#undef NN_TAIL
+  return vd_hsum(vd_add(a0, a1));
 }
 
 /* dx = rs*g*w - x*rs^3*mean(g*w*x); dw += g*x*rs.
