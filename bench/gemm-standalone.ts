@@ -67,8 +67,12 @@ function run(c: Case, threads: number, isa: string): void {
   }
   times.sort((x, y) => x - y);
   const median = times[times.length >> 1];
-  const gflops = (2 * batch * m * n * k) / (median * 1e6);
-  console.log(JSON.stringify({ op: c.op, shape: c.shape, threads, isa, median_ms: +median.toFixed(4), gflops: +gflops.toFixed(1) }));
+  const flops = 2 * batch * m * n * k;
+  // min_ms / best_gflops: the fastest run, a hint of what a quiet machine gives when others share it.
+  console.log(JSON.stringify({
+    op: c.op, shape: c.shape, threads, isa, median_ms: +median.toFixed(4), gflops: +(flops / (median * 1e6)).toFixed(1),
+    min_ms: +times[0].toFixed(4), best_gflops: +(flops / (times[0] * 1e6)).toFixed(1), runs: times.length,
+  }));
 }
 
 for (const isa of isas) {

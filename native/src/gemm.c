@@ -287,9 +287,11 @@ static void plan_tiles(gemm_job *job, ptrdiff_t batch, int nthreads) {
   if (nthreads <= 1 || batch % nthreads == 0 || batch >= 8 * (ptrdiff_t)nthreads) return;
   ptrdiff_t tiles = nthreads / gcd_p(batch, nthreads);
   if (tiles > job->mblocks * job->nblocks) tiles = job->mblocks * job->nblocks;
-  /* Among tm x tn = tiles, pick the cheapest: compute including padding to whole
-   * micro-tiles, plus repacking (A is packed by each of the tn column tiles, B by each of
-   * the tm row tiles; a packed float costs roughly as much as 16 flops). */
+  /* Among tm x tn = tiles, pick the cheapest task: its products, padded to whole
+   * micro-tiles, plus packing its rows of A and columns of B (every task packs its own, so a
+   * split along n repacks A and a split along m repacks B). A packed float costs about 16
+   * flops when packing transposes it (A not transposed, B transposed), 6 when it copies. */
+  double wA = g->a_cs == 1 ? 16.0 : 6.0, wB = g->b_rs == 1 ? 6.0 : 16.0;
   double best = -1;
   for (ptrdiff_t tm = 1; tm <= tiles; tm++) {
     if (tiles % tm) continue;
@@ -297,7 +299,7 @@ static void plan_tiles(gemm_job *job, ptrdiff_t batch, int nthreads) {
     if (tm > job->mblocks || tn > job->nblocks) continue;
     double rows = (double)ceil_div(job->mblocks, tm) * g->K->mr;
     double cols = (double)ceil_div(job->nblocks, tn) * g->K->nr;
-    double cost = (2.0 * rows * cols + 16.0 * (rows + cols)) * (double)g->k; /* per task */
+    double cost = (2.0 * rows * cols + wA * rows + wB * cols) * (double)g->k; /* per task */
     if (best < 0 || cost < best) best = cost, job->tm = (int)tm, job->tn = (int)tn;
   }
 }
