@@ -64,16 +64,23 @@ static uint64_t now_ns(void) {
 /* How long the calling thread spins waiting for the workers before it sleeps too. */
 #define CALLER_SPIN_NS 100000u
 
+/* A job lives on the calling thread's stack for the duration of cubit_parallel_for. */
 typedef struct {
-  /* The job being run; written by the caller before it bumps `generation`. */
   void (*fn)(void *, int);
   void *ctx;
   int ntasks;
   _Atomic int next_task;
+} job_t;
 
-  _Atomic uint32_t generation; /* bumped once per job: workers wait for it to change */
+typedef struct {
+  /* The current job, or NULL once the caller has run out of tasks. Workers register in
+   * `active` before looking at it, and the caller clears it, then waits for `active` to drain:
+   * so a worker never touches a finished job, and the caller never waits for a worker that is
+   * still asleep (it does the tasks itself meanwhile; the late worker then finds nothing). */
+  _Atomic(job_t *) job;
+  _Atomic uint32_t active;     /* workers inside a job; the caller may sleep on it */
+  _Atomic uint32_t generation; /* bumped once per job: idle workers wait for it to change */
   _Atomic int sleeping_workers;
-  _Atomic uint32_t busy_workers; /* workers still inside the current job; the caller may sleep on it */
   _Atomic int caller_sleeping;
   _Atomic int quit;
 
@@ -94,14 +101,11 @@ int cubit_num_threads(void) {
   return n > 0 ? n : cubit_cpu_count();
 }
 
-static void run_tasks(void) {
-  void (*fn)(void *, int) = pool.fn;
-  void *ctx = pool.ctx;
-  int ntasks = pool.ntasks;
+static void run_tasks(job_t *job) {
   for (;;) {
-    int t = atomic_fetch_add_explicit(&pool.next_task, 1, memory_order_relaxed);
-    if (t >= ntasks) break;
-    fn(ctx, t);
+    int t = atomic_fetch_add_explicit(&job->next_task, 1, memory_order_relaxed);
+    if (t >= job->ntasks) break;
+    job->fn(job->ctx, t);
   }
 }
 
@@ -127,10 +131,12 @@ static void *worker_main(void *arg) {
     }
     seen = atomic_load_explicit(&pool.generation, memory_order_acquire);
     if (atomic_load(&pool.quit)) break;
-    run_tasks();
-    /* seq_cst pairs with the caller's flag-then-check when it goes to sleep */
-    if (atomic_fetch_sub(&pool.busy_workers, 1) == 1 && atomic_load(&pool.caller_sleeping))
-      word_wake_all(&pool.busy_workers);
+    /* Register, then look for the job (seq_cst pairs with the caller's clear-then-check). */
+    atomic_fetch_add(&pool.active, 1);
+    job_t *job = atomic_load(&pool.job);
+    if (job) run_tasks(job);
+    if (atomic_fetch_sub(&pool.active, 1) == 1 && atomic_load(&pool.caller_sleeping))
+      word_wake_all(&pool.active);
   }
   return NULL;
 }
@@ -196,27 +202,27 @@ void cubit_parallel_for(int ntasks, void (*fn)(void *ctx, int task), void *ctx) 
     }
   }
 
-  pool.fn = fn;
-  pool.ctx = ctx;
-  pool.ntasks = ntasks;
-  atomic_store_explicit(&pool.next_task, 0, memory_order_relaxed);
-  atomic_store_explicit(&pool.busy_workers, (uint32_t)pool.nworkers, memory_order_relaxed);
-  atomic_fetch_add(&pool.generation, 1); /* seq_cst: publishes the job above */
+  job_t job = {.fn = fn, .ctx = ctx, .ntasks = ntasks};
+  atomic_store_explicit(&job.next_task, 0, memory_order_relaxed);
+  atomic_store(&pool.job, &job);
+  atomic_fetch_add(&pool.generation, 1); /* seq_cst: publishes the job */
   if (atomic_load(&pool.sleeping_workers) > 0) word_wake_all(&pool.generation);
 
   in_task = 1;
-  run_tasks();
+  run_tasks(&job);
   in_task = 0;
 
-  /* Wait for the workers to leave the job (they may still be finishing their last task). */
-  if (atomic_load_explicit(&pool.busy_workers, memory_order_acquire) > 0) {
+  /* No task is left to start: withdraw the job, then wait for the workers inside it (they
+   * may still be finishing their last task). */
+  atomic_store(&pool.job, NULL);
+  if (atomic_load(&pool.active) > 0) {
     uint64_t start = now_ns();
-    for (unsigned i = 1; atomic_load_explicit(&pool.busy_workers, memory_order_acquire) > 0; i++) {
+    for (unsigned i = 1; atomic_load(&pool.active) > 0; i++) {
       cpu_relax();
       if ((i & 63) == 0 && now_ns() - start > CALLER_SPIN_NS) {
         atomic_store(&pool.caller_sleeping, 1);
-        uint32_t busy;
-        while ((busy = atomic_load(&pool.busy_workers)) > 0) word_wait(&pool.busy_workers, busy);
+        uint32_t active;
+        while ((active = atomic_load(&pool.active)) > 0) word_wait(&pool.active, active);
         atomic_store(&pool.caller_sleeping, 0);
       }
     }
