@@ -44,12 +44,14 @@ export interface LineChart {
 export function lineChartSpec(c: LineChart): vl.TopLevelSpec {
   const points = c.points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
   const order = c.seriesOrder ?? [...new Set(points.map((p) => p.series))];
-  // Series are drawn slightly apart along x (dodged) so that their confidence bars do not overlap;
-  // the axis keeps the true x values as ticks.
+  // Series with confidence bars are drawn slightly apart along x (dodged) so that the bars do not
+  // overlap; the axis keeps the true x values as ticks.
+  const hasBars = points.some((p) => p.lo !== undefined && p.lo !== null && p.hi !== undefined && p.hi !== null);
   const logX = c.xScale === 'log2' || c.xScale === 'log10';
   const xsAll = [...new Set(points.map((p) => p.x))].sort((a, b) => a - b);
   const step = xsAll.length > 1 ? Math.min(...xsAll.slice(1).map((v, i) => (logX ? Math.log(v / xsAll[i]) : v - xsAll[i]))) : 1;
   const dodge = (x: number, series: string): number => {
+    if (!hasBars) return x;
     const k = order.indexOf(series), n = order.length;
     const off = n > 1 ? (k - (n - 1) / 2) * Math.min(0.08, 0.3 / n) * step : 0;
     return logX ? x * Math.exp(off) : x + off;
@@ -60,7 +62,7 @@ export function lineChartSpec(c: LineChart): vl.TopLevelSpec {
   }));
   const xScale = { ...(c.xScale === 'log2' ? { type: 'log', base: 2 } : c.xScale === 'log10' ? { type: 'log', base: 10 } : { zero: false }), padding: 18 };
   const yScale = c.yScale === 'log10' ? { type: 'log', base: 10 } : { zero: false };
-  const x = { field: 'x', type: 'quantitative', title: c.xTitle, scale: xScale, axis: xsAll.length <= 12 ? { values: xsAll } : {} };
+  const x = { field: 'x', type: 'quantitative', title: c.xTitle, scale: xScale, axis: xsAll.length <= 12 ? { values: xsAll, format: '~g' } : {} };
   const color = { field: 'series', type: 'nominal', title: null, scale: { domain: order }, legend: { orient: 'bottom', labelLimit: 360, columns: 3 } };
   const layers: unknown[] = [
     { mark: { type: 'line', point: c.showPoints === false ? false : { filled: true, size: 45 }, strokeWidth: c.showPoints === false ? 1.2 : 1.8 }, encoding: { x, y: { field: 'y', type: 'quantitative', title: c.yTitle, scale: yScale }, color } },

@@ -305,7 +305,7 @@ function randomIds(n: number, vocab: number, seed: number): Int32Array {
 }
 
 /** Seconds of one training step (forward + backward + an update's worth of memory traffic) of this model at (B, T). */
-export function timeTrainStep(model: ModelConfigInput, B: number, T: number, reps = 1): number {
+export function timeTrainStep(model: ModelConfigInput, B: number, T: number, reps = 3): number {
   const key = `train\0${JSON.stringify(parseModelConfig(model))}\0${B}\0${T}`;
   const hit = timingCache.get(key);
   if (hit !== undefined) return hit;
@@ -338,7 +338,7 @@ export function timeForwardPerToken(model: ModelConfigInput, L: number, batchTok
   const m = new Decoder(model, 0);
   try {
     const ids = randomIds(B * L, m.config.vocabSize, 3);
-    const s = timeIt(() => noGrad(() => tidy(() => { m.forward(tensor(ids, [B, L], { dtype: 'int32' })).dataSync(); })), 1);
+    const s = timeIt(() => noGrad(() => tidy(() => { m.forward(tensor(ids, [B, L], { dtype: 'int32' })).dataSync(); })), 3);
     timingCache.set(key, s / (B * L));
     return s / (B * L);
   } finally {

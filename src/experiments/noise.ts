@@ -281,6 +281,10 @@ async function report(c: NoiseConfig, outcomes: RunOutcome<unknown>[]): Promise<
       svg: await lineChartSvg({ title: 'bits per byte with corrupted context', xTitle: 'fraction of context bytes corrupted', yTitle: 'bits per byte', points: lm.filter((x) => x.bpb).map((x) => ({ x: x.fraction, y: x.bpb!.mean, lo: x.bpb!.lo, hi: x.bpb!.hi, series: x.variant })), seriesOrder: Object.keys(l.variants) }),
     });
     blocks.push({
+      kind: 'figure', name: 'lm-degradation', caption: 'Degradation bpb(p) − bpb(0) against the fraction of corrupted context bytes (mean over seeds, 95% t intervals): the seed-to-seed spread of the clean bpb is removed.',
+      svg: await lineChartSvg({ title: 'bits per byte lost to corrupted context', xTitle: 'fraction of context bytes corrupted', yTitle: 'bpb(p) − bpb(0)', rule: 0, points: lm.filter((x) => x.degradation).map((x) => ({ x: x.fraction, y: x.degradation!.mean, lo: x.degradation!.lo, hi: x.degradation!.hi, series: x.variant })), seriesOrder: Object.keys(l.variants) }),
+    });
+    blocks.push({
       kind: 'table', caption: `Bits per byte and degradation bpb(p) − bpb(0) (mean [95% CI] over seeds); last column: ${l.baseline}'s degradation − ${l.candidate}'s, paired by seed (positive: ${l.candidate} degrades less).`,
       columns: ['p', ...Object.keys(l.variants).flatMap((v) => [`${v} bpb`, `${v} degradation`]), 'difference'],
       rows: l.corruption.fractions.map((f) => {
