@@ -136,6 +136,26 @@ test('runGrid resumes a half-finished run, retries a failed one, and sets aside 
   assert.equal(fs.readdirSync(path.join(out, '.stale')).length, 3);
 });
 
+test('runGrid keeps a run folder when only the part of the spec its work does not depend on changed', async () => {
+  const out = tmp();
+  const log: string[] = [];
+  const defs = (evalLengths: number[], lr: number): RunDef<number>[] => [{
+    id: 'r', labels: {}, seed: 0, spec: { lr, evalLengths }, workSpec: { lr },
+    execute: (ctx) => {
+      const f = path.join(ctx.dir, 'trained.txt');
+      log.push(`${ctx.resuming ? 'resume' : 'fresh'}:${fs.existsSync(f) ? 'kept' : 'none'}`);
+      fs.writeFileSync(f, 'weights');
+      return evalLengths.length;
+    },
+  }];
+  await runGrid(out, defs([64], 1));
+  const again = await runGrid(out, defs([64, 128], 1));
+  assert.equal(again[0].result, 2);
+  await runGrid(out, defs([64, 128], 2));
+  assert.deepEqual(log, ['fresh:none', 'resume:kept', 'fresh:none']);
+  assert.equal(fs.readdirSync(path.join(out, '.stale')).length, 1);
+});
+
 test('runGrid stops between runs when aborted, keeping finished runs', async () => {
   const out = tmp();
   const ctl = new AbortController();

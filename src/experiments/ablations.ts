@@ -8,7 +8,7 @@ import { fmt, fmtInterval, type Block } from './report.ts';
 import { lineChartSvg, type ChartPoint } from './figures.ts';
 import { completed, estimateRuns, intervalOf, lmSpec, pairBySeed, plural, variantModel } from './common.ts';
 import { deepMerge, type AblationsConfig } from './config.ts';
-import { lossSpikes, runLm, type LmRunResult, type LmRunSpec, type SpikeSummary } from './lm.ts';
+import { lossSpikes, runLm, trainPart, type LmRunResult, type LmRunSpec, type SpikeSummary } from './lm.ts';
 import type { RunDef, RunOutcome } from './runner.ts';
 import { pairedInterval, signOf, type Interval } from './stats.ts';
 import type { Experiment, ReportParts } from './types.ts';
@@ -23,7 +23,7 @@ function plan(c: AblationsConfig): RunDef<unknown>[] {
     for (const seed of c.seeds) {
       for (const variant of Object.keys(c.variants)) {
         const spec = lmSpec(c, { model: models[variant], seqLen: c.seqLen, seed, evalLengths: [c.seqLen], lr });
-        defs.push({ id: `${variant}-lr_${lrName}-seed${seed}`, labels: { variant, lr: lrName, seed } satisfies Labels, seed, spec, execute: (ctx) => runLm(spec, ctx) });
+        defs.push({ id: `${variant}-lr_${lrName}-seed${seed}`, labels: { variant, lr: lrName, seed } satisfies Labels, seed, spec, workSpec: trainPart(spec), execute: (ctx) => runLm(spec, ctx) });
       }
     }
   }

@@ -14,7 +14,7 @@ import { fmt, fmtCount, fmtInterval, num, type Block } from './report.ts';
 import { lineChartSvg } from './figures.ts';
 import { bpbAt, completed, estimateRuns, intervalOf, lmSpec, pairBySeed, plural, variantModel } from './common.ts';
 import type { LengthScalingConfig } from './config.ts';
-import { runLm, type LmRunResult, type LmRunSpec } from './lm.ts';
+import { runLm, trainPart, type LmRunResult, type LmRunSpec } from './lm.ts';
 import type { RunDef, RunOutcome } from './runner.ts';
 import { linearFit, pairedInterval, signOf, welchInterval, type Interval, type LinearFit } from './stats.ts';
 import type { Experiment, ReportParts } from './types.ts';
@@ -34,7 +34,7 @@ function plan(c: LengthScalingConfig): RunDef<unknown>[] {
       for (const variant of Object.keys(c.variants)) {
         const spec = lmSpec(c, { model: models[variant], seqLen: T, seed, evalLengths: evalLengthsOf(c, T) });
         defs.push({
-          id: `${variant}-T${T}-seed${seed}`, labels: { variant, trainLength: T, seed } satisfies Labels, seed, spec,
+          id: `${variant}-T${T}-seed${seed}`, labels: { variant, trainLength: T, seed } satisfies Labels, seed, spec, workSpec: trainPart(spec),
           execute: (ctx) => runLm(spec, ctx),
         });
       }

@@ -171,6 +171,12 @@ export function evaluateCorrupted(model: Decoder, stream: TokenStream, corrupted
 
 // ---- the run ----
 
+/** The part of a spec that the training folder depends on (everything but evaluation). */
+export function trainPart(s: LmRunSpec): Omit<LmRunSpec, 'eval' | 'corruption'> {
+  const { eval: _eval, corruption: _corruption, ...rest } = s;
+  return rest;
+}
+
 export function trainConfigOf(s: LmRunSpec): Record<string, unknown> {
   const o = s.optimizer;
   return {

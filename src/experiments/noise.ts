@@ -13,7 +13,7 @@ import { fmt, fmtInterval, type Block } from './report.ts';
 import { lineChartSvg, type ChartPoint } from './figures.ts';
 import { completed, estimateRuns, intervalOf, lmSpec, pairBySeed, plural, variantModel } from './common.ts';
 import type { NoiseConfig } from './config.ts';
-import { runLm, type LmRunResult, type LmRunSpec } from './lm.ts';
+import { runLm, trainPart, type LmRunResult, type LmRunSpec } from './lm.ts';
 import { gridOf, runRegressionCell, type Estimator, type EstimatorParams, type EstimatorResult, type FunctionFamily } from './regression.ts';
 import type { RunDef, RunOutcome } from './runner.ts';
 import { meanInterval, pairedInterval, signOf, type Interval } from './stats.ts';
@@ -54,7 +54,7 @@ function plan(c: NoiseConfig): RunDef<unknown>[] {
           model: variantModel(l.model, o, variant), seqLen: l.seqLen, seed, evalLengths: [l.seqLen],
           corruption: { ...l.corruption, contextLength: l.seqLen },
         });
-        defs.push({ id: `lm-${variant}-seed${seed}`, labels: { part: 'lm', variant, seed }, seed, spec, execute: (ctx) => runLm(spec, ctx) });
+        defs.push({ id: `lm-${variant}-seed${seed}`, labels: { part: 'lm', variant, seed }, seed, spec, workSpec: trainPart(spec), execute: (ctx) => runLm(spec, ctx) });
       }
     }
   }

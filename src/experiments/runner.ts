@@ -9,7 +9,9 @@
 // A run whose result.json carries the same spec hash is finished and is not run again. A run
 // folder without result.json is half-finished: the run is started again with `resuming` set, and
 // a training run continues from its latest checkpoint. A folder whose spec differs (the config was
-// edited) is moved to <out>/.stale/ and the run starts afresh.
+// edited) is moved to <out>/.stale/ and the run starts afresh — unless the run says which part of
+// its spec its on-disk work depends on (workSpec, e.g. the training settings) and only the rest
+// changed (e.g. evaluation lengths): then the folder is kept and the run runs again, resuming.
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -35,6 +37,12 @@ export interface RunDef<R = unknown> {
   seed: number;
   /** Everything that defines the run (JSON). A change makes a finished run stale. */
   spec: unknown;
+  /**
+   * The part of spec that the work kept in the run folder depends on (default: all of it). When
+   * only the rest of the spec changed, the folder is kept and the run executes again with
+   * `resuming` set (a training run then only re-evaluates its final checkpoint).
+   */
+  workSpec?: unknown;
   /** Estimated seconds (for the plan and the ETA). */
   estimate?: number;
   execute(ctx: RunContext): Promise<R> | R;
@@ -140,17 +148,22 @@ export async function runGrid<R>(out: string, defs: readonly RunDef<R>[], opts: 
     if (opts.signal?.aborted) throw new InterruptedError(outcomes.filter((o) => o.status.status !== 'failed').length, defs.length);
     index++;
     let resuming = false;
+    const workHash = specHash(def.workSpec ?? def.spec);
     if (fs.existsSync(path.join(dir, RUN_FILE))) {
-      let previous: { specHash?: string } | null = null;
-      try { previous = readJsonSync<{ specHash?: string }>(path.join(dir, RUN_FILE)); } catch { previous = null; }
+      let previous: { specHash?: string; workHash?: string } | null = null;
+      try { previous = readJsonSync<{ specHash?: string; workHash?: string }>(path.join(dir, RUN_FILE)); } catch { previous = null; }
       if (previous?.specHash === hash) resuming = true;
-      else emit({ kind: 'log', message: `${def.id}: its configuration changed; the old folder moved to ${moveStale(out, def.id)}` });
+      else if (previous?.workHash === workHash) {
+        resuming = true;
+        fs.rmSync(path.join(dir, RESULT_FILE), { force: true });
+        emit({ kind: 'log', message: `${def.id}: its configuration changed in a way that keeps its work; running it again on that work` });
+      } else emit({ kind: 'log', message: `${def.id}: its configuration changed; the old folder moved to ${moveStale(out, def.id)}` });
     } else if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) {
       emit({ kind: 'log', message: `${def.id}: the folder holds no run record; moved to ${moveStale(out, def.id)}` });
     }
     fs.mkdirSync(dir, { recursive: true });
     fs.rmSync(path.join(dir, ERROR_FILE), { force: true });
-    writeJsonAtomicSync(path.join(dir, RUN_FILE), { id: def.id, labels: def.labels, seed: def.seed, specHash: hash, started: new Date().toISOString(), spec: def.spec }, { durable: false });
+    writeJsonAtomicSync(path.join(dir, RUN_FILE), { id: def.id, labels: def.labels, seed: def.seed, specHash: hash, workHash, started: new Date().toISOString(), spec: def.spec }, { durable: false });
     const est = def.estimate ?? null;
     emit({ kind: 'run-start', index, total: pending.length, id: def.id, resuming, estimate: est });
     const t0 = performance.now();
