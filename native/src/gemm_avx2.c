@@ -11,6 +11,13 @@
 #define TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define MR 6
 #define NR 16
+/* Cache blocks (see the kernel table at the end); overridable for tuning runs. */
+#ifndef AVX2_MC
+#define AVX2_MC 144
+#endif
+#ifndef AVX2_KC
+#define AVX2_KC 256
+#endif
 
 /* The 6x16 micro-kernel. The loop is written in assembly because compilers spill some of the
  * 12 accumulators or copy registers around in it (GCC 12 did, costing ~30%).
@@ -339,7 +346,7 @@ static const cubit_gemm_kernels avx2_kernels = {
     .name = "avx2",
     .mr = MR, .nr = NR,
     /* Zen 3 here: L1d 32K, L2 512K. B micro-panel kc*nr*4 = 16K in L1; A block 144*256*4 = 144K. */
-    .mc = 144, .kc = 256, .nc = 4080,
+    .mc = AVX2_MC, .kc = AVX2_KC, .nc = 4080,
     .kernel = kernel_6x16,
     .kernel_strided_a = kernel_6x16_strided_a,
     .pack = pack_avx2,
