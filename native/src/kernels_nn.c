@@ -458,7 +458,7 @@ void cubit_nn_reduce(int op, const float *x, float *out, size_t outer, size_t le
      * not depend on the thread count) */
     if (outer == 1 && len > 2 * NN_RUN_CHUNK) {
       size_t chunks = (len + NN_RUN_CHUNK - 1) / NN_RUN_CHUNK;
-      double stack[64], *partial = chunks <= 64 ? stack : malloc(chunks * sizeof(double));
+      double stack[64], *partial = chunks <= 64 ? stack : nn_get_scratch(chunks * sizeof(double));
       if (partial) {
         nn_reduce_ctx c = {k, op, x, out, len, 1, chunks, partial};
         nn_run(chunks, 1, ntasks, reduce_chunks_range, &c);
@@ -471,7 +471,6 @@ void cubit_nn_reduce(int op, const float *x, float *out, size_t outer, size_t le
           else if (op == NN_MAX ? v > acc : v < acc) acc = v;
         }
         out[0] = nan ? NAN : (float)acc;
-        if (partial != stack) free(partial);
         return;
       }
     }
