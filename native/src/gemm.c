@@ -6,6 +6,9 @@
  *       for ic (mc rows):          A block mc x kc packed                      -> L2
  *         for jr (nr columns):     B micro-panel kc x nr                       -> L1
  *           for ir (mr rows):      micro-kernel: mr x nr tile of C in registers
+ * A non-transposed A block that meets only a few B micro-panels is read in place instead of
+ * packed (where the ISA has a strided-A kernel). Tasks holding several batches prefetch the
+ * next batch's operands into L2 while computing the current one.
  * Parallelism: the batch and the tiles of each C_p are cut into tasks that run independently
  * on the pool, each thread packing into its own reused buffers. */
 #include "gemm.h"

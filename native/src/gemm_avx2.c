@@ -1,5 +1,5 @@
-/* AVX2 + FMA kernels: a 6x16 micro-kernel (12 ymm accumulators, 2 for B, 1 broadcast of A)
- * and SIMD packing. Functions carry target attributes instead of the file being compiled with
+/* AVX2 + FMA kernels: a 6x16 micro-kernel (12 ymm accumulators, 2 for B, 2 broadcasts of A),
+ * its variant reading A in place (strided), and SIMD packing. Functions carry target attributes instead of the file being compiled with
  * -mavx2, so the rest of the addon stays runnable on any x86-64 and nothing here runs unless
  * the CPU check in cpu.c passed. */
 #include "gemm_kernels.h"
