@@ -28,7 +28,12 @@ if (!gyp) {
   console.warn('cubit: node-gyp not found; the native backend was not built (the reference backend will be used).');
   process.exit(0);
 }
-const r = spawnSync(process.execPath, [gyp, 'rebuild', '--release'], { cwd: root, stdio: 'inherit' });
+// Build against the headers of the running Node when they are installed beside it (as on Debian's
+// and the official builds): node-gyp would otherwise try to download them, which fails offline.
+const args = [gyp, 'rebuild', '--release'];
+const prefix = path.dirname(path.dirname(process.execPath));
+if (!process.env.npm_config_nodedir && existsSync(path.join(prefix, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${prefix}`);
+const r = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit' });
 if (r.status !== 0 || !existsSync(target)) {
   console.warn('cubit: building the native backend failed; the reference backend will be used.');
   process.exit(force ? 1 : 0);
