@@ -226,6 +226,19 @@ for (const [rows, cols] of [[7, 1], [13, 7], [5, 64], [9, 1031], [0, 4]]) {
 add('layerNorm with weight only', [floats([3, 5, 31]), floats([31])], (x, w) => op.layerNorm(x, w, null), red(31));
 add('rmsNorm, constant rows (rstd at eps)', [{ shape: [4, 9], values: new Float32Array(36), grad: true }, floats([9])], (x, w) => op.rmsNorm(x, w, 1e-5), ARITH);
 
+// Rotary: each pair is turned in double and rounded once, as the reference does: bit-identical.
+// The tables are random (the kernel only reads them) and have rows to spare past offset + T.
+for (let i = 0; i < 4; i++) {
+  const [B, T] = randShape(2, 200), D = 2 * POOL[shapeRng.int(POOL.length)], offset = shapeRng.int(5);
+  const rows = offset + T + shapeRng.int(3);
+  const tab = (): Input => floats([rows, D / 2], { grad: false });
+  add(`rotary offset ${offset}`, [floats([B, T, D]), tab(), tab()], (x, c, s) => op.rotary(x, c, s, { offset }), EXACT);
+  const H = POOL[shapeRng.int(6)];
+  add(`rotary splitting ${H} heads, offset ${offset}`, [floats([B, T, H * D]), tab(), tab()], (x, c, s) => op.rotary(x, c, s, { offset, heads: H }), EXACT);
+}
+add('rotary, rank 4', [floats([2, 3, 5, 6]), floats([5, 3], { grad: false }), floats([5, 3], { grad: false })], (x, c, s) => op.rotary(x, c, s), EXACT);
+add('rotary, empty batch', [floats([0, 3, 8]), floats([3, 2], { grad: false }), floats([3, 2], { grad: false })], (x, c, s) => op.rotary(x, c, s, { heads: 2 }), EXACT);
+
 add('embedding, repeated ids', [floats([13, 9]), ints([5, 7], 13)], (t, i) => op.embedding(t, i), EXACT, red(35));
 add('embedding, wide rows', [floats([50, 257]), ints([31], 50)], (t, i) => op.embedding(t, i), EXACT, red(31));
 add('embedding, no ids', [floats([5, 3]), ints([0], 5)], (t, i) => op.embedding(t, i), EXACT);

@@ -197,6 +197,23 @@ describe('neural-network ops', () => {
   gc('layerNorm with bias only', (t, b) => op.layerNorm(t, null, b), () => [x([3, 5]), x([5])]);
   gc('layerNorm without affine', (t) => op.layerNorm(t, null, null), () => [x([2, 3, 5])]);
 
+  // Rotary with real angle tables (orthogonal turns) and with arbitrary ones (a linear map all the same).
+  const angles = (P: number, half: number, f: (a: number) => number): Tensor =>
+    op.tensor(Float64Array.from({ length: P * half }, (_, k) => f(Math.floor(k / half) * Math.pow(100, -k % half / half))), [P, half], { dtype: 'float64' });
+  gc('rotary', (t, cs, sn) => op.rotary(t, cs, sn), () => [x([2, 3, 6]), angles(3, 3, Math.cos), angles(3, 3, Math.sin)]);
+  gc('rotary with an offset, random tables', (t, cs, sn) => op.rotary(t, cs, sn, { offset: 2 }), () => [x([3, 4]), c([7, 2]), c([7, 2])]);
+  gc('rotary splitting heads', (t, cs, sn) => op.rotary(t, cs, sn, { heads: 3, offset: 1 }), () => [x([2, 4, 12]), c([5, 2]), c([5, 2])]);
+  test('rotary turns by the tables: a pair at angle a, then the inverse by gradient', () => withBackend('reference', () => {
+    const t = op.tensor([1, 2, 3, 4], [1, 1, 4], { dtype: 'float64' });
+    const cs = op.tensor([Math.cos(0.5), Math.cos(0.25)], [1, 2], { dtype: 'float64' }), sn = op.tensor([Math.sin(0.5), Math.sin(0.25)], [1, 2], { dtype: 'float64' });
+    const y = Array.from(op.rotary(t, cs, sn).dataSync());
+    const want = [Math.cos(0.5) - 3 * Math.sin(0.5), 2 * Math.cos(0.25) - 4 * Math.sin(0.25), 3 * Math.cos(0.5) + Math.sin(0.5), 4 * Math.cos(0.25) + 2 * Math.sin(0.25)];
+    y.forEach((v, i) => assert.ok(Math.abs(v - want[i]) < 1e-15, `rotary[${i}] = ${v}, want ${want[i]}`));
+    assert.throws(() => op.rotary(t, cs, sn, { offset: 1 }), /exceed the tables/);
+    assert.throws(() => op.rotary(op.tensor([1, 2, 3, 4, 5, 6], [1, 1, 6], { dtype: 'float64' }), cs, sn), /must be \(…, T, 4\)/);
+    op.dispose([t, cs, sn]);
+  }));
+
   gc('embedding with repeated ids', (tab, ids) => op.embedding(tab, ids), () => [x([5, 3]), op.tensor(Int32Array.from([1, 4, 1, 0, 1, 4]), [2, 3])]);
   gc('embedding 1-D ids', (tab, ids) => op.embedding(tab, ids), () => [x([6, 2]), randIds([7], 6, 3)]);
 

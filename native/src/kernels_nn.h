@@ -129,4 +129,11 @@ void cubit_nn_adamw(float *param, const float *grad, float *m, float *v, size_t 
                     double beta1, double beta2, double eps, double weight_decay, double bc1,
                     double bc2);
 
+/* Rotary embedding (rotate-half pairs i, i + D/2) of rows (b, t, h): x and out are each laid out
+ * (B, T, H, D) or, when *_heads_first, (B, H, T, D); position offset + t reads row offset + t of
+ * the (·, D/2) cos/sin tables; inverse turns by −angle (the gradient). out must not alias x. */
+void cubit_nn_rotary(const float *x, const float *cos, const float *sin, float *out, size_t B,
+                     size_t T, size_t H, size_t D, size_t offset, int inverse, int x_heads_first,
+                     int out_heads_first);
+
 #endif

@@ -591,3 +591,43 @@ CUBIT_NAPI(cubit_napi_nn_adamw) {
   cubit_nn_adamw(p, g, m, v, (size_t)n, h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
   return cubit_undefined(env);
 }
+
+/* rotary(x, cos, sin, out, B, T, H, D, offset, inverse, xHeadsFirst, outHeadsFirst) */
+CUBIT_NAPI(cubit_napi_nn_rotary) {
+  static const char *fn = "rotary";
+  napi_value argv[12];
+  float *x, *cs, *sn, *out;
+  size_t xl, cl, sl, ol;
+  int64_t dims[5], n, bt, half_rows;
+  static const char *names[5] = {"B", "T", "H", "D", "offset"};
+  bool inverse, xhf, ohf;
+  if (!cubit_get_args(env, info, fn, 12, argv) || !cubit_arg_f32(env, argv, 0, fn, "x", &x, &xl) ||
+      !cubit_arg_f32(env, argv, 1, fn, "cos", &cs, &cl) ||
+      !cubit_arg_f32(env, argv, 2, fn, "sin", &sn, &sl) ||
+      !cubit_arg_f32(env, argv, 3, fn, "out", &out, &ol))
+    return NULL;
+  for (int i = 0; i < 5; i++)
+    if (!cubit_arg_index(env, argv, 4 + i, fn, names[i], &dims[i])) return NULL;
+  if (!cubit_arg_bool(env, argv, 9, fn, "inverse", &inverse) ||
+      !cubit_arg_bool(env, argv, 10, fn, "xHeadsFirst", &xhf) ||
+      !cubit_arg_bool(env, argv, 11, fn, "outHeadsFirst", &ohf))
+    return NULL;
+  if (dims[3] % 2 != 0) {
+    cubit_throw(env, CUBIT_RANGE_ERROR, "%s: argument 8 (D) must be even, got %lld", fn, (long long)dims[3]);
+    return NULL;
+  }
+  if (!mul_ok(env, fn, dims[0], dims[1], &bt) || !mul_ok(env, fn, bt, dims[2], &n) ||
+      !mul_ok(env, fn, n, dims[3], &n) ||
+      !mul_ok(env, fn, dims[4] + dims[1], dims[3] / 2, &half_rows) ||
+      !need(env, fn, "x", xl, 0, n) || !need(env, fn, "out", ol, 0, n) ||
+      !need(env, fn, "cos", cl, 0, half_rows) || !need(env, fn, "sin", sl, 0, half_rows))
+    return NULL;
+  if (n == 0) return cubit_undefined(env);
+  if (x < out + n && out < x + n) {
+    cubit_throw(env, CUBIT_RANGE_ERROR, "%s: out must not overlap x", fn);
+    return NULL;
+  }
+  cubit_nn_rotary(x, cs, sn, out, (size_t)dims[0], (size_t)dims[1], (size_t)dims[2],
+                  (size_t)dims[3], (size_t)dims[4], inverse, xhf, ohf);
+  return cubit_undefined(env);
+}

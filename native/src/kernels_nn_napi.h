@@ -26,6 +26,7 @@ CUBIT_NAPI(cubit_napi_nn_xent);
 CUBIT_NAPI(cubit_napi_nn_xent_bwd);
 CUBIT_NAPI(cubit_napi_nn_dropout);
 CUBIT_NAPI(cubit_napi_nn_adamw);
+CUBIT_NAPI(cubit_napi_nn_rotary);
 
 #define CUBIT_NN_EXPORTS                                  \
   {"fill", cubit_napi_nn_fill},                           \
@@ -47,6 +48,7 @@ CUBIT_NAPI(cubit_napi_nn_adamw);
   {"crossEntropy", cubit_napi_nn_xent},                   \
   {"crossEntropyBackward", cubit_napi_nn_xent_bwd},       \
   {"dropoutMask", cubit_napi_nn_dropout},                 \
-  {"adamw", cubit_napi_nn_adamw},
+  {"adamw", cubit_napi_nn_adamw},                         \
+  {"rotary", cubit_napi_nn_rotary},
 
 #endif

@@ -119,6 +119,14 @@ export interface Backend {
   crossEntropyBackward(logits: Storage, targets: Storage, lse: Storage, dloss: Storage, dlogits: Storage, rows: number, cols: number, ignoreIndex: number): void;
   /** out[i] = keep(seed, i) ? 1/(1−p) : 0 with the counter hash of core/random.ts (same on every backend). */
   dropoutMask(out: Storage, length: number, p: number, seed: number): void;
+  /**
+   * Rotary embedding, rotate-half pairs (i, i + D/2), of rows (b, t, h): x and out are laid out
+   * (B, T, H, D), or (B, H, T, D) when their *HeadsFirst flag is set (so one pass also splits or
+   * merges heads). Position offset + t reads row offset + t of the (·, D/2) cos and sin tables;
+   * `inverse` turns by the opposite angle (the adjoint). out does not alias x.
+   */
+  rotary(x: Storage, cos: Storage, sin: Storage, out: Storage, B: number, T: number, H: number, D: number,
+    offset: number, inverse: boolean, xHeadsFirst: boolean, outHeadsFirst: boolean): void;
   /** In-place AdamW step on one parameter (decoupled weight decay). */
   adamw(param: Storage, grad: Storage, m: Storage, v: Storage, length: number, p: AdamWParams): void;
 

@@ -179,8 +179,8 @@ export abstract class TokenMixer extends Module {
 
   /** Projects, splits and (for q, k, r) rotates from position `offset`. */
   protected project(lin: Linear, x: Tensor, offset: number, rotate: boolean): Tensor {
-    const h = this.splitHeads(lin.forward(x));
-    return rotate && this.rotary ? this.rotary.apply(h, offset) : h;
+    const y = lin.forward(x);
+    return rotate && this.rotary ? this.rotary.applyHeads(y, this.nHeads, offset) : this.splitHeads(y);
   }
 
   /** Appends `t` (B, H, n, ·) to a cache along T, keeping only the last `window` positions. */

@@ -7,8 +7,7 @@ import type { DType } from '../core/dtype.ts';
 import { getBackend, keep, noGrad } from '../core/engine.ts';
 import type { Tensor } from '../core/tensor.ts';
 import { tensor } from '../ops/creation.ts';
-import { add, mul, neg } from '../ops/elementwise.ts';
-import { concat, slice } from '../ops/shape.ts';
+import { rotary } from '../ops/nn.ts';
 
 export class Rotary {
   private cos: Tensor | null = null;
@@ -20,30 +19,30 @@ export class Rotary {
     if (dim % 2 !== 0) throw new Error(`rotary: head dimension ${dim} must be even`);
   }
 
-  /** cos and sin tables (T, D) for positions [offset, offset + T). */
+  /** cos and sin tables (≥ offset + T, D/2) covering positions [0, offset + T): row p, pair i. */
   tables(offset: number, T: number, dtype: DType = 'float32'): [Tensor, Tensor] {
     const need = offset + T;
     const b = getBackend();
     if (!this.cos || this.cos.shape[0] < need || this.backend !== b || this.dtype !== dtype) {
       this.build(Math.max(need, 2 * (this.cos?.shape[0] ?? 0), 64), b, dtype);
     }
-    return [slice(this.cos!, 0, offset, need), slice(this.sin!, 0, offset, need)];
+    return [this.cos!, this.sin!];
   }
 
   private build(maxT: number, b: Backend, dtype: DType): void {
     this.cos?.dispose(); this.sin?.dispose();
     const D = this.dim, half = D / 2;
-    const c = new Float64Array(maxT * D), s = new Float64Array(maxT * D);
+    const c = new Float64Array(maxT * half), s = new Float64Array(maxT * half);
     for (let p = 0; p < maxT; p++) {
       for (let i = 0; i < half; i++) {
         const a = p * Math.pow(this.base, (-2 * i) / D);
-        c[p * D + i] = c[p * D + i + half] = Math.cos(a);
-        s[p * D + i] = s[p * D + i + half] = Math.sin(a);
+        c[p * half + i] = Math.cos(a);
+        s[p * half + i] = Math.sin(a);
       }
     }
     noGrad(() => {
-      this.cos = keep(tensor(c, [maxT, D], { dtype, backend: b }));
-      this.sin = keep(tensor(s, [maxT, D], { dtype, backend: b }));
+      this.cos = keep(tensor(c, [maxT, half], { dtype, backend: b }));
+      this.sin = keep(tensor(s, [maxT, half], { dtype, backend: b }));
     });
     this.backend = b;
     this.dtype = dtype;
@@ -54,9 +53,14 @@ export class Rotary {
     const D = this.dim, T = x.shape[x.rank - 2];
     if (x.shape[x.rank - 1] !== D) throw new Error(`rotary: last axis of ${x.describe()} must be ${D}`);
     const [cos, sin] = this.tables(offset, T, x.dtype);
-    const h = D / 2;
-    const rotated = concat([neg(slice(x, -1, h, D)), slice(x, -1, 0, h)], -1);
-    return add(mul(x, cos), mul(rotated, sin));
+    return rotary(x, cos, sin, { offset });
+  }
+
+  /** Splits x (B, T, H·D) into heads (B, H, T, D) and rotates them (positions from `offset`), in one pass. */
+  applyHeads(x: Tensor, heads: number, offset = 0): Tensor {
+    if (x.rank !== 3 || x.shape[2] !== heads * this.dim) throw new Error(`rotary: ${x.describe()} must be (B, T, ${heads}·${this.dim})`);
+    const [cos, sin] = this.tables(offset, x.shape[1], x.dtype);
+    return rotary(x, cos, sin, { offset, heads });
   }
 
   dispose(): void { this.cos?.dispose(); this.sin?.dispose(); this.cos = this.sin = null; }

@@ -28,6 +28,13 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const m = transA ? ac : ar, k = transA ? ar : ac;
   const k2 = transB ? bc : br, n = transB ? br : bc;
   if (k !== k2) throw new Error(`matmul: inner dimensions differ: ${formatShape(a.shape)}${transA ? 'ᵀ' : ''} · ${formatShape(b.shape)}${transB ? 'ᵀ' : ''}`);
+  // A batch of row-major matrices times one matrix is one taller product (B·m, k)·op(B): a single
+  // large GEMM instead of B small ones, and the weight's gradient comes out of one product over
+  // B·m rows instead of B partial products summed afterwards.
+  if (!transA && a.rank > 2 && b.rank === 2) {
+    const lead = a.shape.slice(0, -1);
+    return tidy(() => reshape(matmul(reshape(a, [sizeOf(lead), k]), b, opts), [...lead, n]));
+  }
   const batchShape = broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2), 'matmul');
   const batch = sizeOf(batchShape);
   // Broadcast batch axes by stride 0 when an operand has a single matrix; otherwise expand.

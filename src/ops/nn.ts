@@ -156,3 +156,47 @@ export function dropout(x: Tensor, p: number, seed: number, training = true): Te
   mask.dispose(); // the mul node keeps its storage for the backward
   return y;
 }
+
+export interface RotaryOptions {
+  /** Position of the first row along T (decoding continues a sequence). Default 0. */
+  offset?: number;
+  /** Split x (B, T, H·D) into H heads (B, H, T, D) in the same pass. */
+  heads?: number;
+}
+
+/**
+ * Rotary position embedding, rotate-half pairs (i, i + D/2): row t turns pair i by the angle whose
+ * cos and sin are cos[offset + t, i], sin[offset + t, i], tables (≥ offset + T, D/2) that are
+ * constants (no gradient flows to them). x is (…, T, D), or with `heads` H, (B, T, H·D) and the
+ * result (B, H, T, D). One kernel each way: the gradient is the inverse rotation (merging heads).
+ */
+export function rotary(x: Tensor, cos: Tensor, sin: Tensor, opts: RotaryOptions = {}): Tensor {
+  const b = backendOf('rotary', x, cos, sin);
+  requireFloat('rotary', 'x', x);
+  if (cos.rank !== 2 || !sameShape(cos.shape, sin.shape)) throw new Error(`rotary: cos ${formatShape(cos.shape)} and sin ${formatShape(sin.shape)} must be equal (positions, D/2) tables`);
+  if (cos.dtype !== x.dtype || sin.dtype !== x.dtype) throw new Error(`rotary: tables (${cos.dtype}, ${sin.dtype}) must have x's dtype ${x.dtype}`);
+  const offset = opts.offset ?? 0, H = opts.heads;
+  if (!(Number.isInteger(offset) && offset >= 0)) throw new Error(`rotary: offset must be a non-negative integer, got ${offset}`);
+  const D = 2 * cos.shape[1];
+  let B: number, T: number, outShape: number[];
+  if (H === undefined) {
+    if (x.rank < 2 || x.shape[x.rank - 1] !== D) throw new Error(`rotary: x ${formatShape(x.shape)} must be (…, T, ${D}) for tables ${formatShape(cos.shape)}`);
+    T = x.shape[x.rank - 2];
+    B = T * D === 0 ? 0 : x.size / (T * D);
+    outShape = [...x.shape];
+  } else {
+    if (!(Number.isInteger(H) && H > 0)) throw new Error(`rotary: heads must be a positive integer, got ${H}`);
+    if (x.rank !== 3 || x.shape[2] !== H * D) throw new Error(`rotary: x ${formatShape(x.shape)} must be (B, T, ${H}·${D}) for ${H} heads and tables ${formatShape(cos.shape)}`);
+    [B, T] = x.shape;
+    outShape = [B, H, T, D];
+  }
+  if (offset + T > cos.shape[0]) throw new Error(`rotary: positions up to ${offset + T} exceed the tables' ${cos.shape[0]} rows`);
+  const heads = H ?? 1, split = H !== undefined;
+  const y = empty(outShape, x.dtype, b);
+  b.rotary(x.storage, cos.storage, sin.storage, y.storage, B, T, heads, D, offset, false, false, split);
+  return record(y, 'rotary', [x], [cos, sin], (g) => {
+    const dx = empty(x.shape, x.dtype, b);
+    b.rotary(g.storage, cos.storage, sin.storage, dx.storage, B, T, heads, D, offset, true, split, false);
+    return [dx];
+  });
+}

@@ -127,6 +127,11 @@ export class NativeBackend extends ReferenceBackend {
     if (!isF32(out)) return super.dropoutMask(out, length, p, seed);
     this.addon.dropoutMask(f32(out), length, p, seed | 0); // hash32 reads the seed as an int32
   }
+  override rotary(x: Storage, cos: Storage, sin: Storage, out: Storage, B: number, T: number, H: number, D: number,
+    offset: number, inverse: boolean, xHeadsFirst: boolean, outHeadsFirst: boolean): void {
+    if (!isF32(x, cos, sin, out) || !this.addon.rotary) return super.rotary(x, cos, sin, out, B, T, H, D, offset, inverse, xHeadsFirst, outHeadsFirst);
+    this.addon.rotary(f32(x), f32(cos), f32(sin), f32(out), B, T, H, D, offset, inverse, xHeadsFirst, outHeadsFirst);
+  }
   override adamw(param: Storage, grad: Storage, m: Storage, v: Storage, length: number, p: AdamWParams): void {
     if (!isF32(param, grad, m, v)) return super.adamw(param, grad, m, v, length, p);
     this.addon.adamw(f32(param), f32(grad), f32(m), f32(v), length, p.lr, p.beta1, p.beta2, p.eps, p.weightDecay, p.bc1, p.bc2);

@@ -303,6 +303,24 @@ export class ReferenceBackend implements Backend {
     const o = arr(out), scale = 1 / (1 - p);
     for (let i = 0; i < length; i++) o[i] = dropoutKeeps(seed, i, p) ? scale : 0;
   }
+  rotary(x: Storage, cos: Storage, sin: Storage, out: Storage, B: number, T: number, H: number, D: number,
+    offset: number, inverse: boolean, xHeadsFirst: boolean, outHeadsFirst: boolean): void {
+    const X = arr(x), C = arr(cos), S = arr(sin), O = arr(out), half = D / 2, sign = inverse ? -1 : 1;
+    for (let b = 0; b < B; b++) {
+      for (let t = 0; t < T; t++) {
+        const tab = (offset + t) * half;
+        for (let h = 0; h < H; h++) {
+          const tok = ((b * T + t) * H + h) * D, hf = ((b * H + h) * T + t) * D;
+          const xi = xHeadsFirst ? hf : tok, oi = outHeadsFirst ? hf : tok;
+          for (let i = 0; i < half; i++) {
+            const a = X[xi + i], z = X[xi + i + half], c = C[tab + i], s = sign * S[tab + i];
+            O[oi + i] = a * c - z * s;
+            O[oi + i + half] = z * c + a * s;
+          }
+        }
+      }
+    }
+  }
   adamw(param: Storage, grad: Storage, m: Storage, v: Storage, length: number, p: AdamWParams): void {
     const P = arr(param), G = arr(grad), M = arr(m), V = arr(v);
     const decay = 1 - p.lr * p.weightDecay;
