@@ -1,5 +1,5 @@
 /* Masked softmax attention, streamed (mixer.h): drivers and N-API entry points. The forward's
- * tasks are single row blocks (independent; the heaviest, last blocks handed out first); the
+ * tasks are single row blocks (independent; in each (b, h) the heaviest, last blocks first); the
  * backward's are whole (b, h) rows, whose blocks all add into the same dk and dv. */
 #include <stdatomic.h>
 
@@ -17,8 +17,9 @@ typedef struct {
 
 static void att_fwd_task(void *ctx, int t) {
   att_job *j = ctx;
-  int BH = j->d.B * j->d.H;
-  int blk = j->nblocks - 1 - t / BH, bh = t % BH;
+  /* (b, h)-major, so that consecutive tasks share k and v in cache; within a (b, h), the
+   * last (heaviest) blocks first, so the job ends on light tasks. */
+  int bh = t / j->nblocks, blk = j->nblocks - 1 - t % j->nblocks;
   if (j->K->att_fwd(&j->d, &j->a, bh, blk) != 0) atomic_store(&j->failed, 1);
 }
 

@@ -28,7 +28,9 @@
 /* Rows per step of the blocked b x b triangular solves. */
 #define MX_SB 8
 
-enum { MM_SET = 0, MM_ADD = 1, MM_SUB = 2, MM_NEG = 3 };
+/* How a product is stored: C = acc, C += acc, C -= acc, C = -acc, or C = 2^(acc - e[j]) with e
+ * a per-column vector (the rows' log-sum-exp when C is a panel of logits). */
+enum { MM_SET = 0, MM_ADD = 1, MM_SUB = 2, MM_NEG = 3, MM_EXP2 = 4 };
 
 #define MX_LOG2E 1.44269504088896341f
 #define MX_LN2 0.693147180559945309f
@@ -47,7 +49,8 @@ static inline __attribute__((always_inline)) void mx_tile(const int mr, const in
                                                         const float *restrict A, ptrdiff_t ars,
                                                         ptrdiff_t acs, const float *restrict B,
                                                         ptrdiff_t ldb, float *restrict C,
-                                                        ptrdiff_t ldc, int mode, vmask tail) {
+                                                        ptrdiff_t ldc, int mode, vmask tail,
+                                                        const float *restrict e) {
   vf acc[24][4];
 #pragma GCC unroll 24
   for (int i = 0; i < mr; i++)
@@ -79,6 +82,8 @@ static inline __attribute__((always_inline)) void mx_tile(const int mr, const in
         r = mode == MM_ADD ? v_add(old, r) : v_sub(old, r);
       } else if (mode == MM_NEG) {
         r = v_sub(v_zero(), r);
+      } else if (mode == MM_EXP2) {
+        r = v_exp2(v_sub(r, masked ? v_loadm(e + v * VW, tail) : v_load(e + v * VW)));
       }
       if (masked) v_storem(c + v * VW, r, tail);
       else v_store(c + v * VW, r);
@@ -87,20 +92,21 @@ static inline __attribute__((always_inline)) void mx_tile(const int mr, const in
 }
 
 typedef void (*mx_tile_fn)(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs, const float *B,
-                           ptrdiff_t ldb, float *C, ptrdiff_t ldc, int mode, vmask tail);
+                           ptrdiff_t ldb, float *C, ptrdiff_t ldc, int mode, vmask tail,
+                           const float *e);
 
 /* Two instances per shape: whole vectors only (mx_tile_NV_MR), and a masked last vector
  * (mx_tilet_NV_MR) for widths that are not a multiple of VW. */
 #define MX_DEF_TILE(NV, MR)                                                                    \
   static void mx_tile_##NV##_##MR(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,        \
                                   const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,      \
-                                  int mode, vmask tail) {                                      \
-    mx_tile(MR, NV, 0, k, A, ars, acs, B, ldb, C, ldc, mode, tail);                            \
+                                  int mode, vmask tail, const float *e) {                      \
+    mx_tile(MR, NV, 0, k, A, ars, acs, B, ldb, C, ldc, mode, tail, e);                         \
   }                                                                                            \
   __attribute__((unused)) static void mx_tilet_##NV##_##MR(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs, \
                                    const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,     \
-                                   int mode, vmask tail) {                                     \
-    mx_tile(MR, NV, 1, k, A, ars, acs, B, ldb, C, ldc, mode, tail);                            \
+                                   int mode, vmask tail, const float *e) {                     \
+    mx_tile(MR, NV, 1, k, A, ars, acs, B, ldb, C, ldc, mode, tail, e);                         \
   }
 #define MX_D4(NV) MX_DEF_TILE(NV, 1) MX_DEF_TILE(NV, 2) MX_DEF_TILE(NV, 3) MX_DEF_TILE(NV, 4)
 #define MX_D6(NV) MX_D4(NV) MX_DEF_TILE(NV, 5) MX_DEF_TILE(NV, 6)
@@ -150,13 +156,16 @@ static const int mx_mr[] = {0, 4, 4, 4, 4};
 #endif
 
 /* C (m x n, row stride ldc) (mode)= op(A) B with op(A)(i, p) = A[i*ars + p*acs] (m x k) and B
- * row-major k x n (row stride ldb). C must not overlap A or B. */
-static void mx_mm(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,
-                  const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, int mode) {
+ * row-major k x n (row stride ldb); e (n floats) is read by MM_EXP2 only. C must not overlap A
+ * or B. */
+static void mx_mm_e(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,
+                    const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, int mode,
+                    const float *e) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
-    if (mode == MM_SET || mode == MM_NEG)
-      for (int i = 0; i < m; i++) memset(C + (ptrdiff_t)i * ldc, 0, (size_t)n * sizeof(float));
+    if (mode != MM_ADD && mode != MM_SUB)
+      for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) C[(ptrdiff_t)i * ldc + j] = mode == MM_EXP2 ? exp2f(-e[j]) : 0.0f;
     return;
   }
   const int strip = VW == 1 ? n : MX_NVMAX * VW;
@@ -171,14 +180,16 @@ static void mx_mm(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_t 
           int mr = mx_imin(4, m - i0);
           if (w == 4) {
             mx_tiles[0][4][mr](k, A + (ptrdiff_t)i0 * ars, ars, acs, B + j0 + jj, ldb,
-                            C + (ptrdiff_t)i0 * ldc + j0 + jj, ldc, mode, v_tailmask(1));
+                               C + (ptrdiff_t)i0 * ldc + j0 + jj, ldc, mode, v_tailmask(1),
+                               e ? e + j0 + jj : NULL);
           } else {
             for (int i = i0; i < i0 + mr; i++)
               for (int j = j0 + jj; j < j0 + jj + w; j++) {
                 float s = 0;
                 for (int p = 0; p < k; p++) s += A[(ptrdiff_t)i * ars + (ptrdiff_t)p * acs] * B[(ptrdiff_t)p * ldb + j];
                 float *c = C + (ptrdiff_t)i * ldc + j;
-                *c = mode == MM_SET ? s : mode == MM_ADD ? *c + s : mode == MM_SUB ? *c - s : -s;
+                *c = mode == MM_SET ? s : mode == MM_ADD ? *c + s : mode == MM_SUB ? *c - s
+                   : mode == MM_NEG ? -s : exp2f(s - e[j]);
               }
           }
         }
@@ -192,9 +203,14 @@ static void mx_mm(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_t 
     for (int i0 = 0; i0 < m; i0 += MR) {
       int mr = mx_imin(MR, m - i0);
       tab[mr](k, A + (ptrdiff_t)i0 * ars, ars, acs, B + j0, ldb, C + (ptrdiff_t)i0 * ldc + j0,
-              ldc, mode, tail);
+              ldc, mode, tail, e ? e + j0 : NULL);
     }
   }
+}
+
+static inline void mx_mm(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,
+                         const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, int mode) {
+  mx_mm_e(m, n, k, A, ars, acs, B, ldb, C, ldc, mode, NULL);
 }
 
 /* ---- small vector helpers over a row of D floats -------------------------------------- */
@@ -230,10 +246,12 @@ static void mx_transpose(const float *X, int nb, int D, int ldq, float s, float 
 }
 
 /* ---- masks -------------------------------------------------------------------------------
- * Sets to -inf the entries of panel rows j in [j0, j1) (S points at row j0) that query rows
- * i0 + lane (lane < nb) may not see. Rows j in [lo(i1-1), i0] are visible to every query of
- * the block and are skipped, unless documents must be compared element by element. */
-static void mx_mask(const mx_dims *d, int b, int i0, int nb, int ldq, int j0, int j1, float *S) {
+ * Sets to `fill` (-inf for logits, 0 for weights) the entries of panel rows j in [j0, j1) (S
+ * points at row j0) that query rows i0 + lane (lane < nb) may not see. Rows j in
+ * [lo(i1-1), i0] are visible to every query of the block and are skipped, unless documents
+ * must be compared element by element. */
+static void mx_mask(const mx_dims *d, int b, int i0, int nb, int ldq, int j0, int j1, float *S,
+                    float fill) {
   const int32_t *lo = d->lo + (ptrdiff_t)b * d->T;
   const int ids = d->ids_elementwise[b];
   const int32_t *id = ids ? d->doc + (ptrdiff_t)b * d->T : NULL;
@@ -248,11 +266,11 @@ static void mx_mask(const mx_dims *d, int b, int i0, int nb, int ldq, int j0, in
       if (lo[i0 + mid] > j) hi_i = mid;
       else lo_i = mid + 1;
     }
-    for (int i = 0; i < a; i++) row[i] = -INFINITY;
-    for (int i = lo_i; i < nb; i++) row[i] = -INFINITY;
+    for (int i = 0; i < a; i++) row[i] = fill;
+    for (int i = lo_i; i < nb; i++) row[i] = fill;
     if (ids)
       for (int i = a; i < lo_i; i++)
-        if (id[i0 + i] != id[j]) row[i] = -INFINITY;
+        if (id[i0 + i] != id[j]) row[i] = fill;
   }
 }
 
@@ -291,14 +309,6 @@ static void mx_online(float *S, int nc, int ldq, float *m, float *l, float *corr
   }
   for (int i = 0; i < nb; i++)
     if (corr[i] != 1.0f) mx_scal(D, corr[i], U + (ptrdiff_t)i * D);
-}
-
-/* S[j][i] = 2^(S[j][i] - lse2[i]) for nc rows. */
-static void mx_exp_rows(float *S, int nc, int ldq, const float *lse) {
-  for (int j = 0; j < nc; j++) {
-    float *r = S + (ptrdiff_t)j * ldq;
-    for (int i = 0; i < ldq; i += VW) v_store(r + i, v_exp2(v_sub(v_load(r + i), v_load(lse + i))));
-  }
 }
 
 /* ---- b x b triangular solves ---------------------------------------------------------------
@@ -354,7 +364,7 @@ static int mx_att_fwd(const mx_dims *d, const mx_att_args *a, int bh, int blk) {
   for (int c0 = k0; c0 < i1; c0 += MX_KC) {
     int nc = mx_imin(MX_KC, i1 - c0);
     mx_mm(nc, ldq, D, K + (ptrdiff_t)c0 * D, D, 1, Qt, ldq, S, ldq, MM_SET);
-    mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S);
+    mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S, -INFINITY);
     mx_online(S, nc, ldq, m, l, corr, U, nb, D);
     mx_mm(nb, D, nc, S, 1, ldq, V + (ptrdiff_t)c0 * D, D, U, D, MM_ADD);
   }
@@ -399,9 +409,8 @@ static int mx_att_bwd(const mx_dims *d, const mx_att_args *a, int bh) {
     }
     for (int c0 = k0; c0 < i1; c0 += MX_KC) {
       int nc = mx_imin(MX_KC, i1 - c0);
-      mx_mm(nc, ldq, D, K + (ptrdiff_t)c0 * D, D, 1, Qt, ldq, S, ldq, MM_SET);
-      mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S);
-      mx_exp_rows(S, nc, ldq, lse);
+      mx_mm_e(nc, ldq, D, K + (ptrdiff_t)c0 * D, D, 1, Qt, ldq, S, ldq, MM_EXP2, lse);
+      mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S, 0.0f);
       mx_mm(nc, D, nb, S, ldq, 1, G + (ptrdiff_t)i0 * D, D, dV + (ptrdiff_t)c0 * D, D, MM_ADD);
       mx_mm(nc, ldq, D, V + (ptrdiff_t)c0 * D, D, 1, Gt, ldq, dP, ldq, MM_SET);
       for (int j = 0; j < nc; j++) {
@@ -442,12 +451,12 @@ static int mx_krr_fwd(const mx_dims *d, const mx_krr_args *a, int bh) {
     for (int c0 = k0; c0 < i0; c0 += MX_KC) {
       int nc = mx_imin(MX_KC, i0 - c0);
       mx_mm(nc, ldq, D, Rh + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, S, ldq, MM_SET);
-      mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S);
+      mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S, -INFINITY);
       mx_online(S, nc, ldq, m, l, corr, U, nb, D);
       mx_mm(nb, D, nc, S, 1, ldq, X + (ptrdiff_t)c0 * D, D, U, D, MM_ADD);
     }
     mx_mm(nb, ldq, D, Rh + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Sd, ldq, MM_SET);
-    mx_mask(d, b, i0, nb, ldq, i0, i1, Sd);
+    mx_mask(d, b, i0, nb, ldq, i0, i1, Sd, -INFINITY);
     mx_online(Sd, nb, ldq, m, l, corr, U, nb, D);
     float *lse = a->lse + (ptrdiff_t)bh * T + i0;
     for (int i = 0; i < ldq; i++) {
@@ -489,8 +498,8 @@ static int mx_krr_bwd(const mx_dims *d, const mx_krr_args *a, int bh) {
   const float lam = (float)exp((double)a->loglam[bh % d->H]);
   float *Rt = mx_scratch(0, (size_t)D * ldq_max), *Zt = mx_scratch(4, (size_t)D * ldq_max);
   float *P = mx_scratch(1, (size_t)T * ldq_max), *dP = mx_scratch(2, (size_t)T * ldq_max);
-  float *st = mx_scratch(3, 3 * (size_t)ldq_max);
-  if (!Rt || !Zt || !P || !dP || !st) return -1;
+  float *st = mx_scratch(3, 3 * (size_t)ldq_max), *dSc = mx_scratch(5, (size_t)MX_KC * ldq_max);
+  if (!Rt || !Zt || !P || !dP || !st || !dSc) return -1;
   float *lse = st, *c = st + ldq_max, *sh = st + 2 * ldq_max;
   memcpy(dY, a->g + off, (size_t)T * D * sizeof(float));
   memset(dRh, 0, (size_t)T * D * sizeof(float));
@@ -503,9 +512,8 @@ static int mx_krr_bwd(const mx_dims *d, const mx_krr_args *a, int bh) {
     mx_transpose(R + (ptrdiff_t)i0 * D, nb, D, ldq, MX_LOG2E, Rt);
     /* The diagonal tile first: the adjoint solve needs it. Panel rows are keys k0..i1. */
     float *Pd = P + (ptrdiff_t)(i0 - k0) * ldq;
-    mx_mm(nb, ldq, D, Rh + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Pd, ldq, MM_SET);
-    mx_mask(d, b, i0, nb, ldq, i0, i1, Pd);
-    mx_exp_rows(Pd, nb, ldq, lse);
+    mx_mm_e(nb, ldq, D, Rh + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Pd, ldq, MM_EXP2, lse);
+    mx_mask(d, b, i0, nb, ldq, i0, i1, Pd, 0.0f);
     float *Z = dY + (ptrdiff_t)i0 * D;
     mx_solve_upper_t(nb, D, Pd, ldq, lam, Z);
     for (ptrdiff_t n = 0; n < (ptrdiff_t)nb * D; n++) dl -= (double)Z[n] * X[(ptrdiff_t)i0 * D + n];
@@ -520,9 +528,8 @@ static int mx_krr_bwd(const mx_dims *d, const mx_krr_args *a, int bh) {
       const int nc = c1 - c0;
       float *Pc = P + (ptrdiff_t)(c0 - k0) * ldq, *dPc = dP + (ptrdiff_t)(c0 - k0) * ldq;
       if (c0 < i0) {
-        mx_mm(nc, ldq, D, Rh + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, Pc, ldq, MM_SET);
-        mx_mask(d, b, i0, nb, ldq, c0, c1, Pc);
-        mx_exp_rows(Pc, nc, ldq, lse);
+        mx_mm_e(nc, ldq, D, Rh + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, Pc, ldq, MM_EXP2, lse);
+        mx_mask(d, b, i0, nb, ldq, c0, c1, Pc, 0.0f);
         mx_mm(nc, ldq, D, X + (ptrdiff_t)c0 * D, D, 1, Zt, ldq, dPc, ldq, MM_NEG);
       }
       for (int i = 0; i < ldq; i += VW) {
@@ -532,18 +539,23 @@ static int mx_krr_bwd(const mx_dims *d, const mx_krr_args *a, int bh) {
         v_store(c + i, s);
       }
     }
-    /* dS = P o ((dP - sh) - c) and the three products, chunk by chunk. */
-    for (int c0 = k0, c1; c0 < i1; c0 = c1) {
-      c1 = c0 < i0 ? mx_imin(c0 + MX_KC, i0) : i1;
+    /* dS = P o ((dP - sh) - c) and the three products, chunk by chunk, from the diagonal tile
+     * back to k0: the first sweep wrote those chunks last, so they are still in cache. */
+    for (int c1 = i1, c0; c1 > k0; c1 = c0) {
+      c0 = c1 == i1 ? i0 : mx_imax(k0, c1 - MX_KC);
       const int nc = c1 - c0;
-      float *Pc = P + (ptrdiff_t)(c0 - k0) * ldq, *dS = dP + (ptrdiff_t)(c0 - k0) * ldq;
+      /* dS goes to a chunk buffer, not back into the panel: at long spans the panels live in
+       * L3 or memory, and a panel-sized write per block is worth avoiding. */
+      const float *Pc = P + (ptrdiff_t)(c0 - k0) * ldq, *dPc = dP + (ptrdiff_t)(c0 - k0) * ldq;
+      float *dS = nc <= MX_KC ? dSc : dP + (ptrdiff_t)(c0 - k0) * ldq; /* the tile may be wider */
       for (int j = 0; j < nc; j++) {
-        float *p = Pc + (ptrdiff_t)j * ldq, *q = dS + (ptrdiff_t)j * ldq;
+        const float *p = Pc + (ptrdiff_t)j * ldq, *q = dPc + (ptrdiff_t)j * ldq;
+        float *o = dS + (ptrdiff_t)j * ldq;
         for (int i = 0; i < ldq; i += VW)
-          v_store(q + i, v_mul(v_load(p + i), v_sub(v_sub(v_load(q + i), v_load(sh + i)), v_load(c + i))));
+          v_store(o + i, v_mul(v_load(p + i), v_sub(v_sub(v_load(q + i), v_load(sh + i)), v_load(c + i))));
       }
       mx_mm(nb, D, nc, dS, 1, ldq, Rh + (ptrdiff_t)c0 * D, D, dR + (ptrdiff_t)i0 * D, D,
-            c0 == k0 ? MM_SET : MM_ADD);
+            c1 == i1 ? MM_SET : MM_ADD);
       mx_mm(nc, D, nb, dS, ldq, 1, R + (ptrdiff_t)i0 * D, D, dRh + (ptrdiff_t)c0 * D, D, MM_ADD);
       if (c0 < i0)
         mx_mm(nc, D, nb, Pc, ldq, 1, Z, D, dY + (ptrdiff_t)c0 * D, D, MM_SUB);

@@ -1,0 +1,94 @@
+// `cubit bench mixer` (and bench/mixer.ts): forward + backward of the full functional mixers,
+// cubitAttention (r̂ normalisation, LRR, the streaming KRR solve, attention over X) against
+// softmaxAttention, on the backend in use. One JSON line per case and thread count:
+//   {mixer, B, H, T, D, blockSize, threads, fwd_bwd_ms, peak_bytes, input_bytes}
+// fwd_bwd_ms is the median of repeated steps (forward, backward from a fixed output gradient,
+// leaf gradients dropped). peak_bytes is what the step holds on top of its inputs: the backend's
+// peakBytesInUse over one step (resetPeak before) minus the bytes in use when it starts. Not in
+// it: the native kernels' per-thread scratch (C heap), ≈ 2·T·blockSize floats per thread for the
+// KRR backward's two panels (8 MB at T = 16384, blocks of 64) and O(blockSize·(D + 64)) besides.
+import { getBackend, tidy } from '../core/engine.ts';
+import type { Tensor } from '../core/tensor.ts';
+import { randn, full } from '../ops/creation.ts';
+import { softmaxAttention } from '../ops/mixers.ts';
+import { cubitAttention } from '../mixers/functional.ts';
+import { NativeBackend } from '../backends/native/backend.ts';
+import { emit, medianMs, round } from './measure.ts';
+
+export type MixerName = 'cubit' | 'softmax';
+
+export interface MixerCase { mixer: MixerName; B: number; H: number; T: number; D: number }
+
+/** Issue 3's cases: B=4, H=4, D=32 at T = 128 … 4096, and B=1, H=4, D=32 at T = 16384. */
+export function mixerBenchCases(): MixerCase[] {
+  const cases: MixerCase[] = [];
+  for (const mixer of ['cubit', 'softmax'] as const) {
+    for (let T = 128; T <= 4096; T *= 2) cases.push({ mixer, B: 4, H: 4, T, D: 32 });
+    cases.push({ mixer, B: 1, H: 4, T: 16384, D: 32 });
+  }
+  return cases;
+}
+
+export interface MixerBenchOptions {
+  /** Thread counts to try (native backend; default: the backend's current count). */
+  threads?: number[];
+  /** Only cases whose label ("cubit B=4 H=4 T=1024 D=32") contains this. */
+  filter?: string;
+  /** Rows per streaming block (default 64). */
+  blockSize?: number;
+}
+
+const label = (c: MixerCase): string => `${c.mixer} B=${c.B} H=${c.H} T=${c.T} D=${c.D}`;
+
+/** Leaf inputs of one case (kept, requiring gradients) and the step to time. */
+function setup(c: MixerCase, blockSize: number): { leaves: Tensor[]; step: () => void } {
+  const { B, H, T, D } = c;
+  const leaf = (t: Tensor): Tensor => { t.requiresGrad = true; return t.keep(); };
+  const x = (seed: number): Tensor => leaf(randn([B, H, T, D], { seed }));
+  const g = randn([B, H, T, D], { seed: 99 }).keep();
+  if (c.mixer === 'softmax') {
+    const q = x(1), k = x(2), v = x(3);
+    return { leaves: [q, k, v, g], step: () => tidy(() => { softmaxAttention(q, k, v, { blockSize }).backward(g); }) };
+  }
+  const inputs = {
+    q: x(1), k: x(2), v: x(3), r: x(4), lrrLogits: leaf(randn([B, H, T], { seed: 5 })),
+    refScale: leaf(full([H], 1)), logLambda: leaf(full([H], Math.log(1e-6))),
+    lrrLower: leaf(full([H], 0.5)), lrrRange: leaf(full([H], 1.5)),
+  };
+  return {
+    leaves: [...Object.values(inputs), g],
+    step: () => tidy(() => { cubitAttention(inputs, { blockSize }).output.backward(g); }),
+  };
+}
+
+/** Drops the gradients a step accumulated into the leaves (as an optimizer's zero_grad would). */
+function dropGrads(leaves: Tensor[]): void {
+  for (const t of leaves) {
+    if (t.grad) { t.grad.dispose(); t.grad = null; }
+  }
+}
+
+export function benchMixer(opts: MixerBenchOptions = {}): void {
+  const b = getBackend();
+  const threadList = b instanceof NativeBackend ? (opts.threads ?? [b.threads()]) : [1];
+  const blockSize = opts.blockSize ?? 64;
+  for (const c of mixerBenchCases()) {
+    if (opts.filter && !label(c).includes(opts.filter)) continue;
+    const before = b.memory().bytesInUse;
+    const { leaves, step } = setup(c, blockSize);
+    const inputBytes = b.memory().bytesInUse - before;
+    const run = (): void => { step(); dropGrads(leaves); };
+    for (const t of threadList) {
+      if (b instanceof NativeBackend) b.setThreads(t);
+      run(); // warm the pool and the kernels' scratch
+      const start = b.memory().bytesInUse;
+      b.resetPeak();
+      run();
+      const peak = b.memory().peakBytesInUse - start;
+      const long = c.B * c.H * c.T * c.T >= 4 * 4 * 2048 * 2048;
+      const ms = medianMs(run, long ? { warmup: 0, minRuns: 3, minMs: 0 } : { warmup: 1, minRuns: 5, minMs: 1000 });
+      emit({ mixer: c.mixer, B: c.B, H: c.H, T: c.T, D: c.D, blockSize, threads: t, fwd_bwd_ms: round(ms, 2), peak_bytes: peak, input_bytes: inputBytes, backend: b.name });
+    }
+    for (const t of leaves) t.dispose();
+  }
+}
