@@ -1,12 +1,14 @@
 // `cubit bench <suite>`: benchmarks that print JSON lines.
 import { benchMixer } from '../bench/mixer.ts';
 import { benchOps } from '../bench/ops.ts';
+import { benchTrain } from '../bench/train.ts';
 import { setBackend } from '../core/engine.ts';
 import { type Command, UsageError } from './args.ts';
 
 const suites: Record<string, (threads: number[] | undefined, filter: string | undefined) => void | Promise<void>> = {
   ops: (threads, filter) => benchOps({ threads, filter }),
   mixer: (threads, filter) => benchMixer({ threads, filter }),
+  train: (threads, filter) => benchTrain({ threads, filter }),
 };
 
 export const benchCommand: Command = {
