@@ -236,6 +236,10 @@ for (let i = 0; i < 4; i++) {
   const H = POOL[shapeRng.int(6)];
   add(`rotary splitting ${H} heads, offset ${offset}`, [floats([B, T, H * D]), tab(), tab()], (x, c, s) => op.rotary(x, c, s, { offset, heads: H }), EXACT);
 }
+for (const shape of [[1031], [3, 5, 64], [0, 7]]) {
+  add('swiglu', [floats(shape, { low: -12, high: 12 }), floats(shape)], (a, b) => op.swiglu(a, b), TRANS);
+}
+add('swiglu, gate without gradient', [floats([9, 33], { low: -12, high: 12, grad: false }), floats([9, 33])], (a, b) => op.swiglu(a, b), TRANS);
 add('rotary, rank 4', [floats([2, 3, 5, 6]), floats([5, 3], { grad: false }), floats([5, 3], { grad: false })], (x, c, s) => op.rotary(x, c, s), EXACT);
 add('rotary, empty batch', [floats([0, 3, 8]), floats([3, 2], { grad: false }), floats([3, 2], { grad: false })], (x, c, s) => op.rotary(x, c, s, { heads: 2 }), EXACT);
 

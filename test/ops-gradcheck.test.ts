@@ -197,6 +197,15 @@ describe('neural-network ops', () => {
   gc('layerNorm with bias only', (t, b) => op.layerNorm(t, null, b), () => [x([3, 5]), x([5])]);
   gc('layerNorm without affine', (t) => op.layerNorm(t, null, null), () => [x([2, 3, 5])]);
 
+  gc('swiglu', (a, b) => op.swiglu(a, b), () => [x([3, 5], { low: -6, high: 6 }), x([3, 5])]);
+  gc('swiglu, up branch only', (a, b) => op.swiglu(a, b), () => [c([4, 3], { low: -6, high: 6 }), x([4, 3])]);
+  test('swiglu is silu(a) · b', () => withBackend('reference', () => {
+    const a = randTensor([2, 7], { seed: 5, low: -5, high: 5 }), b = randTensor([2, 7], { seed: 6 });
+    const want = op.mul(op.silu(a), b).dataSync(), got = op.swiglu(a, b).dataSync();
+    got.forEach((v, i) => assert.ok(Math.abs(v - want[i]) <= 1e-15 * Math.max(1, Math.abs(want[i])), `swiglu[${i}] = ${v}, want ${want[i]}`));
+    assert.throws(() => op.swiglu(a, op.reshape(b, [7, 2])), /one shape/);
+    op.dispose([a, b]);
+  }));
   // Rotary with real angle tables (orthogonal turns) and with arbitrary ones (a linear map all the same).
   const angles = (P: number, half: number, f: (a: number) => number): Tensor =>
     op.tensor(Float64Array.from({ length: P * half }, (_, k) => f(Math.floor(k / half) * Math.pow(100, -k % half / half))), [P, half], { dtype: 'float64' });

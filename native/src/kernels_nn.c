@@ -830,3 +830,34 @@ void cubit_nn_rotary(const float *x, const float *cos, const float *sin, float *
   size_t rows = B * T * H;
   nn_run(rows, 1, nn_tasks((double)rows * D * 3, 0), rotary_range, &c);
 }
+
+/* ---- SwiGLU gate -------------------------------------------------------------------------- */
+
+typedef struct {
+  const nn_kernels *k;
+  const float *a, *b, *dy;
+  float *o1, *o2;
+} nn_swiglu_ctx;
+
+static void swiglu_range(void *c, size_t b, size_t e, int t) {
+  nn_swiglu_ctx *x = c;
+  (void)t;
+  x->k->swiglu(x->a + b, x->b + b, x->o1 + b, e - b);
+}
+
+void cubit_nn_swiglu(const float *a, const float *b, float *out, size_t n) {
+  nn_swiglu_ctx c = {nn_k(), a, b, NULL, out, NULL};
+  nn_run(n, 64, nn_tasks((double)n, 20), swiglu_range, &c);
+}
+
+static void swiglu_bwd_range(void *c, size_t b, size_t e, int t) {
+  nn_swiglu_ctx *x = c;
+  (void)t;
+  x->k->swiglu_bwd(x->a + b, x->b + b, x->dy + b, x->o1 + b, x->o2 + b, e - b);
+}
+
+void cubit_nn_swiglu_bwd(const float *a, const float *b, const float *dy, float *da, float *db,
+                         size_t n) {
+  nn_swiglu_ctx c = {nn_k(), a, b, dy, da, db};
+  nn_run(n, 64, nn_tasks((double)n, 40), swiglu_bwd_range, &c);
+}

@@ -64,6 +64,8 @@ typedef struct {
   void (*dropout)(float *out, size_t start, size_t n, uint32_t seed, uint64_t threshold,
                   float scale);
   void (*adamw)(float *p, const float *g, float *m, float *v, size_t n, const nn_adamw *a);
+  void (*swiglu)(const float *a, const float *b, float *out, size_t n);
+  void (*swiglu_bwd)(const float *a, const float *b, const float *dy, float *da, float *db, size_t n);
   /* out[i] = a[i*sa] op b[i*sb], i < n */
   void (*binary)(int op, const float *a, ptrdiff_t sa, const float *b, ptrdiff_t sb, float *out,
                  size_t n);
@@ -129,6 +131,10 @@ void cubit_nn_adamw(float *param, const float *grad, float *m, float *v, size_t 
                     double beta1, double beta2, double eps, double weight_decay, double bc1,
                     double bc2);
 
+/* out = silu(a) * b; da = dy * b * silu'(a), db = dy * silu(a). Outputs must not alias inputs. */
+void cubit_nn_swiglu(const float *a, const float *b, float *out, size_t n);
+void cubit_nn_swiglu_bwd(const float *a, const float *b, const float *dy, float *da, float *db,
+                         size_t n);
 /* Rotary embedding (rotate-half pairs i, i + D/2) of rows (b, t, h): x and out are each laid out
  * (B, T, H, D) or, when *_heads_first, (B, H, T, D); position offset + t reads row offset + t of
  * the (·, D/2) cos/sin tables; inverse turns by −angle (the gradient). out must not alias x. */

@@ -631,3 +631,55 @@ CUBIT_NAPI(cubit_napi_nn_rotary) {
                   (size_t)dims[3], (size_t)dims[4], inverse, xhf, ohf);
   return cubit_undefined(env);
 }
+
+/* The output's elements [0, n) must not overlap those of any array in `others`. */
+static bool disjoint(napi_env env, const char *fn, const float *o, const float *const *others,
+                     int count, int64_t n) {
+  for (int i = 0; i < count; i++)
+    if (o < others[i] + n && others[i] < o + n) {
+      cubit_throw(env, CUBIT_RANGE_ERROR, "%s: an output overlaps another array", fn);
+      return false;
+    }
+  return true;
+}
+
+/* swiglu(a, b, out, length) */
+CUBIT_NAPI(cubit_napi_nn_swiglu) {
+  static const char *fn = "swiglu";
+  napi_value argv[4];
+  float *a, *b, *o;
+  size_t al, bl, ol;
+  int64_t n;
+  if (!cubit_get_args(env, info, fn, 4, argv) || !cubit_arg_f32(env, argv, 0, fn, "a", &a, &al) ||
+      !cubit_arg_f32(env, argv, 1, fn, "b", &b, &bl) || !cubit_arg_f32(env, argv, 2, fn, "out", &o, &ol) ||
+      !cubit_arg_index(env, argv, 3, fn, "length", &n) || !need(env, fn, "a", al, 0, n) ||
+      !need(env, fn, "b", bl, 0, n) || !need(env, fn, "out", ol, 0, n))
+    return NULL;
+  if (n == 0) return cubit_undefined(env);
+  const float *in[2] = {a, b};
+  if (!disjoint(env, fn, o, in, 2, n)) return NULL;
+  cubit_nn_swiglu(a, b, o, (size_t)n);
+  return cubit_undefined(env);
+}
+
+/* swigluBackward(a, b, dy, da, db, length) */
+CUBIT_NAPI(cubit_napi_nn_swiglu_bwd) {
+  static const char *fn = "swigluBackward";
+  napi_value argv[6];
+  float *a, *b, *g, *da, *db;
+  size_t al, bl, gl, dal, dbl;
+  int64_t n;
+  if (!cubit_get_args(env, info, fn, 6, argv) || !cubit_arg_f32(env, argv, 0, fn, "a", &a, &al) ||
+      !cubit_arg_f32(env, argv, 1, fn, "b", &b, &bl) || !cubit_arg_f32(env, argv, 2, fn, "dy", &g, &gl) ||
+      !cubit_arg_f32(env, argv, 3, fn, "da", &da, &dal) ||
+      !cubit_arg_f32(env, argv, 4, fn, "db", &db, &dbl) ||
+      !cubit_arg_index(env, argv, 5, fn, "length", &n) || !need(env, fn, "a", al, 0, n) ||
+      !need(env, fn, "b", bl, 0, n) || !need(env, fn, "dy", gl, 0, n) ||
+      !need(env, fn, "da", dal, 0, n) || !need(env, fn, "db", dbl, 0, n))
+    return NULL;
+  if (n == 0) return cubit_undefined(env);
+  const float *in_a[4] = {a, b, g, db}, *in_b[3] = {a, b, g};
+  if (!disjoint(env, fn, da, in_a, 4, n) || !disjoint(env, fn, db, in_b, 3, n)) return NULL;
+  cubit_nn_swiglu_bwd(a, b, g, da, db, (size_t)n);
+  return cubit_undefined(env);
+}

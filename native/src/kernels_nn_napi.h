@@ -27,6 +27,8 @@ CUBIT_NAPI(cubit_napi_nn_xent_bwd);
 CUBIT_NAPI(cubit_napi_nn_dropout);
 CUBIT_NAPI(cubit_napi_nn_adamw);
 CUBIT_NAPI(cubit_napi_nn_rotary);
+CUBIT_NAPI(cubit_napi_nn_swiglu);
+CUBIT_NAPI(cubit_napi_nn_swiglu_bwd);
 
 #define CUBIT_NN_EXPORTS                                  \
   {"fill", cubit_napi_nn_fill},                           \
@@ -49,6 +51,8 @@ CUBIT_NAPI(cubit_napi_nn_rotary);
   {"crossEntropyBackward", cubit_napi_nn_xent_bwd},       \
   {"dropoutMask", cubit_napi_nn_dropout},                 \
   {"adamw", cubit_napi_nn_adamw},                         \
-  {"rotary", cubit_napi_nn_rotary},
+  {"rotary", cubit_napi_nn_rotary},                       \
+  {"swiglu", cubit_napi_nn_swiglu},                       \
+  {"swigluBackward", cubit_napi_nn_swiglu_bwd},
 
 #endif

@@ -127,6 +127,10 @@ export interface Backend {
    */
   rotary(x: Storage, cos: Storage, sin: Storage, out: Storage, B: number, T: number, H: number, D: number,
     offset: number, inverse: boolean, xHeadsFirst: boolean, outHeadsFirst: boolean): void;
+  /** SwiGLU's gate: out = silu(a) · b, elementwise. */
+  swiglu(a: Storage, b: Storage, out: Storage, length: number): void;
+  /** da = dy · b · silu'(a), db = dy · silu(a). */
+  swigluBackward(a: Storage, b: Storage, dy: Storage, da: Storage, db: Storage, length: number): void;
   /** In-place AdamW step on one parameter (decoupled weight decay). */
   adamw(param: Storage, grad: Storage, m: Storage, v: Storage, length: number, p: AdamWParams): void;
 

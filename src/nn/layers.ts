@@ -1,8 +1,7 @@
 // The basic layers of a decoder: Linear, Embedding, RMSNorm and the SwiGLU feed-forward.
 import type { Tensor } from '../core/tensor.ts';
-import { mul, silu } from '../ops/elementwise.ts';
 import { matmul } from '../ops/matmul.ts';
-import { embedding, rmsNorm } from '../ops/nn.ts';
+import { embedding, rmsNorm, swiglu } from '../ops/nn.ts';
 import { constantInit, normalInit, type Rng } from './init.ts';
 import { Module } from './module.ts';
 
@@ -52,6 +51,6 @@ export class SwiGLU extends Module {
     this.down = this.child('down', new Linear(hidden, dim, rng, downStd));
   }
   forward(x: Tensor): Tensor {
-    return this.down.forward(mul(silu(this.gate.forward(x)), this.up.forward(x)));
+    return this.down.forward(swiglu(this.gate.forward(x), this.up.forward(x)));
   }
 }

@@ -200,3 +200,17 @@ export function rotary(x: Tensor, cos: Tensor, sin: Tensor, opts: RotaryOptions 
     return [dx];
   });
 }
+
+/** SwiGLU's gate silu(a) ⊙ b for same-shaped a, b (one kernel each way). */
+export function swiglu(a: Tensor, b: Tensor): Tensor {
+  const be = backendOf('swiglu', a, b);
+  requireFloat('swiglu', 'a', a); requireFloat('swiglu', 'b', b);
+  if (!sameShape(a.shape, b.shape) || a.dtype !== b.dtype) throw new Error(`swiglu: ${a.describe()} and ${b.describe()} must have one shape and dtype`);
+  const y = empty(a.shape, a.dtype, be);
+  be.swiglu(a.storage, b.storage, y.storage, a.size);
+  return record(y, 'swiglu', [a, b], [a, b], (g) => {
+    const da = empty(a.shape, a.dtype, be), db = empty(b.shape, b.dtype, be);
+    be.swigluBackward(a.storage, b.storage, g.storage, da.storage, db.storage, a.size);
+    return [a.requiresGrad ? da : (da.dispose(), null), b.requiresGrad ? db : (db.dispose(), null)];
+  });
+}

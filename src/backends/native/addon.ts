@@ -62,6 +62,9 @@ export interface NativeAddon {
   crossEntropyBackward(logits: Float32Array, targets: Int32Array, lse: Float32Array, dloss: Float32Array, dlogits: Float32Array, rows: number, cols: number, ignoreIndex: number): void;
   /** The counter-hash mask of core/random.ts; seed as an int32 (seed | 0). */
   dropoutMask(out: Float32Array, length: number, p: number, seed: number): void;
+  /** Backend.swiglu / swigluBackward (absent in an addon built before them). */
+  swiglu?(a: Float32Array, b: Float32Array, out: Float32Array, length: number): void;
+  swigluBackward?(a: Float32Array, b: Float32Array, dy: Float32Array, da: Float32Array, db: Float32Array, length: number): void;
   /** Backend.rotary; cos and sin are (≥ offset + T, D/2). Absent in an addon built before it. */
   rotary?(x: Float32Array, cos: Float32Array, sin: Float32Array, out: Float32Array, B: number, T: number, H: number, D: number,
     offset: number, inverse: boolean, xHeadsFirst: boolean, outHeadsFirst: boolean): void;

@@ -127,6 +127,14 @@ export class NativeBackend extends ReferenceBackend {
     if (!isF32(out)) return super.dropoutMask(out, length, p, seed);
     this.addon.dropoutMask(f32(out), length, p, seed | 0); // hash32 reads the seed as an int32
   }
+  override swiglu(a: Storage, b: Storage, out: Storage, length: number): void {
+    if (!isF32(a, b, out) || !this.addon.swiglu) return super.swiglu(a, b, out, length);
+    this.addon.swiglu(f32(a), f32(b), f32(out), length);
+  }
+  override swigluBackward(a: Storage, b: Storage, dy: Storage, da: Storage, db: Storage, length: number): void {
+    if (!isF32(a, b, dy, da, db) || !this.addon.swigluBackward) return super.swigluBackward(a, b, dy, da, db, length);
+    this.addon.swigluBackward(f32(a), f32(b), f32(dy), f32(da), f32(db), length);
+  }
   override rotary(x: Storage, cos: Storage, sin: Storage, out: Storage, B: number, T: number, H: number, D: number,
     offset: number, inverse: boolean, xHeadsFirst: boolean, outHeadsFirst: boolean): void {
     if (!isF32(x, cos, sin, out) || !this.addon.rotary) return super.rotary(x, cos, sin, out, B, T, H, D, offset, inverse, xHeadsFirst, outHeadsFirst);

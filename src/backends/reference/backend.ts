@@ -303,6 +303,18 @@ export class ReferenceBackend implements Backend {
     const o = arr(out), scale = 1 / (1 - p);
     for (let i = 0; i < length; i++) o[i] = dropoutKeeps(seed, i, p) ? scale : 0;
   }
+  swiglu(a: Storage, b: Storage, out: Storage, length: number): void {
+    const A = arr(a), Bv = arr(b), O = arr(out);
+    for (let i = 0; i < length; i++) O[i] = A[i] * sigmoid(A[i]) * Bv[i];
+  }
+  swigluBackward(a: Storage, b: Storage, dy: Storage, da: Storage, db: Storage, length: number): void {
+    const A = arr(a), Bv = arr(b), G = arr(dy), DA = arr(da), DB = arr(db);
+    for (let i = 0; i < length; i++) {
+      const x = A[i], s = sigmoid(x);
+      DB[i] = G[i] * (x * s);
+      DA[i] = G[i] * Bv[i] * (s * (1 + x * (1 - s)));
+    }
+  }
   rotary(x: Storage, cos: Storage, sin: Storage, out: Storage, B: number, T: number, H: number, D: number,
     offset: number, inverse: boolean, xHeadsFirst: boolean, outHeadsFirst: boolean): void {
     const X = arr(x), C = arr(cos), S = arr(sin), O = arr(out), half = D / 2, sign = inverse ? -1 : 1;
