@@ -5,11 +5,12 @@ import * as fs from 'node:fs';
 import { getBackend, setBackend } from '../core/engine.ts';
 import { NativeBackend } from '../backends/native/backend.ts';
 import {
-  defaultOut, EXPERIMENT_NAMES, InterruptedError, presetNames, resolveConfig, runExperiment, type ExperimentEvent, type ExperimentName,
+  defaultOut, EXPERIMENT_NAMES, InterruptedError, presetNames, resolveConfig, runExperiment, type ExperimentName,
 } from '../experiments/index.ts';
 import { readExperimentFile, shippedConfigFile } from '../experiments/config.ts';
 import { type Command, intOption, UsageError } from './args.ts';
-import { formatDuration, Progress } from './progress.ts';
+import { ExperimentPrinter } from './experiment-printer.ts';
+import { formatDuration } from './progress.ts';
 
 function listText(): string {
   const lines = ['experiments (cubit experiment <name> --preset <preset>):'];
@@ -65,34 +66,8 @@ export const experimentCommand: Command = {
     }
     const quiet = Boolean(values.quiet);
     const out = (values.out as string | undefined) ?? defaultOut(name, preset);
-    let progress: Progress | null = null;
-    const say = (line: string): void => { if (quiet) return; if (progress) progress.log(line); else console.log(line); };
-    let runIndex = '';
-    const onEvent = (e: ExperimentEvent): void => {
-      switch (e.kind) {
-        case 'config': say(`experiment ${name}, preset ${e.resolved.preset} (${e.resolved.file}): ${e.runs} runs into ${e.out}; backend ${getBackend().name}`); break;
-        case 'calibrate': if (!quiet && process.stdout.isTTY) process.stdout.write(`\rtiming the models for the estimate (${e.what})…\x1b[K`); break;
-        case 'plan':
-          if (!quiet && process.stdout.isTTY) process.stdout.write('\r\x1b[K');
-          say(`plan: ${e.total} runs, ${e.finished} finished on disk, ${e.toRun} to run${e.estimateSeconds > 0 ? `; estimated ${formatDuration(e.estimateSeconds)} on this machine` : ''}`);
-          break;
-        case 'run-start':
-          runIndex = `[${e.index}/${e.total}]`;
-          say(`${runIndex} ${e.id}${e.resuming ? ' (resuming)' : ''}${e.estimate ? ` ~${formatDuration(e.estimate)}` : ''}`);
-          progress = quiet ? null : new Progress({ total: 100, every: 10, unit: `${runIndex} ${e.id}` });
-          break;
-        case 'run-progress':
-          progress?.update(Math.floor(e.fraction * 100), [[e.detail, ''], ...(e.etaSeconds !== null ? [['experiment ETA', formatDuration(e.etaSeconds)] as const] : [])]);
-          break;
-        case 'run-end':
-          progress?.done();
-          progress = null;
-          say(`${runIndex} ${e.id}: ${e.status === 'done' ? 'done' : `FAILED: ${(e.error ?? '').split('\n')[0]}`} in ${formatDuration(e.seconds)}`);
-          break;
-        case 'log': say(e.message); break;
-        case 'report': say(`report: ${e.files.html}\n        ${e.files.markdown}\n        ${e.files.results}`); break;
-      }
-    };
+    const printer = new ExperimentPrinter(name, quiet);
+    const { say, onEvent } = printer;
     const abort = new AbortController();
     const onSigint = (): void => {
       process.off('SIGINT', onSigint);
@@ -114,7 +89,7 @@ export const experimentCommand: Command = {
       if (failed) console.error(`cubit: ${failed} of ${r.outcomes.length} runs failed (their errors are in the report and in <run>/error.json); run again to retry them`);
       return failed ? 1 : 0;
     } catch (e) {
-      (progress as Progress | null)?.done();
+      printer.done();
       if (e instanceof InterruptedError) { console.error(`cubit: ${e.message}`); return 130; }
       throw e;
     } finally {
