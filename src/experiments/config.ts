@@ -132,7 +132,7 @@ export const ablationsSchema = z.strictObject({
   reference: z.string().default('lrr-on'),
   seqLen: positiveInt.default(128),
   /** Named peak learning rates; every variant runs at each (the optimizer's lr is ignored). */
-  learningRates: z.record(z.string(), positive).default({ normal: 3e-3, high: 3e-2 }),
+  learningRates: z.record(z.string(), positive).default({ normal: 1e-2, high: 1e-1 }),
   /** Loss spikes: a step whose loss exceeds the median of the previous `window` steps by more than `threshold` nats. */
   spikes: z.strictObject({ window: positiveInt.default(20), threshold: positive.default(0.3) }).prefault({}),
 });
@@ -203,7 +203,8 @@ export function shippedConfigFile(name: ExperimentName): string {
 
 /**
  * Parses `path=value` overrides: the value is JSON when it parses (numbers, arrays, objects,
- * true/false/null), else a string. path is dotted: optimizer.lr=0.01, seeds=[0,1].
+ * true/false/null), else a string. path is dotted: optimizer.lr=0.01, seeds=[0,1]. An object
+ * merges into the value there as a preset does; null removes the key.
  */
 export function parseOverride(s: string): [string[], unknown] {
   const eq = s.indexOf('=');
@@ -222,7 +223,10 @@ export function applyOverride(obj: Record<string, unknown>, parts: string[], val
     if (!isPlainObject(o[p])) o[p] = {};
     o = o[p] as Record<string, unknown>;
   }
-  o[parts[parts.length - 1]] = value;
+  const key = parts[parts.length - 1];
+  // Objects merge into what is there, as presets do (null removes a key); other values replace.
+  if (value === null) delete o[key];
+  else o[key] = isPlainObject(value) && isPlainObject(o[key]) ? deepMerge(o[key], value) : value;
 }
 
 export interface ResolvedConfig<C = ExperimentConfig> {

@@ -194,7 +194,7 @@ export function trainConfigOf(s: LmRunSpec): Record<string, unknown> {
 export async function runLm(spec: LmRunSpec, ctx: RunContext): Promise<LmRunResult> {
   const out = path.join(ctx.dir, 'train');
   const resume = readRunPointer(out) !== null;
-  if (resume) ctx.log(`resuming training from step ${readRunPointer(out)!.step}`);
+  if (resume) ctx.log(`continuing from its checkpoint at step ${readRunPointer(out)!.step} of ${spec.steps}`);
   const evalCount = spec.eval.lengths.length + (spec.corruption?.fractions.length ?? 0);
   // Progress: training counts for most of a run; evaluations share the rest.
   const trainShare = 0.85;
@@ -295,8 +295,9 @@ export function lossSpikes(curve: readonly [number, number | null, number | null
 
 const timingCache = new Map<string, number>();
 
-/** Median seconds of `reps` calls after one warm-up. */
+/** Median seconds of `reps` calls after two warm-ups (the first calls of a process also pay for JIT compilation and pool growth). */
 function timeIt(fn: () => void, reps: number): number {
+  fn();
   fn();
   const ts: number[] = [];
   for (let i = 0; i < reps; i++) { const t0 = performance.now(); fn(); ts.push((performance.now() - t0) / 1000); }
