@@ -119,7 +119,7 @@ function conclusionOf(c: LengthScalingConfig, res: LengthScalingResults, outcome
   const sign = (x: GainCell) => (x.gain ? signOf(x.gain.lo, x.gain.hi) : 'spans');
   const better = at1.filter((x) => sign(x) === 'above').map((x) => x.trainLength);
   const worse = at1.filter((x) => sign(x) === 'below').map((x) => x.trainLength);
-  const nSeeds = Math.min(...at1.map((x) => x.seeds.length));
+  const nSeeds = at1.length ? Math.min(...at1.map((x) => x.seeds.length)) : 0;
   const parts: string[] = [];
   const failed = outcomes.filter((o) => !o.result || (o.result as LmRunResult).status !== 'completed').length;
   const cand = res.candidate, base = res.baseline;
