@@ -2,6 +2,7 @@
 import '../index.ts';
 import { type Command, helpText, parse, UsageError } from './args.ts';
 import { benchCommand } from './bench.ts';
+import { demoCommand } from './demo.ts';
 import { evalCommand } from './eval.ts';
 import { experimentCommand } from './experiment.ts';
 import { generateCommand } from './generate.ts';
@@ -9,7 +10,7 @@ import { infoCommand } from './info.ts';
 import { trainCommand } from './train.ts';
 import { version } from './version.ts';
 
-const commands: Command[] = [benchCommand, evalCommand, experimentCommand, generateCommand, infoCommand, trainCommand];
+const commands: Command[] = [demoCommand, benchCommand, evalCommand, experimentCommand, generateCommand, infoCommand, trainCommand];
 
 function topHelp(): string {
   return [
