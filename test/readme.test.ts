@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 
-for (const doc of ['README.md']) {
+for (const doc of ['README.md', 'docs/MIXERS.md']) {
   const text = readFileSync(path.join(root, doc), 'utf8');
   const blocks = [...text.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]);
   test(`${doc} has runnable TypeScript examples`, () => assert.ok(blocks.length > 0));
