@@ -788,45 +788,32 @@ void cubit_nn_adamw(float *param, const float *grad, float *m, float *v, size_t 
 /* ---- rotary embedding --------------------------------------------------------------------- */
 
 typedef struct {
+  const nn_kernels *k;
   const float *x, *cos, *sin;
   float *out;
   size_t T, H, D, offset;
   int inverse, x_heads_first, out_heads_first;
 } nn_rotary_ctx;
 
-/* Rows are (b, t, h) triples in (B, T, H) order. Each pair is turned in double: the products of
- * two floats are exact there, so one rounding of the sum and one to float give the reference's
- * bits whatever the vector width or FMA contraction. */
+/* Rows are (b, t, h) triples in (B, T, H) order. */
 static void rotary_range(void *c, size_t b, size_t e, int task) {
   const nn_rotary_ctx *r = c;
   (void)task;
   const size_t T = r->T, H = r->H, D = r->D, half = D / 2;
+  const double sign = r->inverse ? -1.0 : 1.0;
   for (size_t row = b; row < e; row++) {
     size_t h = row % H, bt = row / H, t = bt % T, bb = bt / T;
     size_t tok = (bt * H + h) * D, hf = ((bb * H + h) * T + t) * D;
-    const float *x = r->x + (r->x_heads_first ? hf : tok);
-    float *o = r->out + (r->out_heads_first ? hf : tok);
-    const float *cs = r->cos + (r->offset + t) * half, *sn = r->sin + (r->offset + t) * half;
-    if (r->inverse) {
-      for (size_t i = 0; i < half; i++) {
-        double a = x[i], z = x[i + half], cc = cs[i], ss = sn[i];
-        o[i] = (float)(a * cc + z * ss);
-        o[i + half] = (float)(z * cc - a * ss);
-      }
-    } else {
-      for (size_t i = 0; i < half; i++) {
-        double a = x[i], z = x[i + half], cc = cs[i], ss = sn[i];
-        o[i] = (float)(a * cc - z * ss);
-        o[i + half] = (float)(z * cc + a * ss);
-      }
-    }
+    r->k->rotary_row(r->x + (r->x_heads_first ? hf : tok), r->cos + (r->offset + t) * half,
+                     r->sin + (r->offset + t) * half, r->out + (r->out_heads_first ? hf : tok),
+                     half, sign);
   }
 }
 
 void cubit_nn_rotary(const float *x, const float *cos, const float *sin, float *out, size_t B,
                      size_t T, size_t H, size_t D, size_t offset, int inverse, int x_heads_first,
                      int out_heads_first) {
-  nn_rotary_ctx c = {x, cos, sin, out, T, H, D, offset, inverse, x_heads_first, out_heads_first};
+  nn_rotary_ctx c = {nn_k(), x, cos, sin, out, T, H, D, offset, inverse, x_heads_first, out_heads_first};
   size_t rows = B * T * H;
   nn_run(rows, 1, nn_tasks((double)rows * D * 3, 0), rotary_range, &c);
 }

@@ -65,6 +65,8 @@ typedef struct {
                   float scale);
   void (*adamw)(float *p, const float *g, float *m, float *v, size_t n, const nn_adamw *a);
   void (*swiglu)(const float *a, const float *b, float *out, size_t n);
+  void (*rotary_row)(const float *x, const float *c, const float *s, float *o, size_t half,
+                     double sign);
   void (*swiglu_bwd)(const float *a, const float *b, const float *dy, float *da, float *db, size_t n);
   /* out[i] = a[i*sa] op b[i*sb], i < n */
   void (*binary)(int op, const float *a, ptrdiff_t sa, const float *b, ptrdiff_t sb, float *out,

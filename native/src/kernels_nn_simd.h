@@ -541,6 +541,18 @@ static void k_swiglu_bwd(const float *a, const float *b, const float *g, float *
   }
 }
 
+/* One rotary row (kernels_nn.c cubit_nn_rotary): pair i turned by (c[i], sign * s[i]) in double,
+ * where the products of floats are exact, so the bits match the reference. A plain loop the
+ * compiler widens to this ISA's double vectors. */
+static void k_rotary_row(const float *restrict x, const float *restrict c, const float *restrict s,
+                         float *restrict o, size_t half, double sign) {
+  for (size_t i = 0; i < half; i++) {
+    double a = x[i], z = x[i + half], cc = c[i], ss = sign * (double)s[i];
+    o[i] = (float)(a * cc - z * ss);
+    o[i + half] = (float)(z * cc + a * ss);
+  }
+}
+
 /* The counter hash of src/core/random.ts (hash32): keep iff hash >= p * 2^32. */
 static void k_dropout(float *out, size_t start, size_t n, uint32_t seed, uint64_t threshold,
                       float scale) {
@@ -691,6 +703,7 @@ const nn_kernels NN_TABLE = {
     .dropout = k_dropout,
     .adamw = k_adamw,
     .swiglu = k_swiglu,
+    .rotary_row = k_rotary_row,
     .swiglu_bwd = k_swiglu_bwd,
     .binary = k_binary,
     .where = k_where,
