@@ -213,6 +213,55 @@ static inline void mx_mm(int m, int n, int k, const float *A, ptrdiff_t ars, ptr
   mx_mm_e(m, n, k, A, ars, acs, B, ldb, C, ldc, mode, NULL);
 }
 
+/* ---- products over a chunk that may cross the block's diagonal ----------------------------
+ * Keys j = c0 + (chunk row) and queries i = i0 + lane; entries with j > i are masked (P = 0,
+ * logits -inf), so near the diagonal whole micro-tiles are known in advance to be masked and
+ * are skipped. off = c0 - i0. Three shapes:
+ *   MX_KEYS_X_LANES  C rows keys, C columns lanes (logits, dP): column strips whose lanes are all
+ *                    below the tile's first key are skipped; mx_mask fills them afterwards.
+ *   MX_LANES_BY_KEYS C rows lanes, k over keys (P V, dS K): k ends at the tile's last lane.
+ *   MX_KEYS_BY_LANES C rows keys, k over lanes (P^T dO, dS^T Q): k starts at the tile's first key.
+ * Away from the diagonal (c0 + m <= i0 + 1) nothing is skipped. The portable build computes
+ * everything (the masked entries are exact zeros, so the result is the same). */
+enum { MX_KEYS_X_LANES = 1, MX_LANES_BY_KEYS = 2, MX_KEYS_BY_LANES = 3 };
+
+static void mx_mm_tri(int shape, int off, int m, int n, int k, const float *A, ptrdiff_t ars,
+                      ptrdiff_t acs, const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
+                      int mode, const float *e) {
+  if (VW == 1 || m <= 0 || n <= 0 || k <= 0) {
+    mx_mm_e(m, n, k, A, ars, acs, B, ldb, C, ldc, mode, e);
+    return;
+  }
+  const int strip = MX_NVMAX * VW;
+  for (int j0 = 0; j0 < n; j0 += strip) {
+    const int cols = mx_imin(n - j0, strip), nv = (cols + VW - 1) / VW;
+    const int rem = cols - (nv - 1) * VW;
+    const vmask tail = v_tailmask(rem);
+    const int MR = mx_mr[nv];
+    const mx_tile_fn *tab = mx_tiles[rem != VW][nv];
+    const float *ej = e ? e + j0 : NULL;
+    for (int r = 0; r < m; r += MR) {
+      const int mr = mx_imin(MR, m - r);
+      int ka = 0, kb = k;
+      if (shape == MX_KEYS_X_LANES) {
+        if (r + off >= j0 + cols) break; /* this and later row tiles: all lanes masked */
+      } else if (shape == MX_LANES_BY_KEYS) {
+        kb = mx_imin(k, r + mr - off); /* keys up to the tile's last lane i0 + r + mr - 1 */
+      } else if (shape == MX_KEYS_BY_LANES) {
+        ka = mx_imax(0, mx_imin(k, r + off)); /* lanes from the tile's first key c0 + r - i0 */
+      }
+      float *c = C + (ptrdiff_t)r * ldc + j0;
+      if (kb - ka <= 0) {
+        if (mode != MM_ADD && mode != MM_SUB)
+          for (int i = 0; i < mr; i++) memset(c + (ptrdiff_t)i * ldc, 0, (size_t)cols * sizeof(float));
+        continue;
+      }
+      tab[mr](kb - ka, A + (ptrdiff_t)r * ars + (ptrdiff_t)ka * acs, ars, acs,
+              B + (ptrdiff_t)ka * ldb + j0, ldb, c, ldc, mode, tail, ej);
+    }
+  }
+}
+
 /* ---- small vector helpers over a row of D floats -------------------------------------- */
 
 /* y += a * x */
@@ -363,10 +412,10 @@ static int mx_att_fwd(const mx_dims *d, const mx_att_args *a, int bh, int blk) {
   memset(U, 0, (size_t)nb * D * sizeof(float));
   for (int c0 = k0; c0 < i1; c0 += MX_KC) {
     int nc = mx_imin(MX_KC, i1 - c0);
-    mx_mm(nc, ldq, D, K + (ptrdiff_t)c0 * D, D, 1, Qt, ldq, S, ldq, MM_SET);
+    mx_mm_tri(MX_KEYS_X_LANES, c0 - i0, nc, ldq, D, K + (ptrdiff_t)c0 * D, D, 1, Qt, ldq, S, ldq, MM_SET, NULL);
     mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S, -INFINITY);
     mx_online(S, nc, ldq, m, l, corr, U, nb, D);
-    mx_mm(nb, D, nc, S, 1, ldq, V + (ptrdiff_t)c0 * D, D, U, D, MM_ADD);
+    mx_mm_tri(MX_LANES_BY_KEYS, c0 - i0, nb, D, nc, S, 1, ldq, V + (ptrdiff_t)c0 * D, D, U, D, MM_ADD, NULL);
   }
   float *lse = a->lse + (ptrdiff_t)bh * T + i0;
   for (int i = 0; i < nb; i++) {
@@ -409,18 +458,19 @@ static int mx_att_bwd(const mx_dims *d, const mx_att_args *a, int bh) {
     }
     for (int c0 = k0; c0 < i1; c0 += MX_KC) {
       int nc = mx_imin(MX_KC, i1 - c0);
-      mx_mm_e(nc, ldq, D, K + (ptrdiff_t)c0 * D, D, 1, Qt, ldq, S, ldq, MM_EXP2, lse);
+      const int off = c0 - i0;
+      mx_mm_tri(MX_KEYS_X_LANES, off, nc, ldq, D, K + (ptrdiff_t)c0 * D, D, 1, Qt, ldq, S, ldq, MM_EXP2, lse);
       mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S, 0.0f);
-      mx_mm(nc, D, nb, S, ldq, 1, G + (ptrdiff_t)i0 * D, D, dV + (ptrdiff_t)c0 * D, D, MM_ADD);
-      mx_mm(nc, ldq, D, V + (ptrdiff_t)c0 * D, D, 1, Gt, ldq, dP, ldq, MM_SET);
+      mx_mm_tri(MX_KEYS_BY_LANES, off, nc, D, nb, S, ldq, 1, G + (ptrdiff_t)i0 * D, D, dV + (ptrdiff_t)c0 * D, D, MM_ADD, NULL);
+      mx_mm_tri(MX_KEYS_X_LANES, off, nc, ldq, D, V + (ptrdiff_t)c0 * D, D, 1, Gt, ldq, dP, ldq, MM_SET, NULL);
       for (int j = 0; j < nc; j++) {
         float *p = S + (ptrdiff_t)j * ldq, *q = dP + (ptrdiff_t)j * ldq;
         for (int i = 0; i < ldq; i += VW)
           v_store(q + i, v_mul(vscale, v_mul(v_load(p + i), v_sub(v_load(q + i), v_load(Dr + i)))));
       }
-      mx_mm(nb, D, nc, dP, 1, ldq, K + (ptrdiff_t)c0 * D, D, dQ + (ptrdiff_t)i0 * D, D,
-            c0 == k0 ? MM_SET : MM_ADD);
-      mx_mm(nc, D, nb, dP, ldq, 1, Q + (ptrdiff_t)i0 * D, D, dK + (ptrdiff_t)c0 * D, D, MM_ADD);
+      mx_mm_tri(MX_LANES_BY_KEYS, off, nb, D, nc, dP, 1, ldq, K + (ptrdiff_t)c0 * D, D, dQ + (ptrdiff_t)i0 * D, D,
+                c0 == k0 ? MM_SET : MM_ADD, NULL);
+      mx_mm_tri(MX_KEYS_BY_LANES, off, nc, D, nb, dP, ldq, 1, Q + (ptrdiff_t)i0 * D, D, dK + (ptrdiff_t)c0 * D, D, MM_ADD, NULL);
     }
   }
   return 0;
@@ -455,7 +505,7 @@ static int mx_krr_fwd(const mx_dims *d, const mx_krr_args *a, int bh) {
       mx_online(S, nc, ldq, m, l, corr, U, nb, D);
       mx_mm(nb, D, nc, S, 1, ldq, X + (ptrdiff_t)c0 * D, D, U, D, MM_ADD);
     }
-    mx_mm(nb, ldq, D, Rh + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Sd, ldq, MM_SET);
+    mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, Rh + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Sd, ldq, MM_SET, NULL);
     mx_mask(d, b, i0, nb, ldq, i0, i1, Sd, -INFINITY);
     mx_online(Sd, nb, ldq, m, l, corr, U, nb, D);
     float *lse = a->lse + (ptrdiff_t)bh * T + i0;
@@ -512,7 +562,7 @@ static int mx_krr_bwd(const mx_dims *d, const mx_krr_args *a, int bh) {
     mx_transpose(R + (ptrdiff_t)i0 * D, nb, D, ldq, MX_LOG2E, Rt);
     /* The diagonal tile first: the adjoint solve needs it. Panel rows are keys k0..i1. */
     float *Pd = P + (ptrdiff_t)(i0 - k0) * ldq;
-    mx_mm_e(nb, ldq, D, Rh + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Pd, ldq, MM_EXP2, lse);
+    mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, Rh + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Pd, ldq, MM_EXP2, lse);
     mx_mask(d, b, i0, nb, ldq, i0, i1, Pd, 0.0f);
     float *Z = dY + (ptrdiff_t)i0 * D;
     mx_solve_upper_t(nb, D, Pd, ldq, lam, Z);
@@ -520,7 +570,7 @@ static int mx_krr_bwd(const mx_dims *d, const mx_krr_args *a, int bh) {
     mx_transpose(Z, nb, D, ldq, 1.0f, Zt);
     /* dP = -X Z^T on the diagonal tile first: its diagonal is the shift sh below. */
     float *dPd = dP + (ptrdiff_t)(i0 - k0) * ldq;
-    mx_mm(nb, ldq, D, X + (ptrdiff_t)i0 * D, D, 1, Zt, ldq, dPd, ldq, MM_NEG);
+    mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, X + (ptrdiff_t)i0 * D, D, 1, Zt, ldq, dPd, ldq, MM_NEG, NULL);
     for (int i = 0; i < ldq; i++) sh[i] = i < nb ? dPd[(ptrdiff_t)i * ldq + i] : 0, c[i] = 0;
     /* P and dP off the diagonal, chunk by chunk, and c = rowsum(P o (dP - sh)) over the span. */
     for (int c0 = k0, c1; c0 < i1; c0 = c1) {
@@ -554,9 +604,9 @@ static int mx_krr_bwd(const mx_dims *d, const mx_krr_args *a, int bh) {
         for (int i = 0; i < ldq; i += VW)
           v_store(o + i, v_mul(v_load(p + i), v_sub(v_sub(v_load(q + i), v_load(sh + i)), v_load(c + i))));
       }
-      mx_mm(nb, D, nc, dS, 1, ldq, Rh + (ptrdiff_t)c0 * D, D, dR + (ptrdiff_t)i0 * D, D,
-            c1 == i1 ? MM_SET : MM_ADD);
-      mx_mm(nc, D, nb, dS, ldq, 1, R + (ptrdiff_t)i0 * D, D, dRh + (ptrdiff_t)c0 * D, D, MM_ADD);
+      mx_mm_tri(MX_LANES_BY_KEYS, c0 - i0, nb, D, nc, dS, 1, ldq, Rh + (ptrdiff_t)c0 * D, D, dR + (ptrdiff_t)i0 * D, D,
+                c1 == i1 ? MM_SET : MM_ADD, NULL);
+      mx_mm_tri(MX_KEYS_BY_LANES, c0 - i0, nc, D, nb, dS, ldq, 1, R + (ptrdiff_t)i0 * D, D, dRh + (ptrdiff_t)c0 * D, D, MM_ADD, NULL);
       if (c0 < i0)
         mx_mm(nc, D, nb, Pc, ldq, 1, Z, D, dY + (ptrdiff_t)c0 * D, D, MM_SUB);
     }
