@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  concat, CubitMixer, dispose, getBackend, LocalLinearMixer, noGrad, Rng, slice, SoftmaxMixer, tensor, tidy, withBackend,
-  type Tensor, type TokenMixer,
+  concat, CubitMixer, dispose, getBackend, LocalLinearMixer, matmul, matmulRows, MixerState, noGrad, Rng, slice, SoftmaxMixer,
+  tensor, tidy, withBackend, type Tensor, type TokenMixer,
 } from '../src/index.ts';
 import { nativeTestOptions, randTensor, relErr, requireNative } from './helpers.ts';
 
@@ -72,6 +72,65 @@ describe('decoding equals the parallel forward', () => {
           });
         });
       }
+    }
+  }
+});
+
+describe('decode caches', () => {
+  for (const be of backends) {
+    test(`MixerState.append keeps the last window positions in order through growth and moves, ${be.name}`, be.opts, () => {
+      onBackend(be.name, () => {
+        const b = getBackend();
+        const before = b.memory().bytesInUse;
+        for (const window of [null, 1, 3, 8]) {
+          const state = new MixerState();
+          const rng = new Rng(window ?? 0);
+          let all: number[][] = [[], [], [], [], [], []]; // per (b, h) block: rows of D = 2 values
+          let next = 0;
+          for (let i = 0; i < 60; i++) {
+            const n = i === 0 ? 5 : rng.next() < 0.2 ? 1 + Math.floor(rng.next() * 10) : 1;
+            const vals: number[] = [];
+            for (let bh = 0; bh < 6; bh++) for (let t = 0; t < n; t++) { vals.push(next, -next); all[bh].push(next++); }
+            tidy(() => state.append('k', tensor(vals, [2, 3, n, 2]), window, i === 0));
+            all = all.map((r) => (window === null ? r : r.slice(Math.max(0, r.length - window))));
+            const want = all.flatMap((r) => r.flatMap((v) => [v, -v]));
+            const got = state.get('k');
+            assert.deepEqual(got.shape, [2, 3, all[0].length, 2]);
+            assert.deepEqual(Array.from(got.dataSync()), want, `window ${window}, append ${i}`);
+            const { buf, start, end } = state.rows('k');
+            assert.deepEqual(tidy(() => Array.from(slice(buf, 2, start, end).dataSync())), want);
+          }
+          state.dispose();
+        }
+        assert.equal(b.memory().bytesInUse, before, 'MixerState leaked storage');
+      });
+    });
+
+    test(`matmulRows equals matmul on the sliced rows, ${be.name}`, be.opts, () => {
+      onBackend(be.name, () => tidy(() => {
+        const bm = randTensor([2, 3, 9, 4], { seed: 1, dtype: 'float32' });
+        const q = randTensor([2, 3, 1, 4], { seed: 2, dtype: 'float32' });
+        const p = randTensor([2, 3, 1, 5], { seed: 3, dtype: 'float32' });
+        assert.deepEqual(Array.from(matmulRows(q, bm, 2, 7, { transB: true }).dataSync()), Array.from(matmul(q, slice(bm, 2, 2, 7), { transB: true }).dataSync()));
+        assert.deepEqual(Array.from(matmulRows(p, bm, 4, 9).dataSync()), Array.from(matmul(p, slice(bm, 2, 4, 9)).dataSync()));
+        assert.throws(() => matmulRows(p, bm, 5, 10), /rows \[5, 10\) are outside/);
+        assert.throws(() => matmulRows(q, bm, 4, 9), /inner dimensions differ/);
+      }));
+    });
+
+    for (const kind of kinds) {
+      test(`${kind.name}, window 3, ${be.name}: a long decode (caches grow and slide) equals the forward`, be.opts, () => {
+        onBackend(be.name, () => {
+          const m = kind.make(3);
+          const T = 40;
+          const x = randTensor([1, T, dModel], { seed: 11, dtype: 'float32' });
+          try {
+            const full = noGrad(() => tidy(() => Float64Array.from(m.forward(x).dataSync())));
+            const e = relErr(decode(m, x, [2, ...Array(T - 2).fill(1)]), full);
+            assert.ok(e < 2e-5, `relErr ${e.toExponential(2)}`);
+          } finally { x.dispose(); m.dispose(); }
+        });
+      });
     }
   }
 });

@@ -3,9 +3,9 @@
 // and projected by W_o. Decoding keeps per-layer caches (CUBIT.md §4) in a MixerState.
 import { keep, noGrad, tidy } from '../core/engine.ts';
 import { formatShape } from '../core/shape.ts';
-import type { Tensor } from '../core/tensor.ts';
+import { empty, type Tensor } from '../core/tensor.ts';
 import { add, div, exp, mul, sigmoid, sub } from '../ops/elementwise.ts';
-import { matmul } from '../ops/matmul.ts';
+import { matmul, matmulRows } from '../ops/matmul.ts';
 import { softmax } from '../ops/nn.ts';
 import { concat, permute, reshape, slice, unsqueeze } from '../ops/shape.ts';
 import { constantInit, normalInit, type Rng } from '../nn/init.ts';
@@ -36,37 +36,111 @@ export interface MixerForwardOptions {
   docIds?: Tensor | null;
 }
 
+/** Where a cache's visible positions lie: rows [start, end) along axis 2 of buf (B, H, capacity, ·). */
+export interface CacheRows { buf: Tensor; start: number; end: number }
+
+interface Cache { buf: Tensor; start: number; length: number; snapshot: Tensor | null }
+
 /**
- * A mixer's decode cache: named tensors kept out of memory scopes (replacing one disposes the old),
- * and the number of tokens seen. One state per mixer (layer) and generation; all batch rows advance
- * together. dispose() frees it.
+ * A mixer's decode cache: named (B, H, L, ·) tensors kept out of memory scopes, and the number of
+ * tokens seen. One state per mixer (layer) and generation; all batch rows advance together.
+ * dispose() frees it. Each cache lives in a buffer with spare capacity along T (doubling when it
+ * grows) written in place, so a decode step costs no O(context) copy or allocation; a sliding
+ * window slides through the buffer and is moved back to its front when it reaches the end.
  */
 export class MixerState {
   position = 0;
   batch = -1;
-  private readonly cache = new Map<string, Tensor>();
+  private readonly cache = new Map<string, Cache>();
 
+  /** The visible positions of cache `name`, contiguous (B, H, L, ·); owned by the state until it changes. */
   get(name: string): Tensor {
-    const t = this.cache.get(name);
-    if (!t) throw new Error(`mixer state: no cached '${name}' (decode from a fresh state with step())`);
-    return t;
+    const c = this.entry(name);
+    if (c.start === 0 && c.length === c.buf.shape[2]) return c.buf;
+    if (!c.snapshot) c.snapshot = keep(noGrad(() => slice(c.buf, 2, c.start, c.start + c.length)));
+    return c.snapshot;
   }
 
+  /** Replaces cache `name` by t (B, H, L, ·), which the state then owns. */
   set(name: string, t: Tensor): void {
     keep(t);
     const old = this.cache.get(name);
-    this.cache.set(name, t);
-    if (old && old !== t) old.dispose();
+    this.cache.set(name, { buf: t, start: 0, length: t.shape[2], snapshot: null });
+    if (old) this.release(old, t);
   }
 
-  /** Cached tensors by name (tests, memory accounting). */
-  entries(): [string, Tensor][] { return [...this.cache.entries()]; }
+  /** The rows of cache `name` that a decode step reads in place (see matmulRows). */
+  rows(name: string): CacheRows {
+    const c = this.entry(name);
+    return { buf: c.buf, start: c.start, end: c.start + c.length };
+  }
+
+  /**
+   * Appends t (B, H, n, ·) along T, keeping only the last `window` positions (null: all). `fresh`
+   * drops what was cached first. Amortised O(n) per call: old rows move only when the buffer grows
+   * or a full window returns to the buffer's front.
+   */
+  append(name: string, t: Tensor, window: number | null, fresh = false): void {
+    if (t.rank !== 4) throw new Error(`mixer state: cache '${name}' takes (B, H, n, D) tensors, got ${formatShape(t.shape)}`);
+    const [B, H, n, D] = t.shape;
+    const old = fresh ? undefined : this.cache.get(name);
+    if (old && (old.buf.shape[0] !== B || old.buf.shape[1] !== H || old.buf.shape[3] !== D || old.buf.dtype !== t.dtype)) {
+      throw new Error(`mixer state: cannot append ${t.describe()} to cache '${name}' of ${old.buf.describe()}`);
+    }
+    const fromT = window === null ? n : Math.min(n, window); // t's last rows that stay visible
+    const keepOld = !old ? 0 : window === null ? old.length : Math.min(old.length, window - fromT);
+    const need = keepOld + fromT;
+    const oldEnd = old ? old.start + old.length : 0;
+    let c: Cache;
+    if (old && oldEnd + fromT <= old.buf.shape[2]) {
+      c = old; // room after the visible rows: write there
+      c.start = oldEnd - keepOld;
+    } else if (old && need <= old.buf.shape[2] && oldEnd - keepOld >= keepOld) {
+      c = old; // a full window at the end of the buffer: move its rows to the front (no overlap)
+      copyRows(old.buf, oldEnd - keepOld, old.buf, 0, keepOld);
+      c.start = 0;
+    } else {
+      const capacity = Math.max(16, 2 * need, old ? 2 * old.buf.shape[2] : 0);
+      const buf = keep(empty([B, H, capacity, D], t.dtype, t.backend));
+      if (old) copyRows(old.buf, oldEnd - keepOld, buf, 0, keepOld);
+      c = { buf, start: 0, length: 0, snapshot: null };
+      const prev = this.cache.get(name);
+      this.cache.set(name, c);
+      if (prev) this.release(prev, buf);
+    }
+    copyRows(t, n - fromT, c.buf, c.start + keepOld, fromT);
+    c.length = need;
+    if (c.snapshot) { c.snapshot.dispose(); c.snapshot = null; }
+  }
+
+  /** Cached tensors by name, each (B, H, L, ·) as get() gives it (tests, memory accounting). */
+  entries(): [string, Tensor][] { return [...this.cache.keys()].map((name) => [name, this.get(name)]); }
 
   dispose(): void {
-    for (const t of this.cache.values()) t.dispose();
+    for (const c of this.cache.values()) this.release(c, null);
     this.cache.clear();
     this.position = 0;
     this.batch = -1;
+  }
+
+  private entry(name: string): Cache {
+    const c = this.cache.get(name);
+    if (!c) throw new Error(`mixer state: no cached '${name}' (decode from a fresh state with step())`);
+    return c;
+  }
+
+  private release(c: Cache, unless: Tensor | null): void {
+    c.snapshot?.dispose();
+    if (c.buf !== unless) c.buf.dispose();
+  }
+}
+
+/** dst rows [dstRow, +count) ← src rows [srcRow, +count) along axis 2, for every (b, h) block. */
+function copyRows(src: Tensor, srcRow: number, dst: Tensor, dstRow: number, count: number): void {
+  if (count === 0) return;
+  const [B, H, srcT, D] = src.shape, dstT = dst.shape[2];
+  for (let bh = 0; bh < B * H; bh++) {
+    src.backend.copy(src.storage, (bh * srcT + srcRow) * D, dst.storage, (bh * dstT + dstRow) * D, count * D);
   }
 }
 
@@ -184,17 +258,20 @@ export abstract class TokenMixer extends Module {
   }
 
   /** Appends `t` (B, H, n, ·) to a cache along T, keeping only the last `window` positions. */
-  protected append(state: MixerState, name: string, t: Tensor, fresh: boolean): Tensor {
-    let c = fresh ? t : concat([state.get(name), t], 2);
-    const L = c.shape[2];
-    if (this.window !== null && L > this.window) c = slice(c, 2, L - this.window, L);
-    state.set(name, c);
-    return c;
+  protected append(state: MixerState, name: string, t: Tensor, fresh: boolean): void {
+    state.append(name, t, this.window, fresh);
   }
 
-  /** softmax(q kᵀ / √Dh) v for queries that see every cached key (a decode step). */
-  protected attendAll(q: Tensor, k: Tensor, v: Tensor): Tensor {
-    return matmul(softmax(mul(matmul(q, k, { transB: true }), 1 / Math.sqrt(this.headDim))), v);
+  /** The visible positions of a cache as a (B, H, L, ·) tensor of this scope (a copy unless whole). */
+  protected cached(state: MixerState, name: string): Tensor {
+    const { buf, start, end } = state.rows(name);
+    return start === 0 && end === buf.shape[2] ? buf : slice(buf, 2, start, end);
+  }
+
+  /** softmax(q kᵀ / √Dh) v for queries that see every cached key (a decode step), read in place. */
+  protected attendAll(q: Tensor, k: CacheRows, v: CacheRows): Tensor {
+    const logits = matmulRows(q, k.buf, k.start, k.end, { transB: true });
+    return matmulRows(softmax(mul(logits, 1 / Math.sqrt(this.headDim))), v.buf, v.start, v.end);
   }
 
   protected maskOptions(options: MixerForwardOptions) {
@@ -221,9 +298,9 @@ export class SoftmaxMixer extends TokenMixer {
   protected decodeOne(x: Tensor, state: MixerState): Tensor {
     const t = state.position;
     const q = this.project(this.wq, x, t, true);
-    const k = this.append(state, 'k', this.project(this.wk, x, t, true), false);
-    const v = this.append(state, 'v', this.project(this.wv, x, t, false), false);
-    return this.attendAll(q, k, v);
+    this.append(state, 'k', this.project(this.wk, x, t, true), false);
+    this.append(state, 'v', this.project(this.wv, x, t, false), false);
+    return this.attendAll(q, state.rows('k'), state.rows('v'));
   }
 }
 
@@ -300,19 +377,19 @@ export class CubitMixer extends TokenMixer {
   protected decodeOne(x: Tensor, state: MixerState): Tensor {
     const H = this.nHeads;
     const { q, k, v, r, lrrLogits } = this.inputs(x, state.position);
-    const rHat = this.append(state, 'rHat', referenceVectors(r, this.refScale, this.normEps), false);
-    const L = rHat.shape[2]; // visible positions, this one included
-    const w = softmax(matmul(r, rHat, { transB: true })); // (B, H, 1, L): row t of W
+    this.append(state, 'rHat', referenceVectors(r, this.refScale, this.normEps), false);
+    const rHat = state.rows('rHat');
+    const L = rHat.end - rHat.start; // visible positions, this one included
+    const w = softmax(matmulRows(r, rHat.buf, rHat.start, rHat.end, { transB: true })); // (B, H, 1, L): row t of W
     let res = lrrLogits ? mul(unsqueeze(lrrScale(lrrLogits, this.lrrLower!, this.lrrRange!), -1), v) : v;
     if (L > 1) {
-      const prev = state.get('x');
-      const xPrev = slice(prev, 2, prev.shape[2] - (L - 1), prev.shape[2]);
-      res = sub(res, matmul(slice(w, 3, 0, L - 1), xPrev));
+      const prev = state.rows('x'); // its last L − 1 rows pair with w's first L − 1 entries
+      res = sub(res, matmulRows(slice(w, 3, 0, L - 1), prev.buf, prev.end - (L - 1), prev.end));
     }
     const xt = div(res, add(slice(w, 3, L - 1, L), reshape(exp(this.logLambda), [1, H, 1, 1])));
-    const kc = this.append(state, 'k', k, false);
-    const xc = this.append(state, 'x', xt, false);
-    return this.attendAll(q, kc, xc);
+    this.append(state, 'k', k, false);
+    this.append(state, 'x', xt, false);
+    return this.attendAll(q, state.rows('k'), state.rows('x'));
   }
 }
 
@@ -382,10 +459,12 @@ export class LocalLinearMixer extends TokenMixer {
 
   protected decodeOne(x: Tensor, state: MixerState): Tensor {
     const { q, k, v, features } = this.inputs(x, state.position);
-    const kc = this.append(state, 'k', k, false);
-    const vc = this.append(state, 'v', v, false);
-    const fc = features ? { q: features.q, k: this.append(state, 'kFeatures', features.k, false) } : null;
-    return localLinearDecode(q, kc, vc, { ridge: this.ridge, features: fc });
+    this.append(state, 'k', k, false);
+    this.append(state, 'v', v, false);
+    if (features) this.append(state, 'kFeatures', features.k, false);
+    // Its kernel reads contiguous caches; its own per-step work (L·m² outer products) dominates the copy.
+    const fc = features ? { q: features.q, k: this.cached(state, 'kFeatures') } : null;
+    return localLinearDecode(q, this.cached(state, 'k'), this.cached(state, 'v'), { ridge: this.ridge, features: fc });
   }
 
   override dispose(): void {

@@ -1,8 +1,8 @@
 // Matrix products. matmul follows NumPy: 1-D operands are promoted, batch axes broadcast.
-import { tidy } from '../core/engine.ts';
+import { isGradEnabled, tidy } from '../core/engine.ts';
 import { broadcastShapes, formatShape, sizeOf } from '../core/shape.ts';
 import { empty, record, type Tensor } from '../core/tensor.ts';
-import { reshape } from './shape.ts';
+import { reshape, slice } from './shape.ts';
 import { backendOf, broadcastTo, requireFloat, sumToShape } from './util.ts';
 
 export interface MatmulOptions {
@@ -66,4 +66,38 @@ function expandBatch(t: Tensor, batchShape: number[]): Tensor {
 function reduceBatch(g: Tensor, x: Tensor): Tensor {
   if (g.size === x.size) return g.rank === x.rank ? g : reshape(g, x.shape);
   return sumToShape(g, x.shape);
+}
+
+/**
+ * matmul(a, slice(b, -2, start, end), opts) without copying the slice: the kernel reads rows
+ * [start, end) of each of b's matrices through its offset and batch stride. Decode caches keep
+ * spare capacity along that axis, so a step reads the filled rows in place. Falls back to the
+ * composite where gradients are recorded or batch axes would broadcast.
+ */
+export function matmulRows(a: Tensor, b: Tensor, start: number, end: number, opts: MatmulOptions = {}): Tensor {
+  const be = backendOf('matmulRows', a, b);
+  if (a.rank < 2 || b.rank < 2) throw new Error(`matmulRows: operands must have rank ≥ 2, got ${formatShape(a.shape)} · ${formatShape(b.shape)}`);
+  const rows = b.shape[b.rank - 2], cols = b.shape[b.rank - 1];
+  if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > rows || start >= end) {
+    throw new Error(`matmulRows: rows [${start}, ${end}) are outside b's ${rows} rows (or empty)`);
+  }
+  const aBatch = a.shape.slice(0, -2), bBatch = b.shape.slice(0, -2);
+  const sameBatch = aBatch.length === bBatch.length && aBatch.every((d, i) => d === bBatch[i]);
+  if (isGradEnabled() && (a.requiresGrad || b.requiresGrad) || !sameBatch || a.dtype !== b.dtype) {
+    return tidy(() => matmul(a, slice(b, -2, start, end), opts));
+  }
+  requireFloat('matmulRows', 'a', a); requireFloat('matmulRows', 'b', b);
+  const transA = !!opts.transA, transB = !!opts.transB;
+  const [ar, ac] = a.shape.slice(-2);
+  const m = transA ? ac : ar, k = transA ? ar : ac;
+  const len = end - start;
+  const k2 = transB ? cols : len, n = transB ? len : cols;
+  if (k !== k2) throw new Error(`matmulRows: inner dimensions differ: ${formatShape(a.shape)}${transA ? 'ᵀ' : ''} · rows [${start}, ${end}) of ${formatShape(b.shape)}${transB ? 'ᵀ' : ''}`);
+  const batch = sizeOf(aBatch);
+  const out = empty([...aBatch, m, n], a.dtype, be);
+  be.matmul(a.storage, b.storage, out.storage, {
+    batch, m, n, k, transA, transB, aOffset: 0, bOffset: start * cols, cOffset: 0,
+    aBatchStride: m * k, bBatchStride: rows * cols, cBatchStride: m * n, accumulate: false,
+  });
+  return out;
 }
