@@ -1,7 +1,8 @@
 // The native streaming mixer kernels (native/src/krr.c, attention.c, mixer_simd.h) against their
 // dense float64 reference twins (src/backends/reference/mixers.ts), at the kernel level, on the
 // same float32 inputs: random shapes (T in {1, 5, 64, 67, 200}, D in {1, 8, 32}, blocks of
-// {1, 7, 64, ≥ T} rows, B·H up to 6), causal / sliding-window / packed-document masks, forward
+// {1, 7, 64, ≥ T} rows, B·H from 1 to 9: below 4 each (b, h) is split across tasks, from 4 on
+// it is one task), causal / sliding-window / packed-document masks, forward
 // (X, lse, out) and every gradient, plus a long T = 2048 case. Each runs under every ISA the CPU
 // has, at 1 and 2 threads; the two thread counts must agree bit for bit (tasks are whole (b, h)
 // rows or row blocks, never split by thread count).
@@ -147,7 +148,8 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
     { window: () => 0, docs: 'mixed' },
     { window: () => 1, docs: 'none' },
   ];
-  const shapes: [number, number][] = [[1, 1], [2, 3], [1, 6], [3, 2], [2, 1]];
+  // B·H below 4 splits each (b, h) across tasks (mixer.h, MX_PAR_UNITS); from 4 on, one task each.
+  const shapes: [number, number][] = [[1, 1], [2, 3], [1, 3], [2, 4], [3, 2], [2, 1], [3, 3]];
   let n = 0;
   for (const T of [1, 5, 64, 67, 200]) {
     for (const D of [1, 8, 32]) {

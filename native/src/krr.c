@@ -1,6 +1,8 @@
 /* The causal KRR solve of CUBIT.md §2-§3, streamed (mixer.h): drivers and N-API entry points.
- * Each (b, h) row is one task on the thread pool: its blocks depend on each other (forward
- * substitution in the forward, the adjoint solve from the last block in the backward). */
+ * A (b, h) row's blocks depend on each other (forward substitution in the forward, the adjoint
+ * solve from the last block in the backward), so each (b, h) is one task on the thread pool;
+ * with fewer (b, h) than MX_PAR_UNITS the blocks are done in lockstep across (b, h), each one's
+ * span split into groups that run as separate tasks (mixer.h). */
 #include <stdatomic.h>
 
 #include "mixer.h"
@@ -11,17 +13,46 @@ typedef struct {
   const mx_kernels *K;
   mx_dims d;
   mx_krr_args a;
+  /* the split form (G > 1): the block in progress, the (b, h)'s workspaces and dλ sums */
+  int G, blk;
+  float *ws;
+  size_t per_bh;
+  double *dl;
   _Atomic int failed;
 } krr_job;
 
+#define FAIL_IF(x) do { if ((x) != 0) atomic_store(&j->failed, 1); } while (0)
+
 static void krr_fwd_task(void *ctx, int bh) {
   krr_job *j = ctx;
-  if (j->K->krr_fwd(&j->d, &j->a, bh) != 0) atomic_store(&j->failed, 1);
+  FAIL_IF(j->K->krr_fwd(&j->d, &j->a, bh));
 }
-
 static void krr_bwd_task(void *ctx, int bh) {
   krr_job *j = ctx;
-  if (j->K->krr_bwd(&j->d, &j->a, bh) != 0) atomic_store(&j->failed, 1);
+  FAIL_IF(j->K->krr_bwd(&j->d, &j->a, bh));
+}
+static void krr_fwd_part_task(void *ctx, int t) {
+  krr_job *j = ctx;
+  int bh = t / j->G, g = t % j->G;
+  FAIL_IF(j->K->krr_fwd_part(&j->d, &j->a, j->ws + bh * j->per_bh, j->G, bh, j->blk, g));
+}
+static void krr_fwd_close_task(void *ctx, int bh) {
+  krr_job *j = ctx;
+  FAIL_IF(j->K->krr_fwd_close(&j->d, &j->a, j->ws + bh * j->per_bh, j->G, bh, j->blk));
+}
+static void krr_bwd_setup_task(void *ctx, int bh) {
+  krr_job *j = ctx;
+  FAIL_IF(j->K->krr_bwd_setup(&j->d, &j->a, j->ws + bh * j->per_bh, j->G, &j->dl[bh], bh, j->blk));
+}
+static void krr_bwd_panel_task(void *ctx, int t) {
+  krr_job *j = ctx;
+  int bh = t / j->G, g = t % j->G;
+  FAIL_IF(j->K->krr_bwd_panel(&j->d, &j->a, j->ws + bh * j->per_bh, j->G, bh, j->blk, g));
+}
+static void krr_bwd_grads_task(void *ctx, int t) {
+  krr_job *j = ctx;
+  int bh = t / j->G, g = t % j->G;
+  FAIL_IF(j->K->krr_bwd_grads(&j->d, &j->a, j->ws + bh * j->per_bh, j->G, bh, j->blk, g));
 }
 
 /* Floating-point work of one pass over the causal (or windowed) logits, for the threading
@@ -48,7 +79,20 @@ CUBIT_NAPI(cubit_napi_krr_solve) {
   if (mx_masks_build(d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
   job.K = mx_current_kernels();
   job.a = (mx_krr_args){.r = r, .rh = rh, .y = y, .loglam = ll, .x = x, .lse = lse};
-  cubit_parallel_for_work(d->B * d->H, krr_fwd_task, &job, krr_flops(d, 2));
+  const int BH = d->B * d->H, nblocks = (d->T + d->block - 1) / d->block;
+  const double flops = krr_flops(d, 2);
+  job.G = mx_groups(BH);
+  if (job.G == 1) {
+    cubit_parallel_for_work(BH, krr_fwd_task, &job, flops);
+  } else {
+    /* Few (b, h): every block's off-diagonal chunks split into G groups (mixer.h). */
+    job.per_bh = mx_kfw_floats(d, job.G);
+    if (!(job.ws = mx_scratch(7, job.per_bh * BH))) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
+    for (job.blk = 0; job.blk < nblocks && !atomic_load(&job.failed); job.blk++) {
+      cubit_parallel_for_work(BH * job.G, krr_fwd_part_task, &job, flops);
+      cubit_parallel_for_work(BH, krr_fwd_close_task, &job, flops);
+    }
+  }
   if (atomic_load(&job.failed)) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory for scratch", fn);
   return cubit_undefined(env);
 }
@@ -74,7 +118,25 @@ CUBIT_NAPI(cubit_napi_krr_solve_backward) {
   job.K = mx_current_kernels();
   job.a = (mx_krr_args){.r = r, .rh = rh, .loglam = ll, .x = x, .lse = lse, .g = g,
                         .dr = dr, .drh = drh, .dy = dy, .dlam = dlam};
-  cubit_parallel_for_work(d->B * d->H, krr_bwd_task, &job, krr_flops(d, 5));
+  const int BH = d->B * d->H, nblocks = (d->T + d->block - 1) / d->block;
+  const double flops = krr_flops(d, 5);
+  job.G = mx_groups(BH);
+  if (job.G == 1) {
+    cubit_parallel_for_work(BH, krr_bwd_task, &job, flops);
+  } else {
+    /* Few (b, h): each block's span split into G groups of chunks (mixer.h). */
+    job.per_bh = mx_kbw(d, job.G).total;
+    job.ws = mx_scratch(7, job.per_bh * BH);
+    job.dl = (double *)mx_scratch(8, 2 * (size_t)BH);
+    if (!job.ws || !job.dl) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
+    for (job.blk = nblocks - 1; job.blk >= 0 && !atomic_load(&job.failed); job.blk--) {
+      cubit_parallel_for_work(BH, krr_bwd_setup_task, &job, flops);
+      cubit_parallel_for_work(BH * job.G, krr_bwd_panel_task, &job, flops);
+      cubit_parallel_for_work(BH * job.G, krr_bwd_grads_task, &job, flops);
+    }
+    job.blk = -1; /* finish: dr of block 0, dλ */
+    cubit_parallel_for_work(BH, krr_bwd_setup_task, &job, flops);
+  }
   if (atomic_load(&job.failed)) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory for scratch", fn);
   return cubit_undefined(env);
 }

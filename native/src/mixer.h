@@ -45,15 +45,67 @@ typedef struct {
   float scale;
 } mx_att_args;
 
-/* The per-ISA algorithms. krr_* and att_bwd handle one (b, h) row; att_fwd one row block
- * `blk` of one (b, h) row (its blocks are independent). Return 0, or -1 when scratch memory
- * could not be had. */
+/* ---- splitting one (b, h) across threads ------------------------------------------------
+ * The KRR solve and the attention backward run a (b, h) row's blocks in order (each depends on
+ * the last, or all add into the same dk / dv). With B*H >= MX_PAR_UNITS a task is a whole
+ * (b, h). Below that, each (b, h) is cut into G groups (of key chunks within a block for the
+ * KRR solve, of query blocks for the attention backward) whose partial results are merged in
+ * group order. G depends on the shape only, never on the thread count, so results are the same
+ * for any number of threads. */
+#define MX_PAR_UNITS 4
+#define MX_VW_MAX 16 /* widest vector of any ISA: workspace is laid out for it */
+
+static inline int mx_groups(int BH) { return BH >= MX_PAR_UNITS ? 1 : (MX_PAR_UNITS + BH - 1) / BH; }
+static inline int mx_nbmax(const mx_dims *d) { return d->block < d->T ? d->block : d->T; }
+static inline size_t mx_ldqcap(const mx_dims *d) { return (size_t)(mx_nbmax(d) + MX_VW_MAX - 1) / MX_VW_MAX * MX_VW_MAX; }
+
+/* KRR forward workspace of one (b, h): per group, the running max m and sum l of each lane
+ * (ldqcap each) and the accumulator U (nbmax x D). */
+static inline size_t mx_kfw_group_floats(const mx_dims *d) { return 2 * mx_ldqcap(d) + (size_t)mx_nbmax(d) * d->D; }
+static inline size_t mx_kfw_floats(const mx_dims *d, int G) { return (size_t)G * mx_kfw_group_floats(d); }
+
+/* KRR backward workspace of one (b, h), offsets in floats: the P and dP panels (T x ldqcap),
+ * the transposed r and Z of the block (D x ldqcap), lse2, the shift sh, the diagonal tile's
+ * part of the row sums, the groups' parts (G x ldqcap) and their dr (G x nbmax x D). */
+typedef struct { size_t P, dP, Rt, Zt, lse, sh, cd, c, dR, total; } mx_kbw_layout;
+static inline mx_kbw_layout mx_kbw(const mx_dims *d, int G) {
+  size_t q = mx_ldqcap(d), o = 0;
+  mx_kbw_layout L;
+  L.P = o, o += (size_t)d->T * q;
+  L.dP = o, o += (size_t)d->T * q;
+  L.Rt = o, o += (size_t)d->D * q;
+  L.Zt = o, o += (size_t)d->D * q;
+  L.lse = o, o += q;
+  L.sh = o, o += q;
+  L.cd = o, o += q;
+  L.c = o, o += (size_t)G * q;
+  L.dR = o, o += (size_t)G * mx_nbmax(d) * d->D;
+  L.total = o;
+  return L;
+}
+
+/* The per-ISA algorithms. Return 0, or -1 when scratch memory could not be had.
+ *   krr_fwd, krr_bwd, att_bwd: one whole (b, h) (G = 1);
+ *   att_fwd: one row block of one (b, h) (its blocks are independent);
+ *   the split forms (G > 1), called in this order for each block, `ws` being the (b, h)'s
+ *   workspace (mx_kfw_floats / mx_kbw(d, G).total floats):
+ *     KRR forward, blocks first to last: krr_fwd_part for every group, then krr_fwd_close;
+ *     KRR backward, blocks last to first: krr_bwd_setup, krr_bwd_panel and krr_bwd_grads for
+ *       every group; then krr_bwd_setup with blk = -1 finishes (dr of block 0, dλ);
+ *     attention backward: att_bwd_range for each group's range of query blocks, into the
+ *       group's own dk, dv (T x D each), which the driver sums. */
 typedef struct {
   const char *name;
   int (*krr_fwd)(const mx_dims *d, const mx_krr_args *a, int bh);
   int (*krr_bwd)(const mx_dims *d, const mx_krr_args *a, int bh);
   int (*att_fwd)(const mx_dims *d, const mx_att_args *a, int bh, int blk);
   int (*att_bwd)(const mx_dims *d, const mx_att_args *a, int bh);
+  int (*krr_fwd_part)(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh, int blk, int g);
+  int (*krr_fwd_close)(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh, int blk);
+  int (*krr_bwd_setup)(const mx_dims *d, const mx_krr_args *a, float *ws, int G, double *dl, int bh, int blk);
+  int (*krr_bwd_panel)(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh, int blk, int g);
+  int (*krr_bwd_grads)(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh, int blk, int g);
+  int (*att_bwd_range)(const mx_dims *d, const mx_att_args *a, int bh, int blk0, int blk1, float *dk, float *dv);
 } mx_kernels;
 
 const mx_kernels *mx_kernels_generic(void);

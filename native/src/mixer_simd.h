@@ -426,14 +426,17 @@ static int mx_att_fwd(const mx_dims *d, const mx_att_args *a, int bh, int blk) {
 }
 
 /* ---- attention backward: one (b, h), rows in blocks, keys in chunks -----------------------
- * dS = scale * P (dP - Drow), Drow_i = dO_i . O_i; dv += P^T dO, dq = dS k, dk += dS^T q. */
+ * dS = scale * P (dP - Drow), Drow_i = dO_i . O_i; dv += P^T dO, dq = dS k, dk += dS^T q.
+ * mx_att_bwd_range does query blocks [blk0, blk1) into dK, dV (T x D, zeroed here): the whole
+ * range into the outputs, or a group's range into the group's own pair. */
 
-static int mx_att_bwd(const mx_dims *d, const mx_att_args *a, int bh) {
+static int mx_att_bwd_range(const mx_dims *d, const mx_att_args *a, int bh, int blk0, int blk1,
+                            float *dK, float *dV) {
   const int T = d->T, D = d->D, b = bh / d->H, bs = d->block;
   const int ldq_max = mx_round_up(mx_imin(bs, T), VW);
   const ptrdiff_t off = (ptrdiff_t)bh * T * D;
   const float *Q = a->q + off, *K = a->k + off, *V = a->v + off, *O = a->out + off, *G = a->g + off;
-  float *dQ = a->dq + off, *dK = a->dk + off, *dV = a->dv + off;
+  float *dQ = a->dq + off;
   float *Qt = mx_scratch(0, (size_t)D * ldq_max), *Gt = mx_scratch(4, (size_t)D * ldq_max);
   float *S = mx_scratch(1, (size_t)MX_KC * ldq_max), *dP = mx_scratch(2, (size_t)MX_KC * ldq_max);
   float *st = mx_scratch(3, 2 * (size_t)ldq_max);
@@ -442,8 +445,8 @@ static int mx_att_bwd(const mx_dims *d, const mx_att_args *a, int bh) {
   memset(dK, 0, (size_t)T * D * sizeof(float));
   memset(dV, 0, (size_t)T * D * sizeof(float));
   const vf vscale = v_set1(a->scale);
-  for (int i0 = 0; i0 < T; i0 += bs) {
-    const int i1 = mx_imin(T, i0 + bs), nb = i1 - i0, ldq = mx_round_up(nb, VW);
+  for (int blk = blk0; blk < blk1; blk++) {
+    const int i0 = blk * bs, i1 = mx_imin(T, i0 + bs), nb = i1 - i0, ldq = mx_round_up(nb, VW);
     const int k0 = d->lo[(ptrdiff_t)b * T + i0];
     mx_transpose(Q + (ptrdiff_t)i0 * D, nb, D, ldq, a->scale * MX_LOG2E, Qt);
     mx_transpose(G + (ptrdiff_t)i0 * D, nb, D, ldq, 1.0f, Gt);
@@ -476,59 +479,113 @@ static int mx_att_bwd(const mx_dims *d, const mx_att_args *a, int bh) {
   return 0;
 }
 
-/* ---- KRR forward: one (b, h), blocks in order ----------------------------------------------
- * Off-diagonal chunks fold into an online softmax with U = sum_j exp(S_ij - m_i) X_j; the
- * diagonal chunk closes the row's log-sum-exp; then X_R = (P_RR + lam I)^-1 (Y_R - U / l). */
+static int mx_att_bwd(const mx_dims *d, const mx_att_args *a, int bh) {
+  const ptrdiff_t off = (ptrdiff_t)bh * d->T * d->D;
+  return mx_att_bwd_range(d, a, bh, 0, (d->T + d->block - 1) / d->block, a->dk + off, a->dv + off);
+}
 
-static int mx_krr_fwd(const mx_dims *d, const mx_krr_args *a, int bh) {
+/* ---- KRR forward, blocks in order ----------------------------------------------------------
+ * Per block: an online softmax over the off-diagonal chunks gives U = sum_j w_ij X_j, the running
+ * max m and sum l (mx_krr_fwd_part, each group over its share of the chunks); mx_krr_fwd_close
+ * merges the groups, folds in the diagonal tile (which closes the row's log-sum-exp) and solves
+ * X_R = (P_RR + lam I)^-1 (Y_R - U / l). */
+
+/* The chunks [c_lo, c_hi) (in MX_KC steps from k0) of group g of G over nch chunks. */
+static inline void mx_group_chunks(int nch, int G, int g, int *c_lo, int *c_hi) {
+  *c_lo = (int)((long long)nch * g / G);
+  *c_hi = (int)((long long)nch * (g + 1) / G);
+}
+
+static int mx_krr_fwd_part(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh,
+                           int blk, int g) {
   const int T = d->T, D = d->D, b = bh / d->H, bs = d->block;
-  const int ldq_max = mx_round_up(mx_imin(bs, T), VW);
+  const int i0 = blk * bs, i1 = mx_imin(T, i0 + bs), nb = i1 - i0;
+  const int ldq = mx_round_up(nb, VW), ldq_max = mx_round_up(mx_imin(bs, T), VW);
+  const int k0 = d->lo[(ptrdiff_t)b * T + i0];
   const ptrdiff_t off = (ptrdiff_t)bh * T * D;
-  const float *R = a->r + off, *Rh = a->rh + off, *Y = a->y + off;
-  float *X = a->x + off;
-  const float lam = (float)exp((double)a->loglam[bh % d->H]);
+  float *m = ws + (size_t)g * mx_kfw_group_floats(d), *l = m + mx_ldqcap(d), *U = l + mx_ldqcap(d);
+  for (int i = 0; i < ldq; i++) m[i] = -FLT_MAX, l[i] = 0;
+  memset(U, 0, (size_t)nb * D * sizeof(float));
+  int c_lo, c_hi;
+  mx_group_chunks((i0 - k0 + MX_KC - 1) / MX_KC, G, g, &c_lo, &c_hi);
+  if (c_lo >= c_hi) return 0;
   float *Rt = mx_scratch(0, (size_t)D * ldq_max), *S = mx_scratch(1, (size_t)MX_KC * ldq_max);
-  float *Sd = mx_scratch(2, (size_t)mx_imin(bs, T) * ldq_max);
-  float *st = mx_scratch(3, 3 * (size_t)ldq_max), *U = mx_scratch(4, (size_t)mx_imin(bs, T) * D);
-  if (!Rt || !S || !Sd || !st || !U) return -1;
-  float *m = st, *l = st + ldq_max, *corr = st + 2 * ldq_max;
-  for (int i0 = 0; i0 < T; i0 += bs) {
-    const int i1 = mx_imin(T, i0 + bs), nb = i1 - i0, ldq = mx_round_up(nb, VW);
-    const int k0 = d->lo[(ptrdiff_t)b * T + i0];
-    mx_transpose(R + (ptrdiff_t)i0 * D, nb, D, ldq, MX_LOG2E, Rt);
-    for (int i = 0; i < ldq; i++) m[i] = -FLT_MAX, l[i] = 0;
-    memset(U, 0, (size_t)nb * D * sizeof(float));
-    for (int c0 = k0; c0 < i0; c0 += MX_KC) {
-      int nc = mx_imin(MX_KC, i0 - c0);
-      mx_mm(nc, ldq, D, Rh + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, S, ldq, MM_SET);
-      mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S, -INFINITY);
-      mx_online(S, nc, ldq, m, l, corr, U, nb, D);
-      mx_mm(nb, D, nc, S, 1, ldq, X + (ptrdiff_t)c0 * D, D, U, D, MM_ADD);
-    }
-    mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, Rh + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Sd, ldq, MM_SET, NULL);
-    mx_mask(d, b, i0, nb, ldq, i0, i1, Sd, -INFINITY);
-    mx_online(Sd, nb, ldq, m, l, corr, U, nb, D);
-    float *lse = a->lse + (ptrdiff_t)bh * T + i0;
-    for (int i = 0; i < ldq; i++) {
-      corr[i] = 1.0f / l[i]; /* now 1/l */
-      if (i < nb) lse[i] = m[i] * MX_LN2 + logf(l[i]);
-    }
-    for (int j = 0; j < nb; j++) {
-      float *r = Sd + (ptrdiff_t)j * ldq;
-      for (int i = 0; i < ldq; i += VW) v_store(r + i, v_mul(v_load(r + i), v_load(corr + i)));
-    }
-    float *XR = X + (ptrdiff_t)i0 * D;
-    for (int i = 0; i < nb; i++) {
-      const float *y = Y + (ptrdiff_t)(i0 + i) * D, *u = U + (ptrdiff_t)i * D;
-      float *x = XR + (ptrdiff_t)i * D, s = corr[i];
-      for (int c = 0; c < D; c++) x[c] = y[c] - s * u[c];
-    }
-    mx_solve_lower(nb, D, Sd, ldq, lam, XR);
+  float *corr = mx_scratch(3, (size_t)ldq_max);
+  if (!Rt || !S || !corr) return -1;
+  mx_transpose(a->r + off + (ptrdiff_t)i0 * D, nb, D, ldq, MX_LOG2E, Rt);
+  for (int ci = c_lo; ci < c_hi; ci++) {
+    const int c0 = k0 + ci * MX_KC, nc = mx_imin(MX_KC, i0 - c0);
+    mx_mm(nc, ldq, D, a->rh + off + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, S, ldq, MM_SET);
+    mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S, -INFINITY);
+    mx_online(S, nc, ldq, m, l, corr, U, nb, D);
+    mx_mm(nb, D, nc, S, 1, ldq, a->x + off + (ptrdiff_t)c0 * D, D, U, D, MM_ADD);
   }
   return 0;
 }
 
-/* ---- KRR backward: one (b, h), blocks from last to first -----------------------------------
+static int mx_krr_fwd_close(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh,
+                            int blk) {
+  const int T = d->T, D = d->D, b = bh / d->H, bs = d->block;
+  const int i0 = blk * bs, i1 = mx_imin(T, i0 + bs), nb = i1 - i0;
+  const int ldq = mx_round_up(nb, VW), ldq_max = mx_round_up(mx_imin(bs, T), VW);
+  const ptrdiff_t off = (ptrdiff_t)bh * T * D;
+  const float lam = (float)exp((double)a->loglam[bh % d->H]);
+  float *Rt = mx_scratch(0, (size_t)D * ldq_max), *Sd = mx_scratch(2, (size_t)mx_imin(bs, T) * ldq_max);
+  float *corr = mx_scratch(3, (size_t)ldq_max);
+  if (!Rt || !Sd || !corr) return -1;
+  float *m = ws, *l = m + mx_ldqcap(d), *U = l + mx_ldqcap(d);
+  if (G > 1) {
+    /* Merge the groups into group 0: a common max (in m), each group's sums and U rescaled to
+     * it by f = 2^(m_g - max) (in corr). */
+    const size_t gs = mx_kfw_group_floats(d);
+    for (int g = 1; g < G; g++)
+      for (int i = 0; i < ldq; i += VW) v_store(corr + i, v_max(v_load(ws + g * gs + i), g == 1 ? v_load(m + i) : v_load(corr + i)));
+    for (int g = 0; g < G; g++) {
+      float *mg = ws + g * gs, *lg = mg + mx_ldqcap(d), *Ug = lg + mx_ldqcap(d);
+      for (int i = 0; i < ldq; i += VW) {
+        vf f = v_exp2(v_sub(v_load(mg + i), v_load(corr + i)));
+        v_store(mg + i, f); /* m_g is not needed any more: keep f there */
+        v_store(l + i, g == 0 ? v_mul(v_load(l + i), f) : v_fma(v_load(lg + i), f, v_load(l + i)));
+      }
+      for (int i = 0; i < nb; i++) {
+        if (g == 0) mx_scal(D, mg[i], U + (ptrdiff_t)i * D);
+        else mx_axpy(D, mg[i], Ug + (ptrdiff_t)i * D, U + (ptrdiff_t)i * D);
+      }
+    }
+    for (int i = 0; i < ldq; i++) m[i] = corr[i];
+  }
+  mx_transpose(a->r + off + (ptrdiff_t)i0 * D, nb, D, ldq, MX_LOG2E, Rt);
+  mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, a->rh + off + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Sd, ldq, MM_SET, NULL);
+  mx_mask(d, b, i0, nb, ldq, i0, i1, Sd, -INFINITY);
+  mx_online(Sd, nb, ldq, m, l, corr, U, nb, D);
+  float *lse = a->lse + (ptrdiff_t)bh * T + i0;
+  for (int i = 0; i < ldq; i++) {
+    corr[i] = 1.0f / l[i]; /* now 1/l */
+    if (i < nb) lse[i] = m[i] * MX_LN2 + logf(l[i]);
+  }
+  for (int j = 0; j < nb; j++) {
+    float *r = Sd + (ptrdiff_t)j * ldq;
+    for (int i = 0; i < ldq; i += VW) v_store(r + i, v_mul(v_load(r + i), v_load(corr + i)));
+  }
+  float *XR = a->x + off + (ptrdiff_t)i0 * D;
+  for (int i = 0; i < nb; i++) {
+    const float *y = a->y + off + (ptrdiff_t)(i0 + i) * D, *u = U + (ptrdiff_t)i * D;
+    float *x = XR + (ptrdiff_t)i * D, s = corr[i];
+    for (int c = 0; c < D; c++) x[c] = y[c] - s * u[c];
+  }
+  mx_solve_lower(nb, D, Sd, ldq, lam, XR);
+  return 0;
+}
+
+static int mx_krr_fwd(const mx_dims *d, const mx_krr_args *a, int bh) {
+  float *ws = mx_scratch(6, mx_kfw_floats(d, 1));
+  if (!ws) return -1;
+  for (int blk = 0; blk * d->block < d->T; blk++)
+    if (mx_krr_fwd_part(d, a, ws, 1, bh, blk, 0) || mx_krr_fwd_close(d, a, ws, 1, bh, blk)) return -1;
+  return 0;
+}
+
+/* ---- KRR backward, blocks from last to first -----------------------------------------------
  * dy holds G minus the contributions of the blocks done so far, so on reaching block R it is
  * the residual of the adjoint solve: Z_R = (P_RR + lam I)^-T dy_R. Then over the block's span,
  * dP = -Z_R X^T, dS = P o (dP - rowsum(P o dP)): dr_R = dS r^, dr^ += dS^T r_R, and
@@ -537,82 +594,152 @@ static int mx_krr_fwd(const mx_dims *d, const mx_krr_args *a, int bh) {
  * The row sum is taken shifted by the diagonal, sh_i = dP_ii: dP_ij - rowsum = (dP_ij - sh_i) -
  * sum_k P_ik (dP_ik - sh_i) (rows of P sum to 1). With alpha > 0 the diagonal is the row's
  * largest weight, often ~1; unshifted, dP_ii - rowsum cancels to a few float32 ulps of dP and
- * dr / dr^ lose up to 1e-3 relative, while shifted the k = i term vanishes exactly. */
+ * dr / dr^ lose up to 1e-3 relative, while shifted the k = i term vanishes exactly.
+ * Phases per block: setup (diagonal tile, Z_R, the shift, the tile's part of the row sums);
+ * panel (each group: P and dP of its off-diagonal chunks, its part of the row sums); grads
+ * (each group: dS of its chunks, its part of dr_R, and dr^, dy on its chunks' rows, the
+ * diagonal tile with group 0). The next block's setup adds up the groups' dr. */
 
-static int mx_krr_bwd(const mx_dims *d, const mx_krr_args *a, int bh) {
-  const int T = d->T, D = d->D, b = bh / d->H, bs = d->block;
-  const int ldq_max = mx_round_up(mx_imin(bs, T), VW);
+static int mx_krr_bwd_setup(const mx_dims *d, const mx_krr_args *a, float *ws, int G, double *dl,
+                            int bh, int blk) {
+  const int T = d->T, D = d->D, b = bh / d->H, bs = d->block, nbmax = mx_nbmax(d);
   const ptrdiff_t off = (ptrdiff_t)bh * T * D;
-  const float *R = a->r + off, *Rh = a->rh + off, *X = a->x + off;
-  float *dR = a->dr + off, *dRh = a->drh + off, *dY = a->dy + off;
-  const float lam = (float)exp((double)a->loglam[bh % d->H]);
-  float *Rt = mx_scratch(0, (size_t)D * ldq_max), *Zt = mx_scratch(4, (size_t)D * ldq_max);
-  float *P = mx_scratch(1, (size_t)T * ldq_max), *dP = mx_scratch(2, (size_t)T * ldq_max);
-  float *st = mx_scratch(3, 3 * (size_t)ldq_max), *dSc = mx_scratch(5, (size_t)MX_KC * ldq_max);
-  if (!Rt || !Zt || !P || !dP || !st || !dSc) return -1;
-  float *lse = st, *c = st + ldq_max, *sh = st + 2 * ldq_max;
-  memcpy(dY, a->g + off, (size_t)T * D * sizeof(float));
-  memset(dRh, 0, (size_t)T * D * sizeof(float));
-  double dl = 0;
-  const int nblocks = (T + bs - 1) / bs;
-  for (int blk = nblocks - 1; blk >= 0; blk--) {
-    const int i0 = blk * bs, i1 = mx_imin(T, i0 + bs), nb = i1 - i0, ldq = mx_round_up(nb, VW);
-    const int k0 = d->lo[(ptrdiff_t)b * T + i0];
-    for (int i = 0; i < ldq; i++) lse[i] = i < nb ? a->lse[(ptrdiff_t)bh * T + i0 + i] * MX_LOG2E : 0;
-    mx_transpose(R + (ptrdiff_t)i0 * D, nb, D, ldq, MX_LOG2E, Rt);
-    /* The diagonal tile first: the adjoint solve needs it. Panel rows are keys k0..i1. */
-    float *Pd = P + (ptrdiff_t)(i0 - k0) * ldq;
-    mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, Rh + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Pd, ldq, MM_EXP2, lse);
-    mx_mask(d, b, i0, nb, ldq, i0, i1, Pd, 0.0f);
-    float *Z = dY + (ptrdiff_t)i0 * D;
-    mx_solve_upper_t(nb, D, Pd, ldq, lam, Z);
-    for (ptrdiff_t n = 0; n < (ptrdiff_t)nb * D; n++) dl -= (double)Z[n] * X[(ptrdiff_t)i0 * D + n];
-    mx_transpose(Z, nb, D, ldq, 1.0f, Zt);
-    /* dP = -X Z^T on the diagonal tile first: its diagonal is the shift sh below. */
-    float *dPd = dP + (ptrdiff_t)(i0 - k0) * ldq;
-    mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, X + (ptrdiff_t)i0 * D, D, 1, Zt, ldq, dPd, ldq, MM_NEG, NULL);
-    for (int i = 0; i < ldq; i++) sh[i] = i < nb ? dPd[(ptrdiff_t)i * ldq + i] : 0, c[i] = 0;
-    /* P and dP off the diagonal, chunk by chunk, and c = rowsum(P o (dP - sh)) over the span. */
-    for (int c0 = k0, c1; c0 < i1; c0 = c1) {
-      c1 = c0 < i0 ? mx_imin(c0 + MX_KC, i0) : i1; /* off-diagonal chunks, then the tile */
-      const int nc = c1 - c0;
-      float *Pc = P + (ptrdiff_t)(c0 - k0) * ldq, *dPc = dP + (ptrdiff_t)(c0 - k0) * ldq;
-      if (c0 < i0) {
-        mx_mm_e(nc, ldq, D, Rh + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, Pc, ldq, MM_EXP2, lse);
-        mx_mask(d, b, i0, nb, ldq, c0, c1, Pc, 0.0f);
-        mx_mm(nc, ldq, D, X + (ptrdiff_t)c0 * D, D, 1, Zt, ldq, dPc, ldq, MM_NEG);
-      }
-      for (int i = 0; i < ldq; i += VW) {
-        vf s = v_load(c + i), h = v_load(sh + i);
-        for (int j = 0; j < nc; j++)
-          s = v_fma(v_load(Pc + (ptrdiff_t)j * ldq + i), v_sub(v_load(dPc + (ptrdiff_t)j * ldq + i), h), s);
-        v_store(c + i, s);
-      }
-    }
-    /* dS = P o ((dP - sh) - c) and the three products, chunk by chunk, from the diagonal tile
-     * back to k0: the first sweep wrote those chunks last, so they are still in cache. */
-    for (int c1 = i1, c0; c1 > k0; c1 = c0) {
-      c0 = c1 == i1 ? i0 : mx_imax(k0, c1 - MX_KC);
-      const int nc = c1 - c0;
-      /* dS goes to a chunk buffer, not back into the panel: at long spans the panels live in
-       * L3 or memory, and a panel-sized write per block is worth avoiding. */
-      const float *Pc = P + (ptrdiff_t)(c0 - k0) * ldq, *dPc = dP + (ptrdiff_t)(c0 - k0) * ldq;
-      float *dS = nc <= MX_KC ? dSc : dP + (ptrdiff_t)(c0 - k0) * ldq; /* the tile may be wider */
-      for (int j = 0; j < nc; j++) {
-        const float *p = Pc + (ptrdiff_t)j * ldq, *q = dPc + (ptrdiff_t)j * ldq;
-        float *o = dS + (ptrdiff_t)j * ldq;
-        for (int i = 0; i < ldq; i += VW)
-          v_store(o + i, v_mul(v_load(p + i), v_sub(v_sub(v_load(q + i), v_load(sh + i)), v_load(c + i))));
-      }
-      mx_mm_tri(MX_LANES_BY_KEYS, c0 - i0, nb, D, nc, dS, 1, ldq, Rh + (ptrdiff_t)c0 * D, D, dR + (ptrdiff_t)i0 * D, D,
-                c1 == i1 ? MM_SET : MM_ADD, NULL);
-      mx_mm_tri(MX_KEYS_BY_LANES, c0 - i0, nc, D, nb, dS, ldq, 1, R + (ptrdiff_t)i0 * D, D, dRh + (ptrdiff_t)c0 * D, D, MM_ADD, NULL);
-      if (c0 < i0)
-        mx_mm(nc, D, nb, Pc, ldq, 1, Z, D, dY + (ptrdiff_t)c0 * D, D, MM_SUB);
+  const mx_kbw_layout L = mx_kbw(d, G);
+  if (G > 1 && (blk + 1) * bs < T) { /* dr of the block done last: the sum of its groups' */
+    const int p0 = (blk + 1) * bs, pn = mx_imin(T, p0 + bs) - p0;
+    float *dR = a->dr + off + (ptrdiff_t)p0 * D;
+    memcpy(dR, ws + L.dR, (size_t)pn * D * sizeof(float));
+    for (int g = 1; g < G; g++) {
+      const float *part = ws + L.dR + (size_t)g * nbmax * D;
+      for (ptrdiff_t n = 0; n < (ptrdiff_t)pn * D; n++) dR[n] += part[n];
     }
   }
-  a->dlam[bh] = (float)dl;
+  if (blk < 0) {
+    a->dlam[bh] = (float)*dl;
+    return 0;
+  }
+  const int i0 = blk * bs, i1 = mx_imin(T, i0 + bs), nb = i1 - i0, ldq = mx_round_up(nb, VW);
+  const int k0 = d->lo[(ptrdiff_t)b * T + i0];
+  const float lam = (float)exp((double)a->loglam[bh % d->H]);
+  float *Rt = ws + L.Rt, *Zt = ws + L.Zt, *lse = ws + L.lse, *sh = ws + L.sh, *cd = ws + L.cd;
+  float *P = ws + L.P, *dP = ws + L.dP;
+  if ((blk + 1) * bs >= T) { /* the first block of the sweep */
+    memcpy(a->dy + off, a->g + off, (size_t)T * D * sizeof(float));
+    memset(a->drh + off, 0, (size_t)T * D * sizeof(float));
+    *dl = 0;
+  }
+  for (int i = 0; i < ldq; i++) lse[i] = i < nb ? a->lse[(ptrdiff_t)bh * T + i0 + i] * MX_LOG2E : 0;
+  mx_transpose(a->r + off + (ptrdiff_t)i0 * D, nb, D, ldq, MX_LOG2E, Rt);
+  /* The diagonal tile first: the adjoint solve needs it. Panel rows are keys k0..i1. */
+  float *Pd = P + (ptrdiff_t)(i0 - k0) * ldq, *dPd = dP + (ptrdiff_t)(i0 - k0) * ldq;
+  mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, a->rh + off + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Pd, ldq, MM_EXP2, lse);
+  mx_mask(d, b, i0, nb, ldq, i0, i1, Pd, 0.0f);
+  float *Z = a->dy + off + (ptrdiff_t)i0 * D;
+  const float *XR = a->x + off + (ptrdiff_t)i0 * D;
+  mx_solve_upper_t(nb, D, Pd, ldq, lam, Z);
+  double s = 0;
+  for (ptrdiff_t n = 0; n < (ptrdiff_t)nb * D; n++) s -= (double)Z[n] * XR[n];
+  *dl += s;
+  mx_transpose(Z, nb, D, ldq, 1.0f, Zt);
+  /* dP = -X Z^T on the diagonal tile: its diagonal is the shift sh. */
+  mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, XR, D, 1, Zt, ldq, dPd, ldq, MM_NEG, NULL);
+  for (int i = 0; i < ldq; i++) sh[i] = i < nb ? dPd[(ptrdiff_t)i * ldq + i] : 0;
+  for (int i = 0; i < ldq; i += VW) {
+    vf c = v_zero(), h = v_load(sh + i);
+    for (int j = 0; j < nb; j++)
+      c = v_fma(v_load(Pd + (ptrdiff_t)j * ldq + i), v_sub(v_load(dPd + (ptrdiff_t)j * ldq + i), h), c);
+    v_store(cd + i, c);
+  }
   return 0;
+}
+
+static int mx_krr_bwd_panel(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh,
+                            int blk, int g) {
+  const int T = d->T, D = d->D, b = bh / d->H, bs = d->block;
+  const int i0 = blk * bs, i1 = mx_imin(T, i0 + bs), nb = i1 - i0, ldq = mx_round_up(nb, VW);
+  const int k0 = d->lo[(ptrdiff_t)b * T + i0];
+  const ptrdiff_t off = (ptrdiff_t)bh * T * D;
+  const mx_kbw_layout L = mx_kbw(d, G);
+  const float *Rt = ws + L.Rt, *Zt = ws + L.Zt, *lse = ws + L.lse, *sh = ws + L.sh;
+  float *c = ws + L.c + (size_t)g * mx_ldqcap(d);
+  for (int i = 0; i < ldq; i++) c[i] = 0;
+  int c_lo, c_hi;
+  mx_group_chunks((i0 - k0 + MX_KC - 1) / MX_KC, G, g, &c_lo, &c_hi);
+  for (int ci = c_lo; ci < c_hi; ci++) {
+    const int c0 = k0 + ci * MX_KC, nc = mx_imin(MX_KC, i0 - c0);
+    float *Pc = ws + L.P + (ptrdiff_t)(c0 - k0) * ldq, *dPc = ws + L.dP + (ptrdiff_t)(c0 - k0) * ldq;
+    mx_mm_e(nc, ldq, D, a->rh + off + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, Pc, ldq, MM_EXP2, lse);
+    mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, Pc, 0.0f);
+    mx_mm(nc, ldq, D, a->x + off + (ptrdiff_t)c0 * D, D, 1, Zt, ldq, dPc, ldq, MM_NEG);
+    for (int i = 0; i < ldq; i += VW) {
+      vf s = v_load(c + i), h = v_load(sh + i);
+      for (int j = 0; j < nc; j++)
+        s = v_fma(v_load(Pc + (ptrdiff_t)j * ldq + i), v_sub(v_load(dPc + (ptrdiff_t)j * ldq + i), h), s);
+      v_store(c + i, s);
+    }
+  }
+  return 0;
+}
+
+static int mx_krr_bwd_grads(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh,
+                            int blk, int g) {
+  const int T = d->T, D = d->D, b = bh / d->H, bs = d->block;
+  const int i0 = blk * bs, i1 = mx_imin(T, i0 + bs), nb = i1 - i0;
+  const int ldq = mx_round_up(nb, VW), ldq_max = mx_round_up(mx_imin(bs, T), VW);
+  const int k0 = d->lo[(ptrdiff_t)b * T + i0];
+  const ptrdiff_t off = (ptrdiff_t)bh * T * D;
+  const mx_kbw_layout L = mx_kbw(d, G);
+  const float *sh = ws + L.sh, *Z = a->dy + off + (ptrdiff_t)i0 * D;
+  const float *R = a->r + off, *Rh = a->rh + off;
+  float *dRh = a->drh + off, *dY = a->dy + off;
+  float *dSc = mx_scratch(5, (size_t)MX_KC * ldq_max), *c = mx_scratch(3, (size_t)ldq_max);
+  if (!dSc || !c) return -1;
+  /* The row sums: the diagonal tile's part, then the groups' in order. */
+  for (int i = 0; i < ldq; i++) {
+    float s = ws[L.cd + i];
+    for (int h = 0; h < G; h++) s += ws[L.c + (size_t)h * mx_ldqcap(d) + i];
+    c[i] = s;
+  }
+  /* This group's part of dr_R: the output rows themselves when there is one group. */
+  float *dRg = G == 1 ? a->dr + off + (ptrdiff_t)i0 * D : ws + L.dR + (size_t)g * mx_nbmax(d) * D;
+  int first = 1;
+  int c_lo, c_hi;
+  mx_group_chunks((i0 - k0 + MX_KC - 1) / MX_KC, G, g, &c_lo, &c_hi);
+  /* dS = P o ((dP - sh) - c) and the three products, chunk by chunk: group 0 starts with the
+   * diagonal tile; then the group's chunks from the diagonal back (the panel sweep wrote them
+   * last, so they are still in cache). dS goes to a chunk buffer, not back into the panel: at
+   * long spans the panels live in L3 or memory. */
+  for (int ci = g == 0 ? c_hi : c_hi - 1; ci >= c_lo; ci--) {
+    const int diag = ci == c_hi;
+    const int c0 = diag ? i0 : k0 + ci * MX_KC, nc = diag ? nb : mx_imin(MX_KC, i0 - c0);
+    if (nc <= 0) continue;
+    const float *Pc = ws + L.P + (ptrdiff_t)(c0 - k0) * ldq, *dPc = ws + L.dP + (ptrdiff_t)(c0 - k0) * ldq;
+    float *dS = nc <= MX_KC ? dSc : ws + L.dP + (ptrdiff_t)(c0 - k0) * ldq; /* the tile may be wider */
+    for (int j = 0; j < nc; j++) {
+      const float *p = Pc + (ptrdiff_t)j * ldq, *q = dPc + (ptrdiff_t)j * ldq;
+      float *o = dS + (ptrdiff_t)j * ldq;
+      for (int i = 0; i < ldq; i += VW)
+        v_store(o + i, v_mul(v_load(p + i), v_sub(v_sub(v_load(q + i), v_load(sh + i)), v_load(c + i))));
+    }
+    mx_mm_tri(MX_LANES_BY_KEYS, c0 - i0, nb, D, nc, dS, 1, ldq, Rh + (ptrdiff_t)c0 * D, D, dRg, D,
+              first ? MM_SET : MM_ADD, NULL);
+    first = 0;
+    mx_mm_tri(MX_KEYS_BY_LANES, c0 - i0, nc, D, nb, dS, ldq, 1, R + (ptrdiff_t)i0 * D, D, dRh + (ptrdiff_t)c0 * D, D, MM_ADD, NULL);
+    if (!diag) mx_mm(nc, D, nb, Pc, ldq, 1, Z, D, dY + (ptrdiff_t)c0 * D, D, MM_SUB);
+  }
+  if (first) memset(dRg, 0, (size_t)nb * D * sizeof(float)); /* a group without chunks */
+  return 0;
+}
+
+static int mx_krr_bwd(const mx_dims *d, const mx_krr_args *a, int bh) {
+  float *ws = mx_scratch(6, mx_kbw(d, 1).total);
+  if (!ws) return -1;
+  double dl = 0;
+  for (int blk = (d->T + d->block - 1) / d->block - 1; blk >= 0; blk--)
+    if (mx_krr_bwd_setup(d, a, ws, 1, &dl, bh, blk) || mx_krr_bwd_panel(d, a, ws, 1, bh, blk, 0) ||
+        mx_krr_bwd_grads(d, a, ws, 1, bh, blk, 0))
+      return -1;
+  return mx_krr_bwd_setup(d, a, ws, 1, &dl, bh, -1);
 }
 
 static const mx_kernels mx_table = {
@@ -621,6 +748,12 @@ static const mx_kernels mx_table = {
     .krr_bwd = mx_krr_bwd,
     .att_fwd = mx_att_fwd,
     .att_bwd = mx_att_bwd,
+    .krr_fwd_part = mx_krr_fwd_part,
+    .krr_fwd_close = mx_krr_fwd_close,
+    .krr_bwd_setup = mx_krr_bwd_setup,
+    .krr_bwd_panel = mx_krr_bwd_panel,
+    .krr_bwd_grads = mx_krr_bwd_grads,
+    .att_bwd_range = mx_att_bwd_range,
 };
 
 const mx_kernels *MX_TABLE(void) { return &mx_table; }
