@@ -206,6 +206,29 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
     }
   });
 
+  test('scratch memory carries nothing between calls: NaN inputs, then clean ones give the clean result', () => {
+    requireNative();
+    const addon = loadNativeAddon()!;
+    const native = new NativeBackend(addon);
+    for (const c of [
+      { B: 1, H: 1, T: 150, D: 32, window: 0, blockSize: 64, docs: 'none', seed: 41 },
+      { B: 2, H: 3, T: 150, D: 32, window: 0, blockSize: 64, docs: 'none', seed: 42 },
+    ] as Case[]) {
+      for (const isa of isas(addon)) {
+        addon.setIsa(isa);
+        const inp = makeInputs(c);
+        const clean = runKernels(native, c, inp);
+        const poisoned: Inputs = { ...inp };
+        for (const key of ['r', 'rHat', 'y', 'g', 'q', 'k', 'v'] as const) poisoned[key] = inp[key].map(() => NaN);
+        // Other block sizes and windows lay the same scratch out differently, so NaN lands where
+        // the clean call's products skip (the masked half of the diagonal tiles).
+        for (const blockSize of [7, 33, 64, 150]) for (const window of [0, 20]) runKernels(native, { ...c, blockSize, window }, poisoned);
+        const again = runKernels(native, c, inp);
+        for (const key of Object.keys(clean)) assert.deepEqual(again[key], clean[key], `${label(c)} ${isa} ${key} after a NaN call`);
+      }
+    }
+  });
+
   test('bad arguments throw naming the argument', () => {
     requireNative();
     const addon = loadNativeAddon()!;

@@ -218,7 +218,8 @@ static inline void mx_mm(int m, int n, int k, const float *A, ptrdiff_t ars, ptr
  * logits -inf), so near the diagonal whole micro-tiles are known in advance to be masked and
  * are skipped. off = c0 - i0. Three shapes:
  *   MX_KEYS_X_LANES  C rows keys, C columns lanes (logits, dP): column strips whose lanes are all
- *                    below the tile's first key are skipped; mx_mask fills them afterwards.
+ *                    below the tile's first key are skipped (zero-filled, so nothing stale or
+ *                    NaN from an earlier call is left where P = 0 multiplies it).
  *   MX_LANES_BY_KEYS C rows lanes, k over keys (P V, dS K): k ends at the tile's last lane.
  *   MX_KEYS_BY_LANES C rows keys, k over lanes (P^T dO, dS^T Q): k starts at the tile's first key.
  * Away from the diagonal (c0 + m <= i0 + 1) nothing is skipped. The portable build computes
@@ -244,7 +245,7 @@ static void mx_mm_tri(int shape, int off, int m, int n, int k, const float *A, p
       const int mr = mx_imin(MR, m - r);
       int ka = 0, kb = k;
       if (shape == MX_KEYS_X_LANES) {
-        if (r + off >= j0 + cols) break; /* this and later row tiles: all lanes masked */
+        if (r + off >= j0 + cols) kb = 0; /* every lane of the tile masked */
       } else if (shape == MX_LANES_BY_KEYS) {
         kb = mx_imin(k, r + mr - off); /* keys up to the tile's last lane i0 + r + mr - 1 */
       } else if (shape == MX_KEYS_BY_LANES) {
