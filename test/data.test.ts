@@ -11,6 +11,7 @@ import {
   loadCorpus, loadFolder, loadJsonl, loadTextFile, loadTokenizer, splitCorpus, streamFingerprint, tokenizeDocuments,
   type BatchArrays, type Document, type SamplerState, type TokenStream,
 } from '../src/data/index.ts';
+import { tinyBpeJson } from './train-fixtures.ts';
 
 function tmpdir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'cubit-data-'));
@@ -42,31 +43,6 @@ test('ByteTokenizer: UTF-8 bytes, exact round trip, never throws on broken seque
   assert.equal(loadTokenizer().vocabSize, 256);
 });
 
-/** A small GPT-2-style byte-level BPE tokenizer.json: 256 byte tokens, 3 merges, one special token. */
-function tinyBpeJson(): string {
-  const bs: number[] = [];
-  for (let i = 33; i <= 126; i++) bs.push(i);
-  for (let i = 161; i <= 172; i++) bs.push(i);
-  for (let i = 174; i <= 255; i++) bs.push(i);
-  const cs = [...bs];
-  let k = 0;
-  for (let b = 0; b < 256; b++) if (!bs.includes(b)) { bs.push(b); cs.push(256 + k++); }
-  const vocab: Record<string, number> = {};
-  bs.forEach((b, i) => { vocab[String.fromCodePoint(cs[i])] = b; });
-  const merges = ['t h', 'th e', 'Ġ the'];
-  let id = 256;
-  for (const m of merges) vocab[m.replace(' ', '')] = id++;
-  vocab['<|endoftext|>'] = id;
-  return JSON.stringify({
-    version: '1.0', truncation: null, padding: null,
-    added_tokens: [{ id, content: '<|endoftext|>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }],
-    normalizer: null,
-    pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
-    post_processor: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
-    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, vocab, merges },
-  });
-}
 
 test('HfTokenizer: loads a tokenizer.json (file or folder), applies its merges, round-trips text', () => {
   const dir = tmpdir();

@@ -32,7 +32,7 @@ export function writeCorpus(dir: string, docs = 24, words = 300, seed = 7): stri
   return dir;
 }
 
-/** A small GPT-2-style byte-level BPE tokenizer.json: 256 byte tokens, 3 merges, one special token (as data.test.ts's). */
+/** A small GPT-2-style byte-level BPE tokenizer.json: 256 byte tokens, 3 merges, one special token (shared by the data, training and inference tests). */
 export function tinyBpeJson(): string {
   const bs: number[] = [];
   for (let i = 33; i <= 126; i++) bs.push(i);
