@@ -1,7 +1,7 @@
 // The Tensor: a shape, a dtype and a backend storage, plus what reverse-mode autodiff needs.
 // Tensors are always contiguous and row-major; reshape-like views share the storage.
 import type { Backend, Storage } from './backend.ts';
-import { arrayFor, dtypeOf, type DType, type TypedArray } from './dtype.ts';
+import { dtypeOf, type DType, type TypedArray } from './dtype.ts';
 import { getBackend, isGradEnabled, keep as keepInScope, noGrad, tidy, track } from './engine.ts';
 import { checkShape, formatShape, sizeOf, type Shape } from './shape.ts';
 
@@ -139,10 +139,6 @@ export class Tensor {
 
 // ---- construction helpers used by ops and by the public API ----
 
-export function fromStorage(storage: Storage, shape: Shape, backend: Backend = getBackend()): Tensor {
-  return new Tensor(storage, shape, backend);
-}
-
 /** A fresh tensor with undefined contents, for an op to fill. */
 export function empty(shape: Shape, dtype: DType = 'float32', backend: Backend = getBackend()): Tensor {
   checkShape(shape);
@@ -175,7 +171,6 @@ export function tensorFrom(values: ArrayLike<number> | TypedArray, shape: Shape,
   return t;
 }
 
-export function newArray(dtype: DType, n: number): TypedArray { return arrayFor(dtype, n); }
 
 // ---- backward ----
 

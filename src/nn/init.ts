@@ -1,6 +1,6 @@
 // Parameter initialisation (documented in docs/MODEL.md): normal(0, 0.02) for projections and
 // embeddings as GPT-2, output projections of residual branches scaled by 1/√(2·layers).
-import { Rng } from '../core/random.ts';
+import type { Rng } from '../core/random.ts';
 import { full, randn } from '../ops/creation.ts';
 import type { Tensor } from '../core/tensor.ts';
 
@@ -12,4 +12,4 @@ export function constantInit(shape: readonly number[], value: number): Tensor {
   return full(shape, value);
 }
 
-export { Rng };
+export type { Rng };

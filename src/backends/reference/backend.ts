@@ -4,7 +4,7 @@ import type { AdamWParams, Backend, BinaryOp, MatmulParams, MixerDims, ReduceOp,
 import type { DType, TypedArray } from '../../core/dtype.ts';
 import { dropoutKeeps } from '../../core/random.ts';
 import { CpuPool, CpuStorage } from '../cpu/memory.ts';
-import { erf, gelu, geluGrad, sigmoid } from './math.ts';
+import { gelu, geluGrad, sigmoid } from './math.ts';
 import { attentionBackwardRef, attentionRef, krrSolveBackwardRef, krrSolveRef } from './mixers.ts';
 
 const arr = (s: Storage): TypedArray => (s as CpuStorage).data;
@@ -363,4 +363,3 @@ export class ReferenceBackend implements Backend {
   }
 }
 
-export { erf };
