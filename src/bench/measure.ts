@@ -11,9 +11,32 @@ export function medianMs(fn: () => void, opts: { warmup?: number; minRuns?: numb
     fn();
     times.push(performance.now() - t0);
   }
-  times.sort((a, b) => a - b);
-  const mid = times.length >> 1;
-  return times.length % 2 ? times[mid] : (times[mid - 1] + times[mid]) / 2;
+  return median(times);
+}
+
+/**
+ * Medians (ms) of several functions run in turn (a, b, a, b, …) after `warmup` rounds: on a shared
+ * machine their ratio is far steadier than that of medians taken one after the other.
+ */
+export function medianMsInterleaved(fns: (() => void)[], opts: { warmup?: number; minRuns?: number; minMs?: number; maxRuns?: number } = {}): number[] {
+  const warmup = opts.warmup ?? 1, minRuns = opts.minRuns ?? 5, minMs = opts.minMs ?? 300, maxRuns = opts.maxRuns ?? 200;
+  for (let i = 0; i < warmup; i++) for (const fn of fns) fn();
+  const times: number[][] = fns.map(() => []);
+  const start = performance.now();
+  while (times[0].length < maxRuns && (times[0].length < minRuns || performance.now() - start < minMs)) {
+    fns.forEach((fn, i) => {
+      const t0 = performance.now();
+      fn();
+      times[i].push(performance.now() - t0);
+    });
+  }
+  return times.map(median);
+}
+
+function median(times: number[]): number {
+  const s = [...times].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
 export function emit(record: Record<string, unknown>): void {

@@ -2,6 +2,7 @@
 // cubitAttention (r̂ normalisation, LRR, the streaming KRR solve, attention over X) against
 // softmaxAttention, on the backend in use. One JSON line per case and thread count:
 //   {mixer, B, H, T, D, blockSize, threads, fwd_bwd_ms, peak_bytes, input_bytes}
+// and per shape the ratio of the two, timed in turn: {bench: "mixer-ratio", …, cubit_over_softmax}.
 // fwd_bwd_ms is the median of repeated steps (forward, backward from a fixed output gradient,
 // leaf gradients dropped). peak_bytes is what the step holds on top of its inputs: the backend's
 // peakBytesInUse over one step (resetPeak before) minus the bytes in use when it starts. Not in
@@ -15,20 +16,18 @@ import { randn, full } from '../ops/creation.ts';
 import { softmaxAttention } from '../ops/mixers.ts';
 import { cubitAttention } from '../mixers/functional.ts';
 import { NativeBackend } from '../backends/native/backend.ts';
-import { emit, medianMs, round } from './measure.ts';
+import { emit, medianMsInterleaved, round } from './measure.ts';
 
 export type MixerName = 'cubit' | 'softmax';
 
 export interface MixerCase { mixer: MixerName; B: number; H: number; T: number; D: number }
 
-/** Issue 3's cases: B=4, H=4, D=32 at T = 128 … 4096, and B=1, H=4, D=32 at T = 16384. */
-export function mixerBenchCases(): MixerCase[] {
-  const cases: MixerCase[] = [];
-  for (const mixer of ['cubit', 'softmax'] as const) {
-    for (let T = 128; T <= 4096; T *= 2) cases.push({ mixer, B: 4, H: 4, T, D: 32 });
-    cases.push({ mixer, B: 1, H: 4, T: 16384, D: 32 });
-  }
-  return cases;
+/** Issue 3's shapes: B=4, H=4, D=32 at T = 128 … 4096, and B=1, H=4, D=32 at T = 16384. */
+export function mixerBenchShapes(): Omit<MixerCase, 'mixer'>[] {
+  const shapes: Omit<MixerCase, 'mixer'>[] = [];
+  for (let T = 128; T <= 4096; T *= 2) shapes.push({ B: 4, H: 4, T, D: 32 });
+  shapes.push({ B: 1, H: 4, T: 16384, D: 32 });
+  return shapes;
 }
 
 export interface MixerBenchOptions {
@@ -70,27 +69,42 @@ function dropGrads(leaves: Tensor[]): void {
   }
 }
 
+/**
+ * Per shape, Cubit and softmax are timed in turn (cubit, softmax, cubit, …) so that their ratio,
+ * printed as a third line {bench: "mixer-ratio", …, cubit_over_softmax}, compares steps that ran
+ * under the same machine load.
+ */
 export function benchMixer(opts: MixerBenchOptions = {}): void {
   const b = getBackend();
   const threadList = b instanceof NativeBackend ? (opts.threads ?? [b.threads()]) : [1];
   const blockSize = opts.blockSize ?? 64;
-  for (const c of mixerBenchCases()) {
-    if (opts.filter && !label(c).includes(opts.filter)) continue;
-    const before = b.memory().bytesInUse;
-    const { leaves, step } = setup(c, blockSize);
-    const inputBytes = b.memory().bytesInUse - before;
-    const run = (): void => { step(); dropGrads(leaves); };
+  for (const shape of mixerBenchShapes()) {
+    const cases = (['cubit', 'softmax'] as const).map((mixer) => ({ mixer, ...shape }))
+      .filter((c) => !opts.filter || label(c).includes(opts.filter));
+    if (cases.length === 0) continue;
+    const runs = cases.map((c) => {
+      const before = b.memory().bytesInUse;
+      const { leaves, step } = setup(c, blockSize);
+      return { c, leaves, inputBytes: b.memory().bytesInUse - before, run: (): void => { step(); dropGrads(leaves); } };
+    });
     for (const t of threadList) {
       if (b instanceof NativeBackend) b.setThreads(t);
-      run(); // warm the pool and the kernels' scratch
-      const start = b.memory().bytesInUse;
-      b.resetPeak();
-      run();
-      const peak = b.memory().peakBytesInUse - start;
-      const long = c.B * c.H * c.T * c.T >= 4 * 4 * 2048 * 2048;
-      const ms = medianMs(run, long ? { warmup: 0, minRuns: 3, minMs: 0 } : { warmup: 1, minRuns: 5, minMs: 1000 });
-      emit({ mixer: c.mixer, B: c.B, H: c.H, T: c.T, D: c.D, blockSize, threads: t, fwd_bwd_ms: round(ms, 2), peak_bytes: peak, input_bytes: inputBytes, backend: b.name });
+      const peaks = runs.map(({ run }) => {
+        run(); // warm the pool and the kernels' scratch
+        const start = b.memory().bytesInUse;
+        b.resetPeak();
+        run();
+        return b.memory().peakBytesInUse - start;
+      });
+      const long = shape.B * shape.H * shape.T * shape.T >= 4 * 4 * 2048 * 2048;
+      const ms = medianMsInterleaved(runs.map((r) => r.run), long ? { warmup: 0, minRuns: 3, minMs: 0 } : { warmup: 1, minRuns: 5, minMs: 2000 });
+      runs.forEach(({ c, inputBytes }, i) => {
+        emit({ mixer: c.mixer, B: c.B, H: c.H, T: c.T, D: c.D, blockSize, threads: t, fwd_bwd_ms: round(ms[i], 2), peak_bytes: peaks[i], input_bytes: inputBytes, backend: b.name });
+      });
+      if (runs.length === 2) {
+        emit({ bench: 'mixer-ratio', B: shape.B, H: shape.H, T: shape.T, D: shape.D, blockSize, threads: t, cubit_over_softmax: round(ms[0] / ms[1], 3), backend: b.name });
+      }
     }
-    for (const t of leaves) t.dispose();
+    for (const r of runs) for (const t of r.leaves) t.dispose();
   }
 }
