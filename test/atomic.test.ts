@@ -3,18 +3,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { tmpDir } from './helpers.ts';
 import {
   readJsonSync, removeStaleTemps, writeDirAtomicSync, writeFileAtomic, writeFileAtomicSync, writeJsonAtomic, writeJsonAtomicSync,
 } from '../src/util/atomic.ts';
 
 const atomicUrl = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.url)), '../src/util/atomic.ts')).href;
 
-function tmpdir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'cubit-atomic-'));
-}
+const tmpdir = (): string => tmpDir('atomic');
 
 function temps(dir: string): string[] {
   return fs.readdirSync(dir).filter((n) => n.includes('.tmp-'));

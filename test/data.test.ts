@@ -3,8 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
+import { tmpDir } from './helpers.ts';
 import '../src/index.ts';
 import {
   BatchSampler, ByteTokenizer, EvalWindows, HfTokenizer, IGNORE_INDEX, batchTensors, checkTokenizer, detagBrown, loadBrown,
@@ -13,9 +13,7 @@ import {
 } from '../src/data/index.ts';
 import { tinyBpeJson } from './train-fixtures.ts';
 
-function tmpdir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'cubit-data-'));
-}
+const tmpdir = (): string => tmpDir('data');
 
 // ---- tokenizers ----
 

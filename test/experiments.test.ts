@@ -7,9 +7,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { tmpDir } from './helpers.ts';
 import { Rng } from '../src/index.ts';
 import {
   InterruptedError, linearFit, meanInterval, pairedInterval, runExperiment, runGrid, tCdf, tQuantile, welchInterval,
@@ -22,7 +22,7 @@ import { predict, sampleTasks, taskErrors } from '../src/experiments/regression.
 import type { TokenStream } from '../src/data/batches.ts';
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-const tmp = (): string => fs.mkdtempSync(path.join(os.tmpdir(), 'cubit-exp-'));
+const tmp = (): string => tmpDir('exp');
 const close = (a: number, b: number, tol: number, what: string): void => assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b} (tolerance ${tol})`);
 
 // ---- statistics ----

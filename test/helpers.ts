@@ -1,11 +1,26 @@
-// Shared test utilities: error norms, a float64 finite-difference gradient check, seeded random
+// Shared test utilities: temporary folders, error norms, a float64 finite-difference gradient check, seeded random
 // tensors, and backend selection (native tests fail without the addon unless CUBIT_BACKEND=reference).
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { backendByName } from '../src/core/engine.ts';
 import { loadNativeAddon, nativeLoadError } from '../src/backends/native/addon.ts';
 import { noGrad, Rng, tensor, tidy, withBackend, type Backend, type DType, type Tensor } from '../src/index.ts';
 
 export { withBackend };
+
+const tmpDirs: string[] = [];
+process.on('exit', () => {
+  for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh folder under the OS temp dir (cubit-<tag>-XXXXXX), removed when the test process exits. */
+export function tmpDir(tag: string): string {
+  const dir = mkdtempSync(path.join(tmpdir(), `cubit-${tag}-`));
+  tmpDirs.push(dir);
+  return dir;
+}
 
 type Values = ArrayLike<number> | Tensor;
 

@@ -1,7 +1,6 @@
 // Fixtures of the evaluation, generation and format tests: tiny models with non-trivial weights,
 // saved as real run folders by the trainer's checkpoint writer (src/train/checkpoint.ts).
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { noGrad, Rng } from '../src/index.ts';
@@ -11,9 +10,7 @@ import { Decoder } from '../src/models/decoder.ts';
 import { AdamW } from '../src/train/optimizer.ts';
 import { CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, saveCheckpoint, softwareVersion } from '../src/train/checkpoint.ts';
 
-export function tmpDir(tag: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `cubit-${tag}-`));
-}
+export { tmpDir } from './helpers.ts';
 
 /**
  * A model with weights drawn at unit gain instead of the training init: every matrix N(0, 1/in)

@@ -2,8 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
+import { tmpDir } from './helpers.ts';
 import '../src/index.ts';
 import { tensor } from '../src/ops/index.ts';
 import {
@@ -12,9 +12,7 @@ import {
 } from '../src/io/safetensors.ts';
 import type { TypedArray } from '../src/core/dtype.ts';
 
-function tmpdir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'cubit-st-'));
-}
+const tmpdir = (): string => tmpDir('st');
 
 const bits = (a: TypedArray): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 

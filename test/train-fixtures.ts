@@ -2,15 +2,12 @@
 // and bitwise comparison of two checkpoints.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Rng } from '../src/index.ts';
 import { readSafetensorsSync } from '../src/io/safetensors.ts';
 import { CHECKPOINT_FILES } from '../src/train/checkpoint.ts';
 
-export function tmpDir(tag: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `cubit-${tag}-`));
-}
+export { tmpDir } from './helpers.ts';
 
 const WORDS = ('the of and to a in is was that for it with as his on be at by had this not are but from or have an they which one you '
   + 'were her all she there would their we him been has when who will more no if out so said what up its about into than them can only '
