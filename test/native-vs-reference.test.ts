@@ -274,6 +274,28 @@ for (const [B, H, T, D, window] of [[1, 1, 1, 1, 0], [2, 3, 17, 8, 0], [1, 2, 33
   add(`causalKrrSolve w=${window}`, [floats(shape, { low: -1, high: 1 }), floats(shape, { low: -1, high: 1 }), floats(shape), floats([H], { low: -0.5, high: 0.5 })],
     (r, rh, y, ll) => op.causalKrrSolve(r, rh, y, ll, mo), 10 * t);
 }
+// Cubit's elementwise stages: row dots of D, per-head gradients summed over B·T rows of D.
+for (const [B, H, T, D] of [[1, 1, 1, 1], [2, 3, 17, 5], [1, 2, 9, 33], [3, 1, 7, 8], [2, 2, 1, 31]]) {
+  const shape = [B, H, T, D], rowTol = Math.max(ARITH, red(D)), headTol = red(B * T * D);
+  add('normalizeReference', [floats(shape), floats([H], { low: 0.5, high: 2 })], (r, a) => op.normalizeReference(r, a), rowTol, headTol);
+  add('lrrValues', [floats(shape), floats([B, H, T], { low: -12, high: 12 }), floats([H]), floats([H])], op.lrrValues, rowTol, headTol);
+}
+{
+  // Rows on both sides of the clamp: zero rows, rows at 0.3·eps and at 2·eps … (eps = 0.5).
+  const r = floats([2, 3, 5, 7]);
+  const v = r.values as Float32Array;
+  for (let i = 0; i < 30; i++) {
+    let n = 0;
+    for (let j = 0; j < 7; j++) n += v[i * 7 + j] ** 2;
+    const f = [0, 0.3, 2, 0.8, 5][i % 5] * 0.5 / Math.sqrt(n);
+    for (let j = 0; j < 7; j++) v[i * 7 + j] *= f;
+  }
+  add('normalizeReference across the eps clamp', [r, floats([3])], (x, a) => op.normalizeReference(x, a, 0.5), Math.max(ARITH, red(7)), red(10 * 7));
+  add('normalizeReference, r without gradient', [floats([2, 2, 3, 4], { grad: false }), floats([2])], (x, a) => op.normalizeReference(x, a), red(4), red(6 * 4));
+  add('normalizeReference, refScale without gradient', [floats([2, 2, 3, 4]), floats([2], { grad: false })], (x, a) => op.normalizeReference(x, a), red(4));
+  add('lrrValues, values only', [floats([2, 2, 3, 9]), floats([2, 2, 3], { grad: false }), floats([2], { grad: false }), floats([2], { grad: false })], op.lrrValues, ARITH);
+  add('lrrValues, logits only', [floats([2, 2, 3, 9], { grad: false }), floats([2, 2, 3]), floats([2], { grad: false }), floats([2], { grad: false })], op.lrrValues, ARITH, red(9));
+}
 {
   const docIds = Int32Array.from({ length: 2 * 21 }, (_, i) => Math.floor((i % 21) / 8) + (i >= 21 ? 10 : 0));
   const ids: Input = { shape: [2, 21], values: docIds, grad: false };

@@ -258,3 +258,84 @@ describe('neural-network ops', () => {
     t.dispose();
   }));
 });
+
+describe("Cubit's elementwise stages", () => {
+  // The compositions the fused ops replace (src/mixers/functional.ts before them), in float64.
+  const normComposite = (r: Tensor, a: Tensor, eps: number): Tensor =>
+    op.mul(r, op.mul(op.rsqrt(op.maximum(op.sum(op.square(r), -1, { keepDims: true }), eps * eps)), op.reshape(a, [1, r.shape[1], 1, 1])));
+  const lrrComposite = (v: Tensor, z: Tensor, lo: Tensor, ra: Tensor): Tensor =>
+    op.mul(v, op.unsqueeze(op.add(op.reshape(lo, [1, lo.size, 1]), op.mul(op.reshape(ra, [1, ra.size, 1]), op.sigmoid(z))), -1));
+
+  /** Rows of r (B, H, T, D) scaled to norms alternating around eps: row i has norm f_i · eps. */
+  const rowsAround = (shape: number[], eps: number, factors: number[], s: number): Tensor => {
+    const D = shape[3], r = randValues(shape.reduce((p, d) => p * d, 1), { seed: s });
+    for (let i = 0; i < r.length / D; i++) {
+      let n = 0;
+      for (let j = 0; j < D; j++) n += r[i * D + j] ** 2;
+      const f = factors[i % factors.length] * eps / Math.sqrt(n); // factor 0: a zero row
+      for (let j = 0; j < D; j++) r[i * D + j] *= f;
+    }
+    return op.tensor(r, shape, { dtype: 'float64', requiresGrad: true });
+  };
+
+  gc('normalizeReference', (r, a) => op.normalizeReference(r, a), () => [x([2, 3, 4, 5]), x([3], { low: 0.5, high: 2 })]);
+  // With D = 1 an unclamped row's r̂ = ±α has no r-gradient; the clamped rows carry it.
+  gc('normalizeReference, 1-sized dims', (r, a) => op.normalizeReference(r, a, 0.5), () => [rowsAround([1, 1, 4, 1], 0.5, [0.3, 2, 0.6, 4], 40), x([1])]);
+  // A large eps, so the finite differences (step 1e-6) stay on one side of the clamp in every row:
+  // rows at 0.3·eps and 0.6·eps are clamped (r̂ = α r / eps), rows at 1.5·eps and 3·eps are not.
+  gc('normalizeReference, rows on both sides of the eps clamp', (r, a) => op.normalizeReference(r, a, 0.5),
+    () => [rowsAround([2, 2, 3, 4], 0.5, [0.3, 1.5, 0.6, 3], 41), x([2])]);
+  gc('normalizeReference, refScale without gradient', (r, a) => op.normalizeReference(r, a), () => [x([1, 2, 3, 7]), c([2])]);
+  gc('normalizeReference, r without gradient', (r, a) => op.normalizeReference(r, a), () => [c([2, 2, 3, 4]), x([2])]);
+  gc('lrrValues', (v, z, lo, ra) => op.lrrValues(v, z, lo, ra), () => [x([2, 3, 4, 5]), x([2, 3, 4], { low: -4, high: 4 }), x([3]), x([3])]);
+  gc('lrrValues, 1-sized dims', (v, z, lo, ra) => op.lrrValues(v, z, lo, ra), () => [x([1, 1, 2, 1]), x([1, 1, 2]), x([1]), x([1])]);
+  gc('lrrValues, logits and bounds only', (v, z, lo, ra) => op.lrrValues(v, z, lo, ra), () => [c([2, 2, 3, 3]), x([2, 2, 3]), x([2]), x([2])]);
+  gc('lrrValues, values only', (v, z, lo, ra) => op.lrrValues(v, z, lo, ra), () => [x([2, 2, 3, 3]), c([2, 2, 3]), c([2]), c([2])]);
+
+  /** Forward and every input gradient of f and g agree to float64 rounding. */
+  function sameAs(f: (...xs: Tensor[]) => Tensor, g: (...xs: Tensor[]) => Tensor, inputs: Tensor[], tol = 1e-13): void {
+    const run = (fn: (...xs: Tensor[]) => Tensor): Float64Array[] => op.tidy(() => {
+      const y = fn(...inputs);
+      y.backward(randTensor(y.shape, { seed: 7 }));
+      const res = [Float64Array.from(y.dataSync()), ...inputs.map((t) => Float64Array.from(t.grad!.dataSync()))];
+      for (const t of inputs) { t.grad!.dispose(); t.grad = null; }
+      return res;
+    });
+    const want = run(g), got = run(f);
+    want.forEach((w, k) => w.forEach((v, i) => {
+      assert.ok(Math.abs(got[k][i] - v) <= tol * Math.max(1, Math.abs(v)), `${k === 0 ? 'output' : `gradient ${k - 1}`}[${i}] = ${got[k][i]}, want ${v}`);
+    }));
+    op.dispose(inputs);
+  }
+
+  test('normalizeReference matches max(‖r‖², eps²) composed of ops, clamp included (zero rows, rows below eps)', () => withBackend('reference', () => {
+    const eps = 1e-6;
+    // Zero rows (r̂ = 0, dr = α g / eps), rows below and above eps.
+    const r = rowsAround([2, 3, 4, 6], eps, [0, 0.01, 1e6, 0.5, 2, 1e3, 0.999], 3);
+    sameAs((t, a) => op.normalizeReference(t, a, eps), (t, a) => normComposite(t, a, eps), [r, x([3], { low: 0.5, high: 2 })]);
+  }));
+  test('normalizeReference: below eps the gradient is α · dy / eps (no term through the norm)', () => withBackend('reference', () => {
+    const eps = 0.1;
+    const r = rowsAround([1, 1, 2, 3], eps, [0.5], 8), a = op.tensor([1.5], [1], { dtype: 'float64', requiresGrad: true });
+    const g = randTensor([1, 1, 2, 3], { seed: 9 });
+    op.normalizeReference(r, a, eps).backward(g);
+    const gv = g.dataSync(), rv = r.dataSync(), dr = r.grad!.dataSync();
+    dr.forEach((v, i) => assert.ok(Math.abs(v - 1.5 * gv[i] / eps) <= 1e-12, `dr[${i}] = ${v}, want ${1.5 * gv[i] / eps}`));
+    const dAlpha = Array.from(gv).reduce((s, v, i) => s + v * rv[i] / eps, 0);
+    assert.ok(Math.abs(a.grad!.item() - dAlpha) <= 1e-12, `dα = ${a.grad!.item()}, want ${dAlpha}`);
+    op.dispose([r, a, g, r.grad!, a.grad!]);
+  }));
+  test('lrrValues matches (lower + range · sigmoid(z)) ⊙ v composed of ops', () => withBackend('reference', () => {
+    sameAs(op.lrrValues, lrrComposite, [x([3, 2, 5, 7]), x([3, 2, 5], { low: -30, high: 30 }), x([2]), x([2])]);
+  }));
+  test('bad shapes name the argument', () => withBackend('reference', () => {
+    const r = c([2, 3, 4, 5]);
+    assert.throws(() => op.normalizeReference(r, c([2])), /normalizeReference: refScale must have shape \[3\]/);
+    assert.throws(() => op.normalizeReference(r, c([3]), 0), /normalizeReference: eps/);
+    assert.throws(() => op.normalizeReference(c([4, 5]), c([3])), /normalizeReference: r must be \(B, H, T, D\)/);
+    assert.throws(() => op.lrrValues(r, c([2, 3, 5]), c([3]), c([3])), /lrrValues: lrrLogits must have shape \[2, 3, 4\]/);
+    assert.throws(() => op.lrrValues(r, c([2, 3, 4]), c([3]), c([1])), /lrrValues: lrrRange must have shape \[3\]/);
+    assert.throws(() => op.lrrValues(r, c([2, 3, 4], { dtype: 'float32' }), c([3]), c([3])), /lrrValues: lrrLogits is float32/);
+    op.dispose([r]);
+  }));
+});

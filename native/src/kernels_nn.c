@@ -848,3 +848,98 @@ void cubit_nn_swiglu_bwd(const float *a, const float *b, const float *dy, float 
   nn_swiglu_ctx c = {nn_k(), a, b, dy, da, db};
   nn_run(n, 64, nn_tasks((double)n, 40), swiglu_bwd_range, &c);
 }
+
+/* ---- Cubit's r̂ normalisation and LRR-scaled values ------------------------------------------ */
+
+typedef struct {
+  const nn_kernels *k;
+  const float *x, *z, *g, *p1, *p2; /* p1: alpha or lower; p2: range */
+  float *o1, *o2;
+  double *part; /* per-row terms of the per-head gradients (np per row) */
+  size_t H, T, D;
+  double eps2;
+  int which; /* 0 ref_norm, 1 ref_norm_bwd, 2 lrr, 3 lrr_bwd */
+} nn_cubit_ctx;
+
+static inline size_t nn_min_sz(size_t a, size_t b) { return a < b ? a : b; }
+
+/* Rows [b, e), cut where the head changes (every T rows). */
+static void cubit_elem_range(void *c, size_t b, size_t e, int t) {
+  nn_cubit_ctx *x = c;
+  (void)t;
+  const size_t D = x->D;
+  for (size_t i = b; i < e;) {
+    const size_t blk = i / x->T, h = blk % x->H, end = nn_min_sz((blk + 1) * x->T, e), n = end - i;
+    const double p1 = x->p1[h];
+    switch (x->which) {
+      case 0: x->k->ref_norm(x->x + i * D, x->o1 + i * D, n, D, p1, x->eps2); break;
+      case 1:
+        x->k->ref_norm_bwd(x->x + i * D, x->g + i * D, x->o1 ? x->o1 + i * D : NULL, x->part + i, n,
+                           D, p1, x->eps2);
+        break;
+      case 2: x->k->lrr(x->x + i * D, x->z + i, x->o1 + i * D, n, D, p1, x->p2[h]); break;
+      default:
+        x->k->lrr_bwd(x->x + i * D, x->z + i, x->g + i * D, x->o1 ? x->o1 + i * D : NULL,
+                      x->o2 ? x->o2 + i : NULL, x->part + 2 * i, n, D, p1, x->p2[h]);
+        break;
+    }
+    i = end;
+  }
+}
+
+static void cubit_elem_run(nn_cubit_ctx *c, size_t rows, double flops_per) {
+  nn_run(rows, 1, nn_tasks((double)rows * c->D, flops_per), cubit_elem_range, c);
+}
+
+/* out[h] = sum over rows of head h (batch-major, row order) of part[np*row + which]. */
+static void cubit_head_sums(float *out, const double *part, size_t np, size_t which, size_t B,
+                            size_t H, size_t T) {
+  for (size_t h = 0; h < H; h++) {
+    double s = 0;
+    for (size_t b = 0; b < B; b++) {
+      const double *p = part + np * ((b * H + h) * T) + which;
+      for (size_t t = 0; t < T; t++) s += p[np * t];
+    }
+    out[h] = (float)s;
+  }
+}
+
+void cubit_nn_ref_norm(const float *r, const float *alpha, float *out, size_t B, size_t H, size_t T,
+                       size_t D, double eps) {
+  nn_cubit_ctx c = {.k = nn_k(), .x = r, .p1 = alpha, .o1 = out, .H = H, .T = T, .D = D,
+                    .eps2 = eps * eps, .which = 0};
+  cubit_elem_run(&c, B * H * T, 3);
+}
+
+int cubit_nn_ref_norm_bwd(const float *r, const float *alpha, const float *dy, float *dr,
+                          float *dalpha, size_t B, size_t H, size_t T, size_t D, double eps) {
+  const size_t rows = B * H * T;
+  double *part = nn_get_scratch((rows ? rows : 1) * sizeof(double));
+  if (!part) return NN_ENOMEM;
+  nn_cubit_ctx c = {.k = nn_k(), .x = r, .g = dy, .p1 = alpha, .o1 = dr, .part = part, .H = H,
+                    .T = T, .D = D, .eps2 = eps * eps, .which = 1};
+  cubit_elem_run(&c, rows, 6);
+  if (dalpha) cubit_head_sums(dalpha, part, 1, 0, B, H, T);
+  return NN_OK;
+}
+
+void cubit_nn_lrr(const float *v, const float *z, const float *lower, const float *range,
+                  float *out, size_t B, size_t H, size_t T, size_t D) {
+  nn_cubit_ctx c = {.k = nn_k(), .x = v, .z = z, .p1 = lower, .p2 = range, .o1 = out, .H = H,
+                    .T = T, .D = D, .which = 2};
+  cubit_elem_run(&c, B * H * T, 2);
+}
+
+int cubit_nn_lrr_bwd(const float *v, const float *z, const float *lower, const float *range,
+                     const float *dy, float *dv, float *dz, float *dlower, float *drange, size_t B,
+                     size_t H, size_t T, size_t D) {
+  const size_t rows = B * H * T;
+  double *part = nn_get_scratch((rows ? 2 * rows : 1) * sizeof(double));
+  if (!part) return NN_ENOMEM;
+  nn_cubit_ctx c = {.k = nn_k(), .x = v, .z = z, .g = dy, .p1 = lower, .p2 = range, .o1 = dv,
+                    .o2 = dz, .part = part, .H = H, .T = T, .D = D, .which = 3};
+  cubit_elem_run(&c, rows, 4);
+  if (dlower) cubit_head_sums(dlower, part, 2, 0, B, H, T);
+  if (drange) cubit_head_sums(drange, part, 2, 1, B, H, T);
+  return NN_OK;
+}

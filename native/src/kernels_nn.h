@@ -68,6 +68,14 @@ typedef struct {
   void (*rotary_row)(const float *x, const float *c, const float *s, float *o, size_t half,
                      double sign);
   void (*swiglu_bwd)(const float *a, const float *b, const float *dy, float *da, float *db, size_t n);
+  /* Cubit's r̂ normalisation and LRR-scaled values over rows of one head (kernels_nn_simd.h) */
+  void (*ref_norm)(const float *r, float *out, size_t rows, size_t cols, double alpha, double eps2);
+  void (*ref_norm_bwd)(const float *r, const float *g, float *dr, double *part, size_t rows,
+                       size_t cols, double alpha, double eps2);
+  void (*lrr)(const float *v, const float *z, float *out, size_t rows, size_t cols, double lower,
+              double range);
+  void (*lrr_bwd)(const float *v, const float *z, const float *g, float *dv, float *dz,
+                  double *part, size_t rows, size_t cols, double lower, double range);
   /* out[i] = a[i*sa] op b[i*sb], i < n */
   void (*binary)(int op, const float *a, ptrdiff_t sa, const float *b, ptrdiff_t sb, float *out,
                  size_t n);
@@ -137,6 +145,20 @@ void cubit_nn_adamw(float *param, const float *grad, float *m, float *v, size_t 
 void cubit_nn_swiglu(const float *a, const float *b, float *out, size_t n);
 void cubit_nn_swiglu_bwd(const float *a, const float *b, const float *dy, float *da, float *db,
                          size_t n);
+/* Cubit's elementwise stages over rows (b, h, t) of D floats, B*H*T rows, head h = (row / T) % H:
+ * r̂ = alpha_h r / max(|r|, eps), and y = (lower_h + range_h sigmoid(z_row)) v. The backwards
+ * write dr / dalpha (H) and dv / dz / dlower / drange (H), each skipped when NULL; the per-head
+ * sums are taken in double in row order, the same for every thread count. Outputs must not alias
+ * inputs. The backwards return NN_ENOMEM when their scratch cannot be had. */
+void cubit_nn_ref_norm(const float *r, const float *alpha, float *out, size_t B, size_t H, size_t T,
+                       size_t D, double eps);
+int cubit_nn_ref_norm_bwd(const float *r, const float *alpha, const float *dy, float *dr,
+                          float *dalpha, size_t B, size_t H, size_t T, size_t D, double eps);
+void cubit_nn_lrr(const float *v, const float *z, const float *lower, const float *range,
+                  float *out, size_t B, size_t H, size_t T, size_t D);
+int cubit_nn_lrr_bwd(const float *v, const float *z, const float *lower, const float *range,
+                     const float *dy, float *dv, float *dz, float *dlower, float *drange, size_t B,
+                     size_t H, size_t T, size_t D);
 /* Rotary embedding (rotate-half pairs i, i + D/2) of rows (b, t, h): x and out are each laid out
  * (B, T, H, D) or, when *_heads_first, (B, H, T, D); position offset + t reads row offset + t of
  * the (·, D/2) cos/sin tables; inverse turns by −angle (the gradient). out must not alias x. */

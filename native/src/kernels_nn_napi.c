@@ -683,3 +683,118 @@ CUBIT_NAPI(cubit_napi_nn_swiglu_bwd) {
   cubit_nn_swiglu_bwd(a, b, g, da, db, (size_t)n);
   return cubit_undefined(env);
 }
+
+/* ---- Cubit's r̂ normalisation and LRR-scaled values ------------------------------------------ */
+
+/* B, H, T, D at argv[i..i+3]; *rows = B*H*T and *n = rows*D, overflow-checked. */
+static bool arg_bhtd(napi_env env, napi_value *argv, int i, const char *fn, int64_t d[4],
+                     int64_t *rows, int64_t *n) {
+  static const char *names[4] = {"B", "H", "T", "D"};
+  for (int k = 0; k < 4; k++)
+    if (!cubit_arg_index(env, argv, i + k, fn, names[k], &d[k])) return false;
+  int64_t bh;
+  return mul_ok(env, fn, d[0], d[1], &bh) && mul_ok(env, fn, bh, d[2], rows) &&
+         mul_ok(env, fn, *rows, d[3], n);
+}
+
+/* normalizeReference(r, alpha, out, B, H, T, D, eps) */
+CUBIT_NAPI(cubit_napi_nn_ref_norm) {
+  static const char *fn = "normalizeReference";
+  napi_value argv[8];
+  float *r, *a, *o;
+  size_t rl, al, ol;
+  int64_t d[4], rows, n;
+  double eps;
+  if (!cubit_get_args(env, info, fn, 8, argv) || !cubit_arg_f32(env, argv, 0, fn, "r", &r, &rl) ||
+      !cubit_arg_f32(env, argv, 1, fn, "alpha", &a, &al) ||
+      !cubit_arg_f32(env, argv, 2, fn, "out", &o, &ol) || !arg_bhtd(env, argv, 3, fn, d, &rows, &n) ||
+      !cubit_arg_double(env, argv, 7, fn, "eps", &eps) || !need(env, fn, "r", rl, 0, n) ||
+      !need(env, fn, "alpha", al, 0, d[1]) || !need(env, fn, "out", ol, 0, n))
+    return NULL;
+  if (n == 0) return cubit_undefined(env);
+  const float *in[1] = {r};
+  if (!disjoint(env, fn, o, in, 1, n)) return NULL;
+  cubit_nn_ref_norm(r, a, o, (size_t)d[0], (size_t)d[1], (size_t)d[2], (size_t)d[3], eps);
+  return cubit_undefined(env);
+}
+
+/* normalizeReferenceBackward(r, alpha, dy, dr | null, dAlpha | null, B, H, T, D, eps) */
+CUBIT_NAPI(cubit_napi_nn_ref_norm_bwd) {
+  static const char *fn = "normalizeReferenceBackward";
+  napi_value argv[10];
+  float *r, *a, *g, *dr, *da;
+  size_t rl, al, gl, drl, dal;
+  int64_t d[4], rows, n;
+  double eps;
+  if (!cubit_get_args(env, info, fn, 10, argv) || !cubit_arg_f32(env, argv, 0, fn, "r", &r, &rl) ||
+      !cubit_arg_f32(env, argv, 1, fn, "alpha", &a, &al) ||
+      !cubit_arg_f32(env, argv, 2, fn, "dy", &g, &gl) ||
+      !arg_f32_opt(env, argv, 3, fn, "dr", &dr, &drl) ||
+      !arg_f32_opt(env, argv, 4, fn, "dAlpha", &da, &dal) ||
+      !arg_bhtd(env, argv, 5, fn, d, &rows, &n) || !cubit_arg_double(env, argv, 9, fn, "eps", &eps) ||
+      !need(env, fn, "r", rl, 0, n) || !need(env, fn, "alpha", al, 0, d[1]) ||
+      !need(env, fn, "dy", gl, 0, n) || (dr && !need(env, fn, "dr", drl, 0, n)) ||
+      (da && !need(env, fn, "dAlpha", dal, 0, d[1])))
+    return NULL;
+  const float *in[2] = {r, g};
+  if (dr && n > 0 && !disjoint(env, fn, dr, in, 2, n)) return NULL;
+  if (cubit_nn_ref_norm_bwd(r, a, g, dr, da, (size_t)d[0], (size_t)d[1], (size_t)d[2], (size_t)d[3],
+                            eps) != NN_OK)
+    return cubit_throw(env, CUBIT_ERROR, "%s: out of memory for the per-row scratch", fn);
+  return cubit_undefined(env);
+}
+
+/* lrrValues(v, z, lower, range, out, B, H, T, D) */
+CUBIT_NAPI(cubit_napi_nn_lrr) {
+  static const char *fn = "lrrValues";
+  napi_value argv[9];
+  float *v, *z, *lo, *ra, *o;
+  size_t vl, zl, lol, ral, ol;
+  int64_t d[4], rows, n;
+  if (!cubit_get_args(env, info, fn, 9, argv) || !cubit_arg_f32(env, argv, 0, fn, "v", &v, &vl) ||
+      !cubit_arg_f32(env, argv, 1, fn, "z", &z, &zl) ||
+      !cubit_arg_f32(env, argv, 2, fn, "lower", &lo, &lol) ||
+      !cubit_arg_f32(env, argv, 3, fn, "range", &ra, &ral) ||
+      !cubit_arg_f32(env, argv, 4, fn, "out", &o, &ol) || !arg_bhtd(env, argv, 5, fn, d, &rows, &n) ||
+      !need(env, fn, "v", vl, 0, n) || !need(env, fn, "z", zl, 0, rows) ||
+      !need(env, fn, "lower", lol, 0, d[1]) || !need(env, fn, "range", ral, 0, d[1]) ||
+      !need(env, fn, "out", ol, 0, n))
+    return NULL;
+  if (n == 0) return cubit_undefined(env);
+  const float *in[1] = {v};
+  if (!disjoint(env, fn, o, in, 1, n)) return NULL;
+  cubit_nn_lrr(v, z, lo, ra, o, (size_t)d[0], (size_t)d[1], (size_t)d[2], (size_t)d[3]);
+  return cubit_undefined(env);
+}
+
+/* lrrValuesBackward(v, z, lower, range, dy, dv | null, dz | null, dLower | null, dRange | null,
+ *                   B, H, T, D) */
+CUBIT_NAPI(cubit_napi_nn_lrr_bwd) {
+  static const char *fn = "lrrValuesBackward";
+  napi_value argv[13];
+  float *v, *z, *lo, *ra, *g, *dv, *dz, *dlo, *dra;
+  size_t vl, zl, lol, ral, gl, dvl, dzl, dlol, dral;
+  int64_t d[4], rows, n;
+  if (!cubit_get_args(env, info, fn, 13, argv) || !cubit_arg_f32(env, argv, 0, fn, "v", &v, &vl) ||
+      !cubit_arg_f32(env, argv, 1, fn, "z", &z, &zl) ||
+      !cubit_arg_f32(env, argv, 2, fn, "lower", &lo, &lol) ||
+      !cubit_arg_f32(env, argv, 3, fn, "range", &ra, &ral) ||
+      !cubit_arg_f32(env, argv, 4, fn, "dy", &g, &gl) ||
+      !arg_f32_opt(env, argv, 5, fn, "dv", &dv, &dvl) ||
+      !arg_f32_opt(env, argv, 6, fn, "dz", &dz, &dzl) ||
+      !arg_f32_opt(env, argv, 7, fn, "dLower", &dlo, &dlol) ||
+      !arg_f32_opt(env, argv, 8, fn, "dRange", &dra, &dral) ||
+      !arg_bhtd(env, argv, 9, fn, d, &rows, &n) || !need(env, fn, "v", vl, 0, n) ||
+      !need(env, fn, "z", zl, 0, rows) || !need(env, fn, "lower", lol, 0, d[1]) ||
+      !need(env, fn, "range", ral, 0, d[1]) || !need(env, fn, "dy", gl, 0, n) ||
+      (dv && !need(env, fn, "dv", dvl, 0, n)) || (dz && !need(env, fn, "dz", dzl, 0, rows)) ||
+      (dlo && !need(env, fn, "dLower", dlol, 0, d[1])) ||
+      (dra && !need(env, fn, "dRange", dral, 0, d[1])))
+    return NULL;
+  const float *in[2] = {v, g};
+  if (dv && n > 0 && !disjoint(env, fn, dv, in, 2, n)) return NULL;
+  if (cubit_nn_lrr_bwd(v, z, lo, ra, g, dv, dz, dlo, dra, (size_t)d[0], (size_t)d[1], (size_t)d[2],
+                       (size_t)d[3]) != NN_OK)
+    return cubit_throw(env, CUBIT_ERROR, "%s: out of memory for the per-row scratch", fn);
+  return cubit_undefined(env);
+}

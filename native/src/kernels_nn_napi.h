@@ -29,6 +29,10 @@ CUBIT_NAPI(cubit_napi_nn_adamw);
 CUBIT_NAPI(cubit_napi_nn_rotary);
 CUBIT_NAPI(cubit_napi_nn_swiglu);
 CUBIT_NAPI(cubit_napi_nn_swiglu_bwd);
+CUBIT_NAPI(cubit_napi_nn_ref_norm);
+CUBIT_NAPI(cubit_napi_nn_ref_norm_bwd);
+CUBIT_NAPI(cubit_napi_nn_lrr);
+CUBIT_NAPI(cubit_napi_nn_lrr_bwd);
 
 #define CUBIT_NN_EXPORTS                                  \
   {"fill", cubit_napi_nn_fill},                           \
@@ -53,6 +57,10 @@ CUBIT_NAPI(cubit_napi_nn_swiglu_bwd);
   {"adamw", cubit_napi_nn_adamw},                         \
   {"rotary", cubit_napi_nn_rotary},                       \
   {"swiglu", cubit_napi_nn_swiglu},                       \
-  {"swigluBackward", cubit_napi_nn_swiglu_bwd},
+  {"swigluBackward", cubit_napi_nn_swiglu_bwd},                   \
+  {"normalizeReference", cubit_napi_nn_ref_norm},                 \
+  {"normalizeReferenceBackward", cubit_napi_nn_ref_norm_bwd},     \
+  {"lrrValues", cubit_napi_nn_lrr},                               \
+  {"lrrValuesBackward", cubit_napi_nn_lrr_bwd},
 
 #endif

@@ -541,6 +541,77 @@ static void k_swiglu_bwd(const float *a, const float *b, const float *g, float *
   }
 }
 
+/* ---- Cubit's elementwise stages (kernels_nn.c cubit_nn_ref_norm*, cubit_nn_lrr*) -------------
+ * Rows of one head at a time (the driver cuts at head boundaries); the per-row scalars are taken
+ * in double, the row dots in double (exact products), and each row's terms of the per-head gradients are
+ * written to part[] (double) for the driver to sum in row order. */
+
+/* 1 / max(|r|, eps) from ss = |r|^2, as rsqrt(maximum(ss, eps^2)): the norm wins ties, NaN stays
+ * NaN; *clamped tells the clamp is active (no gradient through the norm). */
+static inline double nn_inv_norm(double ss, double eps2, int *clamped) {
+  *clamped = !(ss >= eps2) && ss == ss;
+  return 1.0 / sqrt(*clamped ? eps2 : ss);
+}
+
+static inline double nn_sigmoid_d(double x) {
+  return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+}
+
+/* out = (alpha / max(|r|, eps)) r per row. */
+static void k_ref_norm(const float *r, float *out, size_t rows, size_t cols, double alpha,
+                       double eps2) {
+  for (size_t i = 0; i < rows; i++) {
+    const float *ri = r + i * cols;
+    float *o = out + i * cols;
+    int clamped;
+    const vf c = v_set1((float)(alpha * nn_inv_norm(nn_dot3_d(ri, NULL, ri, cols), eps2, &clamped)));
+    NN_MAP(cols, o, v_mul(LD(ri), c));
+  }
+}
+
+/* dr = alpha s g - [not clamped] alpha s^3 (g.r) r (dr may be NULL); part[i] = s (g.r). */
+static void k_ref_norm_bwd(const float *r, const float *g, float *dr, double *part, size_t rows,
+                           size_t cols, double alpha, double eps2) {
+  for (size_t i = 0; i < rows; i++) {
+    const float *ri = r + i * cols, *gi = g + i * cols;
+    int clamped;
+    const double s = nn_inv_norm(nn_dot3_d(ri, NULL, ri, cols), eps2, &clamped);
+    const double gr = nn_dot3_d(gi, NULL, ri, cols);
+    part[i] = s * gr;
+    if (!dr) continue;
+    float *d = dr + i * cols;
+    const vf c1 = v_set1((float)(alpha * s)), c2 = v_set1(clamped ? 0.0f : (float)(alpha * s * s * s * gr));
+    NN_MAP(cols, d, v_fnma(c2, LD(ri), v_mul(c1, LD(gi))));
+  }
+}
+
+/* out = (lower + range sigmoid(z_i)) v per row. */
+static void k_lrr(const float *v, const float *z, float *out, size_t rows, size_t cols,
+                  double lower, double range) {
+  for (size_t i = 0; i < rows; i++) {
+    const float *vi = v + i * cols;
+    float *o = out + i * cols;
+    const vf c = v_set1((float)(lower + range * nn_sigmoid_d(z[i])));
+    NN_MAP(cols, o, v_mul(LD(vi), c));
+  }
+}
+
+/* dv = s g, dz = range sg (1 - sg) (g.v) (each may be NULL); part[2i] = g.v, part[2i+1] = sg (g.v). */
+static void k_lrr_bwd(const float *v, const float *z, const float *g, float *dv, float *dz,
+                      double *part, size_t rows, size_t cols, double lower, double range) {
+  for (size_t i = 0; i < rows; i++) {
+    const float *vi = v + i * cols, *gi = g + i * cols;
+    const double sg = nn_sigmoid_d(z[i]), gv = nn_dot3_d(gi, NULL, vi, cols);
+    part[2 * i] = gv;
+    part[2 * i + 1] = sg * gv;
+    if (dz) dz[i] = (float)(range * sg * (1.0 - sg) * gv);
+    if (!dv) continue;
+    float *d = dv + i * cols;
+    const vf c = v_set1((float)(lower + range * sg));
+    NN_MAP(cols, d, v_mul(LD(gi), c));
+  }
+}
+
 /* One rotary row (kernels_nn.c cubit_nn_rotary): pair i turned by (c[i], sign * s[i]) in double,
  * where the products of floats are exact, so the bits match the reference. A plain loop the
  * compiler widens to this ISA's double vectors. */
@@ -705,6 +776,10 @@ const nn_kernels NN_TABLE = {
     .swiglu = k_swiglu,
     .rotary_row = k_rotary_row,
     .swiglu_bwd = k_swiglu_bwd,
+    .ref_norm = k_ref_norm,
+    .ref_norm_bwd = k_ref_norm_bwd,
+    .lrr = k_lrr,
+    .lrr_bwd = k_lrr_bwd,
     .binary = k_binary,
     .where = k_where,
     .reduce_run = k_reduce_run,

@@ -143,6 +143,26 @@ export interface Backend {
   /** From G = ∂L/∂X: ∂L/∂r, ∂L/∂r̂, ∂L/∂Y, and ∂L/∂λ per (b, h) row block (B·H). */
   krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, lse: Storage, g: Storage,
     dr: Storage, drHat: Storage, dy: Storage, dLambda: Storage, d: MixerDims): void;
+  /**
+   * Cubit's reference vectors r̂ = α_h · r / max(‖r‖₂, eps) over the last axis of r (B·H·T rows of
+   * D); α is (H) and row i belongs to head ⌊i / T⌋ mod H.
+   */
+  normalizeReference(r: Storage, alpha: Storage, out: Storage, B: number, H: number, T: number, D: number, eps: number): void;
+  /**
+   * From dy = ∂L/∂r̂: dr and dα (H), each skipped when null. Where ‖r‖ < eps the norm is the constant
+   * eps (the clamp passes no gradient), so there dr = α · dy / eps.
+   */
+  normalizeReferenceBackward(r: Storage, alpha: Storage, dy: Storage, dr: Storage | null, dAlpha: Storage | null,
+    B: number, H: number, T: number, D: number, eps: number): void;
+  /**
+   * LRR-scaled values y = (lower_h + range_h · sigmoid(z)) ⊙ v for v (B·H·T rows of D), logits z
+   * (B·H·T, one per row) and per-head lower, range (H).
+   */
+  lrrValues(v: Storage, z: Storage, lower: Storage, range: Storage, out: Storage, B: number, H: number, T: number, D: number): void;
+  /** From dy = ∂L/∂y: dv, dz, dLower, dRange (H), each skipped when null. */
+  lrrValuesBackward(v: Storage, z: Storage, lower: Storage, range: Storage, dy: Storage,
+    dv: Storage | null, dz: Storage | null, dLower: Storage | null, dRange: Storage | null,
+    B: number, H: number, T: number, D: number): void;
   /** out = masked softmax(q kᵀ · scale) v, with the per-row log-sum-exp (B·H, T) saved. */
   attention(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, scale: number, d: MixerDims): void;
   attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, g: Storage, scale: number,

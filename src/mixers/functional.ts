@@ -6,11 +6,11 @@
 // caller's scope; the gradient nodes keep the storages their backward needs.
 import { tidy } from '../core/engine.ts';
 import type { Tensor } from '../core/tensor.ts';
-import { add, maximum, mul, rsqrt, sigmoid, square, sub } from '../ops/elementwise.ts';
+import { add, mul, sigmoid, sub } from '../ops/elementwise.ts';
 import { matmul } from '../ops/matmul.ts';
 import {
-  causalKrrSolve, checkMaskOptions, mixerMask, requireFinite, requireHeadParam, requireMixerTensor, requireSameAs,
-  softmaxAttention, solveSpd, type MixerOptions,
+  causalKrrSolve, checkMaskOptions, lrrValues, mixerMask, normalizeReference, requireFinite, requireHeadParam, requireMixerTensor,
+  requireSameAs, softmaxAttention, solveSpd, type MixerOptions,
 } from '../ops/mixers.ts';
 import { maskedSoftmax, softmax } from '../ops/nn.ts';
 import { sum } from '../ops/reduce.ts';
@@ -86,8 +86,8 @@ export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}):
   checkMaskOptions(op, B, T, options);
 
   return tidy(() => {
-    const rHat = referenceVectors(r, refScale, eps);
-    const y = lrrLogits ? mul(v, unsqueeze(lrrScale(lrrLogits, lrrLower!, lrrRange!), -1)) : v;
+    const rHat = normalizeReference(r, refScale, eps);
+    const y = lrrLogits ? lrrValues(v, lrrLogits, lrrLower!, lrrRange!) : v;
     const mask = { window: options.window, docIds: options.docIds, blockSize: options.blockSize };
     const solution = causalKrrSolve(r, rHat, y, logLambda, mask);
     const output = softmaxAttention(q, k, solution, { ...mask, scale: 1 / Math.sqrt(D) });
@@ -95,7 +95,10 @@ export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}):
   });
 }
 
-/** s = lower + range · sigmoid(z) (Limited-Range Rescale) for logits z (B, H, T) and bounds (H). */
+/**
+ * s = lower + range · sigmoid(z) (Limited-Range Rescale) for logits z (B, H, T) and bounds (H), as a
+ * tensor (decode steps); cubitAttention applies it to v with the fused lrrValues op.
+ */
 export function lrrScale(lrrLogits: Tensor, lrrLower: Tensor, lrrRange: Tensor): Tensor {
   const H = lrrLower.size;
   return add(reshape(lrrLower, [1, H, 1]), mul(reshape(lrrRange, [1, H, 1]), sigmoid(lrrLogits)));
@@ -106,11 +109,7 @@ export function lrrScale(lrrLogits: Tensor, lrrLower: Tensor, lrrRange: Tensor):
  * cubitAttention forms it (decode caches use the same function).
  */
 export function referenceVectors(r: Tensor, refScale: Tensor, eps = 1e-6): Tensor {
-  return tidy(() => {
-    // max(‖r‖, eps) = sqrt(max(‖r‖², eps²)): the clamp before the root keeps the gradient finite at r = 0.
-    const invNorm = rsqrt(maximum(sum(square(r), -1, { keepDims: true }), eps * eps));
-    return mul(r, mul(invNorm, reshape(refScale, [1, r.shape[1], 1, 1])));
-  });
+  return normalizeReference(r, refScale, eps);
 }
 
 export interface LocalLinearOptions extends MixerOptions {

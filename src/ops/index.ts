@@ -8,4 +8,6 @@ export * from './optim.ts';
 export * from './reduce.ts';
 export * from './shape.ts';
 export { broadcastTo } from './util.ts';
-export { causalKrrSolve, mixerMask, softmaxAttention, solveSpd, type AttentionOptions, type MixerOptions } from './mixers.ts';
+export {
+  causalKrrSolve, lrrValues, mixerMask, normalizeReference, softmaxAttention, solveSpd, type AttentionOptions, type MixerOptions,
+} from './mixers.ts';

@@ -54,9 +54,14 @@ export function requireSameAs(op: string, name: string, x: Tensor, ref: Tensor, 
 
 /** Checks a per-head parameter: shape (H), the dtype of `ref`, and (when finite) no NaN/±∞. */
 export function requireHeadParam(op: string, name: string, p: Tensor, H: number, dtype: DType): void {
+  requireHeadShape(op, name, p, H, dtype);
+  requireFinite(op, name, p);
+}
+
+/** Checks a per-head parameter's shape (H) and dtype only (no host read). */
+export function requireHeadShape(op: string, name: string, p: Tensor, H: number, dtype: DType): void {
   if (p.rank !== 1 || p.shape[0] !== H) throw new Error(`${op}: ${name} must have shape [${H}] (one per head), got ${formatShape(p.shape)}`);
   if (p.dtype !== dtype) throw new Error(`${op}: ${name} is ${p.dtype} but the mixer inputs are ${dtype}; cast one first`);
-  requireFinite(op, name, p);
 }
 
 /** Throws naming the first NaN/±∞ entry of a small tensor (per-head parameters: a host read). */
@@ -187,6 +192,57 @@ export function causalKrrSolve(r: Tensor, rHat: Tensor, y: Tensor, logLambda: Te
   lse.dispose();
   if (mask.owned) mask.docIds!.dispose();
   return res;
+}
+
+/**
+ * Cubit's reference vectors r̂ = α · r / max(‖r‖₂, eps) over the last axis of r (B, H, T, D), with
+ * α = refScale (H) per head: one kernel each way instead of seven elementwise ops. Where ‖r‖ < eps
+ * the norm is the constant eps, so the gradient does not flow through it (as max(‖r‖², eps²)
+ * would). Differentiable in r and refScale.
+ */
+export function normalizeReference(r: Tensor, refScale: Tensor, eps = 1e-6): Tensor {
+  const op = 'normalizeReference';
+  const be = backendOf(op, r, refScale);
+  requireMixerTensor(op, 'r', r);
+  const [B, H, T, D] = r.shape;
+  requireHeadShape(op, 'refScale', refScale, H, r.dtype);
+  if (!(Number.isFinite(eps) && eps > 0)) throw new Error(`${op}: eps must be a positive finite number, got ${eps}`);
+  const out = empty(r.shape, r.dtype, be);
+  be.normalizeReference(r.storage, refScale.storage, out.storage, B, H, T, D, eps);
+  return record(out, op, [r, refScale], [r, refScale], (g) => {
+    const dr = r.requiresGrad ? empty(r.shape, r.dtype, be) : null;
+    const dAlpha = refScale.requiresGrad ? empty([H], r.dtype, be) : null;
+    be.normalizeReferenceBackward(r.storage, refScale.storage, g.storage, dr?.storage ?? null, dAlpha?.storage ?? null, B, H, T, D, eps);
+    return [dr, dAlpha];
+  });
+}
+
+/**
+ * Limited-Range Rescaled values y = (lower + range · sigmoid(z)) ⊙ v for v (B, H, T, D), logits
+ * z = lrrLogits (B, H, T) and per-head bounds lrrLower, lrrRange (H): one kernel each way.
+ * Differentiable in all four.
+ */
+export function lrrValues(v: Tensor, lrrLogits: Tensor, lrrLower: Tensor, lrrRange: Tensor): Tensor {
+  const op = 'lrrValues';
+  const be = backendOf(op, v, lrrLogits, lrrLower, lrrRange);
+  requireMixerTensor(op, 'v', v);
+  const [B, H, T, D] = v.shape;
+  requireFloat(op, 'lrrLogits', lrrLogits);
+  if (lrrLogits.rank !== 3 || lrrLogits.shape[0] !== B || lrrLogits.shape[1] !== H || lrrLogits.shape[2] !== T) {
+    throw new Error(`${op}: lrrLogits must have shape [${B}, ${H}, ${T}] (B, H, T of v), got ${formatShape(lrrLogits.shape)}`);
+  }
+  if (lrrLogits.dtype !== v.dtype) throw new Error(`${op}: lrrLogits is ${lrrLogits.dtype} but v is ${v.dtype}; cast one first`);
+  requireHeadShape(op, 'lrrLower', lrrLower, H, v.dtype);
+  requireHeadShape(op, 'lrrRange', lrrRange, H, v.dtype);
+  const out = empty(v.shape, v.dtype, be);
+  be.lrrValues(v.storage, lrrLogits.storage, lrrLower.storage, lrrRange.storage, out.storage, B, H, T, D);
+  const inputs = [v, lrrLogits, lrrLower, lrrRange];
+  return record(out, op, inputs, inputs, (g) => {
+    const [dv, dz, dl, dr] = inputs.map((t) => (t.requiresGrad ? empty(t.shape, t.dtype, be) : null));
+    be.lrrValuesBackward(v.storage, lrrLogits.storage, lrrLower.storage, lrrRange.storage, g.storage,
+      dv?.storage ?? null, dz?.storage ?? null, dl?.storage ?? null, dr?.storage ?? null, B, H, T, D);
+    return [dv, dz, dl, dr];
+  });
 }
 
 /**

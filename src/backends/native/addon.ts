@@ -65,6 +65,14 @@ export interface NativeAddon {
   /** Backend.swiglu / swigluBackward (absent in an addon built before them). */
   swiglu?(a: Float32Array, b: Float32Array, out: Float32Array, length: number): void;
   swigluBackward?(a: Float32Array, b: Float32Array, dy: Float32Array, da: Float32Array, db: Float32Array, length: number): void;
+  /** Backend.normalizeReference / lrrValues and their backwards (absent in an addon built before them). */
+  normalizeReference?(r: Float32Array, alpha: Float32Array, out: Float32Array, B: number, H: number, T: number, D: number, eps: number): void;
+  normalizeReferenceBackward?(r: Float32Array, alpha: Float32Array, dy: Float32Array, dr: Float32Array | null, dAlpha: Float32Array | null,
+    B: number, H: number, T: number, D: number, eps: number): void;
+  lrrValues?(v: Float32Array, z: Float32Array, lower: Float32Array, range: Float32Array, out: Float32Array, B: number, H: number, T: number, D: number): void;
+  lrrValuesBackward?(v: Float32Array, z: Float32Array, lower: Float32Array, range: Float32Array, dy: Float32Array,
+    dv: Float32Array | null, dz: Float32Array | null, dLower: Float32Array | null, dRange: Float32Array | null,
+    B: number, H: number, T: number, D: number): void;
   /** Backend.rotary; cos and sin are (≥ offset + T, D/2). Absent in an addon built before it. */
   rotary?(x: Float32Array, cos: Float32Array, sin: Float32Array, out: Float32Array, B: number, T: number, H: number, D: number,
     offset: number, inverse: boolean, xHeadsFirst: boolean, outHeadsFirst: boolean): void;

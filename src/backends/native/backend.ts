@@ -135,6 +135,29 @@ export class NativeBackend extends ReferenceBackend {
     if (!isF32(a, b, dy, da, db) || !this.addon.swigluBackward) return super.swigluBackward(a, b, dy, da, db, length);
     this.addon.swigluBackward(f32(a), f32(b), f32(dy), f32(da), f32(db), length);
   }
+  override normalizeReference(r: Storage, alpha: Storage, out: Storage, B: number, H: number, T: number, D: number, eps: number): void {
+    if (!isF32(r, alpha, out) || !this.addon.normalizeReference) return super.normalizeReference(r, alpha, out, B, H, T, D, eps);
+    this.addon.normalizeReference(f32(r), f32(alpha), f32(out), B, H, T, D, eps);
+  }
+  override normalizeReferenceBackward(r: Storage, alpha: Storage, dy: Storage, dr: Storage | null, dAlpha: Storage | null,
+    B: number, H: number, T: number, D: number, eps: number): void {
+    if (!isF32(r, alpha, dy, ...opt(dr), ...opt(dAlpha)) || !this.addon.normalizeReferenceBackward) {
+      return super.normalizeReferenceBackward(r, alpha, dy, dr, dAlpha, B, H, T, D, eps);
+    }
+    this.addon.normalizeReferenceBackward(f32(r), f32(alpha), f32(dy), f32n(dr), f32n(dAlpha), B, H, T, D, eps);
+  }
+  override lrrValues(v: Storage, z: Storage, lower: Storage, range: Storage, out: Storage, B: number, H: number, T: number, D: number): void {
+    if (!isF32(v, z, lower, range, out) || !this.addon.lrrValues) return super.lrrValues(v, z, lower, range, out, B, H, T, D);
+    this.addon.lrrValues(f32(v), f32(z), f32(lower), f32(range), f32(out), B, H, T, D);
+  }
+  override lrrValuesBackward(v: Storage, z: Storage, lower: Storage, range: Storage, dy: Storage,
+    dv: Storage | null, dz: Storage | null, dLower: Storage | null, dRange: Storage | null,
+    B: number, H: number, T: number, D: number): void {
+    if (!isF32(v, z, lower, range, dy, ...opt(dv), ...opt(dz), ...opt(dLower), ...opt(dRange)) || !this.addon.lrrValuesBackward) {
+      return super.lrrValuesBackward(v, z, lower, range, dy, dv, dz, dLower, dRange, B, H, T, D);
+    }
+    this.addon.lrrValuesBackward(f32(v), f32(z), f32(lower), f32(range), f32(dy), f32n(dv), f32n(dz), f32n(dLower), f32n(dRange), B, H, T, D);
+  }
   override rotary(x: Storage, cos: Storage, sin: Storage, out: Storage, B: number, T: number, H: number, D: number,
     offset: number, inverse: boolean, xHeadsFirst: boolean, outHeadsFirst: boolean): void {
     if (!isF32(x, cos, sin, out) || !this.addon.rotary) return super.rotary(x, cos, sin, out, B, T, H, D, offset, inverse, xHeadsFirst, outHeadsFirst);

@@ -5,7 +5,10 @@ import type { DType, TypedArray } from '../../core/dtype.ts';
 import { dropoutKeeps } from '../../core/random.ts';
 import { CpuPool, CpuStorage } from '../cpu/memory.ts';
 import { gelu, geluGrad, sigmoid } from './math.ts';
-import { attentionBackwardRef, attentionRef, krrSolveBackwardRef, krrSolveRef } from './mixers.ts';
+import {
+  attentionBackwardRef, attentionRef, krrSolveBackwardRef, krrSolveRef, lrrValuesBackwardRef, lrrValuesRef,
+  normalizeReferenceBackwardRef, normalizeReferenceRef,
+} from './mixers.ts';
 
 const arr = (s: Storage): TypedArray => (s as CpuStorage).data;
 
@@ -352,6 +355,22 @@ export class ReferenceBackend implements Backend {
     dr: Storage, drHat: Storage, dy: Storage, dLambda: Storage, d: MixerDims): void {
     krrSolveBackwardRef(arr(r), arr(rHat), arr(logLambda), arr(x), arr(lse), arr(g),
       arr(dr), arr(drHat), arr(dy), arr(dLambda), d, d.docIds && arr(d.docIds));
+  }
+  normalizeReference(r: Storage, alpha: Storage, out: Storage, B: number, H: number, T: number, D: number, eps: number): void {
+    normalizeReferenceRef(arr(r), arr(alpha), arr(out), B, H, T, D, eps);
+  }
+  normalizeReferenceBackward(r: Storage, alpha: Storage, dy: Storage, dr: Storage | null, dAlpha: Storage | null,
+    B: number, H: number, T: number, D: number, eps: number): void {
+    normalizeReferenceBackwardRef(arr(r), arr(alpha), arr(dy), dr && arr(dr), dAlpha && arr(dAlpha), B, H, T, D, eps);
+  }
+  lrrValues(v: Storage, z: Storage, lower: Storage, range: Storage, out: Storage, B: number, H: number, T: number, D: number): void {
+    lrrValuesRef(arr(v), arr(z), arr(lower), arr(range), arr(out), B, H, T, D);
+  }
+  lrrValuesBackward(v: Storage, z: Storage, lower: Storage, range: Storage, dy: Storage,
+    dv: Storage | null, dz: Storage | null, dLower: Storage | null, dRange: Storage | null,
+    B: number, H: number, T: number, D: number): void {
+    lrrValuesBackwardRef(arr(v), arr(z), arr(lower), arr(range), arr(dy), dv && arr(dv), dz && arr(dz),
+      dLower && arr(dLower), dRange && arr(dRange), B, H, T, D);
   }
   attention(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, scale: number, d: MixerDims): void {
     attentionRef(arr(q), arr(k), arr(v), arr(out), arr(lse), scale, d, d.docIds && arr(d.docIds));

@@ -8,6 +8,7 @@
 // streaming kernels must.
 import type { MixerDims } from '../../core/backend.ts';
 import type { TypedArray } from '../../core/dtype.ts';
+import { sigmoid } from './math.ts';
 
 type Arr = TypedArray;
 
@@ -198,5 +199,71 @@ export function attentionBackwardRef(q: Arr, k: Arr, v: Arr, _out: Arr, _lse: Ar
       for (let c = 0; c < D; c++) dq[gi + c] = row[c];
     }
     for (let n = 0; n < T * D; n++) { dk[off + n] = dkAcc[n]; dv[off + n] = dvAcc[n]; }
+  }
+}
+
+// ---- Cubit's elementwise stages: r̂ normalisation and LRR-scaled values ----
+// Rows are (B·H·T) of D; row i belongs to head ⌊i / T⌋ mod H. Per-row sums and the per-head
+// gradients accumulate in float64, in row order.
+
+/** 1 / max(‖r_i‖, eps) and whether the clamp is active (‖r_i‖² < eps²: no gradient through the norm). */
+function invNorm(r: Arr, off: number, D: number, eps: number): [number, boolean] {
+  let ss = 0;
+  for (let j = 0; j < D; j++) ss += r[off + j] * r[off + j];
+  // As maximum(‖r‖², eps²): the norm wins ties; NaN stays NaN.
+  const clamped = !(ss >= eps * eps) && !Number.isNaN(ss);
+  return [1 / Math.sqrt(clamped ? eps * eps : ss), clamped];
+}
+
+export function normalizeReferenceRef(r: Arr, alpha: Arr, out: Arr, B: number, H: number, T: number, D: number, eps: number): void {
+  for (let i = 0; i < B * H * T; i++) {
+    const off = i * D, a = alpha[Math.floor(i / T) % H];
+    const [s] = invNorm(r, off, D, eps);
+    for (let j = 0; j < D; j++) out[off + j] = a * s * r[off + j];
+  }
+}
+
+/** dr = α s (g − [not clamped] s² (g·r) r), dα_h = Σ_rows s (g·r), with s = 1 / max(‖r‖, eps). */
+export function normalizeReferenceBackwardRef(r: Arr, alpha: Arr, dy: Arr, dr: Arr | null, dAlpha: Arr | null,
+  B: number, H: number, T: number, D: number, eps: number): void {
+  const da = new Float64Array(H);
+  for (let i = 0; i < B * H * T; i++) {
+    const off = i * D, h = Math.floor(i / T) % H, a = alpha[h];
+    const [s, clamped] = invNorm(r, off, D, eps);
+    let gr = 0;
+    for (let j = 0; j < D; j++) gr += dy[off + j] * r[off + j];
+    da[h] += s * gr;
+    if (!dr) continue;
+    const c = clamped ? 0 : a * s * s * s * gr;
+    for (let j = 0; j < D; j++) dr[off + j] = a * s * dy[off + j] - c * r[off + j];
+  }
+  if (dAlpha) for (let h = 0; h < H; h++) dAlpha[h] = da[h];
+}
+
+export function lrrValuesRef(v: Arr, z: Arr, lower: Arr, range: Arr, out: Arr, B: number, H: number, T: number, D: number): void {
+  for (let i = 0; i < B * H * T; i++) {
+    const off = i * D, h = Math.floor(i / T) % H;
+    const s = lower[h] + range[h] * sigmoid(z[i]);
+    for (let j = 0; j < D; j++) out[off + j] = s * v[off + j];
+  }
+}
+
+/** dv = s g, dz = range σ(1 − σ) (g·v), dLower_h = Σ_rows g·v, dRange_h = Σ_rows σ (g·v). */
+export function lrrValuesBackwardRef(v: Arr, z: Arr, lower: Arr, range: Arr, dy: Arr,
+  dv: Arr | null, dz: Arr | null, dLower: Arr | null, dRange: Arr | null, B: number, H: number, T: number, D: number): void {
+  const dl = new Float64Array(H), drg = new Float64Array(H);
+  for (let i = 0; i < B * H * T; i++) {
+    const off = i * D, h = Math.floor(i / T) % H;
+    const sg = sigmoid(z[i]), s = lower[h] + range[h] * sg;
+    let gv = 0;
+    for (let j = 0; j < D; j++) gv += dy[off + j] * v[off + j];
+    dl[h] += gv;
+    drg[h] += sg * gv;
+    if (dz) dz[i] = range[h] * sg * (1 - sg) * gv;
+    if (dv) for (let j = 0; j < D; j++) dv[off + j] = s * dy[off + j];
+  }
+  for (let h = 0; h < H; h++) {
+    if (dLower) dLower[h] = dl[h];
+    if (dRange) dRange[h] = drg[h];
   }
 }
