@@ -205,7 +205,7 @@ function backward(root: Tensor, seed?: Tensor): void {
   const b = root.backend;
   noGrad(() => {
     const first = seed ?? tensorFrom([1], root.shape, root.dtype, b);
-    if (!root.node) { accumulateLeaf(root, first); if (!seed) first.dispose(); return; }
+    if (!root.node) { accumulateLeaf(root, first, !seed); if (!seed) first.dispose(); return; }
     const grads = new Map<Tensor, Tensor>([[root, first]]);
     const order = topoOrder(root);
     for (const t of order) {
@@ -229,7 +229,7 @@ function backward(root: Tensor, seed?: Tensor): void {
       node.inputs.forEach((input, i) => {
         const gi = inGrads[i];
         if (!gi || !input.requiresGrad) { gi?.dispose(); return; }
-        if (!input.node) { accumulateLeaf(input, gi); gi.dispose(); return; }
+        if (!input.node) { accumulateLeaf(input, gi, true); gi.dispose(); return; }
         const prev = grads.get(input);
         if (!prev) grads.set(input, gi);
         else { grads.set(input, addInto(prev, gi)); gi.dispose(); }
@@ -252,10 +252,15 @@ function addInto(prev: Tensor, g: Tensor): Tensor {
   return out;
 }
 
-function accumulateLeaf(leaf: Tensor, g: Tensor): void {
+/**
+ * leaf.grad += g, or a first gradient. With `adopt` (g is backward's own, disposed right after) a
+ * first gradient takes g's storage when nothing else holds it, instead of copying it.
+ */
+function accumulateLeaf(leaf: Tensor, g: Tensor, adopt: boolean): void {
   if (g.size !== leaf.size) throw new Error(`backward: gradient of ${leaf.describe()} has ${g.size} elements`);
   const b = leaf.backend;
   if (!leaf.grad || leaf.grad.isDisposed) {
+    if (adopt && g.storage.refs === 1 && g.dtype === leaf.dtype) { leaf.grad = view(g, leaf.shape).keep(); return; }
     const grad = empty(leaf.shape, leaf.dtype, b).keep();
     b.copy(g.storage, 0, grad.storage, 0, g.size);
     leaf.grad = grad;
