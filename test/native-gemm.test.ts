@@ -184,6 +184,130 @@ for (const isa of isas) {
   }
 }
 
+/** Reference for larger problems: op(A) and op(B)ᵀ copied to row-major float64 first, so the
+ *  inner loop is a contiguous dot product. Batch 1 only. */
+function referenceFast(g: Gemm, a: Float32Array, b: Float32Array, c0: Float32Array): { want: Float64Array; scale: Float64Array } {
+  assert.equal(g.batch, 1);
+  const { m, n, k } = g;
+  const opA = new Float64Array(m * k), opBt = new Float64Array(n * k);
+  for (let i = 0; i < m; i++)
+    for (let q = 0; q < k; q++) opA[i * k + q] = g.transA ? a[g.aOff + q * g.lda + i] : a[g.aOff + i * g.lda + q];
+  for (let j = 0; j < n; j++)
+    for (let q = 0; q < k; q++) opBt[j * k + q] = g.transB ? b[g.bOff + j * g.ldb + q] : b[g.bOff + q * g.ldb + j];
+  const want = Float64Array.from(c0);
+  const scale = new Float64Array(c0.length);
+  for (let i = 0; i < c0.length; i++) scale[i] = Math.abs(c0[i]);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let sum = 0, abs = 0;
+      for (let q = 0, x = i * k, y = j * k; q < k; q++, x++, y++) {
+        const t = opA[x] * opBt[y];
+        sum += t;
+        abs += Math.abs(t);
+      }
+      const idx = g.cOff + i * g.ldc + j;
+      want[idx] = g.accumulate ? want[idx] + sum : sum;
+      scale[idx] += abs;
+    }
+  }
+  return { want, scale };
+}
+
+/** Checks c against the reference: the error bound of check(), and nothing outside the view changed. */
+function compare(g: Gemm, c: Float32Array, c0: Float32Array, ref: { want: Float64Array; scale: Float64Array }, label: string): void {
+  const inView = new Uint8Array(c.length);
+  for (let i = 0; i < g.m; i++) inView.fill(1, g.cOff + i * g.ldc, g.cOff + i * g.ldc + g.n);
+  let errSq = 0, normSq = 0;
+  for (let i = 0; i < c.length; i++) {
+    if (!inView[i]) {
+      if (c[i] !== c0[i]) assert.fail(`${label}: c[${i}] outside the output view was changed`);
+      continue;
+    }
+    const d = c[i] - ref.want[i];
+    errSq += d * d;
+    normSq += ref.want[i] * ref.want[i];
+    const tol = 1e-4 * ref.scale[i] + 1e-6;
+    if (!(Math.abs(d) <= tol)) assert.fail(`${label}: c[${i}] = ${c[i]}, want ${ref.want[i]} (tolerance ${tol})`);
+  }
+  if (normSq > 0) assert.ok(Math.sqrt(errSq / normSq) <= 1e-5, `${label}: relative error ${Math.sqrt(errSq / normSq)}`);
+}
+
+function firstDifference(x: Float32Array, y: Float32Array): number {
+  for (let i = 0; i < x.length; i++) if (!Object.is(x[i], y[i])) return i;
+  return -1;
+}
+
+// Shapes of a training step get their own paths in gemm.c (plan_call): long reductions into a
+// small C are cut into depth chunks (k >= 2048, m*n <= 256*256, chunks of ~1024, at most 8),
+// and on several threads a tall C (m >= 1024) with a small op(B) (n <= nc, padded n*k <= 2^20)
+// shares one packing of op(B) between its row tasks. Sizes sit on both sides of each threshold
+// and of the depth block (256) and register tiles. Each result is checked against float64 on
+// 1 thread and must be bit-identical on 2 and 3 threads (chunks depend on the shape only).
+function trainingShapeProblems(): { g: Gemm; ref: boolean }[] {
+  const rand = rng(2024);
+  const list: { g: Gemm; ref: boolean }[] = [];
+  const trans: [boolean, boolean][] = [[false, false], [true, false], [false, true], [true, true]];
+  const pick = () => trans[Math.floor(rand() * 4)];
+  // Checked against float64, every transposition: depth chunks around k = 2048 (first split)
+  // and 3072 (third chunk), with odd m, n and m or n = 1; B packed once around m = 1024 rows,
+  // with depth below, at and above one block.
+  const allTrans: [number, number, number][] = [
+    [5, 7, 2047], [5, 7, 2048], [13, 37, 2049], [70, 33, 3071], [1, 300, 2100], [300, 1, 2100],
+    [1023, 40, 300], [1024, 17, 256], [1030, 64, 257],
+  ];
+  for (const [m, n, k] of allTrans)
+    for (const [tA, tB] of trans) list.push({ g: makeGemm(rand, 1, m, n, k, tA, tB, rand() < 0.5), ref: true });
+  // Checked against float64, one transposition each: around m*n = 256*256, chunk count 4 and
+  // 5, the last chunk's depth blocks uneven.
+  for (const [m, n, k] of [[256, 256, 2048], [257, 256, 2048], [17, 250, 4101], [64, 48, 5200], [40, 40, 9000]]) {
+    const [tA, tB] = pick();
+    list.push({ g: makeGemm(rand, 1, m, n, k, tA, tB, rand() < 0.5), ref: true });
+  }
+  // Larger (the step's own shapes, op(B) over 2^20 floats, 8 chunks): 1, 2 and 3 threads must
+  // agree bit for bit; the reference would be slow here.
+  const identical: [number, number, number, boolean, boolean][] = [
+    [4096, 128, 128, false, true], [4096, 128, 512, false, false], [128, 512, 4096, true, false],
+    [512, 128, 4096, true, false], [1030, 1040, 1009, false, true], [200, 300, 8300, true, false],
+  ];
+  for (const [m, n, k, tA, tB] of identical) list.push({ g: makeGemm(rand, 1, m, n, k, tA, tB, rand() < 0.5), ref: false });
+  return list;
+}
+
+test('sgemm on training-step shapes: depth chunks and B packed once match float64, bit-identical across thread counts', { skip }, () => {
+  const A = addon!;
+  const rand = rng(77);
+  try {
+    for (const { g, ref } of trainingShapeProblems()) {
+      const a = randomArray(rand, extent(g.aOff, g.batch, g.sA, g.transA ? g.k : g.m, g.transA ? g.m : g.k, g.lda));
+      const b = randomArray(rand, extent(g.bOff, g.batch, g.sB, g.transB ? g.n : g.k, g.transB ? g.k : g.n, g.ldb));
+      const c0 = randomArray(rand, extent(g.cOff, g.batch, g.sC, g.m, g.n, g.ldc) + 3);
+      const want = ref ? referenceFast(g, a, b, c0) : null;
+      for (const isa of isas) {
+        // The portable kernel is slow: it takes the driver's paths on the smaller problems only.
+        if (isa === 'generic' && 2 * g.m * g.n * g.k > 2e8) continue;
+        A.setIsa(isa);
+        let first: Float32Array | null = null;
+        for (const threads of [1, 2, 3]) {
+          A.setThreads(threads);
+          const c = Float32Array.from(c0);
+          call(A, g, a, b, c);
+          const label = `${isa}/${threads}t ${describe(g)}`;
+          if (!first) {
+            first = c;
+            if (want) compare(g, c, c0, want, label);
+          } else {
+            const at = firstDifference(c, first);
+            assert.equal(at, -1, `${label}: c[${at}] = ${c[at]} differs from 1 thread's ${first[at]}`);
+          }
+        }
+      }
+    }
+  } finally {
+    A.setIsa('auto');
+    A.setThreads(0);
+  }
+});
+
 test('isa, setIsa, threads', { skip }, () => {
   const A = addon!;
   assert.ok(isas.length >= 1 && isas.includes('generic'));

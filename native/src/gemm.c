@@ -1,16 +1,26 @@
 /* Packed SGEMM driver in the BLIS/GotoBLAS style.
  *
- * Loop nest for one tile of C (rows [i0,i1), columns [j0,j1)) on one thread:
+ * Loop nest for one tile of C (rows [i0,i1), columns [j0,j1), depth [k0,k1)) on one thread:
  *   for jc (nc columns):           B block kc x nc packed once per (jc, pc)   -> L3/L2
  *     for pc (kc depth):
  *       for ic (mc rows):          A block mc x kc packed                      -> L2
  *         for jr (nr columns):     B micro-panel kc x nr                       -> L1
  *           for ir (mr rows):      micro-kernel: mr x nr tile of C in registers
  * A non-transposed A block that meets only a few B micro-panels is read in place instead of
- * packed (where the ISA has a strided-A kernel). Tasks holding several batches prefetch the
- * next batch's operands into L2 while computing the current one.
- * Parallelism: the batch and the tiles of each C_p are cut into tasks that run independently
- * on the pool, each thread packing into its own reused buffers. */
+ * packed (where the ISA has a strided-A kernel). While one block is computed, the operands of
+ * the next one are prefetched into L2 (and, for tasks holding several batches, the next
+ * batch's), so packing and in-place reads do not wait on L3 or memory.
+ *
+ * Shapes of a training step get two special cases (see plan_call):
+ *  - tall products with a small op(B) (activations times a weight): op(B) is packed once per
+ *    call by the caller, and the rows of C are cut into tasks that share it;
+ *  - long reductions into a small C (weight gradients, k = rows of a batch): the depth is cut
+ *    into chunks whose partial products are computed independently (in C and in scratch),
+ *    then added in chunk order. The chunks depend on the shape only, never on the thread
+ *    count, so results are bit-identical whatever the number of threads.
+ * Parallelism otherwise: the batch and the tiles of each C_p are cut into tasks that run
+ * independently on the pool, each thread packing into its own reused buffers. Cutting C into
+ * tiles never changes the arithmetic of an element, so neither does the thread count. */
 #include "gemm.h"
 
 #include "cpu.h"
@@ -37,6 +47,10 @@ typedef struct {
   const float *b_src;
   ptrdiff_t b_j, b_p;
   int b_nc, b_kc;
+  /* Owned by the thread that called sgemm, read or written by the pool's tasks during the
+   * call: op(B) packed once per call, and the partial products of depth chunks. */
+  float *b_call_pack, *partial;
+  size_t b_call_cap, partial_cap;
   _Alignas(64) float tile[TILE_MAX]; /* edge tiles of C are computed here first */
 } gemm_scratch;
 
@@ -49,6 +63,8 @@ static void scratch_free(void *p) {
   gemm_scratch *s = p;
   free(s->a_pack);
   free(s->b_pack);
+  free(s->b_call_pack);
+  free(s->partial);
   free(s);
 }
 static void scratch_key_init(void) { pthread_key_create(&scratch_key, scratch_free); }
@@ -78,11 +94,11 @@ static float *ensure(float **buf, size_t *cap, size_t need) {
   return *buf;
 }
 
-/* ---- the serial packed GEMM on one tile of C -------------------------------------------- */
+/* ---- prefetching ------------------------------------------------------------------------- */
 
 /* Walks a strided 2-D region (rows x row_bytes, row stride ld_bytes) cache line by cache line,
- * prefetching into L2. Used to pull the next batch's operands out of L3 / memory while the
- * current one is computed: packing then reads from L2 instead of stalling on each row. */
+ * prefetching into L2. Used to pull operands out of L3 / memory while other work is computed:
+ * packing then reads from L2 instead of stalling on each row. */
 typedef struct {
   const char *base;
   ptrdiff_t ld_bytes, row_bytes, rows;
@@ -98,7 +114,16 @@ static void prefetcher_init(prefetcher *pf, const float *base, ptrdiff_t rows, p
   pf->r = pf->off = 0;
 }
 
-static inline void prefetcher_step(prefetcher *pf, int nlines) {
+/* The stored region of a matrix whose element (r, c) is base[r*rs + c*cs] (rs or cs is 1):
+ * rows [r0, r1) x columns [c0, c1), walked along its contiguous direction. */
+static void prefetcher_init_region(prefetcher *pf, const float *base, ptrdiff_t rs, ptrdiff_t cs,
+                                   ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t c0, ptrdiff_t c1) {
+  if (!base || r0 >= r1 || c0 >= c1) prefetcher_init(pf, NULL, 0, 0, 0);
+  else if (cs == 1) prefetcher_init(pf, base + r0 * rs + c0, r1 - r0, c1 - c0, rs);
+  else prefetcher_init(pf, base + r0 + c0 * cs, c1 - c0, r1 - r0, cs);
+}
+
+static inline void prefetcher_step(prefetcher *pf, ptrdiff_t nlines) {
   for (; nlines > 0 && pf->r < pf->rows; nlines--) {
     /* lines at 64-byte steps, plus the row's last byte when the row is not line-aligned */
     ptrdiff_t off = pf->off < pf->row_bytes ? pf->off : pf->row_bytes - 1;
@@ -112,6 +137,8 @@ static ptrdiff_t prefetcher_lines(const prefetcher *pf) {
   return pf->rows * ((pf->row_bytes + 63) / 64 + 1);
 }
 
+/* ---- the serial packed GEMM on one tile of C -------------------------------------------- */
+
 typedef struct {
   const cubit_gemm_kernels *K;
   ptrdiff_t m, n, k;
@@ -122,14 +149,24 @@ typedef struct {
   ptrdiff_t strideA, strideB, strideC;
   int accumulate;
   uint64_t call;
+  /* Blocking for this call: depth step (the same for every tile: it fixes the order of the
+   * sums), largest row and column blocks. */
+  ptrdiff_t kc, mc, nc;
+  /* op(B) packed once for the whole call (batch 1), or NULL: depth block q (rows
+   * [q*kc, q*kc + kc_q) of op(B)) at b_call + q*b_call_stride, as micro-panels of nr x kc_q. */
+  const float *b_call;
+  ptrdiff_t b_call_stride;
 } gemm_args;
 
 /* Up to this many B micro-panels per A block, A is read in place rather than packed. */
+#ifndef A_IN_PLACE_MAX_PANELS
 #define A_IN_PLACE_MAX_PANELS 8
+#endif
 
 static ptrdiff_t ceil_div(ptrdiff_t a, ptrdiff_t b) { return (a + b - 1) / b; }
 static ptrdiff_t round_up(ptrdiff_t a, ptrdiff_t b) { return ceil_div(a, b) * b; }
 static ptrdiff_t min_p(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
+static ptrdiff_t max_p(ptrdiff_t a, ptrdiff_t b) { return a > b ? a : b; }
 
 /* Splits `total` into equal steps of at most `block` (a multiple of `unit`), rounded up to
  * `unit`: k = 300 with kc = 256 becomes 2 x 152 rather than 256 + 44. */
@@ -138,51 +175,78 @@ static ptrdiff_t even_step(ptrdiff_t total, ptrdiff_t block, ptrdiff_t unit) {
   return round_up(ceil_div(total, nblocks), unit);
 }
 
-/* Computes rows [i0,i1) x columns [j0,j1) of C = op(A) op(B) (+ C). When next_A / next_B are
- * given, the same tile of the next batch's operands is prefetched along the way. */
-static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *C, ptrdiff_t i0,
-                     ptrdiff_t i1, ptrdiff_t j0, ptrdiff_t j1, const float *next_A,
-                     const float *next_B) {
+/* Computes rows [i0,i1) x columns [j0,j1) of C = op(A) op(B) (+ C), over depth [k0,k1) (k0 a
+ * multiple of g->kc); C has row stride ldc. When next_A / next_B are given, the same tile of
+ * the next batch's operands is prefetched along the way. */
+static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *C, ptrdiff_t ldc,
+                     int accumulate, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t j0, ptrdiff_t j1,
+                     ptrdiff_t k0, ptrdiff_t k1, const float *next_A, const float *next_B) {
   const cubit_gemm_kernels *K = g->K;
   const int MR = K->mr, NR = K->nr;
   gemm_scratch *s = get_scratch();
   if (!s) return -1;
 
-  ptrdiff_t kc_step = even_step(g->k, K->kc, 1);
-  ptrdiff_t mc_step = even_step(i1 - i0, K->mc, MR);
-  ptrdiff_t nc_step = even_step(j1 - j0, K->nc, NR);
+  ptrdiff_t kc_step = g->kc;
+  ptrdiff_t mc_step = even_step(i1 - i0, g->mc, MR);
+  ptrdiff_t nc_step = even_step(j1 - j0, g->nc, NR);
   float *ap = ensure(&s->a_pack, &s->a_cap, (size_t)(mc_step * kc_step));
   if (!ap) return -1;
-  if (nc_step * kc_step > (ptrdiff_t)s->b_cap) s->b_call = 0; /* buffer replaced: forget it */
-  float *bp = ensure(&s->b_pack, &s->b_cap, (size_t)(nc_step * kc_step));
-  if (!bp) return -1;
+  float *bp = NULL;
+  if (!g->b_call) {
+    if (nc_step * kc_step > (ptrdiff_t)s->b_cap) s->b_call = 0; /* buffer replaced: forget it */
+    bp = ensure(&s->b_pack, &s->b_cap, (size_t)(nc_step * kc_step));
+    if (!bp) return -1;
+  }
 
-  /* Stored regions of the next operands that this tile reads: A is (i1-i0) x k, or k x (i1-i0)
-   * when transposed; B is k x (j1-j0), or (j1-j0) x k when transposed. */
+  /* Stored regions of the next batch's operands that this tile reads, spread over all the
+   * micro-kernel calls of the tile. */
   prefetcher pf_a, pf_b;
-  if (g->a_cs == 1) prefetcher_init(&pf_a, next_A ? next_A + i0 * g->a_rs : NULL, i1 - i0, g->k, g->a_rs);
-  else prefetcher_init(&pf_a, next_A ? next_A + i0 : NULL, g->k, i1 - i0, g->a_cs);
-  if (g->b_rs == 1) prefetcher_init(&pf_b, next_B ? next_B + j0 : NULL, g->k, j1 - j0, g->b_cs);
-  else prefetcher_init(&pf_b, next_B ? next_B + j0 * g->b_rs : NULL, j1 - j0, g->k, g->b_rs);
-  /* Spread the prefetches over the micro-kernel calls. */
-  ptrdiff_t kernel_calls = ceil_div(i1 - i0, MR) * ceil_div(j1 - j0, NR) * ceil_div(g->k, kc_step);
-  int pf_per_call = (int)ceil_div(prefetcher_lines(&pf_a) + prefetcher_lines(&pf_b), kernel_calls);
+  prefetcher_init_region(&pf_a, next_A, g->a_rs, g->a_cs, i0, i1, k0, k1);
+  prefetcher_init_region(&pf_b, next_B, g->b_cs, g->b_rs, k0, k1, j0, j1);
+  ptrdiff_t kernel_calls = ceil_div(i1 - i0, MR) * ceil_div(j1 - j0, NR) * ceil_div(k1 - k0, kc_step);
+  ptrdiff_t pf_per_call = ceil_div(prefetcher_lines(&pf_a) + prefetcher_lines(&pf_b), kernel_calls);
+  /* Look-ahead within the tile: the next block's operands, spread over this block's calls. */
+  prefetcher la_a, la_b;
+  ptrdiff_t la_per_call = 0;
 
   for (ptrdiff_t jc = j0; jc < j1; jc += nc_step) {
     int nc = (int)min_p(nc_step, j1 - jc);
-    for (ptrdiff_t pc = 0; pc < g->k; pc += kc_step) {
-      int kc = (int)min_p(kc_step, g->k - pc);
-      int acc = g->accumulate || pc > 0;
+    for (ptrdiff_t pc = k0; pc < k1; pc += kc_step) {
+      int kc = (int)min_p(kc_step, k1 - pc);
+      int acc = accumulate || pc > k0;
 
-      if (!(s->b_call == g->call && s->b_src == B && s->b_j == jc && s->b_p == pc &&
-            s->b_nc == nc && s->b_kc == kc)) {
-        K->pack(B + jc * g->b_rs + pc * g->b_cs, g->b_rs, g->b_cs, nc, kc, NR, bp);
-        s->b_call = g->call, s->b_src = B, s->b_j = jc, s->b_p = pc, s->b_nc = nc, s->b_kc = kc;
+      const float *b_block;
+      if (g->b_call) {
+        b_block = g->b_call + pc / kc_step * g->b_call_stride + jc * kc;
+      } else {
+        if (!(s->b_call == g->call && s->b_src == B && s->b_j == jc && s->b_p == pc &&
+              s->b_nc == nc && s->b_kc == kc)) {
+          K->pack(B + jc * g->b_rs + pc * g->b_cs, g->b_rs, g->b_cs, nc, kc, NR, bp);
+          s->b_call = g->call, s->b_src = B, s->b_j = jc, s->b_p = pc, s->b_nc = nc, s->b_kc = kc;
+        }
+        b_block = bp;
       }
 
       for (ptrdiff_t ic = i0; ic < i1; ic += mc_step) {
         int mc = (int)min_p(mc_step, i1 - ic);
         const float *a_block = A + ic * g->a_rs + pc * g->a_cs;
+        {
+          /* Next: the following A block; after the last, the first A block of the next depth
+           * step and its B block (unless B is packed already), or those of the next column
+           * block; nothing after the tile's last block. */
+          ptrdiff_t na0 = ic + mc_step, np0 = pc, nj0 = 0, nj1 = 0;
+          if (na0 >= i1) {
+            na0 = i0;
+            if (pc + kc_step < k1) np0 = pc + kc_step, nj0 = jc, nj1 = jc + nc;
+            else if (jc + nc_step < j1) np0 = k0, nj0 = jc + nc_step, nj1 = min_p(j1, nj0 + nc_step);
+            else na0 = i1;
+          }
+          ptrdiff_t np1 = min_p(k1, np0 + kc_step);
+          prefetcher_init_region(&la_a, A, g->a_rs, g->a_cs, na0, min_p(i1, na0 + mc_step), np0, np1);
+          prefetcher_init_region(&la_b, g->b_call ? NULL : B, g->b_cs, g->b_rs, np0, np1, nj0, nj1);
+          ptrdiff_t calls = ceil_div(mc, MR) * ceil_div(nc, NR);
+          la_per_call = ceil_div(prefetcher_lines(&la_a) + prefetcher_lines(&la_b), calls);
+        }
         /* Packing A by transposition (A not transposed) costs about as much as one B
          * micro-panel's worth of products with it; with few micro-panels, read full A
          * micro-panels in place instead (and pack only the last, partial one). Transposed A
@@ -197,20 +261,24 @@ static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *
 
         for (int jr = 0; jr < nc; jr += NR) {
           int nr = nc - jr < NR ? nc - jr : NR;
-          const float *b_panel = bp + (ptrdiff_t)jr * kc;
+          const float *b_panel = b_block + (ptrdiff_t)jr * kc;
           for (int ir = 0; ir < mc; ir += MR) {
             int mr = mc - ir < MR ? mc - ir : MR;
             const float *a_panel = ap + (ptrdiff_t)ir * kc;
-            float *c = C + (ic + ir) * g->ldc + jc + jr;
+            float *c = C + (ic + ir) * ldc + jc + jr;
             if (pf_per_call) {
               prefetcher_step(&pf_a, pf_per_call);
               prefetcher_step(&pf_b, pf_per_call);
+            }
+            if (la_per_call) {
+              prefetcher_step(&la_a, la_per_call);
+              prefetcher_step(&la_b, la_per_call);
             }
             /* Edge tiles are computed whole into the scratch tile, then the part inside C
              * is copied or added. */
             int whole = mr == MR && nr == NR;
             float *dst = whole ? c : s->tile;
-            ptrdiff_t ld_dst = whole ? g->ldc : NR;
+            ptrdiff_t ld_dst = whole ? ldc : NR;
             if (a_in_place && mr == MR)
               K->kernel_strided_a(kc, a_block + ir * g->a_rs, g->a_rs, g->a_cs, b_panel, dst,
                                   ld_dst, whole && acc);
@@ -218,7 +286,7 @@ static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *
               K->kernel(kc, a_panel, b_panel, dst, ld_dst, whole && acc);
             if (!whole) {
               for (int i = 0; i < mr; i++) {
-                float *ci = c + i * g->ldc;
+                float *ci = c + i * ldc;
                 const float *ti = s->tile + i * NR;
                 if (acc)
                   for (int j = 0; j < nr; j++) ci[j] += ti[j];
@@ -241,7 +309,12 @@ typedef struct {
   ptrdiff_t batch0, batch_end; /* batches of this job */
   ptrdiff_t batch_chunk;       /* consecutive batches per task (to prefetch one while doing another) */
   int tm, tn;                  /* each C_p is cut into tm x tn tiles */
-  ptrdiff_t mblocks, nblocks; /* rows of C in units of mr, columns in units of nr */
+  ptrdiff_t mblocks, nblocks;  /* rows of C in units of mr, columns in units of nr */
+  /* Depth chunks (batch 1 only): chunk q covers depth blocks [q*kblocks/ksplit,
+   * (q+1)*kblocks/ksplit) of g.kc; chunk 0 goes to C, chunk q > 0 to partial + (q-1)*m*n. */
+  int ksplit;
+  ptrdiff_t kblocks;
+  float *partial;
   _Atomic int failed;
 } gemm_job;
 
@@ -249,7 +322,8 @@ static void gemm_task(void *ctx, int task) {
   gemm_job *job = ctx;
   const gemm_args *g = &job->g;
   int tiles = job->tm * job->tn;
-  ptrdiff_t p0 = job->batch0 + task / tiles * job->batch_chunk;
+  int chunk = task / tiles % job->ksplit;
+  ptrdiff_t p0 = job->batch0 + task / tiles / job->ksplit * job->batch_chunk;
   ptrdiff_t p1 = min_p(job->batch_end, p0 + job->batch_chunk);
   int ti = task % tiles / job->tn, tj = task % tiles % job->tn;
   /* Whole micro-tiles per task, shared out as evenly as possible. */
@@ -257,17 +331,52 @@ static void gemm_task(void *ctx, int task) {
   ptrdiff_t i1 = min_p(g->m, job->mblocks * (ti + 1) / job->tm * g->K->mr);
   ptrdiff_t j0 = job->nblocks * tj / job->tn * g->K->nr;
   ptrdiff_t j1 = min_p(g->n, job->nblocks * (tj + 1) / job->tn * g->K->nr);
+  ptrdiff_t k0 = job->kblocks * chunk / job->ksplit * g->kc;
+  ptrdiff_t k1 = min_p(g->k, job->kblocks * (chunk + 1) / job->ksplit * g->kc);
   if (i0 >= i1 || j0 >= j1) return;
+  float *C = g->C;
+  ptrdiff_t ldc = g->ldc;
+  int accumulate = g->accumulate;
+  if (chunk > 0) C = job->partial + (chunk - 1) * g->m * g->n, ldc = g->n, accumulate = 0;
+  if (k0 >= k1) { /* (cannot happen: chunks hold at least one depth block) */
+    atomic_store(&job->failed, 1);
+    return;
+  }
   for (ptrdiff_t p = p0; p < p1; p++) {
     const float *A = g->A + p * g->strideA, *B = g->B + p * g->strideB;
     /* prefetch the next batch's operands unless they are the same (broadcast) */
     const float *next_A = p + 1 < p1 && g->strideA ? A + g->strideA : NULL;
     const float *next_B = p + 1 < p1 && g->strideB ? B + g->strideB : NULL;
-    if (gemm_tile(g, A, B, g->C + p * g->strideC, i0, i1, j0, j1, next_A, next_B) != 0) {
+    if (gemm_tile(g, A, B, C + p * g->strideC, ldc, accumulate, i0, i1, j0, j1, k0, k1, next_A,
+                  next_B) != 0) {
       atomic_store(&job->failed, 1);
       return;
     }
   }
+}
+
+/* Adds the partial products of depth chunks 1.. into C, in chunk order, rows [r0, r1). */
+typedef struct {
+  gemm_job *job;
+  int nparts;
+} reduce_job;
+
+static void reduce_rows(const gemm_job *job, ptrdiff_t r0, ptrdiff_t r1) {
+  const gemm_args *g = &job->g;
+  ptrdiff_t mn = g->m * g->n;
+  for (ptrdiff_t i = r0; i < r1; i++) {
+    float *c = g->C + i * g->ldc;
+    const float *p = job->partial + i * g->n;
+    for (int q = 0; q < job->ksplit - 1; q++, p += mn)
+      for (ptrdiff_t j = 0; j < g->n; j++) c[j] += p[j];
+  }
+}
+
+#define REDUCE_TASKS 8
+static void reduce_task(void *ctx, int task) {
+  gemm_job *job = ctx;
+  ptrdiff_t m = job->g.m;
+  reduce_rows(job, m * task / REDUCE_TASKS, m * (task + 1) / REDUCE_TASKS);
 }
 
 static ptrdiff_t gcd_p(ptrdiff_t a, ptrdiff_t b) {
@@ -285,10 +394,15 @@ static void plan_tiles(gemm_job *job, ptrdiff_t batch, int nthreads) {
   job->mblocks = ceil_div(g->m, g->K->mr);
   job->nblocks = ceil_div(g->n, g->K->nr);
   job->tm = job->tn = 1;
-  /* Enough whole batches per thread: split only the batch. Otherwise cut each C_p so the
-   * task count is a multiple of the thread count (equal shares). */
-  if (nthreads <= 1 || batch % nthreads == 0 || batch >= 8 * (ptrdiff_t)nthreads) return;
-  ptrdiff_t tiles = nthreads / gcd_p(batch, nthreads);
+  /* Enough whole batches (or depth chunks) per thread: split only those. Otherwise cut each
+   * C_p so the task count is a multiple of the thread count (equal shares). */
+  ptrdiff_t units = batch * job->ksplit;
+  if (nthreads <= 1 || units % nthreads == 0 || units >= 8 * (ptrdiff_t)nthreads) return;
+  ptrdiff_t tiles = nthreads / gcd_p(units, nthreads);
+  if (g->b_call) { /* B is packed once: cut the rows only, in several tasks per thread */
+    job->tm = (int)min_p(job->mblocks, max_p(tiles, min_p(4 * (ptrdiff_t)nthreads, g->m / (2 * g->mc))));
+    return;
+  }
   if (tiles > job->mblocks * job->nblocks) tiles = job->mblocks * job->nblocks;
   /* Among tm x tn = tiles, pick the cheapest task: its products, padded to whole
    * micro-tiles, plus packing its rows of A and columns of B (every task packs its own, so a
@@ -328,6 +442,39 @@ static const cubit_gemm_kernels *current_kernels(void) {
   return K ? K : cubit_gemm_kernels_generic();
 }
 
+/* Depth chunks: a reduction at least this long into a C of at most GEMM_SPLIT_MAX_MN elements
+ * is cut into chunks of about GEMM_SPLIT_CHUNK (whole depth blocks). */
+#ifndef GEMM_SPLIT_MIN_K
+#define GEMM_SPLIT_MIN_K 2048
+#endif
+#ifndef GEMM_SPLIT_CHUNK
+#define GEMM_SPLIT_CHUNK 1024
+#endif
+#define GEMM_SPLIT_MAX_MN (256 * 256)
+#define GEMM_SPLIT_MAX 8
+/* op(B) is packed once per call when it is at most this many floats and C has at least
+ * GEMM_B_ONCE_MIN_M rows. */
+#define GEMM_B_ONCE_MAX_FLOATS (1 << 20)
+#define GEMM_B_ONCE_MIN_M 1024
+
+/* Blocking and special cases for one call; depends on the shape only (never on the thread
+ * count), except that nothing here changes the arithmetic but the depth step and chunks. */
+static void plan_call(gemm_job *job, ptrdiff_t batch, int disjoint) {
+  gemm_args *g = &job->g;
+  const cubit_gemm_kernels *K = g->K;
+  g->kc = even_step(g->k, K->kc, 1);
+  g->nc = K->nc;
+  /* The A block and the next one (prefetched while this one is computed) share L2 with the B
+   * block: keep the two A blocks within the A block the kernel table was tuned for. */
+  g->mc = max_p(K->mr, min_p(K->mc, K->mc * K->kc / (2 * g->kc)) / K->mr * K->mr);
+  job->ksplit = 1;
+  job->kblocks = ceil_div(g->k, g->kc);
+  if (batch == 1 && disjoint && g->k >= GEMM_SPLIT_MIN_K && g->m * g->n <= GEMM_SPLIT_MAX_MN) {
+    job->ksplit = (int)min_p(GEMM_SPLIT_MAX, min_p(job->kblocks, g->k / GEMM_SPLIT_CHUNK));
+    if (job->ksplit < 1) job->ksplit = 1;
+  }
+}
+
 int cubit_sgemm_batched(ptrdiff_t batch, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int transA,
                         int transB, const float *A, ptrdiff_t lda, ptrdiff_t strideA,
                         const float *B, ptrdiff_t ldb, ptrdiff_t strideB, float *C, ptrdiff_t ldc,
@@ -354,6 +501,8 @@ int cubit_sgemm_batched(ptrdiff_t batch, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, 
   g->strideA = strideA, g->strideB = strideB, g->strideC = strideC;
   g->accumulate = accumulate;
   g->call = atomic_fetch_add(&call_counter, 1);
+  int disjoint = c_batches_disjoint(batch, m, n, ldc, strideC);
+  plan_call(&job, batch, disjoint);
 
   /* Threads worth using: none below CUBIT_MIN_PARALLEL_FLOPS, and tasks of >= 0.5 MFLOP. */
   double flops = 2.0 * (double)batch * (double)m * (double)n * (double)k;
@@ -362,9 +511,34 @@ int cubit_sgemm_batched(ptrdiff_t batch, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, 
   else if (flops / 0.5e6 < nthreads) nthreads = (int)(flops / 0.5e6);
   if (nthreads < 1) nthreads = 1;
 
-  if (c_batches_disjoint(batch, m, n, ldc, strideC)) {
+  gemm_scratch *s = NULL;
+  if (job.ksplit > 1 || (batch == 1 && n <= g->nc && m >= GEMM_B_ONCE_MIN_M)) {
+    s = get_scratch();
+    if (!s) return -1;
+  }
+  if (job.ksplit > 1) {
+    job.partial = ensure(&s->partial, &s->partial_cap, (size_t)((job.ksplit - 1) * m * n));
+    if (!job.partial) return -1;
+  } else if (s && nthreads > 1) {
+    /* Tall product with a small op(B) on several threads: pack op(B) once here, so that the
+     * tasks (row blocks of C) share it instead of each packing its own. */
+    const int NR = g->K->nr;
+    ptrdiff_t panels = round_up(n, NR);
+    if (panels * k <= GEMM_B_ONCE_MAX_FLOATS) {
+      float *bc = ensure(&s->b_call_pack, &s->b_call_cap, (size_t)(panels * g->kc * job.kblocks));
+      if (!bc) return -1;
+      for (ptrdiff_t q = 0; q < job.kblocks; q++) {
+        ptrdiff_t pc = q * g->kc;
+        g->K->pack(B + pc * g->b_cs, g->b_rs, g->b_cs, (int)n, (int)min_p(g->kc, k - pc), NR,
+                   bc + q * panels * g->kc);
+      }
+      g->b_call = bc, g->b_call_stride = panels * g->kc;
+    }
+  }
+
+  if (disjoint) {
     plan_tiles(&job, batch, nthreads);
-    int tiles = job.tm * job.tn;
+    int tiles = job.tm * job.tn * job.ksplit;
     /* Whole batches per task when not tiling: about 4 tasks per thread, for balance. */
     job.batch_chunk = tiles == 1 ? ceil_div(batch, 4 * (ptrdiff_t)nthreads) : 1;
     job.batch_end = batch;
@@ -381,6 +555,10 @@ int cubit_sgemm_batched(ptrdiff_t batch, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, 
         job.batch_end = min_p(batch, p0 + slice);
         cubit_parallel_for((int)(ceil_div(job.batch_end - p0, job.batch_chunk) * tiles), gemm_task, &job);
       }
+    }
+    if (job.ksplit > 1 && !atomic_load(&job.failed)) {
+      if (nthreads == 1 || m < REDUCE_TASKS) reduce_rows(&job, 0, m);
+      else cubit_parallel_for(REDUCE_TASKS, reduce_task, &job);
     }
   } else {
     /* Overlapping outputs: one batch at a time, in order, each split into tiles. */

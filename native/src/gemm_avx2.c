@@ -325,11 +325,36 @@ TARGET_AVX2 static void pack_panels_copy(const float *src, ptrdiff_t cs, int npa
   }
 }
 
+/* The copy case for R = 6 (A transposed): four source rows p..p+3 at a time, their six-float
+ * pieces gathered by blends into three full 8-float stores (6 x 4 = 24 floats of one panel).
+ * The loads reach up to 6 floats before or after a piece, but never outside [row p's piece,
+ * row p+3's piece], since cs >= the row count >= 6: all inside the source matrix. */
+TARGET_AVX2 static void pack_panels_copy6(const float *src, ptrdiff_t cs, int npanels, int kc,
+                                          float *dst) {
+  ptrdiff_t panel = 6 * (ptrdiff_t)kc;
+  int p = 0;
+  for (; p + 4 <= kc; p += 4) {
+    const float *s0 = src + p * cs, *s1 = s0 + cs, *s2 = s1 + cs, *s3 = s2 + cs;
+    float *d = dst + (ptrdiff_t)p * 6;
+    for (int q = 0; q < npanels; q++, s0 += 6, s1 += 6, s2 += 6, s3 += 6, d += panel) {
+      __m256 y0 = _mm256_blend_ps(_mm256_loadu_ps(s0), _mm256_loadu_ps(s1 - 6), 0xC0);
+      __m256 y1 = _mm256_blend_ps(_mm256_loadu_ps(s1 + 2), _mm256_loadu_ps(s2 - 4), 0xF0);
+      __m256 y2 = _mm256_blend_ps(_mm256_loadu_ps(s2 + 4), _mm256_loadu_ps(s3 - 2), 0xFC);
+      _mm256_storeu_ps(d, y0);
+      _mm256_storeu_ps(d + 8, y1);
+      _mm256_storeu_ps(d + 16, y2);
+    }
+  }
+  for (; p < kc; p++)
+    for (int q = 0; q < npanels; q++) copy_row(src + p * cs + q * 6, dst + q * panel + p * 6, 6);
+}
+
 TARGET_AVX2 static void pack_avx2(const float *src, ptrdiff_t rs, ptrdiff_t cs, int rows, int kc,
                                   int R, float *dst) {
   int npanels = rows / R, full = npanels * R;
   if (rs == 1) {
-    pack_panels_copy(src, cs, npanels, kc, R, dst);
+    if (R == 6) pack_panels_copy6(src, cs, npanels, kc, dst);
+    else pack_panels_copy(src, cs, npanels, kc, R, dst);
   } else {
     for (int q = 0; q < npanels; q++) {
       const float *s = src + (ptrdiff_t)q * R * rs;
