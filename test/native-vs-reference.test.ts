@@ -281,6 +281,12 @@ for (const [B, H, T, D] of [[1, 1, 1, 1], [2, 3, 17, 5], [1, 2, 9, 33], [3, 1, 7
   add('lrrValues', [floats(shape), floats([B, H, T], { low: -12, high: 12 }), floats([H]), floats([H])], op.lrrValues, rowTol, headTol);
 }
 {
+  // Big enough (≥ 2¹⁸ elements) for the kernels to split rows across threads, cutting heads apart.
+  const shape = [2, 3, 1400, 33], headTol = red(2 * 1400 * 33);
+  add('normalizeReference, threaded', [floats(shape), floats([3], { low: 0.5, high: 2 })], (r, a) => op.normalizeReference(r, a), red(33), headTol);
+  add('lrrValues, threaded', [floats(shape), floats([2, 3, 1400], { low: -12, high: 12 }), floats([3]), floats([3])], op.lrrValues, red(33), headTol);
+}
+{
   // Rows on both sides of the clamp: zero rows, rows at 0.3·eps and at 2·eps … (eps = 0.5).
   const r = floats([2, 3, 5, 7]);
   const v = r.values as Float32Array;
