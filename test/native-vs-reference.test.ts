@@ -243,6 +243,24 @@ add('swiglu, gate without gradient', [floats([9, 33], { low: -12, high: 12, grad
 add('rotary, rank 4', [floats([2, 3, 5, 6]), floats([5, 3], { grad: false }), floats([5, 3], { grad: false })], (x, c, s) => op.rotary(x, c, s), EXACT);
 add('rotary, empty batch', [floats([0, 3, 8]), floats([3, 2], { grad: false }), floats([3, 2], { grad: false })], (x, c, s) => op.rotary(x, c, s, { heads: 2 }), EXACT);
 
+// Head layouts (splitHeads / mergeHeads): data movement, plus the rotary turn for rotated parts
+// (in double, rounded once, as rotary): bit-identical. The parts' outputs are flattened and joined
+// so one case covers every part's forward and its gradient into the shared (B, T, C) buffer.
+for (let i = 0; i < 4; i++) {
+  const [B, T] = randShape(2, 120), D = 2 * POOL[shapeRng.int(5)], H = POOL[shapeRng.int(5)], offset = shapeRng.int(4);
+  const parts: op.HeadsPart[] = [{ heads: H, dim: D, rotate: true }, { heads: H, dim: D }, { heads: POOL[shapeRng.int(4)], dim: 1 }, { heads: 1, dim: D, rotate: true }];
+  const C = parts.reduce((s, p) => s + p.heads * p.dim, 0), rows = offset + T + shapeRng.int(3);
+  const tab = (): Input => floats([rows, D / 2], { grad: false });
+  add(`splitHeads ${H}×${D}, offset ${offset}`, [floats([B, T, C]), tab(), tab()],
+    (y, c, s) => op.concat(op.splitHeads(y, parts, { cos: c, sin: s, offset }).map((t) => op.flatten(t))), EXACT);
+  add(`mergeHeads`, [floats([B, H, T, D])], (x) => op.mergeHeads(x), EXACT);
+}
+// Big enough (≥ 2¹⁸ elements) for the kernels to split the token rows across threads.
+add('splitHeads, threaded', [floats([2, 600, 260]), floats([600, 16], { grad: false }), floats([600, 16], { grad: false })],
+  (y, c, s) => op.concat(op.splitHeads(y, [{ heads: 4, dim: 32, rotate: true }, { heads: 4, dim: 32 }, { heads: 4, dim: 1 }], { cos: c, sin: s }).map((t) => op.flatten(t))), EXACT);
+add('splitHeads, empty batch', [floats([0, 3, 8]), floats([3, 2], { grad: false }), floats([3, 2], { grad: false })],
+  (y, c, s) => op.concat(op.splitHeads(y, [{ heads: 1, dim: 4, rotate: true }, { heads: 2, dim: 2 }], { cos: c, sin: s }).map((t) => op.flatten(t))), EXACT);
+
 add('embedding, repeated ids', [floats([13, 9]), ints([5, 7], 13)], (t, i) => op.embedding(t, i), EXACT, red(35));
 add('embedding, wide rows', [floats([50, 257]), ints([31], 50)], (t, i) => op.embedding(t, i), EXACT, red(31));
 add('embedding, no ids', [floats([5, 3]), ints([0], 5)], (t, i) => op.embedding(t, i), EXACT);

@@ -14,6 +14,8 @@ CUBIT_NAPI(cubit_napi_krr_solve_backward);     /* krr.c */
 CUBIT_NAPI(cubit_napi_attention);              /* attention.c */
 CUBIT_NAPI(cubit_napi_attention_backward);     /* attention.c */
 #include "kernels_nn_napi.h" /* the non-GEMM kernels: CUBIT_NN_EXPORTS */
+CUBIT_NAPI(cubit_napi_split_heads);            /* kernels_heads.c */
+CUBIT_NAPI(cubit_napi_merge_heads);            /* kernels_heads.c */
 
 /* ---- threads and ISA -------------------------------------------------------------------- */
 
@@ -95,6 +97,8 @@ static const cubit_export exports_table[] = {
     {"krrSolveBackward", cubit_napi_krr_solve_backward},
     {"attention", cubit_napi_attention},
     {"attentionBackward", cubit_napi_attention_backward},
+    {"splitHeads", cubit_napi_split_heads},
+    {"mergeHeads", cubit_napi_merge_heads},
     /* add new entry points here */
 };
 

@@ -31,6 +31,9 @@ export interface MatmulParams {
   accumulate: boolean;
 }
 
+/** A block of columns of splitHeads / mergeHeads: `heads` heads of `dim` features, rotated or not. */
+export interface HeadsBlock { heads: number; dim: number; rotate: boolean }
+
 export interface AdamWParams {
   lr: number; beta1: number; beta2: number; eps: number; weightDecay: number;
   /** Bias corrections 1 − β₁ᵗ and 1 − β₂ᵗ, computed once by the optimizer. */
@@ -131,6 +134,17 @@ export interface Backend {
   swiglu(a: Storage, b: Storage, out: Storage, length: number): void;
   /** da = dy · b · silu'(a), db = dy · silu(a). */
   swigluBackward(a: Storage, b: Storage, dy: Storage, da: Storage, db: Storage, length: number): void;
+  /**
+   * Head layouts (src/ops/heads.ts), one pass over the token rows y (B·T, C) whose columns are the
+   * parts in order (C = Σ heads·dim): outs[p] (B, heads, T, dim) ← part p's columns, head h taking
+   * the h-th dim of them; a `rotate` part is turned as by rotary() at position offset + t (cos and
+   * sin (≥ offset + T, dim/2) shared by the rotated parts). Outputs do not alias y.
+   */
+  splitHeads(y: Storage, outs: readonly Storage[], B: number, T: number, parts: readonly HeadsBlock[],
+    cos: Storage | null, sin: Storage | null, offset: number): void;
+  /** The adjoint of splitHeads: out (B·T, C) ← the parts xs[p] (B, heads, T, dim) turned back (inverse rotation); a null part writes zeros. */
+  mergeHeads(xs: readonly (Storage | null)[], out: Storage, B: number, T: number, parts: readonly HeadsBlock[],
+    cos: Storage | null, sin: Storage | null, offset: number): void;
   /** In-place AdamW step on one parameter (decoupled weight decay). */
   adamw(param: Storage, grad: Storage, m: Storage, v: Storage, length: number, p: AdamWParams): void;
 

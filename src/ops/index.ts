@@ -11,3 +11,4 @@ export { broadcastTo } from './util.ts';
 export {
   causalKrrSolve, lrrValues, mixerMask, normalizeReference, softmaxAttention, solveSpd, type AttentionOptions, type MixerOptions,
 } from './mixers.ts';
+export { splitHeads, mergeHeads, type HeadsPart, type SplitHeadsOptions } from './heads.ts';

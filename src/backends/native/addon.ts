@@ -76,6 +76,11 @@ export interface NativeAddon {
   /** Backend.rotary; cos and sin are (≥ offset + T, D/2). Absent in an addon built before it. */
   rotary?(x: Float32Array, cos: Float32Array, sin: Float32Array, out: Float32Array, B: number, T: number, H: number, D: number,
     offset: number, inverse: boolean, xHeadsFirst: boolean, outHeadsFirst: boolean): void;
+  /** Backend.splitHeads / mergeHeads (native/src/kernels_heads.c), parts as parallel arrays (rotate 0/1); absent in an addon built before them. */
+  splitHeads?(y: Float32Array, outs: Float32Array[], B: number, T: number, heads: number[], dims: number[], rotate: number[],
+    cos: Float32Array | null, sin: Float32Array | null, offset: number): void;
+  mergeHeads?(xs: (Float32Array | null)[], out: Float32Array, B: number, T: number, heads: number[], dims: number[], rotate: number[],
+    cos: Float32Array | null, sin: Float32Array | null, offset: number): void;
   adamw(param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, length: number,
     lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, bc1: number, bc2: number): void;
 

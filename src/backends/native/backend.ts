@@ -1,7 +1,7 @@
 // The native backend: the reference backend's storage and bookkeeping, with its float32 kernels
 // replaced by the C addon's (AVX-512 / AVX2 / portable C, chosen at run time). A kernel the addon
 // lacks falls through to the reference twin, which the tests compare it against.
-import type { AdamWParams, BinaryOp, MatmulParams, MixerDims, ReduceOp, Storage, UnaryOp } from '../../core/backend.ts';
+import type { AdamWParams, BinaryOp, HeadsBlock, MatmulParams, MixerDims, ReduceOp, Storage, UnaryOp } from '../../core/backend.ts';
 import { ReferenceBackend } from '../reference/backend.ts';
 import type { CpuStorage } from '../cpu/memory.ts';
 import type { NativeAddon } from './addon.ts';
@@ -157,6 +157,16 @@ export class NativeBackend extends ReferenceBackend {
       return super.lrrValuesBackward(v, z, lower, range, dy, dv, dz, dLower, dRange, B, H, T, D);
     }
     this.addon.lrrValuesBackward(f32(v), f32(z), f32(lower), f32(range), f32(dy), f32n(dv), f32n(dz), f32n(dLower), f32n(dRange), B, H, T, D);
+  }
+  override splitHeads(y: Storage, outs: readonly Storage[], B: number, T: number, parts: readonly HeadsBlock[],
+    cos: Storage | null, sin: Storage | null, offset: number): void {
+    if (!isF32(y, ...outs, ...opt(cos), ...opt(sin)) || !this.addon.splitHeads) return super.splitHeads(y, outs, B, T, parts, cos, sin, offset);
+    this.addon.splitHeads(f32(y), outs.map(f32), B, T, parts.map((p) => p.heads), parts.map((p) => p.dim), parts.map((p) => (p.rotate ? 1 : 0)), f32n(cos), f32n(sin), offset);
+  }
+  override mergeHeads(xs: readonly (Storage | null)[], out: Storage, B: number, T: number, parts: readonly HeadsBlock[],
+    cos: Storage | null, sin: Storage | null, offset: number): void {
+    if (!isF32(out, ...xs.flatMap(opt), ...opt(cos), ...opt(sin)) || !this.addon.mergeHeads) return super.mergeHeads(xs, out, B, T, parts, cos, sin, offset);
+    this.addon.mergeHeads(xs.map(f32n), f32(out), B, T, parts.map((p) => p.heads), parts.map((p) => p.dim), parts.map((p) => (p.rotate ? 1 : 0)), f32n(cos), f32n(sin), offset);
   }
   override rotary(x: Storage, cos: Storage, sin: Storage, out: Storage, B: number, T: number, H: number, D: number,
     offset: number, inverse: boolean, xHeadsFirst: boolean, outHeadsFirst: boolean): void {

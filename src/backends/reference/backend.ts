@@ -1,6 +1,6 @@
 // The reference backend: plain TypeScript, float64 accumulation, float64 tensors allowed. It is the
 // oracle every fast kernel is tested against, so it favours the obvious loop over the fast one.
-import type { AdamWParams, Backend, BinaryOp, MatmulParams, MixerDims, ReduceOp, Storage, UnaryOp } from '../../core/backend.ts';
+import type { AdamWParams, Backend, BinaryOp, HeadsBlock, MatmulParams, MixerDims, ReduceOp, Storage, UnaryOp } from '../../core/backend.ts';
 import type { DType, TypedArray } from '../../core/dtype.ts';
 import { dropoutKeeps } from '../../core/random.ts';
 import { CpuPool, CpuStorage } from '../cpu/memory.ts';
@@ -336,6 +336,14 @@ export class ReferenceBackend implements Backend {
       }
     }
   }
+  splitHeads(y: Storage, outs: readonly Storage[], B: number, T: number, parts: readonly HeadsBlock[],
+    cos: Storage | null, sin: Storage | null, offset: number): void {
+    headsMove(arr(y), outs.map(arr), B, T, parts, cos && arr(cos), sin && arr(sin), offset, false);
+  }
+  mergeHeads(xs: readonly (Storage | null)[], out: Storage, B: number, T: number, parts: readonly HeadsBlock[],
+    cos: Storage | null, sin: Storage | null, offset: number): void {
+    headsMove(arr(out), xs.map((x) => x && arr(x)), B, T, parts, cos && arr(cos), sin && arr(sin), offset, true);
+  }
   adamw(param: Storage, grad: Storage, m: Storage, v: Storage, length: number, p: AdamWParams): void {
     const P = arr(param), G = arr(grad), M = arr(m), V = arr(v);
     const decay = 1 - p.lr * p.weightDecay;
@@ -382,3 +390,32 @@ export class ReferenceBackend implements Backend {
   }
 }
 
+/**
+ * splitHeads (merge false: token rows → heads) and mergeHeads (merge true: heads → token rows; a
+ * null part gives zeros), the rotation as Backend.rotary's (the inverse when merging).
+ */
+function headsMove(tok: TypedArray, heads: readonly (TypedArray | null)[], B: number, T: number, parts: readonly HeadsBlock[],
+  C: TypedArray | null, S: TypedArray | null, offset: number, merge: boolean): void {
+  const width = parts.reduce((s, p) => s + p.heads * p.dim, 0), sign = merge ? -1 : 1;
+  let col = 0;
+  parts.forEach(({ heads: H, dim: D, rotate }, p) => {
+    const X = heads[p], half = D / 2;
+    for (let b = 0; b < B; b++) {
+      for (let h = 0; h < H; h++) {
+        for (let t = 0; t < T; t++) {
+          const ti = (b * T + t) * width + col + h * D, hi = ((b * H + h) * T + t) * D;
+          if (!X) { for (let i = 0; i < D; i++) tok[ti + i] = 0; continue; }
+          const [src, si, dst, oi] = merge ? [X, hi, tok, ti] : [tok, ti, X, hi];
+          if (!rotate || !C || !S) { for (let i = 0; i < D; i++) dst[oi + i] = src[si + i]; continue; }
+          const tab = (offset + t) * half;
+          for (let i = 0; i < half; i++) {
+            const a = src[si + i], z = src[si + i + half], c = C[tab + i], s = sign * S[tab + i];
+            dst[oi + i] = a * c - z * s;
+            dst[oi + i + half] = z * c + a * s;
+          }
+        }
+      }
+    }
+    col += H * D;
+  });
+}
