@@ -7,7 +7,8 @@ import { empty, type Tensor } from '../core/tensor.ts';
 import { add, div, exp, mul, sigmoid, sub } from '../ops/elementwise.ts';
 import { matmul, matmulRows } from '../ops/matmul.ts';
 import { softmax } from '../ops/nn.ts';
-import { concat, permute, reshape, slice, unsqueeze } from '../ops/shape.ts';
+import { concat, reshape, slice, unsqueeze } from '../ops/shape.ts';
+import { mergeHeads, splitHeads } from '../ops/heads.ts';
 import { constantInit, normalInit, type Rng } from '../nn/init.ts';
 import { Linear } from '../nn/layers.ts';
 import { Module } from '../nn/module.ts';
@@ -239,22 +240,27 @@ export abstract class TokenMixer extends Module {
     }
   }
 
-  /** (B, T, H·Dh) → (B, H, T, Dh). */
-  protected splitHeads(x: Tensor): Tensor {
-    const [B, T] = x.shape;
-    return permute(reshape(x, [B, T, this.nHeads, this.headDim]), [0, 2, 1, 3]);
-  }
-
   /** (B, H, T, Dh) → (B, T, H·Dh). */
   protected mergeHeads(x: Tensor): Tensor {
-    const [B, H, T, D] = x.shape;
-    return reshape(permute(x, [0, 2, 1, 3]), [B, T, H * D]);
+    return mergeHeads(x);
   }
 
-  /** Projects, splits and (for q, k, r) rotates from position `offset`. */
-  protected project(lin: Linear, x: Tensor, offset: number, rotate: boolean): Tensor {
-    const y = lin.forward(x);
-    return rotate && this.rotary ? this.rotary.applyHeads(y, this.nHeads, offset) : this.splitHeads(y);
+  /**
+   * The projections of x (B, n, dModel) by each Linear of `parts`, split into heads (B, heads, n,
+   * dim), the `rotate` ones turned by rotary from position `offset`. Fused: one GEMM through the
+   * weights concatenated along their output axis (a small copy per call; the parameters stay
+   * separate tensors), then one splitHeads pass per part, whose gradients meet in one buffer so the
+   * backward is one GEMM for x and one for the weights.
+   */
+  protected projectHeads(x: Tensor, offset: number, parts: readonly { lin: Linear; heads?: number; rotate: boolean }[]): Tensor[] {
+    const w = parts.length === 1 ? parts[0].lin.weight : concat(parts.map((p) => p.lin.weight), 0);
+    const y = matmul(x, w, { transB: true });
+    const rotate = this.rotary !== null && parts.some((p) => p.rotate);
+    const [cos, sin] = rotate ? this.rotary!.tables(offset, x.shape[1], x.dtype) : [null, null];
+    return splitHeads(y, parts.map((p) => {
+      const heads = p.heads ?? this.nHeads;
+      return { heads, dim: p.lin.outFeatures / heads, rotate: rotate && p.rotate };
+    }), { cos, sin, offset });
   }
 
   /** Appends `t` (B, H, n, ·) to a cache along T, keeping only the last `window` positions. */
@@ -283,23 +289,27 @@ export abstract class TokenMixer extends Module {
 export class SoftmaxMixer extends TokenMixer {
   readonly kind = 'softmax';
 
+  /** q, k (rotated) and v (B, H, n, Dh) of tokens starting at `offset`. */
+  private inputs(x: Tensor, offset: number): Tensor[] {
+    return this.projectHeads(x, offset, [{ lin: this.wq, rotate: true }, { lin: this.wk, rotate: true }, { lin: this.wv, rotate: false }]);
+  }
+
   protected mix(x: Tensor, options: MixerForwardOptions): Tensor {
-    const q = this.project(this.wq, x, 0, true), k = this.project(this.wk, x, 0, true), v = this.project(this.wv, x, 0, false);
+    const [q, k, v] = this.inputs(x, 0);
     return softmaxAttention(q, k, v, this.maskOptions(options));
   }
 
   protected prefill(x: Tensor, state: MixerState): Tensor {
-    const q = this.project(this.wq, x, 0, true), k = this.project(this.wk, x, 0, true), v = this.project(this.wv, x, 0, false);
+    const [q, k, v] = this.inputs(x, 0);
     this.append(state, 'k', k, true);
     this.append(state, 'v', v, true);
     return softmaxAttention(q, k, v, this.maskOptions({}));
   }
 
   protected decodeOne(x: Tensor, state: MixerState): Tensor {
-    const t = state.position;
-    const q = this.project(this.wq, x, t, true);
-    this.append(state, 'k', this.project(this.wk, x, t, true), false);
-    this.append(state, 'v', this.project(this.wv, x, t, false), false);
+    const [q, k, v] = this.inputs(x, state.position);
+    this.append(state, 'k', k, false);
+    this.append(state, 'v', v, false);
     return this.attendAll(q, state.rows('k'), state.rows('v'));
   }
 }
@@ -355,9 +365,14 @@ export class CubitMixer extends TokenMixer {
 
   /** q, k, v, r (B, H, n, Dh) and the LRR logits (B, H, n) of tokens starting at `offset`. */
   private inputs(x: Tensor, offset: number) {
-    const q = this.project(this.wq, x, offset, true), k = this.project(this.wk, x, offset, true), v = this.project(this.wv, x, offset, false);
-    const r = this.wr ? this.project(this.wr, x, offset, true) : k;
-    const lrrLogits = this.wlrr ? permute(this.wlrr.forward(x), [0, 2, 1]) : null;
+    const parts = [{ lin: this.wq, rotate: true }, { lin: this.wk, rotate: true }, { lin: this.wv, rotate: false }];
+    if (this.wr) parts.push({ lin: this.wr, rotate: true });
+    const heads = this.projectHeads(x, offset, this.wlrr ? [...parts, { lin: this.wlrr, heads: this.nHeads, rotate: false }] : parts);
+    const [q, k, v] = heads;
+    const r = this.wr ? heads[3] : k;
+    // The LRR logits come out as H heads of one feature: (B, H, n, 1) → (B, H, n).
+    const z = this.wlrr ? heads[heads.length - 1] : null;
+    const lrrLogits = z ? reshape(z, z.shape.slice(0, 3)) : null;
     return { q, k, v, r, lrrLogits, refScale: this.refScale, logLambda: this.logLambda, lrrLower: this.lrrLower, lrrRange: this.lrrRange };
   }
 
@@ -431,7 +446,7 @@ export class LocalLinearMixer extends TokenMixer {
 
   /** q, k (rotated), v, and the linear term's features (null: the rotated q, k) from `offset`. */
   private inputs(x: Tensor, offset: number) {
-    const qRaw = this.project(this.wq, x, offset, false), kRaw = this.project(this.wk, x, offset, false);
+    const [qRaw, kRaw, v] = this.projectHeads(x, offset, [{ lin: this.wq, rotate: false }, { lin: this.wk, rotate: false }, { lin: this.wv, rotate: false }]);
     const rot = (t: Tensor): Tensor => (this.rotary ? this.rotary.apply(t, offset) : t);
     const P = this.projection ? reshape(this.projection, [1, this.nHeads, this.headDim, this.projection.shape[2]]) : null;
     const feature = (t: Tensor): Tensor => {
@@ -439,7 +454,7 @@ export class LocalLinearMixer extends TokenMixer {
       return this.featureRotary ? this.featureRotary.apply(f, offset) : f;
     };
     return {
-      q: rot(qRaw), k: rot(kRaw), v: this.project(this.wv, x, offset, false),
+      q: rot(qRaw), k: rot(kRaw), v,
       features: P ? { q: feature(qRaw), k: feature(kRaw) } : null,
     };
   }
