@@ -238,10 +238,11 @@ function firstDifference(x: Float32Array, y: Float32Array): number {
 }
 
 // Shapes of a training step get their own paths in gemm.c (plan_call): long reductions into a
-// small C are cut into depth chunks (k >= 2048, m*n <= 256*256, chunks of ~1024, at most 8),
-// and on several threads a tall C (m >= 1024) with a small op(B) (n <= nc, padded n*k <= 2^20)
-// shares one packing of op(B) between its row tasks. Sizes sit on both sides of each threshold
-// and of the depth block (256) and register tiles. Each result is checked against float64 on
+// small C are cut into depth chunks (k >= 2048, m*n <= 256*256, chunks of ~1024, at most 8);
+// a tall C (m >= 1024) with a small op(B) (n <= nc, padded n*k <= 2^18) has op(B) packed once
+// per call, shared by the row tasks on several threads, and with several depth steps and
+// padded n*k <= 2^16 the row blocks become the outer loop (on any thread count). Sizes sit on
+// both sides of each threshold and of the depth block (256) and register tiles. Each result is checked against float64 on
 // 1 thread and must be bit-identical on 2 and 3 threads (chunks depend on the shape only).
 function trainingShapeProblems(): { g: Gemm; ref: boolean }[] {
   const rand = rng(2024);
@@ -259,15 +260,18 @@ function trainingShapeProblems(): { g: Gemm; ref: boolean }[] {
     for (const [tA, tB] of trans) list.push({ g: makeGemm(rand, 1, m, n, k, tA, tB, rand() < 0.5), ref: true });
   // Checked against float64, one transposition each: around m*n = 256*256, chunk count 4 and
   // 5, the last chunk's depth blocks uneven.
-  for (const [m, n, k] of [[256, 256, 2048], [257, 256, 2048], [17, 250, 4101], [64, 48, 5200], [40, 40, 9000]]) {
+  // Row blocks outer: padded n*k = 2^16 exactly, and just above.
+  for (const [m, n, k] of [[256, 256, 2048], [257, 256, 2048], [17, 250, 4101], [64, 48, 5200], [40, 40, 9000],
+    [1024, 128, 512], [1024, 130, 500]]) {
     const [tA, tB] = pick();
     list.push({ g: makeGemm(rand, 1, m, n, k, tA, tB, rand() < 0.5), ref: true });
   }
-  // Larger (the step's own shapes, op(B) over 2^20 floats, 8 chunks): 1, 2 and 3 threads must
+  // Larger (the step's own shapes, op(B) at and over 2^18 floats, 8 chunks): 1, 2 and 3 threads must
   // agree bit for bit; the reference would be slow here.
   const identical: [number, number, number, boolean, boolean][] = [
     [4096, 128, 128, false, true], [4096, 128, 512, false, false], [128, 512, 4096, true, false],
-    [512, 128, 4096, true, false], [1030, 1040, 1009, false, true], [200, 300, 8300, true, false],
+    [512, 128, 4096, true, false], [1030, 1040, 1009, false, true], [1024, 256, 1024, false, true],
+    [200, 300, 8300, true, false],
   ];
   for (const [m, n, k, tA, tB] of identical) list.push({ g: makeGemm(rand, 1, m, n, k, tA, tB, rand() < 0.5), ref: false });
   return list;

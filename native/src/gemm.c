@@ -152,6 +152,7 @@ typedef struct {
   /* Blocking for this call: depth step (the same for every tile: it fixes the order of the
    * sums), largest row and column blocks. */
   ptrdiff_t kc, mc, nc;
+  int ic_outer; /* row blocks outer, depth steps inner (needs b_call) */
   /* op(B) packed once for the whole call (batch 1), or NULL: depth block q (rows
    * [q*kc, q*kc + kc_q) of op(B)) at b_call + q*b_call_stride, as micro-panels of nr x kc_q. */
   const float *b_call;
@@ -209,9 +210,18 @@ static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *
   prefetcher la_a, la_b;
   ptrdiff_t la_per_call = 0;
 
+  /* The (depth step, row block) pairs of each column block, in the usual order (pc outer:
+   * each B block is packed once and serves every row block), or with op(B) packed for the
+   * whole call and small, row blocks outer: the mc x nc block of C then stays in cache over
+   * the depth steps instead of being re-read from L3 at each. Either way every element of C
+   * sums its depth blocks in increasing order, so the results are the same. */
+  const ptrdiff_t n_pc = ceil_div(k1 - k0, kc_step), n_ic = ceil_div(i1 - i0, mc_step);
+  const int ic_outer = g->ic_outer;
   for (ptrdiff_t jc = j0; jc < j1; jc += nc_step) {
     int nc = (int)min_p(nc_step, j1 - jc);
-    for (ptrdiff_t pc = k0; pc < k1; pc += kc_step) {
+    for (ptrdiff_t step = 0; step < n_pc * n_ic; step++) {
+      ptrdiff_t pc = k0 + (ic_outer ? step % n_pc : step / n_ic) * kc_step;
+      ptrdiff_t ic = i0 + (ic_outer ? step / n_pc : step % n_ic) * mc_step;
       int kc = (int)min_p(kc_step, k1 - pc);
       int acc = accumulate || pc > k0;
 
@@ -227,23 +237,27 @@ static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *
         b_block = bp;
       }
 
-      for (ptrdiff_t ic = i0; ic < i1; ic += mc_step) {
+      {
         int mc = (int)min_p(mc_step, i1 - ic);
         const float *a_block = A + ic * g->a_rs + pc * g->a_cs;
         {
-          /* Next: the following A block; after the last, the first A block of the next depth
-           * step and its B block (unless B is packed already), or those of the next column
-           * block; nothing after the tile's last block. */
-          ptrdiff_t na0 = ic + mc_step, np0 = pc, nj0 = 0, nj1 = 0;
-          if (na0 >= i1) {
-            na0 = i0;
-            if (pc + kc_step < k1) np0 = pc + kc_step, nj0 = jc, nj1 = jc + nc;
-            else if (jc + nc_step < j1) np0 = k0, nj0 = jc + nc_step, nj1 = min_p(j1, nj0 + nc_step);
-            else na0 = i1;
+          /* Next: the A block of the next step, and its B block when that is packed next
+           * (a new depth step, pc outer, B not packed for the call); after the last step of
+           * this column block, the first ones of the next column block. */
+          ptrdiff_t na0, np0, nj0 = jc, nj1 = jc + nc, need_b = 0;
+          if (step + 1 < n_pc * n_ic) {
+            np0 = k0 + (ic_outer ? (step + 1) % n_pc : (step + 1) / n_ic) * kc_step;
+            na0 = i0 + (ic_outer ? (step + 1) / n_pc : (step + 1) % n_ic) * mc_step;
+            need_b = np0 != pc;
+          } else if (jc + nc_step < j1) {
+            np0 = k0, na0 = i0, nj0 = jc + nc_step, nj1 = min_p(j1, nj0 + nc_step), need_b = 1;
+          } else {
+            np0 = k0, na0 = i1; /* nothing next in this tile */
           }
           ptrdiff_t np1 = min_p(k1, np0 + kc_step);
           prefetcher_init_region(&la_a, A, g->a_rs, g->a_cs, na0, min_p(i1, na0 + mc_step), np0, np1);
-          prefetcher_init_region(&la_b, g->b_call ? NULL : B, g->b_cs, g->b_rs, np0, np1, nj0, nj1);
+          prefetcher_init_region(&la_b, g->b_call || !need_b ? NULL : B, g->b_cs, g->b_rs, np0,
+                                 np1, nj0, nj1);
           ptrdiff_t calls = ceil_div(mc, MR) * ceil_div(nc, NR);
           la_per_call = ceil_div(prefetcher_lines(&la_a) + prefetcher_lines(&la_b), calls);
         }
@@ -452,10 +466,13 @@ static const cubit_gemm_kernels *current_kernels(void) {
 #endif
 #define GEMM_SPLIT_MAX_MN (256 * 256)
 #define GEMM_SPLIT_MAX 8
-/* op(B) is packed once per call when it is at most this many floats and C has at least
- * GEMM_B_ONCE_MIN_M rows. */
-#define GEMM_B_ONCE_MAX_FLOATS (1 << 20)
+/* op(B) is packed once per call when it is at most this many floats (padded to whole
+ * micro-panels) and C has at least GEMM_B_ONCE_MIN_M rows: on several threads, so that the
+ * row tasks share it, or when it has several depth steps, so that row blocks can be the outer
+ * loop (then it must stay in L2 beside the A and C blocks). */
+#define GEMM_B_ONCE_MAX_FLOATS (1 << 18)
 #define GEMM_B_ONCE_MIN_M 1024
+#define GEMM_IC_OUTER_MAX_FLOATS (1 << 16)
 
 /* Blocking and special cases for one call; depends on the shape only (never on the thread
  * count), except that nothing here changes the arithmetic but the depth step and chunks. */
@@ -519,12 +536,15 @@ int cubit_sgemm_batched(ptrdiff_t batch, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, 
   if (job.ksplit > 1) {
     job.partial = ensure(&s->partial, &s->partial_cap, (size_t)((job.ksplit - 1) * m * n));
     if (!job.partial) return -1;
-  } else if (s && nthreads > 1) {
-    /* Tall product with a small op(B) on several threads: pack op(B) once here, so that the
-     * tasks (row blocks of C) share it instead of each packing its own. */
+  } else if (s) {
+    /* Tall product with a small op(B): pack op(B) once here, so that the tasks (row blocks of
+     * C) share it instead of each packing its own, and with several depth steps, so that the
+     * row blocks can be the outer loop. */
     const int NR = g->K->nr;
     ptrdiff_t panels = round_up(n, NR);
-    if (panels * k <= GEMM_B_ONCE_MAX_FLOATS) {
+    int ic_outer = job.kblocks > 1 && panels * k <= GEMM_IC_OUTER_MAX_FLOATS;
+    if (panels * k <= GEMM_B_ONCE_MAX_FLOATS && (nthreads > 1 || ic_outer)) {
+      g->ic_outer = ic_outer;
       float *bc = ensure(&s->b_call_pack, &s->b_call_cap, (size_t)(panels * g->kc * job.kblocks));
       if (!bc) return -1;
       for (ptrdiff_t q = 0; q < job.kblocks; q++) {
