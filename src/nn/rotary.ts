@@ -56,12 +56,5 @@ export class Rotary {
     return rotary(x, cos, sin, { offset });
   }
 
-  /** Splits x (B, T, H·D) into heads (B, H, T, D) and rotates them (positions from `offset`), in one pass. */
-  applyHeads(x: Tensor, heads: number, offset = 0): Tensor {
-    if (x.rank !== 3 || x.shape[2] !== heads * this.dim) throw new Error(`rotary: ${x.describe()} must be (B, T, ${heads}·${this.dim})`);
-    const [cos, sin] = this.tables(offset, x.shape[1], x.dtype);
-    return rotary(x, cos, sin, { offset, heads });
-  }
-
   dispose(): void { this.cos?.dispose(); this.sin?.dispose(); this.cos = this.sin = null; }
 }
