@@ -113,11 +113,12 @@ function isas(addon: NativeAddon): NativeIsa[] {
 }
 
 /** Native (every ISA, 1 and 2 threads) against the reference; 1 and 2 threads bit-identical. */
-function check(c: Case): void {
+function check(c: Case, tweak?: (inp: Inputs) => void): void {
   requireNative();
   const addon = loadNativeAddon()!;
   const native = new NativeBackend(addon), ref = new ReferenceBackend();
   const inp = makeInputs(c);
+  tweak?.(inp);
   for (const isa of isas(addon)) {
     addon.setIsa(isa);
     native.setThreads(1);
@@ -171,6 +172,31 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
   test('long sequence: T = 2048 (causal, and a 300-token window with documents)', () => {
     check({ B: 1, H: 1, T: 2048, D: 32, window: 0, blockSize: 64, docs: 'none', seed: 11 });
     check({ B: 1, H: 1, T: 2048, D: 16, window: 300, blockSize: 64, docs: 'runs', seed: 12 });
+  });
+
+  // The KRR forward forms the off-diagonal weights against the Cauchy-Schwarz bound
+  // |r_i| max_j |r̂_j| instead of a running max (mixer_simd.h); a bound far above the row's largest
+  // logit would lose the weights to underflow, and the block must be redone with the online max.
+  // Here r̂_0 = 30 e_0 while every later r_i has r_i[0] = 0 (r̂_i = α r_i/|r_i| as usual): key 0's
+  // logits are 0, ordinary, but its norm puts the bound of every block whose span holds key 0
+  // hundreds (base 2) above the rows' largest logits, so only the fallback gives the answer.
+  test('a loose logit bound (one long r̂ row) falls back to the online softmax', () => {
+    const tweak = (c: Case) => (inp: Inputs): void => {
+      const { D } = c;
+      for (let t = 0; t < inp.r.length / D; t++) {
+        const r = inp.r.subarray(t * D, (t + 1) * D), rh = inp.rHat.subarray(t * D, (t + 1) * D);
+        if (t % c.T === 0) { rh.fill(0); rh[0] = 30; continue; }
+        const alpha = Math.sqrt(rh.reduce((a, x) => a + x * x, 0));
+        r[0] = 0;
+        const n = Math.sqrt(r.reduce((a, x) => a + x * x, 0));
+        for (let j = 0; j < D; j++) rh[j] = (alpha * r[j]) / n;
+      }
+    };
+    for (const c of [
+      { B: 1, H: 2, T: 150, D: 8, window: 0, blockSize: 16, docs: 'none', seed: 51 },
+      { B: 2, H: 3, T: 150, D: 8, window: 0, blockSize: 16, docs: 'none', seed: 52 },
+      { B: 1, H: 1, T: 200, D: 32, window: 90, blockSize: 64, docs: 'none', seed: 53 },
+    ] as Case[]) check(c, tweak(c));
   });
 
   test('block size changes only rounding: blocks of 1, 13, 64 and T agree to 1e-5', () => {

@@ -60,11 +60,14 @@ static inline int mx_nbmax(const mx_dims *d) { return d->block < d->T ? d->block
 static inline size_t mx_ldqcap(const mx_dims *d) { return (size_t)(mx_nbmax(d) + MX_VW_MAX - 1) / MX_VW_MAX * MX_VW_MAX; }
 
 /* KRR forward workspace of one (b, h): per group, the running max m and sum l of each lane
- * (ldqcap each) and the accumulator U (nbmax x D). */
+ * (ldqcap each) and the accumulator U (nbmax x D); then |r^_j|^2 of the rows solved so far (T),
+ * each block's close adding its own rows for the later blocks' bounds. */
 static inline size_t mx_kfw_group_floats(const mx_dims *d) { return 2 * mx_ldqcap(d) + (size_t)mx_nbmax(d) * d->D; }
-static inline size_t mx_kfw_floats(const mx_dims *d, int G) { return (size_t)G * mx_kfw_group_floats(d); }
+static inline size_t mx_kfw_norms(const mx_dims *d, int G) { return (size_t)G * mx_kfw_group_floats(d); }
+static inline size_t mx_kfw_floats(const mx_dims *d, int G) { return mx_kfw_norms(d, G) + (size_t)d->T; }
 
-/* KRR backward workspace of one (b, h), offsets in floats: the P and dP panels (T x ldqcap),
+/* KRR backward workspace of one (b, h), offsets in floats: the P and Q = P o (dP - sh) panels
+ * (T x ldqcap; Q at offset dP),
  * the transposed r and Z of the block (D x ldqcap), lse2, the shift sh, the diagonal tile's
  * part of the row sums, the groups' parts (G x ldqcap) and their dr (G x nbmax x D). */
 typedef struct { size_t P, dP, Rt, Zt, lse, sh, cd, c, dR, total; } mx_kbw_layout;

@@ -29,8 +29,12 @@
 #define MX_SB 8
 
 /* How a product is stored: C = acc, C += acc, C -= acc, C = -acc, or C = 2^(acc - e[j]) with e
- * a per-column vector (the rows' log-sum-exp when C is a panel of logits). */
-enum { MM_SET = 0, MM_ADD = 1, MM_SUB = 2, MM_NEG = 3, MM_EXP2 = 4 };
+ * a per-column vector (the rows' log-sum-exp when C is a panel of logits). Two modes also add
+ * the column sums of what they store into s[j] while the tile is in registers (no second pass):
+ *   MM_EXP2S  C = 2^(acc - e[j]), s[j] += sum_i C[i][j]
+ *   MM_PDS    C = P o (-acc - e[j]) with P (same layout and stride as C), s[j] += sum_i C[i][j]:
+ *             the KRR backward's P o (dP - sh) for dP = -acc and the shift sh = e. */
+enum { MM_SET = 0, MM_ADD = 1, MM_SUB = 2, MM_NEG = 3, MM_EXP2 = 4, MM_EXP2S = 5, MM_PDS = 6 };
 
 #define MX_LOG2E 1.44269504088896341f
 #define MX_LN2 0.693147180559945309f
@@ -45,12 +49,14 @@ static inline int mx_round_up(int a, int b) { return (a + b - 1) / b * b; }
  * same; B rows are contiguous. mr and nv are compile-time constants in each instance, so the
  * accumulators live in registers. */
 static inline __attribute__((always_inline)) void mx_tile(const int mr, const int nv,
-                                                        const int has_tail, int k,
+                                                        const int has_tail, const int fam, int k,
                                                         const float *restrict A, ptrdiff_t ars,
                                                         ptrdiff_t acs, const float *restrict B,
                                                         ptrdiff_t ldb, float *restrict C,
                                                         ptrdiff_t ldc, int mode, vmask tail,
-                                                        const float *restrict e) {
+                                                        const float *restrict e,
+                                                        float *restrict s,
+                                                        const float *restrict P) {
   vf acc[24][4];
 #pragma GCC unroll 24
   for (int i = 0; i < mr; i++)
@@ -70,6 +76,10 @@ static inline __attribute__((always_inline)) void mx_tile(const int mr, const in
       for (int v = 0; v < nv; v++) acc[i][v] = v_fma(ai, b[v], acc[i][v]);
     }
   }
+  const int sums = fam; /* the summing family does MM_EXP2S and MM_PDS only */
+  vf cs[4];
+#pragma GCC unroll 4
+  for (int v = 0; v < nv; v++) cs[v] = v_zero();
 #pragma GCC unroll 24
   for (int i = 0; i < mr; i++) {
     float *c = C + (ptrdiff_t)i * ldc;
@@ -77,36 +87,64 @@ static inline __attribute__((always_inline)) void mx_tile(const int mr, const in
     for (int v = 0; v < nv; v++) {
       vf r = acc[i][v];
       const int masked = has_tail && v == nv - 1;
-      if (mode == MM_ADD || mode == MM_SUB) {
+      if (!fam && (mode == MM_ADD || mode == MM_SUB)) {
         vf old = masked ? v_loadm(c + v * VW, tail) : v_load(c + v * VW);
         r = mode == MM_ADD ? v_add(old, r) : v_sub(old, r);
-      } else if (mode == MM_NEG) {
+      } else if (!fam && mode == MM_NEG) {
         r = v_sub(v_zero(), r);
-      } else if (mode == MM_EXP2) {
+      } else if (mode == MM_EXP2 || (fam && mode == MM_EXP2S)) {
         r = v_exp2(v_sub(r, masked ? v_loadm(e + v * VW, tail) : v_load(e + v * VW)));
+      } else if (fam && mode == MM_PDS) {
+        const float *pp = P + (ptrdiff_t)i * ldc + v * VW;
+        vf p = masked ? v_loadm(pp, tail) : v_load(pp);
+        vf h = masked ? v_loadm(e + v * VW, tail) : v_load(e + v * VW);
+        r = v_mul(p, v_sub(v_sub(v_zero(), r), h));
       }
       if (masked) v_storem(c + v * VW, r, tail);
       else v_store(c + v * VW, r);
+      if (sums) cs[v] = v_add(cs[v], r);
     }
   }
+  if (sums)
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; v++) {
+      if (has_tail && v == nv - 1) v_storem(s + v * VW, v_add(v_loadm(s + v * VW, tail), cs[v]), tail);
+      else v_store(s + v * VW, v_add(v_load(s + v * VW), cs[v]));
+    }
 }
 
 typedef void (*mx_tile_fn)(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs, const float *B,
                            ptrdiff_t ldb, float *C, ptrdiff_t ldc, int mode, vmask tail,
                            const float *e);
+typedef void (*mx_stile_fn)(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs, const float *B,
+                            ptrdiff_t ldb, float *C, ptrdiff_t ldc, int mode, vmask tail,
+                            const float *e, float *s, const float *P);
 
-/* Two instances per shape: whole vectors only (mx_tile_NV_MR), and a masked last vector
- * (mx_tilet_NV_MR) for widths that are not a multiple of VW. */
+/* Per shape: whole vectors only (mx_tile_NV_MR), a masked last vector (mx_tilet_NV_MR) for
+ * widths that are not a multiple of VW, and the same two for the summing modes (mx_stile*), kept
+ * apart so that the plain products' code is not burdened by them. */
 #define MX_DEF_TILE(NV, MR)                                                                    \
   static void mx_tile_##NV##_##MR(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,        \
                                   const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,      \
                                   int mode, vmask tail, const float *e) {                      \
-    mx_tile(MR, NV, 0, k, A, ars, acs, B, ldb, C, ldc, mode, tail, e);                         \
+    mx_tile(MR, NV, 0, 0, k, A, ars, acs, B, ldb, C, ldc, mode, tail, e, NULL, NULL);          \
   }                                                                                            \
   __attribute__((unused)) static void mx_tilet_##NV##_##MR(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs, \
                                    const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,     \
                                    int mode, vmask tail, const float *e) {                     \
-    mx_tile(MR, NV, 1, k, A, ars, acs, B, ldb, C, ldc, mode, tail, e);                         \
+    mx_tile(MR, NV, 1, 0, k, A, ars, acs, B, ldb, C, ldc, mode, tail, e, NULL, NULL);          \
+  }                                                                                            \
+  static void mx_stile_##NV##_##MR(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,       \
+                                   const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,     \
+                                   int mode, vmask tail, const float *e, float *s,             \
+                                   const float *P) {                                           \
+    mx_tile(MR, NV, 0, 1, k, A, ars, acs, B, ldb, C, ldc, mode, tail, e, s, P);                \
+  }                                                                                            \
+  __attribute__((unused)) static void mx_stilet_##NV##_##MR(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs, \
+                                   const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,     \
+                                   int mode, vmask tail, const float *e, float *s,             \
+                                   const float *P) {                                           \
+    mx_tile(MR, NV, 1, 1, k, A, ars, acs, B, ldb, C, ldc, mode, tail, e, s, P);                \
   }
 #define MX_D4(NV) MX_DEF_TILE(NV, 1) MX_DEF_TILE(NV, 2) MX_DEF_TILE(NV, 3) MX_DEF_TILE(NV, 4)
 #define MX_D6(NV) MX_D4(NV) MX_DEF_TILE(NV, 5) MX_DEF_TILE(NV, 6)
@@ -123,14 +161,20 @@ typedef void (*mx_tile_fn)(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs, 
 #define MX_L14(F, NV) MX_L12(F, NV), F##NV##_13, F##NV##_14
 #define MX_L24(F, NV) MX_L14(F, NV), F##NV##_15, F##NV##_16, F##NV##_17, F##NV##_18,        \
   F##NV##_19, F##NV##_20, F##NV##_21, F##NV##_22, F##NV##_23, F##NV##_24
-/* mx_tiles[has_tail][nv][mr] */
+/* mx_tiles[has_tail][nv][mr], mx_stiles likewise */
 #define MX_TABLES(L1, L2, L3, L4)                                                              \
   static const mx_tile_fn mx_f1[] = {0, L1(mx_tile_, 1)}, mx_t1[] = {0, L1(mx_tilet_, 1)};     \
   static const mx_tile_fn mx_f2[] = {0, L2(mx_tile_, 2)}, mx_t2[] = {0, L2(mx_tilet_, 2)};     \
   static const mx_tile_fn mx_f3[] = {0, L3(mx_tile_, 3)}, mx_t3[] = {0, L3(mx_tilet_, 3)};     \
   static const mx_tile_fn mx_f4[] = {0, L4(mx_tile_, 4)}, mx_t4[] = {0, L4(mx_tilet_, 4)};     \
   static const mx_tile_fn *const mx_tiles[2][5] = {{0, mx_f1, mx_f2, mx_f3, mx_f4},            \
-                                                   {0, mx_t1, mx_t2, mx_t3, mx_t4}};
+                                                   {0, mx_t1, mx_t2, mx_t3, mx_t4}};           \
+  static const mx_stile_fn mx_sf1[] = {0, L1(mx_stile_, 1)}, mx_st1[] = {0, L1(mx_stilet_, 1)}; \
+  static const mx_stile_fn mx_sf2[] = {0, L2(mx_stile_, 2)}, mx_st2[] = {0, L2(mx_stilet_, 2)}; \
+  static const mx_stile_fn mx_sf3[] = {0, L3(mx_stile_, 3)}, mx_st3[] = {0, L3(mx_stilet_, 3)}; \
+  static const mx_stile_fn mx_sf4[] = {0, L4(mx_stile_, 4)}, mx_st4[] = {0, L4(mx_stilet_, 4)}; \
+  static const mx_stile_fn *const mx_stiles[2][5] = {{0, mx_sf1, mx_sf2, mx_sf3, mx_sf4},      \
+                                                     {0, mx_st1, mx_st2, mx_st3, mx_st4}};
 
 #if VW == 16
 /* 32 zmm: nv x mr accumulators + nv for B + 1 broadcast. */
@@ -144,6 +188,9 @@ MX_D12(1) MX_D6(2)
 static const mx_tile_fn mx_f1[] = {0, MX_L12(mx_tile_, 1)}, mx_t1[] = {0, MX_L12(mx_tilet_, 1)};
 static const mx_tile_fn mx_f2[] = {0, MX_L6(mx_tile_, 2)}, mx_t2[] = {0, MX_L6(mx_tilet_, 2)};
 static const mx_tile_fn *const mx_tiles[2][3] = {{0, mx_f1, mx_f2}, {0, mx_t1, mx_t2}};
+static const mx_stile_fn mx_sf1[] = {0, MX_L12(mx_stile_, 1)}, mx_st1[] = {0, MX_L12(mx_stilet_, 1)};
+static const mx_stile_fn mx_sf2[] = {0, MX_L6(mx_stile_, 2)}, mx_st2[] = {0, MX_L6(mx_stilet_, 2)};
+static const mx_stile_fn *const mx_stiles[2][3] = {{0, mx_sf1, mx_sf2}, {0, mx_st1, mx_st2}};
 static const int mx_mr[] = {0, 12, 6};
 #define MX_NVMAX 2
 #else
@@ -151,61 +198,80 @@ static const int mx_mr[] = {0, 12, 6};
 MX_D4(4)
 static const mx_tile_fn mx_f4[] = {0, MX_L4(mx_tile_, 4)};
 static const mx_tile_fn *const mx_tiles[2][5] = {{0, mx_f4, mx_f4, mx_f4, mx_f4}, {0}};
+static const mx_stile_fn mx_sf4[] = {0, MX_L4(mx_stile_, 4)};
+static const mx_stile_fn *const mx_stiles[2][5] = {{0, mx_sf4, mx_sf4, mx_sf4, mx_sf4}, {0}};
 static const int mx_mr[] = {0, 4, 4, 4, 4};
 #define MX_NVMAX 4
 #endif
 
 /* C (m x n, row stride ldc) (mode)= op(A) B with op(A)(i, p) = A[i*ars + p*acs] (m x k) and B
- * row-major k x n (row stride ldb); e (n floats) is read by MM_EXP2 only. C must not overlap A
- * or B. */
-static void mx_mm_e(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,
+ * row-major k x n (row stride ldb); e (n floats) is read by MM_EXP2 / MM_EXP2S / MM_PDS, s (n
+ * floats) added to by MM_EXP2S / MM_PDS, P (m x n, stride ldc) read by MM_PDS. C must not
+ * overlap A or B. */
+static void mx_mm_x(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,
                     const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, int mode,
-                    const float *e) {
+                    const float *e, float *s, const float *P) {
   if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    if (mode != MM_ADD && mode != MM_SUB)
-      for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++) C[(ptrdiff_t)i * ldc + j] = mode == MM_EXP2 ? exp2f(-e[j]) : 0.0f;
-    return;
-  }
-  const int strip = VW == 1 ? n : MX_NVMAX * VW;
-  for (int j0 = 0; j0 < n; j0 += strip) {
-    int cols = mx_imin(n - j0, strip);
-    int nv = VW == 1 ? 4 : (cols + VW - 1) / VW;
-    if (VW == 1) {
-      /* Portable build: strips of 4 scalar columns. */
-      for (int jj = 0; jj < cols; jj += 4) {
-        int w = mx_imin(4, cols - jj);
-        for (int i0 = 0; i0 < m; i0 += 4) {
-          int mr = mx_imin(4, m - i0);
-          if (w == 4) {
-            mx_tiles[0][4][mr](k, A + (ptrdiff_t)i0 * ars, ars, acs, B + j0 + jj, ldb,
-                               C + (ptrdiff_t)i0 * ldc + j0 + jj, ldc, mode, v_tailmask(1),
-                               e ? e + j0 + jj : NULL);
-          } else {
-            for (int i = i0; i < i0 + mr; i++)
-              for (int j = j0 + jj; j < j0 + jj + w; j++) {
-                float s = 0;
-                for (int p = 0; p < k; p++) s += A[(ptrdiff_t)i * ars + (ptrdiff_t)p * acs] * B[(ptrdiff_t)p * ldb + j];
-                float *c = C + (ptrdiff_t)i * ldc + j;
-                *c = mode == MM_SET ? s : mode == MM_ADD ? *c + s : mode == MM_SUB ? *c - s
-                   : mode == MM_NEG ? -s : exp2f(s - e[j]);
-              }
+  if (k <= 0 || VW == 1) {
+    /* No products (acc = 0), or the portable build's edges: scalar, the tile's order. */
+    const int strip = VW == 1 ? 4 : n;
+    for (int j0 = 0; j0 < n; j0 += strip) {
+      const int w = mx_imin(strip, n - j0);
+      for (int i0 = 0; i0 < m; i0 += 4) {
+        const int mr = mx_imin(4, m - i0);
+        if (VW == 1 && k > 0 && w == 4) {
+          if (mode == MM_EXP2S || mode == MM_PDS)
+            mx_stiles[0][4][mr](k, A + (ptrdiff_t)i0 * ars, ars, acs, B + j0, ldb,
+                                C + (ptrdiff_t)i0 * ldc + j0, ldc, mode, v_tailmask(1),
+                                e + j0, s + j0, P ? P + (ptrdiff_t)i0 * ldc + j0 : NULL);
+          else
+            mx_tiles[0][4][mr](k, A + (ptrdiff_t)i0 * ars, ars, acs, B + j0, ldb,
+                               C + (ptrdiff_t)i0 * ldc + j0, ldc, mode, v_tailmask(1),
+                               e ? e + j0 : NULL);
+          continue;
+        }
+        for (int j = j0; j < j0 + w; j++) {
+          float cs = 0;
+          for (int i = i0; i < i0 + mr; i++) {
+            float acc = 0;
+            for (int p = 0; p < k; p++) acc += A[(ptrdiff_t)i * ars + (ptrdiff_t)p * acs] * B[(ptrdiff_t)p * ldb + j];
+            float *c = C + (ptrdiff_t)i * ldc + j;
+            *c = mode == MM_SET ? acc : mode == MM_ADD ? *c + acc : mode == MM_SUB ? *c - acc
+               : mode == MM_NEG ? (k > 0 ? -acc : 0.0f)
+               : mode == MM_PDS ? P[(ptrdiff_t)i * ldc + j] * (-acc - e[j]) : exp2f(acc - e[j]);
+            cs += *c;
           }
+          if (mode == MM_EXP2S || mode == MM_PDS) s[j] += cs;
         }
       }
-      continue;
     }
+    return;
+  }
+  const int strip = MX_NVMAX * VW;
+  for (int j0 = 0; j0 < n; j0 += strip) {
+    const int cols = mx_imin(n - j0, strip), nv = (cols + VW - 1) / VW;
     const int rem = cols - (nv - 1) * VW;
     vmask tail = v_tailmask(rem);
     const int MR = mx_mr[nv];
     const mx_tile_fn *tab = mx_tiles[rem != VW][nv];
+    const mx_stile_fn *stab = mx_stiles[rem != VW][nv];
+    const int sums = mode == MM_EXP2S || mode == MM_PDS;
     for (int i0 = 0; i0 < m; i0 += MR) {
       int mr = mx_imin(MR, m - i0);
-      tab[mr](k, A + (ptrdiff_t)i0 * ars, ars, acs, B + j0, ldb, C + (ptrdiff_t)i0 * ldc + j0,
-              ldc, mode, tail, e ? e + j0 : NULL);
+      if (sums)
+        stab[mr](k, A + (ptrdiff_t)i0 * ars, ars, acs, B + j0, ldb, C + (ptrdiff_t)i0 * ldc + j0,
+                 ldc, mode, tail, e + j0, s + j0, P ? P + (ptrdiff_t)i0 * ldc + j0 : NULL);
+      else
+        tab[mr](k, A + (ptrdiff_t)i0 * ars, ars, acs, B + j0, ldb, C + (ptrdiff_t)i0 * ldc + j0,
+                ldc, mode, tail, e ? e + j0 : NULL);
     }
   }
+}
+
+static inline void mx_mm_e(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,
+                           const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, int mode,
+                           const float *e) {
+  mx_mm_x(m, n, k, A, ars, acs, B, ldb, C, ldc, mode, e, NULL, NULL);
 }
 
 static inline void mx_mm(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,
@@ -486,10 +552,17 @@ static int mx_att_bwd(const mx_dims *d, const mx_att_args *a, int bh) {
 }
 
 /* ---- KRR forward, blocks in order ----------------------------------------------------------
- * Per block: an online softmax over the off-diagonal chunks gives U = sum_j w_ij X_j, the running
- * max m and sum l (mx_krr_fwd_part, each group over its share of the chunks); mx_krr_fwd_close
+ * Per block: a softmax over the off-diagonal chunks gives U = sum_j w_ij X_j, the max m and sum
+ * l of each lane (mx_krr_fwd_part, each group over its share of the chunks); mx_krr_fwd_close
  * merges the groups, folds in the diagonal tile (which closes the row's log-sum-exp) and solves
- * X_R = (P_RR + lam I)^-1 (Y_R - U / l). */
+ * X_R = (P_RR + lam I)^-1 (Y_R - U / l).
+ * The off-diagonal chunks do not need an online max: by Cauchy-Schwarz every logit of lane i is
+ * at most m_i = |r_i| max_j |r^_j| (j over the group's keys), so the weights 2^(S - m_i) are
+ * formed in the product's store with their sums (MM_EXP2S): no max pass, no rescaling of U. In
+ * Cubit r^ = alpha r / |r|, so with alpha > 0 the bound is the row's diagonal logit: exact. A
+ * loose bound would lose the small weights to underflow, so the close checks each row's sum
+ * (l_i >= n 2^-32 means the row's largest weight was >= 2^-32 of the bound's) and redoes the
+ * block with the online softmax (mx_online) when one fails. */
 
 /* The chunks [c_lo, c_hi) (in MX_KC steps from k0) of group g of G over nch chunks. */
 static inline void mx_group_chunks(int nch, int G, int g, int *c_lo, int *c_hi) {
@@ -497,8 +570,24 @@ static inline void mx_group_chunks(int nch, int G, int g, int *c_lo, int *c_hi) 
   *c_hi = (int)((long long)nch * (g + 1) / G);
 }
 
-static int mx_krr_fwd_part(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh,
-                           int blk, int g) {
+/* Whether panel rows (keys) [j0, j1) are visible to every query of the block (mx_mask leaves
+ * them alone). */
+static inline int mx_unmasked(const mx_dims *d, int b, int i0, int nb, int j0, int j1) {
+  return !d->ids_elementwise[b] && j0 >= d->lo[(ptrdiff_t)b * d->T + i0 + nb - 1] && j1 - 1 <= i0;
+}
+
+/* |x|^2 in 8 interleaved partial sums (independent chains, vectorisable). */
+static inline float mx_norm2(int D, const float *x) {
+  float p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int c = 0;
+  for (; c + 8 <= D; c += 8)
+    for (int u = 0; u < 8; u++) p[u] = mx_fmaf(x[c + u], x[c + u], p[u]);
+  for (; c < D; c++) p[c & 7] = mx_fmaf(x[c], x[c], p[c & 7]);
+  return ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
+}
+
+static int mx_krr_fwd_part_x(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh,
+                             int blk, int g, int online) {
   const int T = d->T, D = d->D, b = bh / d->H, bs = d->block;
   const int i0 = blk * bs, i1 = mx_imin(T, i0 + bs), nb = i1 - i0;
   const int ldq = mx_round_up(nb, VW), ldq_max = mx_round_up(mx_imin(bs, T), VW);
@@ -513,28 +602,68 @@ static int mx_krr_fwd_part(const mx_dims *d, const mx_krr_args *a, float *ws, in
   float *Rt = mx_scratch(0, (size_t)D * ldq_max), *S = mx_scratch(1, (size_t)MX_KC * ldq_max);
   float *corr = mx_scratch(3, (size_t)ldq_max);
   if (!Rt || !S || !corr) return -1;
-  mx_transpose(a->r + off + (ptrdiff_t)i0 * D, nb, D, ldq, MX_LOG2E, Rt);
+  const float *R = a->r + off + (ptrdiff_t)i0 * D, *Rh = a->rh + off;
+  mx_transpose(R, nb, D, ldq, MX_LOG2E, Rt);
+  if (!online) { /* the bound m_i = |r_i| max_j |r^_j|, in base 2 (Rt holds r_i log2(e)) */
+    const float *hn = ws + mx_kfw_norms(d, G);
+    float h = 0;
+    for (int j = k0 + c_lo * MX_KC, j1 = mx_imin(i0, k0 + c_hi * MX_KC); j < j1; j++) h = hn[j] > h ? hn[j] : h;
+    const vf vh = v_set1(sqrtf(h));
+    for (int i = 0; i < ldq; i += VW) {
+      vf s = v_zero();
+      for (int p = 0; p < D; p++) {
+        vf t = v_load(Rt + (ptrdiff_t)p * ldq + i);
+        s = v_fma(t, t, s);
+      }
+      v_store(m + i, s);
+    }
+    for (int i = 0; i < ldq; i++) m[i] = sqrtf(m[i]);
+    for (int i = 0; i < ldq; i += VW) v_store(m + i, v_mul(v_load(m + i), vh));
+  }
   for (int ci = c_lo; ci < c_hi; ci++) {
     const int c0 = k0 + ci * MX_KC, nc = mx_imin(MX_KC, i0 - c0);
-    mx_mm(nc, ldq, D, a->rh + off + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, S, ldq, MM_SET);
-    mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S, -INFINITY);
-    mx_online(S, nc, ldq, m, l, corr, U, nb, D);
+    if (online) {
+      mx_mm(nc, ldq, D, Rh + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, S, ldq, MM_SET);
+      mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S, -INFINITY);
+      mx_online(S, nc, ldq, m, l, corr, U, nb, D);
+    } else if (mx_unmasked(d, b, i0, nb, c0, c0 + nc)) {
+      mx_mm_x(nc, ldq, D, Rh + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, S, ldq, MM_EXP2S, m, l, NULL);
+    } else {
+      mx_mm_e(nc, ldq, D, Rh + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, S, ldq, MM_EXP2, m);
+      mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S, 0.0f);
+      for (int i = 0; i < ldq; i += VW) {
+        vf s = v_load(l + i);
+        for (int j = 0; j < nc; j++) s = v_add(s, v_load(S + (ptrdiff_t)j * ldq + i));
+        v_store(l + i, s);
+      }
+    }
     mx_mm(nb, D, nc, S, 1, ldq, a->x + off + (ptrdiff_t)c0 * D, D, U, D, MM_ADD);
   }
   return 0;
 }
 
-static int mx_krr_fwd_close(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh,
-                            int blk) {
+static int mx_krr_fwd_part(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh,
+                           int blk, int g) {
+  return mx_krr_fwd_part_x(d, a, ws, G, bh, blk, g, 0);
+}
+
+/* rt_ready: the calling thread's scratch slot 0 already holds the block's transposed r (this
+ * thread ran a part of the block with chunks just before). */
+static int mx_krr_fwd_close_x(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh,
+                              int blk, int rt_ready) {
   const int T = d->T, D = d->D, b = bh / d->H, bs = d->block;
   const int i0 = blk * bs, i1 = mx_imin(T, i0 + bs), nb = i1 - i0;
   const int ldq = mx_round_up(nb, VW), ldq_max = mx_round_up(mx_imin(bs, T), VW);
+  const int k0 = d->lo[(ptrdiff_t)b * T + i0];
   const ptrdiff_t off = (ptrdiff_t)bh * T * D;
   const float lam = (float)exp((double)a->loglam[bh % d->H]);
+  float *m = ws, *l = m + mx_ldqcap(d), *U = l + mx_ldqcap(d);
+  int online = 0;
+again:;
+  /* (part_x, on a fallback, uses scratch slots 0, 1 and 3: take them after it) */
   float *Rt = mx_scratch(0, (size_t)D * ldq_max), *Sd = mx_scratch(2, (size_t)mx_imin(bs, T) * ldq_max);
   float *corr = mx_scratch(3, (size_t)ldq_max);
   if (!Rt || !Sd || !corr) return -1;
-  float *m = ws, *l = m + mx_ldqcap(d), *U = l + mx_ldqcap(d);
   if (G > 1) {
     /* Merge the groups into group 0: a common max (in m), each group's sums and U rescaled to
      * it by f = 2^(m_g - max) (in corr). */
@@ -549,16 +678,28 @@ static int mx_krr_fwd_close(const mx_dims *d, const mx_krr_args *a, float *ws, i
         v_store(l + i, g == 0 ? v_mul(v_load(l + i), f) : v_fma(v_load(lg + i), f, v_load(l + i)));
       }
       for (int i = 0; i < nb; i++) {
-        if (g == 0) mx_scal(D, mg[i], U + (ptrdiff_t)i * D);
+        if (g == 0) { if (mg[i] != 1.0f) mx_scal(D, mg[i], U + (ptrdiff_t)i * D); }
         else mx_axpy(D, mg[i], Ug + (ptrdiff_t)i * D, U + (ptrdiff_t)i * D);
       }
     }
     for (int i = 0; i < ldq; i++) m[i] = corr[i];
   }
-  mx_transpose(a->r + off + (ptrdiff_t)i0 * D, nb, D, ldq, MX_LOG2E, Rt);
+  if (!rt_ready) mx_transpose(a->r + off + (ptrdiff_t)i0 * D, nb, D, ldq, MX_LOG2E, Rt);
   mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, a->rh + off + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Sd, ldq, MM_SET, NULL);
   mx_mask(d, b, i0, nb, ldq, i0, i1, Sd, -INFINITY);
   mx_online(Sd, nb, ldq, m, l, corr, U, nb, D);
+  if (!online && k0 < i0) {
+    const float n = (float)(i1 - k0), l_lo = n * 0x1p-32f, l_hi = 2 * n;
+    int ok = 1;
+    for (int i = 0; i < nb; i++) ok &= l[i] >= l_lo && l[i] <= l_hi; /* false for NaN */
+    if (!ok) {
+      online = 1;
+      for (int g = 0; g < G; g++)
+        if (mx_krr_fwd_part_x(d, a, ws, G, bh, blk, g, 1)) return -1;
+      rt_ready = 1; /* k0 < i0: some group had chunks, and transposed r here */
+      goto again;
+    }
+  }
   float *lse = a->lse + (ptrdiff_t)bh * T + i0;
   for (int i = 0; i < ldq; i++) {
     corr[i] = 1.0f / l[i]; /* now 1/l */
@@ -575,14 +716,23 @@ static int mx_krr_fwd_close(const mx_dims *d, const mx_krr_args *a, float *ws, i
     for (int c = 0; c < D; c++) x[c] = y[c] - s * u[c];
   }
   mx_solve_lower(nb, D, Sd, ldq, lam, XR);
+  float *hn = ws + mx_kfw_norms(d, G); /* the block's keys for the later blocks' bounds */
+  for (int j = i0; j < i1; j++) hn[j] = mx_norm2(D, a->rh + off + (ptrdiff_t)j * D);
   return 0;
+}
+
+static int mx_krr_fwd_close(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh,
+                            int blk) {
+  return mx_krr_fwd_close_x(d, a, ws, G, bh, blk, 0);
 }
 
 static int mx_krr_fwd(const mx_dims *d, const mx_krr_args *a, int bh) {
   float *ws = mx_scratch(6, mx_kfw_floats(d, 1));
   if (!ws) return -1;
-  for (int blk = 0; blk * d->block < d->T; blk++)
-    if (mx_krr_fwd_part(d, a, ws, 1, bh, blk, 0) || mx_krr_fwd_close(d, a, ws, 1, bh, blk)) return -1;
+  for (int blk = 0; blk * d->block < d->T; blk++) {
+    const int i0 = blk * d->block, k0 = d->lo[(ptrdiff_t)(bh / d->H) * d->T + i0];
+    if (mx_krr_fwd_part(d, a, ws, 1, bh, blk, 0) || mx_krr_fwd_close_x(d, a, ws, 1, bh, blk, k0 < i0)) return -1;
+  }
   return 0;
 }
 
@@ -590,14 +740,15 @@ static int mx_krr_fwd(const mx_dims *d, const mx_krr_args *a, int bh) {
  * dy holds G minus the contributions of the blocks done so far, so on reaching block R it is
  * the residual of the adjoint solve: Z_R = (P_RR + lam I)^-T dy_R. Then over the block's span,
  * dP = -Z_R X^T, dS = P o (dP - rowsum(P o dP)): dr_R = dS r^, dr^ += dS^T r_R, and
- * dy[k0:i0] -= P^T Z_R passes the adjoint on to earlier rows. P and dP of the span are kept in
- * two (span x ldq) panels, O(T * block) floats.
+ * dy[k0:i0] -= P^T Z_R passes the adjoint on to earlier rows. P and Q = P o (dP - sh) (below) of
+ * the span are kept in two (span x ldq) panels, O(T * block) floats; Q is formed in the dP
+ * product's store (MM_PDS) with its row sums, so dS = Q - P c (c the row sums of Q) is one FMA.
  * The row sum is taken shifted by the diagonal, sh_i = dP_ii: dP_ij - rowsum = (dP_ij - sh_i) -
  * sum_k P_ik (dP_ik - sh_i) (rows of P sum to 1). With alpha > 0 the diagonal is the row's
  * largest weight, often ~1; unshifted, dP_ii - rowsum cancels to a few float32 ulps of dP and
  * dr / dr^ lose up to 1e-3 relative, while shifted the k = i term vanishes exactly.
  * Phases per block: setup (diagonal tile, Z_R, the shift, the tile's part of the row sums);
- * panel (each group: P and dP of its off-diagonal chunks, its part of the row sums); grads
+ * panel (each group: P and Q of its off-diagonal chunks, its part of the row sums); grads
  * (each group: dS of its chunks, its part of dr_R, and dr^, dy on its chunks' rows, the
  * diagonal tile with group 0). The next block's setup adds up the groups' dr. */
 
@@ -638,17 +789,25 @@ static int mx_krr_bwd_setup(const mx_dims *d, const mx_krr_args *a, float *ws, i
   float *Z = a->dy + off + (ptrdiff_t)i0 * D;
   const float *XR = a->x + off + (ptrdiff_t)i0 * D;
   mx_solve_upper_t(nb, D, Pd, ldq, lam, Z);
-  double s = 0;
-  for (ptrdiff_t n = 0; n < (ptrdiff_t)nb * D; n++) s -= (double)Z[n] * XR[n];
-  *dl += s;
+  double s4[4] = {0, 0, 0, 0}; /* four chains: a single one is latency-bound */
+  ptrdiff_t n = 0;
+  for (; n + 4 <= (ptrdiff_t)nb * D; n += 4)
+    for (int u = 0; u < 4; u++) s4[u] -= (double)Z[n + u] * XR[n + u];
+  for (; n < (ptrdiff_t)nb * D; n++) s4[0] -= (double)Z[n] * XR[n];
+  *dl += (s4[0] + s4[1]) + (s4[2] + s4[3]);
   mx_transpose(Z, nb, D, ldq, 1.0f, Zt);
   /* dP = -X Z^T on the diagonal tile: its diagonal is the shift sh. */
   mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, XR, D, 1, Zt, ldq, dPd, ldq, MM_NEG, NULL);
   for (int i = 0; i < ldq; i++) sh[i] = i < nb ? dPd[(ptrdiff_t)i * ldq + i] : 0;
+  /* The panel keeps Q = P o (dP - sh) (mx_tile's MM_PDS), and cd its column sums. */
   for (int i = 0; i < ldq; i += VW) {
     vf c = v_zero(), h = v_load(sh + i);
-    for (int j = 0; j < nb; j++)
-      c = v_fma(v_load(Pd + (ptrdiff_t)j * ldq + i), v_sub(v_load(dPd + (ptrdiff_t)j * ldq + i), h), c);
+    for (int j = 0; j < nb; j++) {
+      float *q = dPd + (ptrdiff_t)j * ldq + i;
+      vf t = v_mul(v_load(Pd + (ptrdiff_t)j * ldq + i), v_sub(v_load(q), h));
+      v_store(q, t);
+      c = v_add(c, t);
+    }
     v_store(cd + i, c);
   }
   return 0;
@@ -671,13 +830,8 @@ static int mx_krr_bwd_panel(const mx_dims *d, const mx_krr_args *a, float *ws, i
     float *Pc = ws + L.P + (ptrdiff_t)(c0 - k0) * ldq, *dPc = ws + L.dP + (ptrdiff_t)(c0 - k0) * ldq;
     mx_mm_e(nc, ldq, D, a->rh + off + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, Pc, ldq, MM_EXP2, lse);
     mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, Pc, 0.0f);
-    mx_mm(nc, ldq, D, a->x + off + (ptrdiff_t)c0 * D, D, 1, Zt, ldq, dPc, ldq, MM_NEG);
-    for (int i = 0; i < ldq; i += VW) {
-      vf s = v_load(c + i), h = v_load(sh + i);
-      for (int j = 0; j < nc; j++)
-        s = v_fma(v_load(Pc + (ptrdiff_t)j * ldq + i), v_sub(v_load(dPc + (ptrdiff_t)j * ldq + i), h), s);
-      v_store(c + i, s);
-    }
+    /* Q = P o (dP - sh) for dP = -X Z^T, and its column sums into c, in the product's store */
+    mx_mm_x(nc, ldq, D, a->x + off + (ptrdiff_t)c0 * D, D, 1, Zt, ldq, dPc, ldq, MM_PDS, sh, c, Pc);
   }
   return 0;
 }
@@ -690,23 +844,23 @@ static int mx_krr_bwd_grads(const mx_dims *d, const mx_krr_args *a, float *ws, i
   const int k0 = d->lo[(ptrdiff_t)b * T + i0];
   const ptrdiff_t off = (ptrdiff_t)bh * T * D;
   const mx_kbw_layout L = mx_kbw(d, G);
-  const float *sh = ws + L.sh, *Z = a->dy + off + (ptrdiff_t)i0 * D;
+  const float *Z = a->dy + off + (ptrdiff_t)i0 * D;
   const float *R = a->r + off, *Rh = a->rh + off;
   float *dRh = a->drh + off, *dY = a->dy + off;
   float *dSc = mx_scratch(5, (size_t)MX_KC * ldq_max), *c = mx_scratch(3, (size_t)ldq_max);
   if (!dSc || !c) return -1;
-  /* The row sums: the diagonal tile's part, then the groups' in order. */
+  /* Minus the row sums: the diagonal tile's part, then the groups' in order. */
   for (int i = 0; i < ldq; i++) {
     float s = ws[L.cd + i];
     for (int h = 0; h < G; h++) s += ws[L.c + (size_t)h * mx_ldqcap(d) + i];
-    c[i] = s;
+    c[i] = -s;
   }
   /* This group's part of dr_R: the output rows themselves when there is one group. */
   float *dRg = G == 1 ? a->dr + off + (ptrdiff_t)i0 * D : ws + L.dR + (size_t)g * mx_nbmax(d) * D;
   int first = 1;
   int c_lo, c_hi;
   mx_group_chunks((i0 - k0 + MX_KC - 1) / MX_KC, G, g, &c_lo, &c_hi);
-  /* dS = P o ((dP - sh) - c) and the three products, chunk by chunk: group 0 starts with the
+  /* dS = P o ((dP - sh) - c) = Q - P c and the three products, chunk by chunk: group 0 starts with the
    * diagonal tile; then the group's chunks from the diagonal back (the panel sweep wrote them
    * last, so they are still in cache). dS goes to a chunk buffer, not back into the panel: at
    * long spans the panels live in L3 or memory. */
@@ -714,13 +868,12 @@ static int mx_krr_bwd_grads(const mx_dims *d, const mx_krr_args *a, float *ws, i
     const int diag = ci == c_hi;
     const int c0 = diag ? i0 : k0 + ci * MX_KC, nc = diag ? nb : mx_imin(MX_KC, i0 - c0);
     if (nc <= 0) continue;
-    const float *Pc = ws + L.P + (ptrdiff_t)(c0 - k0) * ldq, *dPc = ws + L.dP + (ptrdiff_t)(c0 - k0) * ldq;
+    const float *Pc = ws + L.P + (ptrdiff_t)(c0 - k0) * ldq, *Qc = ws + L.dP + (ptrdiff_t)(c0 - k0) * ldq;
     float *dS = nc <= MX_KC ? dSc : ws + L.dP + (ptrdiff_t)(c0 - k0) * ldq; /* the tile may be wider */
     for (int j = 0; j < nc; j++) {
-      const float *p = Pc + (ptrdiff_t)j * ldq, *q = dPc + (ptrdiff_t)j * ldq;
+      const float *p = Pc + (ptrdiff_t)j * ldq, *q = Qc + (ptrdiff_t)j * ldq;
       float *o = dS + (ptrdiff_t)j * ldq;
-      for (int i = 0; i < ldq; i += VW)
-        v_store(o + i, v_mul(v_load(p + i), v_sub(v_sub(v_load(q + i), v_load(sh + i)), v_load(c + i))));
+      for (int i = 0; i < ldq; i += VW) v_store(o + i, v_fma(v_load(p + i), v_load(c + i), v_load(q + i)));
     }
     mx_mm_tri(MX_LANES_BY_KEYS, c0 - i0, nb, D, nc, dS, 1, ldq, Rh + (ptrdiff_t)c0 * D, D, dRg, D,
               first ? MM_SET : MM_ADD, NULL);
