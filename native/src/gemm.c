@@ -187,8 +187,12 @@ static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *
   gemm_scratch *s = get_scratch();
   if (!s) return -1;
 
+  /* Look-ahead within the tile, unless the tile's operands were prefetched as the previous
+   * batch's "next" (then only the first batch of a task misses it, and the full-size A block
+   * of the kernel table is used). */
+  const int lookahead = !next_A && !next_B;
   ptrdiff_t kc_step = g->kc;
-  ptrdiff_t mc_step = even_step(i1 - i0, g->mc, MR);
+  ptrdiff_t mc_step = even_step(i1 - i0, lookahead ? g->mc : K->mc, MR);
   ptrdiff_t nc_step = even_step(j1 - j0, g->nc, NR);
   float *ap = ensure(&s->a_pack, &s->a_cap, (size_t)(mc_step * kc_step));
   if (!ap) return -1;
@@ -208,6 +212,8 @@ static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *
   ptrdiff_t pf_per_call = ceil_div(prefetcher_lines(&pf_a) + prefetcher_lines(&pf_b), kernel_calls);
   /* Look-ahead within the tile: the next block's operands, spread over this block's calls. */
   prefetcher la_a, la_b;
+  prefetcher_init(&la_a, NULL, 0, 0, 0);
+  prefetcher_init(&la_b, NULL, 0, 0, 0);
   ptrdiff_t la_per_call = 0;
 
   /* The (depth step, row block) pairs of each column block, in the usual order (pc outer:
@@ -240,7 +246,7 @@ static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *
       {
         int mc = (int)min_p(mc_step, i1 - ic);
         const float *a_block = A + ic * g->a_rs + pc * g->a_cs;
-        {
+        if (lookahead) {
           /* Next: the A block of the next step, and its B block when that is packed next
            * (a new depth step, pc outer, B not packed for the call); after the last step of
            * this column block, the first ones of the next column block. */
