@@ -25,8 +25,12 @@ function randomIds(n: number, seed: number): Int32Array {
   return Int32Array.from({ length: n }, () => rng.int(256));
 }
 
-/** Median ms of one full training step of `m` on a fixed (B, T) batch. */
-function timeTrainStep(m: Decoder, B: number, T: number): number {
+/**
+ * Median wall ms of one full training step of `m` on a fixed (B, T) batch, and the median process
+ * CPU ms of the same steps: on a shared machine the CPU time of a one-thread run is the steadier
+ * figure (waiting for a core does not count); with more threads it sums them.
+ */
+function timeTrainStep(m: Decoder, B: number, T: number): { wall: number; cpu: number } {
   const ids = tensor(randomIds(B * T, 1), [B, T]).keep();
   const targets = tensor(randomIds(B * T, 2), [B, T]).keep();
   const params = m.parameters();
@@ -37,9 +41,18 @@ function timeTrainStep(m: Decoder, B: number, T: number): number {
     opt.update(1e-3);
     for (const p of params) if (p.grad) p.backend.fill(p.grad.storage, 0, 0, p.grad.size);
   };
-  const ms = medianMs(step, { warmup: 2, minRuns: 5, minMs: 2000, maxRuns: 20 });
+  const cpu: number[] = [];
+  const timed = (): void => {
+    const c0 = process.cpuUsage();
+    step();
+    const c = process.cpuUsage(c0);
+    cpu.push((c.user + c.system) / 1000);
+  };
+  const warmup = 2;
+  const wall = medianMs(timed, { warmup, minRuns: 5, minMs: 2000, maxRuns: 20 });
   opt.dispose(); ids.dispose(); targets.dispose();
-  return ms;
+  const runs = cpu.slice(warmup).sort((a, b) => a - b), mid = runs.length >> 1;
+  return { wall, cpu: runs.length % 2 ? runs[mid] : (runs[mid - 1] + runs[mid]) / 2 };
 }
 
 export function benchTrain(opts: TrainBenchOptions = {}): void {
@@ -53,8 +66,11 @@ export function benchTrain(opts: TrainBenchOptions = {}): void {
       for (const [T, B] of [[128, 32], [512, 8]]) {
         const name = `train ${mixer} T=${T} B=${B}`;
         if (opts.filter && !name.includes(opts.filter)) continue;
-        const ms = timeTrainStep(m, B, T);
-        emit({ bench: 'train', mixer, T, B, dModel: 128, layers: 4, backend: b.name, threads: t, median_step_ms: round(ms, 1), tokens_per_s: Math.round((B * T) / (ms / 1000)) });
+        const { wall, cpu } = timeTrainStep(m, B, T);
+        emit({
+          bench: 'train', mixer, T, B, dModel: 128, layers: 4, backend: b.name, threads: t, median_step_ms: round(wall, 1),
+          tokens_per_s: Math.round((B * T) / (wall / 1000)), median_cpu_ms: round(cpu, 1),
+        });
       }
       const name = `generate ${mixer} context=1024`;
       if (!opts.filter || name.includes(opts.filter)) {
