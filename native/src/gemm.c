@@ -462,6 +462,9 @@ static const cubit_gemm_kernels *current_kernels(void) {
   return K ? K : cubit_gemm_kernels_generic();
 }
 
+/* B blocks up to this many floats are expected to stay in L2 beside two A blocks. */
+#define GEMM_L2_B_BLOCK_FLOATS (1 << 16)
+
 /* Depth chunks: a reduction at least this long into a C of at most GEMM_SPLIT_MAX_MN elements
  * is cut into chunks of about GEMM_SPLIT_CHUNK (whole depth blocks). */
 #ifndef GEMM_SPLIT_MIN_K
@@ -488,8 +491,12 @@ static void plan_call(gemm_job *job, ptrdiff_t batch, int disjoint) {
   g->kc = even_step(g->k, K->kc, 1);
   g->nc = K->nc;
   /* The A block and the next one (prefetched while this one is computed) share L2 with the B
-   * block: keep the two A blocks within the A block the kernel table was tuned for. */
-  g->mc = max_p(K->mr, min_p(K->mc, K->mc * K->kc / (2 * g->kc)) / K->mr * K->mr);
+   * block: where that B block is small enough to stay in L2 too, keep the two A blocks
+   * within the A block the kernel table was tuned for. A larger B block streams from L3 once
+   * per A block, and halving the A block would double that. */
+  g->mc = K->mc;
+  if (g->kc * min_p(round_up(g->n, K->nr), g->nc) <= GEMM_L2_B_BLOCK_FLOATS)
+    g->mc = max_p(K->mr, min_p(K->mc, K->mc * K->kc / (2 * g->kc)) / K->mr * K->mr);
   job->ksplit = 1;
   job->kblocks = ceil_div(g->k, g->kc);
   if (batch == 1 && disjoint && g->k >= GEMM_SPLIT_MIN_K && g->m * g->n <= GEMM_SPLIT_MAX_MN) {
