@@ -4,7 +4,7 @@
 //          [--suite=square,batched,train] [--filter=text] [--baseline=path/to/other.node]
 // Suites: square (512², 1024² in every transposition, 2048²), batched (the shapes of
 // `cubit bench ops`), train (the products of one training step of the benchmark model of
-// `cubit bench train`: 4096 rows, d_model 128, SwiGLU hidden 512, byte vocab 256).
+// `cubit bench train`: 4096 rows, d_model 128, 4 layers, SwiGLU hidden 512, byte vocab 256).
 // --baseline loads a second build of the addon (e.g. a copy of build/Release/cubit_native.node
 // made before a change) and times the two alternately in this one process, round after round,
 // so that the load others put on the machine hits both alike; each line then carries the
@@ -61,16 +61,20 @@ const allCases: Case[] = [
   gemmCase('batched', 32, 256, 64, 256),
   gemmCase('batched', 32, 256, 64, 256, true, false),
   gemmCase('batched', 32, 256, 64, 256, false, true),
-  // One training step (B·T = 4096 rows): forward y = x·Wᵀ, backward dX = G·W, dW = Gᵀ·X.
-  gemmCase('train', 1, 4096, 128, 128, false, true, 'fwd q/k/v/o x16'),
+  // One training step (B·T = 4096 rows, 4 layers): forward y = x·Wᵀ, backward dX = G·W,
+  // dW = Gᵀ·X; q, k, v are one product through the concatenated weights. Counts per step.
+  gemmCase('train', 1, 4096, 384, 128, false, true, 'fwd qkv x4'),
+  gemmCase('train', 1, 4096, 128, 128, false, true, 'fwd o x4'),
   gemmCase('train', 1, 4096, 512, 128, false, true, 'fwd w1,w3 x8'),
   gemmCase('train', 1, 4096, 128, 512, false, true, 'fwd w2 x4'),
   gemmCase('train', 1, 4096, 256, 128, false, true, 'fwd head x1'),
-  gemmCase('train', 1, 4096, 128, 128, false, false, 'dX q/k/v/o x16'),
+  gemmCase('train', 1, 4096, 128, 384, false, false, 'dX qkv x4'),
+  gemmCase('train', 1, 4096, 128, 128, false, false, 'dX o x4'),
   gemmCase('train', 1, 4096, 128, 512, false, false, 'dX w1,w3 x8'),
   gemmCase('train', 1, 4096, 512, 128, false, false, 'dX w2 x4'),
   gemmCase('train', 1, 4096, 128, 256, false, false, 'dX head x1'),
-  gemmCase('train', 1, 128, 128, 4096, true, false, 'dW q/k/v/o x16'),
+  gemmCase('train', 1, 384, 128, 4096, true, false, 'dW qkv x4'),
+  gemmCase('train', 1, 128, 128, 4096, true, false, 'dW o x4'),
   gemmCase('train', 1, 512, 128, 4096, true, false, 'dW w1,w3 x8'),
   gemmCase('train', 1, 128, 512, 4096, true, false, 'dW w2 x4'),
   gemmCase('train', 1, 256, 128, 4096, true, false, 'dW head x1'),
