@@ -6,7 +6,7 @@
 // caller's scope; the gradient nodes keep the storages their backward needs.
 import { tidy } from '../core/engine.ts';
 import type { Tensor } from '../core/tensor.ts';
-import { add, mul, sigmoid, sub } from '../ops/elementwise.ts';
+import { add, mul, sub } from '../ops/elementwise.ts';
 import { matmul } from '../ops/matmul.ts';
 import {
   causalKrrSolve, checkMaskOptions, lrrValues, mixerMask, normalizeReference, requireFinite, requireHeadParam, requireMixerTensor,
@@ -93,15 +93,6 @@ export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}):
     const output = softmaxAttention(q, k, solution, { ...mask, scale: 1 / Math.sqrt(D) });
     return { output, solution };
   });
-}
-
-/**
- * s = lower + range · sigmoid(z) (Limited-Range Rescale) for logits z (B, H, T) and bounds (H), as a
- * tensor (decode steps); cubitAttention applies it to v with the fused lrrValues op.
- */
-export function lrrScale(lrrLogits: Tensor, lrrLower: Tensor, lrrRange: Tensor): Tensor {
-  const H = lrrLower.size;
-  return add(reshape(lrrLower, [1, H, 1]), mul(reshape(lrrRange, [1, H, 1]), sigmoid(lrrLogits)));
 }
 
 /**

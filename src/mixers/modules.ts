@@ -4,17 +4,17 @@
 import { keep, noGrad, tidy } from '../core/engine.ts';
 import { formatShape } from '../core/shape.ts';
 import { empty, type Tensor } from '../core/tensor.ts';
-import { add, div, exp, mul, sigmoid, sub } from '../ops/elementwise.ts';
+import { add, div, exp, mul, sub } from '../ops/elementwise.ts';
 import { matmul, matmulRows } from '../ops/matmul.ts';
 import { softmax } from '../ops/nn.ts';
-import { concat, reshape, slice, unsqueeze } from '../ops/shape.ts';
+import { concat, reshape, slice } from '../ops/shape.ts';
 import { mergeHeads, splitHeads } from '../ops/heads.ts';
 import { constantInit, normalInit, type Rng } from '../nn/init.ts';
 import { Linear } from '../nn/layers.ts';
 import { Module } from '../nn/module.ts';
 import { Rotary } from '../nn/rotary.ts';
-import { cubitAttention, localLinearAttention, localLinearDecode, lrrScale, referenceVectors } from './functional.ts';
-import { softmaxAttention } from '../ops/mixers.ts';
+import { cubitAttention, localLinearAttention, localLinearDecode, referenceVectors } from './functional.ts';
+import { lrrValues, softmaxAttention } from '../ops/mixers.ts';
 
 export interface MixerConfig {
   dModel: number;
@@ -396,7 +396,7 @@ export class CubitMixer extends TokenMixer {
     const rHat = state.rows('rHat');
     const L = rHat.end - rHat.start; // visible positions, this one included
     const w = softmax(matmulRows(r, rHat.buf, rHat.start, rHat.end, { transB: true })); // (B, H, 1, L): row t of W
-    let res = lrrLogits ? mul(unsqueeze(lrrScale(lrrLogits, this.lrrLower!, this.lrrRange!), -1), v) : v;
+    let res = lrrLogits ? lrrValues(v, lrrLogits, this.lrrLower!, this.lrrRange!) : v;
     if (L > 1) {
       const prev = state.rows('x'); // its last L − 1 rows pair with w's first L − 1 entries
       res = sub(res, matmulRows(slice(w, 3, 0, L - 1), prev.buf, prev.end - (L - 1), prev.end));
