@@ -10,7 +10,6 @@
  * projections did (the backward merge ~1.4x that), while the fused GEMM saves more. The rotation is kernels_nn's rotary
  * row (double, exact products, one rounding), so the bits equal Backend.rotary's and the
  * reference's. */
-#include "cpu.h"
 #include "kernels_nn.h"
 #include "napi_util.h"
 #include "threadpool.h"
@@ -19,16 +18,6 @@
 
 #define HEADS_MAX_PARTS 16
 
-static const nn_kernels *heads_k(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  switch (cubit_current_isa()) {
-    case CUBIT_ISA_AVX512: return &nn_kernels_avx512;
-    case CUBIT_ISA_AVX2: return &nn_kernels_avx2;
-    default: break;
-  }
-#endif
-  return &nn_kernels_generic;
-}
 
 typedef struct {
   const nn_kernels *k;
@@ -167,7 +156,7 @@ static napi_value heads_napi(napi_env env, napi_callback_info info, const char *
   if (B > (int64_t)1 << 40 || T > (int64_t)1 << 40) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: B or T is too large", fn);
   heads_ctx c;
   memset(&c, 0, sizeof c);
-  c.k = heads_k();
+  c.k = nn_current_kernels();
   c.nparts = (int)n;
   c.merge = merge;
   c.T = (size_t)T;

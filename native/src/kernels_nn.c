@@ -14,7 +14,7 @@
 /* Split a job across threads from this many elements, or this much arithmetic, up. */
 #define NN_PAR_ELEMS 262144.0
 
-static const nn_kernels *nn_k(void) {
+const nn_kernels *nn_current_kernels(void) {
 #if defined(__x86_64__) || defined(__i386__)
   switch (cubit_current_isa()) {
     case CUBIT_ISA_AVX512: return &nn_kernels_avx512;
@@ -341,7 +341,7 @@ void cubit_nn_binary(int op, const float *a, const int64_t *as, const float *b,
   nn_view v;
   const int64_t *st[2] = {as, bs};
   nn_view_init(&v, rank, shape, 2, st);
-  nn_ew_ctx c = {nn_k(), op, a, b, NULL, 0, out, 0, v.st[0][v.rank - 1], v.st[1][v.rank - 1]};
+  nn_ew_ctx c = {nn_current_kernels(), op, a, b, NULL, 0, out, 0, v.st[0][v.rank - 1], v.st[1][v.rank - 1]};
   nn_view_run(&v, op == NN_BPOW ? 40.0 : 1.0, binary_inner, &c);
 }
 
@@ -360,7 +360,7 @@ void cubit_nn_where(const uint32_t *cond, int cond_is_int, const int64_t *cs, co
   const int64_t *st[3] = {cs, as, bs};
   nn_view_init(&v, rank, shape, 3, st);
   int R = v.rank - 1;
-  nn_ew_ctx c = {nn_k(), 0, a, b, cond, cond_is_int, out, v.st[0][R], v.st[1][R], v.st[2][R]};
+  nn_ew_ctx c = {nn_current_kernels(), 0, a, b, cond, cond_is_int, out, v.st[0][R], v.st[1][R], v.st[2][R]};
   nn_view_run(&v, 1.0, where_inner, &c);
 }
 
@@ -391,7 +391,7 @@ static void unary_range(void *c, size_t b, size_t e, int t) {
 }
 
 void cubit_nn_unary(int op, const float *x, float *out, size_t n, double scalar) {
-  nn_unary_ctx c = {nn_k(), op, x, NULL, NULL, out, scalar};
+  nn_unary_ctx c = {nn_current_kernels(), op, x, NULL, NULL, out, scalar};
   nn_run(n, 64, nn_tasks((double)n, unary_cost(op)), unary_range, &c);
 }
 
@@ -403,7 +403,7 @@ static void unary_bwd_range(void *c, size_t b, size_t e, int t) {
 
 void cubit_nn_unary_bwd(int op, const float *x, const float *y, const float *dy, float *dx,
                         size_t n, double scalar) {
-  nn_unary_ctx c = {nn_k(), op, x, y, dy, dx, scalar};
+  nn_unary_ctx c = {nn_current_kernels(), op, x, y, dy, dx, scalar};
   nn_run(n, 64, nn_tasks((double)n, unary_cost(op) + 1), unary_bwd_range, &c);
 }
 
@@ -450,7 +450,7 @@ static void reduce_cols_range(void *c, size_t b, size_t e, int t) {
 
 void cubit_nn_reduce(int op, const float *x, float *out, size_t outer, size_t len, size_t inner) {
   if (outer == 0 || inner == 0) return;
-  const nn_kernels *k = nn_k();
+  const nn_kernels *k = nn_current_kernels();
   double total = (double)outer * (double)len * (double)inner;
   int ntasks = nn_tasks(total, 1);
   if (inner == 1) {
@@ -510,7 +510,7 @@ static void softmax_range(void *c, size_t b, size_t e, int t) {
 }
 
 void cubit_nn_softmax(const float *x, float *out, size_t rows, size_t cols, int log) {
-  nn_rows_ctx c = {.k = nn_k(), .a = x, .o1 = out, .cols = cols, .flag = log};
+  nn_rows_ctx c = {.k = nn_current_kernels(), .a = x, .o1 = out, .cols = cols, .flag = log};
   nn_run(rows, 1, nn_tasks((double)rows * cols, NN_EXP_COST), softmax_range, &c);
 }
 
@@ -523,7 +523,7 @@ static void softmax_bwd_range(void *c, size_t b, size_t e, int t) {
 
 void cubit_nn_softmax_bwd(const float *y, const float *dy, float *dx, size_t rows, size_t cols,
                           int log) {
-  nn_rows_ctx c = {.k = nn_k(), .a = y, .b = dy, .o1 = dx, .cols = cols, .flag = log};
+  nn_rows_ctx c = {.k = nn_current_kernels(), .a = y, .b = dy, .o1 = dx, .cols = cols, .flag = log};
   nn_run(rows, 1, nn_tasks((double)rows * cols, log ? NN_EXP_COST : 4), softmax_bwd_range, &c);
 }
 
@@ -537,7 +537,7 @@ static void rmsnorm_range(void *c, size_t b, size_t e, int t) {
 
 void cubit_nn_rmsnorm(const float *x, const float *w, float *out, float *rstd, size_t rows,
                       size_t cols, double eps) {
-  nn_rows_ctx c = {.k = nn_k(), .a = x, .b = w, .o1 = out, .o2 = rstd, .cols = cols, .eps = eps};
+  nn_rows_ctx c = {.k = nn_current_kernels(), .a = x, .b = w, .o1 = out, .o2 = rstd, .cols = cols, .eps = eps};
   nn_run(rows, 1, nn_tasks((double)rows * cols, 4), rmsnorm_range, &c);
 }
 
@@ -591,7 +591,7 @@ int cubit_nn_rmsnorm_bwd(const float *x, const float *w, const float *rstd, cons
   if (dw) {
     if (nn_acc_scratch(ntasks, cols, 1, &f, &d) != NN_OK) return NN_ENOMEM;
   }
-  nn_rows_ctx c = {.k = nn_k(), .a = x, .b = w, .c = rstd, .d = dy, .o1 = dx, .cols = cols,
+  nn_rows_ctx c = {.k = nn_current_kernels(), .a = x, .b = w, .c = rstd, .d = dy, .o1 = dx, .cols = cols,
                    .f1 = f, .d1 = d};
   nn_run(rows, 1, ntasks, rmsnorm_bwd_range, &c);
   if (dw) {
@@ -610,7 +610,7 @@ static void layernorm_range(void *c, size_t b, size_t e, int t) {
 
 void cubit_nn_layernorm(const float *x, const float *w, const float *b, float *out, float *mean,
                         float *rstd, size_t rows, size_t cols, double eps) {
-  nn_rows_ctx c = {.k = nn_k(), .a = x, .b = w, .c = b, .o1 = out, .o2 = mean, .o3 = rstd,
+  nn_rows_ctx c = {.k = nn_current_kernels(), .a = x, .b = w, .c = b, .o1 = out, .o2 = mean, .o3 = rstd,
                    .cols = cols, .eps = eps};
   nn_run(rows, 1, nn_tasks((double)rows * cols, 6), layernorm_range, &c);
 }
@@ -636,7 +636,7 @@ int cubit_nn_layernorm_bwd(const float *x, const float *w, const float *mean, co
   if (dw || db) {
     if (nn_acc_scratch(ntasks, cols, 2, &f, &d) != NN_OK) return NN_ENOMEM;
   }
-  nn_rows_ctx c = {.k = nn_k(), .a = x, .b = w, .c = mean, .d = rstd, .e = dy, .o1 = dx,
+  nn_rows_ctx c = {.k = nn_current_kernels(), .a = x, .b = w, .c = mean, .d = rstd, .e = dy, .o1 = dx,
                    .cols = cols, .f1 = dw ? f : NULL, .d1 = dw ? d : NULL,
                    .f2 = db ? f : NULL, .d2 = db ? d : NULL};
   nn_run(rows, 1, ntasks, layernorm_bwd_range, &c);
@@ -717,7 +717,7 @@ int cubit_nn_xent(const float *logits, const int32_t *targets, float *losses, fl
                   size_t rows, size_t cols, int32_t ignore, size_t *bad_pos) {
   int rc = nn_check_ids(targets, rows, cols, 1, ignore, bad_pos);
   if (rc != NN_OK) return rc;
-  nn_rows_ctx c = {.k = nn_k(), .a = logits, .ids = targets, .o1 = losses, .o2 = lse,
+  nn_rows_ctx c = {.k = nn_current_kernels(), .a = logits, .ids = targets, .o1 = losses, .o2 = lse,
                    .cols = cols, .ignore = ignore};
   nn_run(rows, 1, nn_tasks((double)rows * cols, NN_EXP_COST), xent_range, &c);
   return NN_OK;
@@ -735,7 +735,7 @@ int cubit_nn_xent_bwd(const float *logits, const int32_t *targets, const float *
                       int32_t ignore, size_t *bad_pos) {
   int rc = nn_check_ids(targets, rows, cols, 1, ignore, bad_pos);
   if (rc != NN_OK) return rc;
-  nn_rows_ctx c = {.k = nn_k(), .a = logits, .ids = targets, .b = lse, .c = dloss,
+  nn_rows_ctx c = {.k = nn_current_kernels(), .a = logits, .ids = targets, .b = lse, .c = dloss,
                    .o1 = dlogits, .cols = cols, .ignore = ignore};
   nn_run(rows, 1, nn_tasks((double)rows * cols, NN_EXP_COST), xent_bwd_range, &c);
   return NN_OK;
@@ -760,7 +760,7 @@ static void dropout_range(void *c, size_t b, size_t e, int t) {
 void cubit_nn_dropout(float *out, size_t n, double p, uint32_t seed) {
   /* keep iff hash >= p * 2^32 (a double compare in the reference); hashes are integers */
   double t = ceil(p * 4294967296.0);
-  nn_dropout_ctx c = {nn_k(), out, seed, t <= 0 ? 0 : (uint64_t)t, (float)(1.0 / (1.0 - p))};
+  nn_dropout_ctx c = {nn_current_kernels(), out, seed, t <= 0 ? 0 : (uint64_t)t, (float)(1.0 / (1.0 - p))};
   nn_run(n, 64, nn_tasks((double)n, 8), dropout_range, &c);
 }
 
@@ -780,7 +780,7 @@ static void adamw_range(void *c, size_t b, size_t e, int t) {
 void cubit_nn_adamw(float *param, const float *grad, float *m, float *v, size_t n, double lr,
                     double beta1, double beta2, double eps, double weight_decay, double bc1,
                     double bc2) {
-  nn_adamw_ctx c = {nn_k(), param, m, v, grad,
+  nn_adamw_ctx c = {nn_current_kernels(), param, m, v, grad,
                     {beta1, 1 - beta1, beta2, 1 - beta2, eps, 1 - lr * weight_decay, lr, bc1, bc2}};
   nn_run(n, 64, nn_tasks((double)n, 12), adamw_range, &c);
 }
@@ -813,7 +813,7 @@ static void rotary_range(void *c, size_t b, size_t e, int task) {
 void cubit_nn_rotary(const float *x, const float *cos, const float *sin, float *out, size_t B,
                      size_t T, size_t H, size_t D, size_t offset, int inverse, int x_heads_first,
                      int out_heads_first) {
-  nn_rotary_ctx c = {nn_k(), x, cos, sin, out, T, H, D, offset, inverse, x_heads_first, out_heads_first};
+  nn_rotary_ctx c = {nn_current_kernels(), x, cos, sin, out, T, H, D, offset, inverse, x_heads_first, out_heads_first};
   size_t rows = B * T * H;
   nn_run(rows, 1, nn_tasks((double)rows * D * 3, 0), rotary_range, &c);
 }
@@ -833,7 +833,7 @@ static void swiglu_range(void *c, size_t b, size_t e, int t) {
 }
 
 void cubit_nn_swiglu(const float *a, const float *b, float *out, size_t n) {
-  nn_swiglu_ctx c = {nn_k(), a, b, NULL, out, NULL};
+  nn_swiglu_ctx c = {nn_current_kernels(), a, b, NULL, out, NULL};
   nn_run(n, 64, nn_tasks((double)n, 20), swiglu_range, &c);
 }
 
@@ -845,7 +845,7 @@ static void swiglu_bwd_range(void *c, size_t b, size_t e, int t) {
 
 void cubit_nn_swiglu_bwd(const float *a, const float *b, const float *dy, float *da, float *db,
                          size_t n) {
-  nn_swiglu_ctx c = {nn_k(), a, b, dy, da, db};
+  nn_swiglu_ctx c = {nn_current_kernels(), a, b, dy, da, db};
   nn_run(n, 64, nn_tasks((double)n, 40), swiglu_bwd_range, &c);
 }
 
@@ -906,7 +906,7 @@ static void cubit_head_sums(float *out, const double *part, size_t np, size_t wh
 
 void cubit_nn_ref_norm(const float *r, const float *alpha, float *out, size_t B, size_t H, size_t T,
                        size_t D, double eps) {
-  nn_cubit_ctx c = {.k = nn_k(), .x = r, .p1 = alpha, .o1 = out, .H = H, .T = T, .D = D,
+  nn_cubit_ctx c = {.k = nn_current_kernels(), .x = r, .p1 = alpha, .o1 = out, .H = H, .T = T, .D = D,
                     .eps2 = eps * eps, .which = 0};
   cubit_elem_run(&c, B * H * T, 3);
 }
@@ -916,7 +916,7 @@ int cubit_nn_ref_norm_bwd(const float *r, const float *alpha, const float *dy, f
   const size_t rows = B * H * T;
   double *part = nn_get_scratch((rows ? rows : 1) * sizeof(double));
   if (!part) return NN_ENOMEM;
-  nn_cubit_ctx c = {.k = nn_k(), .x = r, .g = dy, .p1 = alpha, .o1 = dr, .part = part, .H = H,
+  nn_cubit_ctx c = {.k = nn_current_kernels(), .x = r, .g = dy, .p1 = alpha, .o1 = dr, .part = part, .H = H,
                     .T = T, .D = D, .eps2 = eps * eps, .which = 1};
   cubit_elem_run(&c, rows, 6);
   if (dalpha) cubit_head_sums(dalpha, part, 1, 0, B, H, T);
@@ -925,7 +925,7 @@ int cubit_nn_ref_norm_bwd(const float *r, const float *alpha, const float *dy, f
 
 void cubit_nn_lrr(const float *v, const float *z, const float *lower, const float *range,
                   float *out, size_t B, size_t H, size_t T, size_t D) {
-  nn_cubit_ctx c = {.k = nn_k(), .x = v, .z = z, .p1 = lower, .p2 = range, .o1 = out, .H = H,
+  nn_cubit_ctx c = {.k = nn_current_kernels(), .x = v, .z = z, .p1 = lower, .p2 = range, .o1 = out, .H = H,
                     .T = T, .D = D, .which = 2};
   cubit_elem_run(&c, B * H * T, 2);
 }
@@ -936,7 +936,7 @@ int cubit_nn_lrr_bwd(const float *v, const float *z, const float *lower, const f
   const size_t rows = B * H * T;
   double *part = nn_get_scratch((rows ? 2 * rows : 1) * sizeof(double));
   if (!part) return NN_ENOMEM;
-  nn_cubit_ctx c = {.k = nn_k(), .x = v, .z = z, .g = dy, .p1 = lower, .p2 = range, .o1 = dv,
+  nn_cubit_ctx c = {.k = nn_current_kernels(), .x = v, .z = z, .g = dy, .p1 = lower, .p2 = range, .o1 = dv,
                     .o2 = dz, .part = part, .H = H, .T = T, .D = D, .which = 3};
   cubit_elem_run(&c, rows, 4);
   if (dlower) cubit_head_sums(dlower, part, 2, 0, B, H, T);

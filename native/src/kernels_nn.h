@@ -98,6 +98,9 @@ extern const nn_kernels nn_kernels_avx2;
 extern const nn_kernels nn_kernels_avx512;
 #endif
 
+/* The table of the best ISA this CPU runs (cpu.c decides). */
+const nn_kernels *nn_current_kernels(void);
+
 /* ---- C API (kernels_nn.c): pointers are already offset; sizes in elements ------------------ */
 void cubit_nn_fill(float *out, float value, size_t n);
 void cubit_nn_copy(const float *src, float *out, size_t n);
