@@ -180,16 +180,20 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
   // Here r̂_0 = 30 e_0 while every later r_i has r_i[0] = 0 (r̂_i = α r_i/|r_i| as usual): key 0's
   // logits are 0, ordinary, but its norm puts the bound of every block whose span holds key 0
   // hundreds (base 2) above the rows' largest logits, so only the fallback gives the answer.
+  // Only the rows that fail fall back: with `far`, rows from 100 on get |r| = 1000 along e_0 (their
+  // logits 0, their bound ~1000 above), so rows 64..99 keep the bound's weights and rows 100..127
+  // take the online ones, in the same block [64, 128).
   test('a loose logit bound (one long r̂ row) falls back to the online softmax', () => {
-    const tweak = (c: Case) => (inp: Inputs): void => {
+    const tweak = (c: Case, far = false) => (inp: Inputs): void => {
       const { D } = c;
       for (let t = 0; t < inp.r.length / D; t++) {
         const r = inp.r.subarray(t * D, (t + 1) * D), rh = inp.rHat.subarray(t * D, (t + 1) * D);
-        if (t % c.T === 0) { rh.fill(0); rh[0] = 30; continue; }
+        if (!far && t % c.T === 0) { rh.fill(0); rh[0] = 30; continue; }
         const alpha = Math.sqrt(rh.reduce((a, x) => a + x * x, 0));
         r[0] = 0;
         const n = Math.sqrt(r.reduce((a, x) => a + x * x, 0));
         for (let j = 0; j < D; j++) rh[j] = (alpha * r[j]) / n;
+        if (far && t % c.T >= 100) { r.fill(0); r[0] = 1000; }
       }
     };
     for (const c of [
@@ -197,6 +201,10 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
       { B: 2, H: 3, T: 150, D: 8, window: 0, blockSize: 16, docs: 'none', seed: 52 },
       { B: 1, H: 1, T: 200, D: 32, window: 90, blockSize: 64, docs: 'none', seed: 53 },
     ] as Case[]) check(c, tweak(c));
+    for (const c of [
+      { B: 1, H: 2, T: 200, D: 16, window: 0, blockSize: 64, docs: 'none', seed: 54 },
+      { B: 2, H: 2, T: 200, D: 32, window: 0, blockSize: 64, docs: 'none', seed: 55 },
+    ] as Case[]) check(c, tweak(c, true));
   });
 
   test('block size changes only rounding: blocks of 1, 13, 64 and T agree to 1e-5', () => {
@@ -229,6 +237,43 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
     const b = runKernels(native, c, changed);
     for (const key of ['x', 'out'] as const) {
       assert.deepEqual(b[key].subarray(0, 100 * c.D), a[key].subarray(0, 100 * c.D), `${key} changed before t = 100`);
+    }
+  });
+
+  // The KRR forward's fallback to the online softmax (a row whose bound was loose) is decided row
+  // by row: here rows ≥ 100 get |r| = 1000 along e_0, to which every r̂ is orthogonal, so their
+  // bound is ~1000 (base 2) above their logits and they fall back, in the block [64, 128) that
+  // rows 64..99 share. Redoing the whole block would change those rows' rounding.
+  test('prefix consistency: a later row of the block falling back leaves earlier rows bit-identical', () => {
+    requireNative();
+    const addon = loadNativeAddon()!;
+    const native = new NativeBackend(addon);
+    for (const c of [
+      { B: 1, H: 1, T: 160, D: 8, window: 0, blockSize: 64, docs: 'none', seed: 33 },
+      { B: 1, H: 4, T: 160, D: 32, window: 0, blockSize: 64, docs: 'none', seed: 34 },
+    ] as Case[]) {
+      const inp = makeInputs(c);
+      for (let t = 0; t < inp.r.length / c.D; t++) {
+        const r = inp.r.subarray(t * c.D, (t + 1) * c.D), rh = inp.rHat.subarray(t * c.D, (t + 1) * c.D);
+        const alpha = Math.sqrt(rh.reduce((a, x) => a + x * x, 0));
+        r[0] = 0;
+        const n = Math.sqrt(r.reduce((a, x) => a + x * x, 0));
+        for (let j = 0; j < c.D; j++) rh[j] = (alpha * r[j]) / n;
+      }
+      const changed: Inputs = { ...inp, r: inp.r.slice() };
+      for (let t = 0; t < inp.r.length / c.D; t++) {
+        if (t % c.T < 100) continue;
+        changed.r.fill(0, t * c.D, (t + 1) * c.D);
+        changed.r[t * c.D] = 1000;
+      }
+      for (const isa of isas(addon)) {
+        addon.setIsa(isa);
+        const a = runKernels(native, c, inp), b = runKernels(native, c, changed);
+        for (let bh = 0; bh < c.B * c.H; bh++) {
+          const at = (x: TypedArray): TypedArray => x.subarray(bh * c.T * c.D, (bh * c.T + 100) * c.D);
+          assert.deepEqual(at(b.x), at(a.x), `${label(c)} ${isa} x of head ${bh} changed before t = 100`);
+        }
+      }
     }
   });
 

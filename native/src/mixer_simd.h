@@ -562,7 +562,7 @@ static int mx_att_bwd(const mx_dims *d, const mx_att_args *a, int bh) {
  * Cubit r^ = alpha r / |r|, so with alpha > 0 the bound is the row's diagonal logit: exact. A
  * loose bound would lose the small weights to underflow, so the close checks each row's sum
  * (l_i >= n 2^-32 means the row's largest weight was >= 2^-32 of the bound's) and redoes the
- * block with the online softmax (mx_online) when one fails. */
+ * block with the online softmax (mx_online) when one fails, for the rows that failed. */
 
 /* The chunks [c_lo, c_hi) (in MX_KC steps from k0) of group g of G over nch chunks. */
 static inline void mx_group_chunks(int nch, int G, int g, int *c_lo, int *c_hi) {
@@ -658,6 +658,7 @@ static int mx_krr_fwd_close_x(const mx_dims *d, const mx_krr_args *a, float *ws,
   const ptrdiff_t off = (ptrdiff_t)bh * T * D;
   const float lam = (float)exp((double)a->loglam[bh % d->H]);
   float *m = ws, *l = m + mx_ldqcap(d), *U = l + mx_ldqcap(d);
+  float *keep = NULL; /* a fallback's rows that passed: their bound results (below) */
   int online = 0;
 again:;
   /* (part_x, on a fallback, uses scratch slots 0, 1 and 3: take them after it) */
@@ -688,16 +689,33 @@ again:;
   mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, a->rh + off + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Sd, ldq, MM_SET, NULL);
   mx_mask(d, b, i0, nb, ldq, i0, i1, Sd, -INFINITY);
   mx_online(Sd, nb, ldq, m, l, corr, U, nb, D);
+  const float n = (float)(i1 - k0), l_lo = n * 0x1p-32f, l_hi = 2 * n;
   if (!online && k0 < i0) {
-    const float n = (float)(i1 - k0), l_lo = n * 0x1p-32f, l_hi = 2 * n;
     int ok = 1;
     for (int i = 0; i < nb; i++) ok &= l[i] >= l_lo && l[i] <= l_hi; /* false for NaN */
     if (!ok) {
+      /* Only the failing rows take the online results: the rows that passed keep theirs (m, l,
+       * U and their lanes of the diagonal tile, set aside here), so that a row's result never
+       * depends on another row's, later tokens' included. */
+      keep = mx_scratch(4, 2 * (size_t)ldq + (size_t)nb * D + (size_t)nb * ldq);
+      if (!keep) return -1;
+      memcpy(keep, m, (size_t)ldq * sizeof(float));
+      memcpy(keep + ldq, l, (size_t)ldq * sizeof(float));
+      memcpy(keep + 2 * ldq, U, (size_t)nb * D * sizeof(float));
+      memcpy(keep + 2 * ldq + (ptrdiff_t)nb * D, Sd, (size_t)nb * ldq * sizeof(float));
       online = 1;
       for (int g = 0; g < G; g++)
         if (mx_krr_fwd_part_x(d, a, ws, G, bh, blk, g, 1)) return -1;
       rt_ready = 1; /* k0 < i0: some group had chunks, and transposed r here */
       goto again;
+    }
+  } else if (keep) {
+    const float *km = keep, *kl = keep + ldq, *kU = keep + 2 * ldq, *kS = kU + (ptrdiff_t)nb * D;
+    for (int i = 0; i < nb; i++) {
+      if (!(kl[i] >= l_lo && kl[i] <= l_hi)) continue;
+      m[i] = km[i], l[i] = kl[i];
+      memcpy(U + (ptrdiff_t)i * D, kU + (ptrdiff_t)i * D, (size_t)D * sizeof(float));
+      for (int j = 0; j < nb; j++) Sd[(ptrdiff_t)j * ldq + i] = kS[(ptrdiff_t)j * ldq + i];
     }
   }
   float *lse = a->lse + (ptrdiff_t)bh * T + i0;
