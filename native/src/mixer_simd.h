@@ -268,105 +268,6 @@ static void mx_mm_x(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_
   }
 }
 
-#if VW > 1
-/* The KRR backward's two products over the same (keys x lanes) tile, one after the other in one
- * call: P = 2^(A1 B1 - e) stored, then Q = P o (-(A2 B2) - h) with P read back while it is in
- * L1 (store forwarding), the column sums of Q added into s. MM_EXP2 then MM_PDS as one tile:
- * one setup and one pass over the A rows' cache lines. A1, A2 rows at stride ars, k
- * contiguous; B1, B2 k x (nv VW) at stride ldb; no tail (the panels' lanes are whole vectors). */
-static inline __attribute__((always_inline)) void mx_pq_tile(
-    const int mr, const int nv, int k, const float *restrict A1, const float *restrict A2,
-    ptrdiff_t ars, const float *restrict B1, const float *restrict B2, ptrdiff_t ldb,
-    float *P, float *Q, ptrdiff_t ldc, const float *restrict e,
-    const float *restrict h, float *restrict s) {
-  vf acc[24][4];
-#pragma GCC unroll 2
-  for (int t = 0; t < 2; t++) {
-    const float *A = t ? A2 : A1, *B = t ? B2 : B1;
-#pragma GCC unroll 24
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 4
-      for (int v = 0; v < nv; v++) acc[i][v] = v_zero();
-    for (int p = 0; p < k; p++) {
-      vf bv[4];
-#pragma GCC unroll 4
-      for (int v = 0; v < nv; v++) bv[v] = v_load(B + (ptrdiff_t)p * ldb + v * VW);
-#pragma GCC unroll 24
-      for (int i = 0; i < mr; i++) {
-        vf ai = v_set1(A[i * ars + p]);
-#pragma GCC unroll 4
-        for (int v = 0; v < nv; v++) acc[i][v] = v_fma(ai, bv[v], acc[i][v]);
-      }
-    }
-#pragma GCC unroll 4
-    for (int v = 0; v < nv; v++) {
-      const vf ev = v_load((t ? h : e) + v * VW);
-      vf cs = v_zero();
-#pragma GCC unroll 24
-      for (int i = 0; i < mr; i++) {
-        float *pp = P + (ptrdiff_t)i * ldc + v * VW;
-        if (!t) {
-          v_store(pp, v_exp2(v_sub(acc[i][v], ev)));
-        } else {
-          vf qv = v_mul(v_load(pp), v_sub(v_sub(v_zero(), acc[i][v]), ev));
-          v_store(Q + (ptrdiff_t)i * ldc + v * VW, qv);
-          cs = v_add(cs, qv);
-        }
-      }
-      if (t) v_store(s + v * VW, v_add(v_load(s + v * VW), cs));
-    }
-  }
-}
-
-typedef void (*mx_pq_fn)(int k, const float *A1, const float *A2, ptrdiff_t ars, const float *B1,
-                         const float *B2, ptrdiff_t ldb, float *P, float *Q, ptrdiff_t ldc,
-                         const float *e, const float *h, float *s);
-#define MX_DEF_PQ(NV, MR)                                                                      \
-  static void mx_pq_##NV##_##MR(int k, const float *A1, const float *A2, ptrdiff_t ars,        \
-                                const float *B1, const float *B2, ptrdiff_t ldb, float *P,     \
-                                float *Q, ptrdiff_t ldc, const float *e, const float *h,       \
-                                float *s) {                                                    \
-    mx_pq_tile(MR, NV, k, A1, A2, ars, B1, B2, ldb, P, Q, ldc, e, h, s);                       \
-  }
-#define MX_PQ6(NV) MX_DEF_PQ(NV, 1) MX_DEF_PQ(NV, 2) MX_DEF_PQ(NV, 3) MX_DEF_PQ(NV, 4) \
-  MX_DEF_PQ(NV, 5) MX_DEF_PQ(NV, 6)
-#define MX_PQ8(NV) MX_PQ6(NV) MX_DEF_PQ(NV, 7) MX_DEF_PQ(NV, 8)
-#define MX_PQ12(NV) MX_PQ8(NV) MX_DEF_PQ(NV, 9) MX_DEF_PQ(NV, 10) MX_DEF_PQ(NV, 11) MX_DEF_PQ(NV, 12)
-#define MX_PQL6(NV) mx_pq_##NV##_1, mx_pq_##NV##_2, mx_pq_##NV##_3, mx_pq_##NV##_4, \
-  mx_pq_##NV##_5, mx_pq_##NV##_6
-#define MX_PQL8(NV) MX_PQL6(NV), mx_pq_##NV##_7, mx_pq_##NV##_8
-#define MX_PQL12(NV) MX_PQL8(NV), mx_pq_##NV##_9, mx_pq_##NV##_10, mx_pq_##NV##_11, mx_pq_##NV##_12
-#if VW == 16
-/* 32 zmm: the plain tiles' shapes up to 12 rows */
-MX_PQ12(1) MX_PQ12(2) MX_PQ8(3) MX_PQ6(4)
-static const mx_pq_fn mx_pq1[] = {0, MX_PQL12(1)}, mx_pq2[] = {0, MX_PQL12(2)};
-static const mx_pq_fn mx_pq3[] = {0, MX_PQL8(3)}, mx_pq4[] = {0, MX_PQL6(4)};
-static const mx_pq_fn *const mx_pqtiles[5] = {0, mx_pq1, mx_pq2, mx_pq3, mx_pq4};
-static const int mx_pqmr[] = {0, 12, 12, 8, 6};
-#else
-/* 16 ymm: 6 x 16 as the plain tiles */
-MX_PQ12(1) MX_PQ6(2)
-static const mx_pq_fn mx_pq1[] = {0, MX_PQL12(1)}, mx_pq2[] = {0, MX_PQL6(2)};
-static const mx_pq_fn *const mx_pqtiles[3] = {0, mx_pq1, mx_pq2};
-static const int mx_pqmr[] = {0, 12, 6};
-#endif
-
-/* The paired P, Q pass over an m x n panel chunk (n a multiple of VW). */
-static void mx_mm_pq(int m, int n, int k, const float *A1, const float *A2, ptrdiff_t ars,
-                     const float *B1, const float *B2, ptrdiff_t ldb, float *P, float *Q,
-                     ptrdiff_t ldc, const float *e, const float *h, float *s) {
-  const int strip = MX_NVMAX * VW;
-  for (int j0 = 0; j0 < n; j0 += strip) {
-    const int nv = mx_imin(n - j0, strip) / VW, MR = mx_pqmr[nv];
-    const mx_pq_fn *tab = mx_pqtiles[nv];
-    for (int i0 = 0; i0 < m; i0 += MR)
-      tab[mx_imin(MR, m - i0)](k, A1 + (ptrdiff_t)i0 * ars, A2 + (ptrdiff_t)i0 * ars, ars, B1 + j0,
-                               B2 + j0, ldb, P + (ptrdiff_t)i0 * ldc + j0,
-                               Q + (ptrdiff_t)i0 * ldc + j0, ldc, e + j0, h + j0, s + j0);
-  }
-}
-#endif
-
 static inline void mx_mm_e(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,
                            const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, int mode,
                            const float *e) {
@@ -945,13 +846,6 @@ static int mx_krr_bwd_panel(const mx_dims *d, const mx_krr_args *a, float *ws, i
   for (int ci = c_lo; ci < c_hi; ci++) {
     const int c0 = k0 + ci * MX_KC, nc = mx_imin(MX_KC, i0 - c0);
     float *Pc = ws + L.P + (ptrdiff_t)(c0 - k0) * ldq, *dPc = ws + L.dP + (ptrdiff_t)(c0 - k0) * ldq;
-#if VW > 1
-    if (mx_unmasked(d, b, i0, nb, c0, c0 + nc)) { /* nothing to mask: P and Q by one tile */
-      mx_mm_pq(nc, ldq, D, a->rh + off + (ptrdiff_t)c0 * D, a->x + off + (ptrdiff_t)c0 * D, D, Rt, Zt,
-               ldq, Pc, dPc, ldq, lse, sh, c);
-      continue;
-    }
-#endif
     mx_mm_e(nc, ldq, D, a->rh + off + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, Pc, ldq, MM_EXP2, lse);
     mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, Pc, 0.0f);
     /* Q = P o (dP - sh) for dP = -X Z^T, and its column sums into c, in the product's store */
