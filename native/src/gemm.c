@@ -153,6 +153,7 @@ typedef struct {
    * sums), largest row and column blocks. */
   ptrdiff_t kc, mc, nc;
   int ic_outer; /* row blocks outer, depth steps inner (needs b_call) */
+  int no_b_lookahead; /* the in-tile look-ahead prefetches the next A block only */
   /* op(B) packed once for the whole call (batch 1), or NULL: depth block q (rows
    * [q*kc, q*kc + kc_q) of op(B)) at b_call + q*b_call_stride, as micro-panels of nr x kc_q. */
   const float *b_call;
@@ -262,8 +263,8 @@ static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *
           }
           ptrdiff_t np1 = min_p(k1, np0 + kc_step);
           prefetcher_init_region(&la_a, A, g->a_rs, g->a_cs, na0, min_p(i1, na0 + mc_step), np0, np1);
-          prefetcher_init_region(&la_b, g->b_call || !need_b ? NULL : B, g->b_cs, g->b_rs, np0,
-                                 np1, nj0, nj1);
+          prefetcher_init_region(&la_b, g->b_call || !need_b || g->no_b_lookahead ? NULL : B,
+                                 g->b_cs, g->b_rs, np0, np1, nj0, nj1);
           ptrdiff_t calls = ceil_div(mc, MR) * ceil_div(nc, NR);
           la_per_call = ceil_div(prefetcher_lines(&la_a) + prefetcher_lines(&la_b), calls);
         }
@@ -502,6 +503,10 @@ static void plan_call(gemm_job *job, ptrdiff_t batch, int disjoint) {
   if (batch == 1 && disjoint && g->k >= GEMM_SPLIT_MIN_K && g->m * g->n <= GEMM_SPLIT_MAX_MN) {
     job->ksplit = (int)min_p(GEMM_SPLIT_MAX, min_p(job->kblocks, g->k / GEMM_SPLIT_CHUNK));
     if (job->ksplit < 1) job->ksplit = 1;
+    /* A depth chunk packs each B block once, from rows read in order that the hardware
+     * prefetcher already follows; prefetching them too only competed with the A block's
+     * strided rows (1-4% slower, dW of a training step). */
+    g->no_b_lookahead = job->ksplit > 1;
   }
 }
 
