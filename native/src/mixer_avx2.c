@@ -33,24 +33,13 @@ static inline vf v_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 static inline vf v_max(vf a, vf b) { return _mm256_max_ps(a, b); }
 static inline vf v_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 
-/* 2^x: n = round(x) by the 1.5*2^23 trick, 2^f on [-1/2, 1/2] by a degree-5 polynomial (relative
- * error 1.1e-7), 2^n built in the exponent bits. x is clamped to [-127, 127]; at -127 the
- * exponent field is 0, so the result is exactly 0 there (and for -inf). NaN stays NaN. Five
- * FMAs and a multiply: half the FMA-port work of a natural exp with its range reduction. */
-static inline vf v_exp2(vf x) {
-  x = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-127.0f), x));
-  const vf magic = _mm256_set1_ps(12582912.0f);
-  vf t = _mm256_add_ps(x, magic);
-  vf f = _mm256_sub_ps(x, _mm256_sub_ps(t, magic));
-  vf p = _mm256_set1_ps(1.326472614891827e-3f);
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.671512991189957e-3f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550733581185341e-2f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.24022242426872253f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.6931470036506653f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+static inline vf v_min(vf a, vf b) { return _mm256_min_ps(a, b); }
+/* 2^n for t = n + 1.5*2^23 (mixer_simd.h's v_exp2): n moved into the exponent field. */
+static inline vf v_pow2i(vf t) {
   __m256i e = _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(t), 23), _mm256_set1_epi32(0x3F800000));
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  return _mm256_castsi256_ps(e);
 }
+#define MX_POLY_EXP2
 
 static inline float mx_fmaf(float a, float b, float c) { return fmaf(a, b, c); } /* vfmadd: FMA is on */
 

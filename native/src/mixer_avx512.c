@@ -32,21 +32,13 @@ static inline vf v_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 static inline vf v_max(vf a, vf b) { return _mm512_max_ps(a, b); }
 static inline vf v_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
 
-/* 2^x as in mixer_avx2.c. */
-static inline vf v_exp2(vf x) {
-  x = _mm512_min_ps(_mm512_set1_ps(127.0f), _mm512_max_ps(_mm512_set1_ps(-127.0f), x));
-  const vf magic = _mm512_set1_ps(12582912.0f);
-  vf t = _mm512_add_ps(x, magic);
-  vf f = _mm512_sub_ps(x, _mm512_sub_ps(t, magic));
-  vf p = _mm512_set1_ps(1.326472614891827e-3f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.671512991189957e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550733581185341e-2f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022242426872253f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931470036506653f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+static inline vf v_min(vf a, vf b) { return _mm512_min_ps(a, b); }
+/* 2^n for t = n + 1.5*2^23 (mixer_simd.h's v_exp2): n moved into the exponent field. */
+static inline vf v_pow2i(vf t) {
   __m512i e = _mm512_add_epi32(_mm512_slli_epi32(_mm512_castps_si512(t), 23), _mm512_set1_epi32(0x3F800000));
-  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+  return _mm512_castsi512_ps(e);
 }
+#define MX_POLY_EXP2
 
 static inline float mx_fmaf(float a, float b, float c) { return fmaf(a, b, c); } /* vfmadd: FMA is on */
 

@@ -6,7 +6,9 @@
  *   vf, vmask  vector type, tail-mask type
  *   v_zero v_set1 v_load v_store v_add v_sub v_mul v_max v_fma(a,b,c)=a*b+c
  *   v_tailmask(n) (1 <= n <= VW lanes) v_loadm(p,m) v_storem(p,v,m)
- *   v_exp2     2^x: exactly 0 for -inf (and below -126.5), NaN kept
+ *   v_exp2     2^x: exactly 0 for -inf (and below -126.5), NaN kept. The SIMD builds define
+ *              MX_POLY_EXP2, v_min and v_pow2i(t) (2^n from the bits of t = x + 1.5*2^23) and
+ *              get the polynomial below; the portable build defines v_exp2 as exp2f.
  *   mx_fmaf(a,b,c)  scalar a*b+c rounded as v_fma rounds it (fused where v_fma is)
  *
  * Per (b, h) and block of query rows R = [i0, i1) (nb rows, lanes of width ldq), the key span is
@@ -35,6 +37,26 @@
  *   MM_PDS    C = P o (-acc - e[j]) with P (same layout and stride as C), s[j] += sum_i C[i][j]:
  *             the KRR backward's P o (dP - sh) for dP = -acc and the shift sh = e. */
 enum { MM_SET = 0, MM_ADD = 1, MM_SUB = 2, MM_NEG = 3, MM_EXP2 = 4, MM_EXP2S = 5, MM_PDS = 6 };
+
+#ifdef MX_POLY_EXP2
+/* 2^x: n = round(x) by the 1.5*2^23 trick, 2^f on [-1/2, 1/2] by a degree-5 polynomial (relative
+ * error 1.1e-7), 2^n built in the exponent bits. x is clamped to [-127, 127]; at -127 the
+ * exponent field is 0, so the result is exactly 0 there (and for -inf). NaN stays NaN. Five
+ * FMAs and a multiply: half the FMA-port work of a natural exp with its range reduction. */
+static inline vf v_exp2(vf x) {
+  x = v_min(v_set1(127.0f), v_max(v_set1(-127.0f), x));
+  const vf magic = v_set1(12582912.0f);
+  vf t = v_add(x, magic);
+  vf f = v_sub(x, v_sub(t, magic));
+  vf p = v_set1(1.326472614891827e-3f);
+  p = v_fma(p, f, v_set1(9.671512991189957e-3f));
+  p = v_fma(p, f, v_set1(5.550733581185341e-2f));
+  p = v_fma(p, f, v_set1(0.24022242426872253f));
+  p = v_fma(p, f, v_set1(0.6931470036506653f));
+  p = v_fma(p, f, v_set1(1.0f));
+  return v_mul(p, v_pow2i(t));
+}
+#endif
 
 #define MX_LOG2E 1.44269504088896341f
 #define MX_LN2 0.693147180559945309f
