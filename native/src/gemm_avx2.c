@@ -57,6 +57,27 @@
   "vmovups %%ymm" #hi ", 32(%%rax)\n\t"                   \
   "add %[ldc], %%rax\n\t"
 
+/* The 12 accumulators ymm4..ymm15 cleared, and stored to (or added into, when acc) the 6 x 16
+ * tile at c with row stride ldc: the two kernels' shared prologue and epilogue. */
+#define ACC_ZERO                                                                                   \
+  "vxorps %%ymm4, %%ymm4, %%ymm4\n\t" "vxorps %%ymm5, %%ymm5, %%ymm5\n\t"                          \
+  "vxorps %%ymm6, %%ymm6, %%ymm6\n\t" "vxorps %%ymm7, %%ymm7, %%ymm7\n\t"                          \
+  "vxorps %%ymm8, %%ymm8, %%ymm8\n\t" "vxorps %%ymm9, %%ymm9, %%ymm9\n\t"                          \
+  "vxorps %%ymm10, %%ymm10, %%ymm10\n\t" "vxorps %%ymm11, %%ymm11, %%ymm11\n\t"                    \
+  "vxorps %%ymm12, %%ymm12, %%ymm12\n\t" "vxorps %%ymm13, %%ymm13, %%ymm13\n\t"                    \
+  "vxorps %%ymm14, %%ymm14, %%ymm14\n\t" "vxorps %%ymm15, %%ymm15, %%ymm15\n\t"
+#define C_STORE                                                                                    \
+  "mov %[c], %%rax\n\t"                                                                            \
+  "test %[acc], %[acc]\n\t"                                                                        \
+  "jz 5f\n\t"                                                                                      \
+  C_ROW_ADD(4, 5) C_ROW_ADD(6, 7) C_ROW_ADD(8, 9) C_ROW_ADD(10, 11) C_ROW_ADD(12, 13)              \
+  C_ROW_ADD(14, 15)                                                                                \
+  "jmp 6f\n"                                                                                       \
+  "5:\n\t"                                                                                         \
+  C_ROW_SET(4, 5) C_ROW_SET(6, 7) C_ROW_SET(8, 9) C_ROW_SET(10, 11) C_ROW_SET(12, 13)              \
+  C_ROW_SET(14, 15)                                                                                \
+  "6:\n\t"
+
 TARGET_AVX2 static void kernel_6x16(ptrdiff_t kc, const float *restrict a, const float *restrict b,
                                     float *restrict c, ptrdiff_t ldc, int accumulate) {
   ptrdiff_t k4 = kc / 4, krest = kc % 4, ldc_bytes = ldc * (ptrdiff_t)sizeof(float);
@@ -66,18 +87,7 @@ TARGET_AVX2 static void kernel_6x16(ptrdiff_t kc, const float *restrict a, const
     _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
   }
   __asm__ volatile(
-      "vxorps %%ymm4, %%ymm4, %%ymm4\n\t"
-      "vxorps %%ymm5, %%ymm5, %%ymm5\n\t"
-      "vxorps %%ymm6, %%ymm6, %%ymm6\n\t"
-      "vxorps %%ymm7, %%ymm7, %%ymm7\n\t"
-      "vxorps %%ymm8, %%ymm8, %%ymm8\n\t"
-      "vxorps %%ymm9, %%ymm9, %%ymm9\n\t"
-      "vxorps %%ymm10, %%ymm10, %%ymm10\n\t"
-      "vxorps %%ymm11, %%ymm11, %%ymm11\n\t"
-      "vxorps %%ymm12, %%ymm12, %%ymm12\n\t"
-      "vxorps %%ymm13, %%ymm13, %%ymm13\n\t"
-      "vxorps %%ymm14, %%ymm14, %%ymm14\n\t"
-      "vxorps %%ymm15, %%ymm15, %%ymm15\n\t"
+      ACC_ZERO
       "test %[k4], %[k4]\n\t"
       "jz 2f\n\t"
       ".p2align 5\n"
@@ -98,16 +108,7 @@ TARGET_AVX2 static void kernel_6x16(ptrdiff_t kc, const float *restrict a, const
       "dec %[krest]\n\t"
       "jnz 3b\n"
       "4:\n\t"
-      "mov %[c], %%rax\n\t"
-      "test %[acc], %[acc]\n\t"
-      "jz 5f\n\t"
-      C_ROW_ADD(4, 5) C_ROW_ADD(6, 7) C_ROW_ADD(8, 9) C_ROW_ADD(10, 11) C_ROW_ADD(12, 13)
-      C_ROW_ADD(14, 15)
-      "jmp 6f\n"
-      "5:\n\t"
-      C_ROW_SET(4, 5) C_ROW_SET(6, 7) C_ROW_SET(8, 9) C_ROW_SET(10, 11) C_ROW_SET(12, 13)
-      C_ROW_SET(14, 15)
-      "6:\n\t"
+      C_STORE
       "vzeroupper\n\t"
       : [a] "+r"(a), [b] "+r"(b), [k4] "+r"(k4), [krest] "+r"(krest)
       : [c] "r"(c), [ldc] "r"(ldc_bytes), [acc] "r"(accumulate)
@@ -155,18 +156,7 @@ TARGET_AVX2 static void kernel_6x16_strided_a(ptrdiff_t kc, const float *a, ptrd
     _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
   }
   __asm__ volatile(
-      "vxorps %%ymm4, %%ymm4, %%ymm4\n\t"
-      "vxorps %%ymm5, %%ymm5, %%ymm5\n\t"
-      "vxorps %%ymm6, %%ymm6, %%ymm6\n\t"
-      "vxorps %%ymm7, %%ymm7, %%ymm7\n\t"
-      "vxorps %%ymm8, %%ymm8, %%ymm8\n\t"
-      "vxorps %%ymm9, %%ymm9, %%ymm9\n\t"
-      "vxorps %%ymm10, %%ymm10, %%ymm10\n\t"
-      "vxorps %%ymm11, %%ymm11, %%ymm11\n\t"
-      "vxorps %%ymm12, %%ymm12, %%ymm12\n\t"
-      "vxorps %%ymm13, %%ymm13, %%ymm13\n\t"
-      "vxorps %%ymm14, %%ymm14, %%ymm14\n\t"
-      "vxorps %%ymm15, %%ymm15, %%ymm15\n\t"
+      ACC_ZERO
       "test %[k4], %[k4]\n\t"
       "jz 2f\n\t"
       ".p2align 5\n"
@@ -182,16 +172,7 @@ TARGET_AVX2 static void kernel_6x16_strided_a(ptrdiff_t kc, const float *a, ptrd
       "dec %[krest]\n\t"
       "jnz 3b\n"
       "4:\n\t"
-      "mov %[c], %%rax\n\t"
-      "test %[acc], %[acc]\n\t"
-      "jz 5f\n\t"
-      C_ROW_ADD(4, 5) C_ROW_ADD(6, 7) C_ROW_ADD(8, 9) C_ROW_ADD(10, 11) C_ROW_ADD(12, 13)
-      C_ROW_ADD(14, 15)
-      "jmp 6f\n"
-      "5:\n\t"
-      C_ROW_SET(4, 5) C_ROW_SET(6, 7) C_ROW_SET(8, 9) C_ROW_SET(10, 11) C_ROW_SET(12, 13)
-      C_ROW_SET(14, 15)
-      "6:\n\t"
+      C_STORE
       "vzeroupper\n\t"
       : [a0] "+r"(a0), [a3] "+r"(a3), [b] "+r"(b), [k4] "+r"(k4), [krest] "+r"(krest)
       : [rs] "r"(rs), [cs] "r"(cs), [c] "r"(c), [ldc] "r"(ldc_bytes), [acc] "r"(accumulate)
@@ -202,6 +183,8 @@ TARGET_AVX2 static void kernel_6x16_strided_a(ptrdiff_t kc, const float *a, ptrd
 #undef K_STEP
 #undef C_ROW_ADD
 #undef C_ROW_SET
+#undef ACC_ZERO
+#undef C_STORE
 
 /* In-register transpose of an 8x8 block: on return r[q] holds what was column q. */
 TARGET_AVX2 static inline void transpose8(__m256 r[8]) {
