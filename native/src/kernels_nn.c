@@ -7,7 +7,6 @@
 #include "threadpool.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,43 +69,8 @@ static void nn_run(size_t n, size_t align, int ntasks, nn_range_fn fn, void *ctx
   cubit_parallel_for(ntasks, nn_split_task, &s);
 }
 
-/* ---- grow-once scratch of the calling thread ---------------------------------------------- */
-
-typedef struct {
-  void *p;
-  size_t cap;
-} nn_scratch;
-
-static pthread_key_t scratch_key;
-static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
-static _Thread_local nn_scratch *tls_scratch;
-
-static void scratch_free(void *p) {
-  nn_scratch *s = p;
-  free(s->p);
-  free(s);
-}
-static void scratch_key_init(void) { pthread_key_create(&scratch_key, scratch_free); }
-
-/* At least `bytes` of 64-byte-aligned memory owned by the calling thread, kept between calls
- * (freed when the thread exits). Tasks of one call share it through their context. */
-static void *nn_get_scratch(size_t bytes) {
-  if (!tls_scratch) {
-    pthread_once(&scratch_once, scratch_key_init);
-    tls_scratch = calloc(1, sizeof *tls_scratch);
-    if (!tls_scratch) return NULL;
-    pthread_setspecific(scratch_key, tls_scratch);
-  }
-  if (bytes > tls_scratch->cap) {
-    void *p = NULL;
-    size_t cap = bytes + bytes / 4;
-    if (posix_memalign(&p, 64, cap) != 0) return NULL;
-    free(tls_scratch->p);
-    tls_scratch->p = p;
-    tls_scratch->cap = cap;
-  }
-  return tls_scratch->p;
-}
+/* Scratch of the calling thread (threadpool.h), shared by a call's tasks through their context. */
+static void *nn_get_scratch(size_t bytes) { return cubit_scratch(CUBIT_SCRATCH_NN, bytes); }
 
 /* ---- fill / copy -------------------------------------------------------------------------- */
 

@@ -117,9 +117,9 @@ const mx_kernels *mx_kernels_avx512(void); /* NULL when not built for x86 */
 /* The table for cubit_current_isa(). */
 const mx_kernels *mx_current_kernels(void);
 
-/* Per-thread scratch: slot s (0 <= s < MX_SLOTS) holds at least n floats, 64-byte aligned,
- * grown (never shrunk) and reused across calls; freed when the thread exits. NULL when out of
- * memory. Distinct slots never alias. */
+/* Per-thread scratch (threadpool.h's cubit_scratch): slot s (0 <= s < MX_SLOTS) holds at least
+ * n floats, 64-byte aligned, grown (never shrunk) and reused across calls; freed when the thread
+ * exits. NULL when out of memory. Distinct slots never alias. */
 #define MX_SLOTS 10
 float *mx_scratch(int slot, size_t n);
 

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -233,4 +234,43 @@ void cubit_parallel_for(int ntasks, void (*fn)(void *ctx, int task), void *ctx) 
 void cubit_parallel_for_work(int ntasks, void (*fn)(void *ctx, int task), void *ctx, double flops) {
   if (flops < CUBIT_MIN_PARALLEL_FLOPS) run_serial(ntasks, fn, ctx);
   else cubit_parallel_for(ntasks, fn, ctx);
+}
+
+/* ---- per-thread scratch ------------------------------------------------------------------ */
+
+typedef struct {
+  void *buf[CUBIT_SCRATCH_SLOTS];
+  size_t cap[CUBIT_SCRATCH_SLOTS];
+} thread_scratch;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static _Thread_local thread_scratch *tls_scratch;
+
+static void scratch_free(void *p) {
+  thread_scratch *s = p;
+  for (int i = 0; i < CUBIT_SCRATCH_SLOTS; i++) free(s->buf[i]);
+  free(s);
+}
+static void scratch_key_init(void) { pthread_key_create(&scratch_key, scratch_free); }
+
+void *cubit_scratch(int slot, size_t bytes) {
+  if (!tls_scratch) {
+    pthread_once(&scratch_once, scratch_key_init);
+    tls_scratch = calloc(1, sizeof *tls_scratch);
+    if (!tls_scratch) return NULL;
+    pthread_setspecific(scratch_key, tls_scratch); /* frees it when the thread exits */
+  }
+  thread_scratch *s = tls_scratch;
+  if (bytes > s->cap[slot] || !s->buf[slot]) {
+    size_t cap = ((bytes + bytes / 4) + 63) & ~(size_t)63; /* a quarter spare: fewer regrowths */
+    void *p = NULL;
+    if (cap == 0) cap = 64;
+    if (posix_memalign(&p, 64, cap) != 0) return NULL;
+    memset(p, 0, cap);
+    free(s->buf[slot]);
+    s->buf[slot] = p;
+    s->cap[slot] = cap;
+  }
+  return s->buf[slot];
 }

@@ -15,6 +15,8 @@
 #ifndef CUBIT_THREADPOOL_H
 #define CUBIT_THREADPOOL_H
 
+#include <stddef.h>
+
 /* Work below this many floating-point operations is not worth splitting across threads. */
 #define CUBIT_MIN_PARALLEL_FLOPS 1.0e6
 
@@ -31,5 +33,18 @@ void cubit_parallel_for_work(int ntasks, void (*fn)(void *ctx, int task), void *
 
 /* Non-zero while the calling thread runs a pool task (nested parallel_for calls run serially). */
 int cubit_in_parallel_task(void);
+
+/* Per-thread scratch, one grow-once buffer per slot: fresh memory page-faults, so the caller and
+ * the workers each keep theirs between calls (freed when the thread exits). */
+enum {
+  CUBIT_SCRATCH_NN = 0,      /* kernels_nn.c: partial sums of one call */
+  CUBIT_SCRATCH_MX_MASK = 1, /* mixer_common.c: the mask bounds of a call */
+  CUBIT_SCRATCH_MX = 2,      /* mixer_common.c: mx_scratch slot s is CUBIT_SCRATCH_MX + s */
+  CUBIT_SCRATCH_SLOTS = CUBIT_SCRATCH_MX + 10
+};
+/* At least `bytes` of 64-byte-aligned memory in `slot` of the calling thread: zero-filled when
+ * (re)allocated, otherwise as the last user of the slot on this thread left it. Distinct slots
+ * never alias. NULL when out of memory. */
+void *cubit_scratch(int slot, size_t bytes);
 
 #endif
