@@ -27,7 +27,6 @@
 #include "gemm_kernels.h"
 #include "threadpool.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -38,60 +37,27 @@
 #define TILE_MAX (64 * 64) /* largest mr*nr of any kernel */
 
 typedef struct {
-  float *a_pack, *b_pack;
-  size_t a_cap, b_cap; /* in floats */
-  /* Identity of the B block now in b_pack, to skip repacking a broadcast B (stride 0) or the
-   * same block seen by consecutive tasks. `call` is unique per sgemm call, as B may change
-   * between calls. */
+  /* Identity of the B block now in the packed-B buffer (b_pack), to skip repacking a broadcast
+   * B (stride 0) or the same block seen by consecutive tasks. `call` is unique per sgemm call,
+   * as B may change between calls. */
+  const float *b_pack;
   uint64_t b_call;
   const float *b_src;
   ptrdiff_t b_j, b_p;
   int b_nc, b_kc;
-  /* Owned by the thread that called sgemm, read or written by the pool's tasks during the
-   * call: op(B) packed once per call, and the partial products of depth chunks. */
-  float *b_call_pack, *partial;
-  size_t b_call_cap, partial_cap;
   _Alignas(64) float tile[TILE_MAX]; /* edge tiles of C are computed here first */
 } gemm_scratch;
 
-static pthread_key_t scratch_key;
-static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
-static _Thread_local gemm_scratch *tls_scratch;
 static _Atomic uint64_t call_counter = 1;
 
-static void scratch_free(void *p) {
-  gemm_scratch *s = p;
-  free(s->a_pack);
-  free(s->b_pack);
-  free(s->b_call_pack);
-  free(s->partial);
-  free(s);
-}
-static void scratch_key_init(void) { pthread_key_create(&scratch_key, scratch_free); }
-
+/* The calling thread's GEMM state (threadpool.h's scratch: zeroed when first made). */
 static gemm_scratch *get_scratch(void) {
-  if (!tls_scratch) {
-    pthread_once(&scratch_once, scratch_key_init);
-    void *p = NULL;
-    if (posix_memalign(&p, 64, sizeof(gemm_scratch)) != 0) return NULL;
-    memset(p, 0, sizeof(gemm_scratch));
-    tls_scratch = p;
-    pthread_setspecific(scratch_key, p); /* frees it when the thread exits */
-  }
-  return tls_scratch;
+  return cubit_scratch(CUBIT_SCRATCH_GEMM_STATE, sizeof(gemm_scratch));
 }
 
-/* Makes *buf hold at least `need` floats (plus slack for the SIMD packers). */
-static float *ensure(float **buf, size_t *cap, size_t need) {
-  if (need > *cap) {
-    size_t bytes = ((need + CUBIT_PACK_SLACK) * sizeof(float) + 63) & ~(size_t)63;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
-    free(*buf);
-    *buf = p;
-    *cap = need;
-  }
-  return *buf;
+/* A buffer of the calling thread holding at least `need` floats, plus slack for the SIMD packers. */
+static float *gemm_buffer(int slot, size_t need) {
+  return cubit_scratch(slot, (need + CUBIT_PACK_SLACK) * sizeof(float));
 }
 
 /* ---- prefetching ------------------------------------------------------------------------- */
@@ -195,13 +161,13 @@ static int gemm_tile(const gemm_args *g, const float *A, const float *B, float *
   ptrdiff_t kc_step = g->kc;
   ptrdiff_t mc_step = even_step(i1 - i0, lookahead ? g->mc : K->mc, MR);
   ptrdiff_t nc_step = even_step(j1 - j0, g->nc, NR);
-  float *ap = ensure(&s->a_pack, &s->a_cap, (size_t)(mc_step * kc_step));
+  float *ap = gemm_buffer(CUBIT_SCRATCH_GEMM_A, (size_t)(mc_step * kc_step));
   if (!ap) return -1;
   float *bp = NULL;
   if (!g->b_call) {
-    if (nc_step * kc_step > (ptrdiff_t)s->b_cap) s->b_call = 0; /* buffer replaced: forget it */
-    bp = ensure(&s->b_pack, &s->b_cap, (size_t)(nc_step * kc_step));
+    bp = gemm_buffer(CUBIT_SCRATCH_GEMM_B, (size_t)(nc_step * kc_step));
     if (!bp) return -1;
+    if (bp != s->b_pack) s->b_pack = bp, s->b_call = 0; /* buffer replaced: forget what it held */
   }
 
   /* Stored regions of the next batch's operands that this tile reads, spread over all the
@@ -552,7 +518,7 @@ int cubit_sgemm_batched(ptrdiff_t batch, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, 
     if (!s) return -1;
   }
   if (job.ksplit > 1) {
-    job.partial = ensure(&s->partial, &s->partial_cap, (size_t)((job.ksplit - 1) * m * n));
+    job.partial = gemm_buffer(CUBIT_SCRATCH_GEMM_PARTIAL, (size_t)((job.ksplit - 1) * m * n));
     if (!job.partial) return -1;
   } else if (s) {
     /* Tall product with a small op(B): pack op(B) once here, so that the tasks (row blocks of
@@ -563,7 +529,7 @@ int cubit_sgemm_batched(ptrdiff_t batch, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, 
     int ic_outer = job.kblocks > 1 && panels * k <= GEMM_IC_OUTER_MAX_FLOATS;
     if (panels * k <= GEMM_B_ONCE_MAX_FLOATS && (nthreads > 1 || ic_outer)) {
       g->ic_outer = ic_outer;
-      float *bc = ensure(&s->b_call_pack, &s->b_call_cap, (size_t)(panels * g->kc * job.kblocks));
+      float *bc = gemm_buffer(CUBIT_SCRATCH_GEMM_B_CALL, (size_t)(panels * g->kc * job.kblocks));
       if (!bc) return -1;
       for (ptrdiff_t q = 0; q < job.kblocks; q++) {
         ptrdiff_t pc = q * g->kc;

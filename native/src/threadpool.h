@@ -37,9 +37,14 @@ int cubit_in_parallel_task(void);
 /* Per-thread scratch, one grow-once buffer per slot: fresh memory page-faults, so the caller and
  * the workers each keep theirs between calls (freed when the thread exits). */
 enum {
-  CUBIT_SCRATCH_NN = 0,      /* kernels_nn.c: partial sums of one call */
-  CUBIT_SCRATCH_MX_MASK = 1, /* mixer_common.c: the mask bounds of a call */
-  CUBIT_SCRATCH_MX = 2,      /* mixer_common.c: mx_scratch slot s is CUBIT_SCRATCH_MX + s */
+  CUBIT_SCRATCH_NN = 0,           /* kernels_nn.c: partial sums of one call */
+  CUBIT_SCRATCH_GEMM_STATE = 1,   /* gemm.c: the thread's packed-B identity and edge tile */
+  CUBIT_SCRATCH_GEMM_A = 2,       /* gemm.c: packed A block */
+  CUBIT_SCRATCH_GEMM_B = 3,       /* gemm.c: packed B block */
+  CUBIT_SCRATCH_GEMM_B_CALL = 4,  /* gemm.c: op(B) packed once per call */
+  CUBIT_SCRATCH_GEMM_PARTIAL = 5, /* gemm.c: depth chunks' partial products */
+  CUBIT_SCRATCH_MX_MASK = 6,      /* mixer_common.c: the mask bounds of a call */
+  CUBIT_SCRATCH_MX = 7,           /* mixer_common.c: mx_scratch slot s is CUBIT_SCRATCH_MX + s */
   CUBIT_SCRATCH_SLOTS = CUBIT_SCRATCH_MX + 10
 };
 /* At least `bytes` of 64-byte-aligned memory in `slot` of the calling thread: zero-filled when
