@@ -88,11 +88,11 @@ function runKernels(be: Backend, c: Case, inp: Inputs, given?: Outputs): Outputs
   const d: MixerDims = { B, H, T, D, window: c.window, docIds: ids, blockSize: c.blockSize };
   const read = (s: Storage): TypedArray => be.readSync(s, 0, s.length).slice();
   const r = S(inp.r), rHat = S(inp.rHat), y = S(inp.y), ll = S(inp.logLambda), g = S(inp.g);
-  const x = Z(n), lse = Z(B * H * T);
-  be.krrSolve(r, rHat, y, ll, x, lse, d);
-  const xs = given ? S(given.x) : x;
+  const x = Z(n), lse = Z(B * H * T), wx = Z(n);
+  be.krrSolve(r, rHat, y, ll, x, lse, wx, d);
+  const xs = given ? S(given.x) : x, wxs = given ? S(given.wxMinusX) : wx;
   const dr = Z(n), drHat = Z(n), dy = Z(n), dl = Z(B * H);
-  be.krrSolveBackward(r, rHat, ll, xs, lse, g, dr, drHat, dy, dl, d);
+  be.krrSolveBackward(r, rHat, ll, xs, lse, wxs, g, dr, drHat, dy, dl, d);
   const q = S(inp.q), k = S(inp.k), v = S(inp.v);
   const out = Z(n), lse2 = Z(B * H * T);
   be.attention(q, k, v, out, lse2, inp.scale, d);
@@ -100,7 +100,7 @@ function runKernels(be: Backend, c: Case, inp: Inputs, given?: Outputs): Outputs
   const dq = Z(n), dk = Z(n), dv = Z(n);
   be.attentionBackward(q, k, v, outs, lse2, g, inp.scale, dq, dk, dv, d);
   return {
-    x: read(x), lse: read(lse), dr: read(dr), drHat: read(drHat), dy: read(dy), dLambda: read(dl),
+    x: read(x), lse: read(lse), wxMinusX: read(wx), dr: read(dr), drHat: read(drHat), dy: read(dy), dLambda: read(dl),
     out: read(out), attnLse: read(lse2), dq: read(dq), dk: read(dk), dv: read(dv),
   };
 }
@@ -172,6 +172,24 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
   test('long sequence: T = 2048 (causal, and a 300-token window with documents)', () => {
     check({ B: 1, H: 1, T: 2048, D: 32, window: 0, blockSize: 64, docs: 'none', seed: 11 });
     check({ B: 1, H: 1, T: 2048, D: 16, window: 300, blockSize: 64, docs: 'runs', seed: 12 });
+  });
+
+  // W near the identity: with α = 12 and |r| ≈ 4 each row's own weight is ~1 − 1e-5, where the
+  // backward's softmax row sums −Z_i·(W X − X)_i need W X − X summed without the diagonal weight:
+  // taken as Y − (1 + λ) X instead, it cancels to float32 ulps of X and dr, dr̂ are off by ~3e-4
+  // (α = 10) to ~7e-3 (α = 15) relative; summed as the kernels do, ~1e-5.
+  test('W near the identity (α = 12): W X − X and the gradients keep their precision', () => {
+    const sharpen = (c: Case) => (inp: Inputs): void => {
+      for (let t = 0; t < inp.r.length / c.D; t++) {
+        const r = inp.r.subarray(t * c.D, (t + 1) * c.D);
+        const n = Math.sqrt(r.reduce((a, x) => a + x * x, 0));
+        for (let j = 0; j < c.D; j++) inp.rHat[t * c.D + j] = (12 * r[j]) / n;
+      }
+    };
+    for (const c of [
+      { B: 2, H: 2, T: 200, D: 16, window: 0, blockSize: 64, docs: 'none', seed: 41 },
+      { B: 1, H: 1, T: 150, D: 16, window: 40, blockSize: 32, docs: 'runs', seed: 42 },
+    ] as Case[]) check(c, sharpen(c));
   });
 
   // The KRR forward forms the off-diagonal weights against the Cauchy-Schwarz bound
@@ -304,11 +322,12 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
     requireNative();
     const addon = loadNativeAddon()!;
     const f = (n: number): Float32Array => new Float32Array(n);
-    assert.throws(() => addon.krrSolve(f(8), f(8), f(7), f(1), f(8), f(4), 1, 1, 4, 2, 0, null, 64), /krrSolve: y has 7 elements, needs 8/);
+    assert.throws(() => addon.krrSolve(f(8), f(8), f(7), f(1), f(8), f(4), f(8), 1, 1, 4, 2, 0, null, 64), /krrSolve: y has 7 elements, needs 8/);
+    assert.throws(() => addon.krrSolve(f(8), f(8), f(8), f(1), f(8), f(4), f(6), 1, 1, 4, 2, 0, null, 64), /krrSolve: wxMinusX has 6 elements, needs 8/);
     assert.throws(() => addon.attention(f(8), f(8), f(8), f(8), f(4), 1, 1, 1, 4, 2, 0, new Int32Array(3), 64), /attention: docIds has 3 ids, needs B\*T = 4/);
     assert.throws(() => addon.attention(f(8), f(8), f(8), f(8), f(4), Infinity, 1, 1, 4, 2, 0, null, 64), /attention: argument 6 \(scale\) must be finite/);
-    assert.throws(() => addon.krrSolveBackward(f(8), f(8), f(1), f(8), f(4), f(8), f(8), f(8), f(8), f(1), 1, 1, 4, 2, 0, null, 0),
-      /krrSolveBackward: argument 17 \(blockSize\) must be >= 1/);
+    assert.throws(() => addon.krrSolveBackward(f(8), f(8), f(1), f(8), f(4), f(8), f(8), f(8), f(8), f(8), f(1), 1, 1, 4, 2, 0, null, 0),
+      /krrSolveBackward: argument 18 \(blockSize\) must be >= 1/);
     assert.throws(() => addon.attentionBackward(f(8), f(8), f(8), f(8), f(4), f(8), 1, f(8), f(8), f(8), 1, 1, 4, 0, 0, null, 8),
       /attentionBackward: argument 14 \(D\) must be in \[1, 2\^31\)/);
   });

@@ -44,11 +44,6 @@ static void krr_bwd_setup_task(void *ctx, int bh) {
   krr_job *j = ctx;
   FAIL_IF(j->K->krr_bwd_setup(&j->d, &j->a, j->ws + bh * j->per_bh, j->G, &j->dl[bh], bh, j->blk));
 }
-static void krr_bwd_panel_task(void *ctx, int t) {
-  krr_job *j = ctx;
-  int bh = t / j->G, g = t % j->G;
-  FAIL_IF(j->K->krr_bwd_panel(&j->d, &j->a, j->ws + bh * j->per_bh, j->G, bh, j->blk, g));
-}
 static void krr_bwd_grads_task(void *ctx, int t) {
   krr_job *j = ctx;
   int bh = t / j->G, g = t % j->G;
@@ -62,23 +57,24 @@ static double krr_flops(const mx_dims *d, int products) {
   return 2.0 * products * (double)d->B * d->H * d->T * span * d->D;
 }
 
-/* krrSolve(r, rHat, y, logLambda, x, lse, B, H, T, D, window, docIds, blockSize) */
+/* krrSolve(r, rHat, y, logLambda, x, lse, wxMinusX, B, H, T, D, window, docIds, blockSize) */
 CUBIT_NAPI(cubit_napi_krr_solve) {
   static const char *fn = "krrSolve";
-  napi_value argv[13];
+  napi_value argv[14];
   krr_job job = {0};
   mx_dims *d = &job.d;
-  float *r, *rh, *y, *ll, *x, *lse;
-  if (!cubit_get_args(env, info, fn, 13, argv) || !mx_arg_dims(env, argv, 6, fn, d)) return NULL;
+  float *r, *rh, *y, *ll, *x, *lse, *wx;
+  if (!cubit_get_args(env, info, fn, 14, argv) || !mx_arg_dims(env, argv, 7, fn, d)) return NULL;
   size_t n = (size_t)d->B * d->H * d->T * d->D, nl = (size_t)d->B * d->H * d->T;
   if (!mx_arg_f32(env, argv, 0, fn, "r", n, &r) || !mx_arg_f32(env, argv, 1, fn, "rHat", n, &rh) ||
       !mx_arg_f32(env, argv, 2, fn, "y", n, &y) ||
       !mx_arg_f32(env, argv, 3, fn, "logLambda", (size_t)d->H, &ll) ||
-      !mx_arg_f32(env, argv, 4, fn, "x", n, &x) || !mx_arg_f32(env, argv, 5, fn, "lse", nl, &lse))
+      !mx_arg_f32(env, argv, 4, fn, "x", n, &x) || !mx_arg_f32(env, argv, 5, fn, "lse", nl, &lse) ||
+      !mx_arg_f32(env, argv, 6, fn, "wxMinusX", n, &wx))
     return NULL;
   if (mx_masks_build(d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
   job.K = mx_current_kernels();
-  job.a = (mx_krr_args){.r = r, .rh = rh, .y = y, .loglam = ll, .x = x, .lse = lse};
+  job.a = (mx_krr_args){.r = r, .rh = rh, .y = y, .loglam = ll, .x = x, .lse = lse, .wx = wx};
   const int BH = d->B * d->H, nblocks = (d->T + d->block - 1) / d->block;
   const double flops = krr_flops(d, 2);
   job.G = mx_groups(BH);
@@ -97,26 +93,27 @@ CUBIT_NAPI(cubit_napi_krr_solve) {
   return cubit_undefined(env);
 }
 
-/* krrSolveBackward(r, rHat, logLambda, x, lse, g, dr, drHat, dy, dLambda,
+/* krrSolveBackward(r, rHat, logLambda, x, lse, wxMinusX, g, dr, drHat, dy, dLambda,
  *                  B, H, T, D, window, docIds, blockSize) */
 CUBIT_NAPI(cubit_napi_krr_solve_backward) {
   static const char *fn = "krrSolveBackward";
-  napi_value argv[17];
+  napi_value argv[18];
   krr_job job = {0};
   mx_dims *d = &job.d;
-  float *r, *rh, *ll, *x, *lse, *g, *dr, *drh, *dy, *dlam;
-  if (!cubit_get_args(env, info, fn, 17, argv) || !mx_arg_dims(env, argv, 10, fn, d)) return NULL;
+  float *r, *rh, *ll, *x, *lse, *wx, *g, *dr, *drh, *dy, *dlam;
+  if (!cubit_get_args(env, info, fn, 18, argv) || !mx_arg_dims(env, argv, 11, fn, d)) return NULL;
   size_t n = (size_t)d->B * d->H * d->T * d->D, nl = (size_t)d->B * d->H * d->T;
   if (!mx_arg_f32(env, argv, 0, fn, "r", n, &r) || !mx_arg_f32(env, argv, 1, fn, "rHat", n, &rh) ||
       !mx_arg_f32(env, argv, 2, fn, "logLambda", (size_t)d->H, &ll) ||
       !mx_arg_f32(env, argv, 3, fn, "x", n, &x) || !mx_arg_f32(env, argv, 4, fn, "lse", nl, &lse) ||
-      !mx_arg_f32(env, argv, 5, fn, "g", n, &g) || !mx_arg_f32(env, argv, 6, fn, "dr", n, &dr) ||
-      !mx_arg_f32(env, argv, 7, fn, "drHat", n, &drh) || !mx_arg_f32(env, argv, 8, fn, "dy", n, &dy) ||
-      !mx_arg_f32(env, argv, 9, fn, "dLambda", (size_t)d->B * d->H, &dlam))
+      !mx_arg_f32(env, argv, 5, fn, "wxMinusX", n, &wx) ||
+      !mx_arg_f32(env, argv, 6, fn, "g", n, &g) || !mx_arg_f32(env, argv, 7, fn, "dr", n, &dr) ||
+      !mx_arg_f32(env, argv, 8, fn, "drHat", n, &drh) || !mx_arg_f32(env, argv, 9, fn, "dy", n, &dy) ||
+      !mx_arg_f32(env, argv, 10, fn, "dLambda", (size_t)d->B * d->H, &dlam))
     return NULL;
   if (mx_masks_build(d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
   job.K = mx_current_kernels();
-  job.a = (mx_krr_args){.r = r, .rh = rh, .loglam = ll, .x = x, .lse = lse, .g = g,
+  job.a = (mx_krr_args){.r = r, .rh = rh, .loglam = ll, .x = x, .lse = lse, .wx = wx, .g = g,
                         .dr = dr, .drh = drh, .dy = dy, .dlam = dlam};
   const int BH = d->B * d->H, nblocks = (d->T + d->block - 1) / d->block;
   const double flops = krr_flops(d, 5);
@@ -131,7 +128,6 @@ CUBIT_NAPI(cubit_napi_krr_solve_backward) {
     if (!job.ws || !job.dl) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
     for (job.blk = nblocks - 1; job.blk >= 0 && !atomic_load(&job.failed); job.blk--) {
       cubit_parallel_for_work(BH, krr_bwd_setup_task, &job, flops);
-      cubit_parallel_for_work(BH * job.G, krr_bwd_panel_task, &job, flops);
       cubit_parallel_for_work(BH * job.G, krr_bwd_grads_task, &job, flops);
     }
     job.blk = -1; /* finish: dr of block 0, dλ */

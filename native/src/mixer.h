@@ -31,9 +31,11 @@ typedef struct {
   const int32_t *doc; /* (B, T) or NULL */
 } mx_dims;
 
+/* wx (B*H, T, D): the forward's rows wx_i = sum_{j != i} W_ij (X_j - X_i) = (W X - X)_i, which
+ * give the backward its softmax row sums in closed form (mixer_simd.h, KRR backward). */
 typedef struct {
   const float *r, *rh, *y, *loglam; /* y is NULL in the backward */
-  float *x, *lse;
+  float *x, *lse, *wx;
   const float *g;                   /* backward: dL/dX */
   float *dr, *drh, *dy, *dlam;
 } mx_krr_args;
@@ -66,22 +68,21 @@ static inline size_t mx_kfw_group_floats(const mx_dims *d) { return 2 * mx_ldqca
 static inline size_t mx_kfw_norms(const mx_dims *d, int G) { return (size_t)G * mx_kfw_group_floats(d); }
 static inline size_t mx_kfw_floats(const mx_dims *d, int G) { return mx_kfw_norms(d, G) + (size_t)d->T; }
 
-/* KRR backward workspace of one (b, h), offsets in floats: the P and Q = P o (dP - sh) panels
- * (T x ldqcap; Q at offset dP),
- * the transposed r and Z of the block (D x ldqcap), lse2, the shift sh, the diagonal tile's
- * part of the row sums, the groups' parts (G x ldqcap) and their dr (G x nbmax x D). */
-typedef struct { size_t P, dP, Rt, Zt, lse, sh, cd, c, dR, total; } mx_kbw_layout;
+/* KRR backward workspace of one (b, h), offsets in floats: the diagonal tile's P and dS
+ * (nbmax x ldqcap each), the transposed r and Z of the block (D x ldqcap), lse2, the shift sh,
+ * the row sums c and h = sh + c (ldqcap each), and the groups' dr (G x nbmax x D). */
+typedef struct { size_t Pd, dSd, Rt, Zt, lse, sh, c, h, dR, total; } mx_kbw_layout;
 static inline mx_kbw_layout mx_kbw(const mx_dims *d, int G) {
   size_t q = mx_ldqcap(d), o = 0;
   mx_kbw_layout L;
-  L.P = o, o += (size_t)d->T * q;
-  L.dP = o, o += (size_t)d->T * q;
+  L.Pd = o, o += (size_t)mx_nbmax(d) * q;
+  L.dSd = o, o += (size_t)mx_nbmax(d) * q;
   L.Rt = o, o += (size_t)d->D * q;
   L.Zt = o, o += (size_t)d->D * q;
   L.lse = o, o += q;
   L.sh = o, o += q;
-  L.cd = o, o += q;
-  L.c = o, o += (size_t)G * q;
+  L.c = o, o += q;
+  L.h = o, o += q;
   L.dR = o, o += (size_t)G * mx_nbmax(d) * d->D;
   L.total = o;
   return L;
@@ -93,8 +94,8 @@ static inline mx_kbw_layout mx_kbw(const mx_dims *d, int G) {
  *   the split forms (G > 1), called in this order for each block, `ws` being the (b, h)'s
  *   workspace (mx_kfw_floats / mx_kbw(d, G).total floats):
  *     KRR forward, blocks first to last: krr_fwd_part for every group, then krr_fwd_close;
- *     KRR backward, blocks last to first: krr_bwd_setup, krr_bwd_panel and krr_bwd_grads for
- *       every group; then krr_bwd_setup with blk = -1 finishes (dr of block 0, dλ);
+ *     KRR backward, blocks last to first: krr_bwd_setup, then krr_bwd_grads for every
+ *       group; then krr_bwd_setup with blk = -1 finishes (dr of block 0, dλ);
  *     attention backward: att_bwd_range for each group's range of query blocks, into the
  *       group's own dk, dv (T x D each), which the driver sums. */
 typedef struct {
@@ -106,7 +107,6 @@ typedef struct {
   int (*krr_fwd_part)(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh, int blk, int g);
   int (*krr_fwd_close)(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh, int blk);
   int (*krr_bwd_setup)(const mx_dims *d, const mx_krr_args *a, float *ws, int G, double *dl, int bh, int blk);
-  int (*krr_bwd_panel)(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh, int blk, int g);
   int (*krr_bwd_grads)(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh, int blk, int g);
   int (*att_bwd_range)(const mx_dims *d, const mx_att_args *a, int bh, int blk0, int blk1, float *dk, float *dv);
 } mx_kernels;

@@ -31,11 +31,12 @@
 #define MX_SB 8
 
 /* How a product is stored: C = acc, C += acc, C -= acc, C = -acc, or C = 2^(acc - e[j]) with e
- * a per-column vector (the rows' log-sum-exp when C is a panel of logits). Two modes also add
- * the column sums of what they store into s[j] while the tile is in registers (no second pass):
- *   MM_EXP2S  C = 2^(acc - e[j]), s[j] += sum_i C[i][j]
- *   MM_PDS    C = P o (-acc - e[j]) with P (same layout and stride as C), s[j] += sum_i C[i][j]:
- *             the KRR backward's P o (dP - sh) for dP = -acc and the shift sh = e. */
+ * a per-column vector (the rows' log-sum-exp when C is a panel of logits). Two more modes, in a
+ * separate tile family (so that the others' tiles compile without them), fuse a second step
+ * into the store while the tile is in registers (no second pass):
+ *   MM_EXP2S  C = 2^(acc - e[j]) and s[j] += sum_i C[i][j] (the weights' sums)
+ *   MM_PDS    C = P o (-acc - e[j]) with P (same layout and stride as C): the KRR backward's
+ *             dS = P o (dP - h) for dP = -acc and the rows' shift and sum h = e. */
 enum { MM_SET = 0, MM_ADD = 1, MM_SUB = 2, MM_NEG = 3, MM_EXP2 = 4, MM_EXP2S = 5, MM_PDS = 6 };
 
 #ifdef MX_POLY_EXP2
@@ -98,7 +99,7 @@ static inline __attribute__((always_inline)) void mx_tile(const int mr, const in
       for (int v = 0; v < nv; v++) acc[i][v] = v_fma(ai, b[v], acc[i][v]);
     }
   }
-  const int sums = fam; /* the summing family does MM_EXP2S and MM_PDS only */
+  const int sums = fam && mode == MM_EXP2S; /* this family does MM_EXP2S and MM_PDS only */
   vf cs[4];
 #pragma GCC unroll 4
   for (int v = 0; v < nv; v++) cs[v] = v_zero();
@@ -228,8 +229,8 @@ static const int mx_mr[] = {0, 4, 4, 4, 4};
 
 /* C (m x n, row stride ldc) (mode)= op(A) B with op(A)(i, p) = A[i*ars + p*acs] (m x k) and B
  * row-major k x n (row stride ldb); e (n floats) is read by MM_EXP2 / MM_EXP2S / MM_PDS, s (n
- * floats) added to by MM_EXP2S / MM_PDS, P (m x n, stride ldc) read by MM_PDS. C must not
- * overlap A or B. */
+ * floats) added to by MM_EXP2S, P (m x n, stride ldc) read by MM_PDS. C must not overlap A, B
+ * or P. */
 static void mx_mm_x(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,
                     const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, int mode,
                     const float *e, float *s, const float *P) {
@@ -263,7 +264,7 @@ static void mx_mm_x(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_
                : mode == MM_PDS ? P[(ptrdiff_t)i * ldc + j] * (-acc - e[j]) : exp2f(acc - e[j]);
             cs += *c;
           }
-          if (mode == MM_EXP2S || mode == MM_PDS) s[j] += cs;
+          if (mode == MM_EXP2S) s[j] += cs;
         }
       }
     }
@@ -374,6 +375,17 @@ static inline void mx_scal(int D, float a, float *y) {
   }
 }
 
+/* z = a * (x - y); z may be x or y */
+static inline void mx_sub_scal(int D, float a, const float *x, const float *y, float *z) {
+  vf va = v_set1(a);
+  int d = 0;
+  for (; d + VW <= D; d += VW) v_store(z + d, v_mul(va, v_sub(v_load(x + d), v_load(y + d))));
+  if (d < D) {
+    vmask m = v_tailmask(D - d);
+    v_storem(z + d, v_mul(va, v_sub(v_loadm(x + d, m), v_loadm(y + d, m))), m);
+  }
+}
+
 /* Tt[p*ldq + i] = s * X[i*D + p] for i < nb; lanes nb..ldq are zero. */
 static void mx_transpose(const float *X, int nb, int D, int ldq, float s, float *Tt) {
   for (int p = 0; p < D; p++) {
@@ -451,17 +463,21 @@ static void mx_online(float *S, int nc, int ldq, float *m, float *l, float *corr
 
 /* ---- b x b triangular solves ---------------------------------------------------------------
  * P (nb x nb) is a block's diagonal tile in panel layout: P(i, j) = Pt[j*ldq + i], lower
- * triangular. X and Z are nb x D row-major and solved in place. */
+ * triangular. X, Y, W and Z are nb x D row-major. */
 
-/* (P + lam I) X = X, forward substitution in steps of MX_SB rows. */
-static void mx_solve_lower(int nb, int D, const float *Pt, int ldq, float lam, float *X) {
+/* (P + lam I) X = Y - W by forward substitution in steps of MX_SB rows, W holding on entry the
+ * rows' sums over earlier blocks; the tile's part is added to W as it goes, so on return
+ * W_i = (those) + sum_{j<i} P_ij X_j: the KRR forward's sum_{j<i} W_ij X_j, which wx needs. */
+static void mx_solve_lower(int nb, int D, const float *Pt, int ldq, float lam, const float *Y,
+                           float *W, float *X) {
   for (int a = 0; a < nb; a += MX_SB) {
     int e = mx_imin(a + MX_SB, nb);
-    if (a > 0) mx_mm(e - a, D, a, Pt + a, 1, ldq, X, D, X + (ptrdiff_t)a * D, D, MM_SUB);
+    if (a > 0) mx_mm(e - a, D, a, Pt + a, 1, ldq, X, D, W + (ptrdiff_t)a * D, D, MM_ADD);
     for (int i = a; i < e; i++) {
-      float *xi = X + (ptrdiff_t)i * D;
-      for (int j = a; j < i; j++) mx_axpy(D, -Pt[(ptrdiff_t)j * ldq + i], X + (ptrdiff_t)j * D, xi);
-      mx_scal(D, 1.0f / (Pt[(ptrdiff_t)i * ldq + i] + lam), xi);
+      float *wi = W + (ptrdiff_t)i * D, *xi = X + (ptrdiff_t)i * D;
+      const float *yi = Y + (ptrdiff_t)i * D, s = 1.0f / (Pt[(ptrdiff_t)i * ldq + i] + lam);
+      for (int j = a; j < i; j++) mx_axpy(D, Pt[(ptrdiff_t)j * ldq + i], X + (ptrdiff_t)j * D, wi);
+      mx_sub_scal(D, s, yi, wi, xi);
     }
   }
 }
@@ -710,7 +726,12 @@ again:;
   if (!rt_ready) mx_transpose(a->r + off + (ptrdiff_t)i0 * D, nb, D, ldq, MX_LOG2E, Rt);
   mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, a->rh + off + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Sd, ldq, MM_SET, NULL);
   mx_mask(d, b, i0, nb, ldq, i0, i1, Sd, -INFINITY);
+  /* loff: the off-diagonal chunks' share of l, brought to the final max below (for wx) */
+  float *loff = mx_scratch(9, (size_t)ldq_max);
+  if (!loff) return -1;
+  memcpy(loff, l, (size_t)ldq * sizeof(float));
   mx_online(Sd, nb, ldq, m, l, corr, U, nb, D);
+  for (int i = 0; i < ldq; i += VW) v_store(loff + i, v_mul(v_load(loff + i), v_load(corr + i)));
   const float n = (float)(i1 - k0), l_lo = n * 0x1p-32f, l_hi = 2 * n;
   if (!online && k0 < i0) {
     int ok = 1;
@@ -719,12 +740,13 @@ again:;
       /* Only the failing rows take the online results: the rows that passed keep theirs (m, l,
        * U and their lanes of the diagonal tile, set aside here), so that a row's result never
        * depends on another row's, later tokens' included. */
-      keep = mx_scratch(4, 2 * (size_t)ldq + (size_t)nb * D + (size_t)nb * ldq);
+      keep = mx_scratch(4, 3 * (size_t)ldq + (size_t)nb * D + (size_t)nb * ldq);
       if (!keep) return -1;
       memcpy(keep, m, (size_t)ldq * sizeof(float));
       memcpy(keep + ldq, l, (size_t)ldq * sizeof(float));
       memcpy(keep + 2 * ldq, U, (size_t)nb * D * sizeof(float));
       memcpy(keep + 2 * ldq + (ptrdiff_t)nb * D, Sd, (size_t)nb * ldq * sizeof(float));
+      memcpy(keep + 2 * ldq + (ptrdiff_t)nb * D + (ptrdiff_t)nb * ldq, loff, (size_t)ldq * sizeof(float));
       online = 1;
       for (int g = 0; g < G; g++)
         if (mx_krr_fwd_part_x(d, a, ws, G, bh, blk, g, 1)) return -1;
@@ -733,9 +755,10 @@ again:;
     }
   } else if (keep) {
     const float *km = keep, *kl = keep + ldq, *kU = keep + 2 * ldq, *kS = kU + (ptrdiff_t)nb * D;
+    const float *ko = kS + (ptrdiff_t)nb * ldq;
     for (int i = 0; i < nb; i++) {
       if (!(kl[i] >= l_lo && kl[i] <= l_hi)) continue;
-      m[i] = km[i], l[i] = kl[i];
+      m[i] = km[i], l[i] = kl[i], loff[i] = ko[i];
       memcpy(U + (ptrdiff_t)i * D, kU + (ptrdiff_t)i * D, (size_t)D * sizeof(float));
       for (int j = 0; j < nb; j++) Sd[(ptrdiff_t)j * ldq + i] = kS[(ptrdiff_t)j * ldq + i];
     }
@@ -749,13 +772,21 @@ again:;
     float *r = Sd + (ptrdiff_t)j * ldq;
     for (int i = 0; i < ldq; i += VW) v_store(r + i, v_mul(v_load(r + i), v_load(corr + i)));
   }
-  float *XR = a->x + off + (ptrdiff_t)i0 * D;
-  for (int i = 0; i < nb; i++) {
-    const float *y = a->y + off + (ptrdiff_t)(i0 + i) * D, *u = U + (ptrdiff_t)i * D;
-    float *x = XR + (ptrdiff_t)i * D, s = corr[i];
-    for (int c = 0; c < D; c++) x[c] = y[c] - s * u[c];
+  float *XR = a->x + off + (ptrdiff_t)i0 * D, *WR = a->wx + off + (ptrdiff_t)i0 * D;
+  memcpy(WR, U, (size_t)nb * D * sizeof(float));
+  for (int i = 0; i < nb; i++) mx_scal(D, corr[i], WR + (ptrdiff_t)i * D);
+  mx_solve_lower(nb, D, Sd, ldq, lam, a->y + off + (ptrdiff_t)i0 * D, WR, XR);
+  /* wx_i = sum_{j != i} P_ij (X_j - X_i), summed as (sum_{j<i} P_ij X_j) - (sum_{j<i} P_ij) X_i
+   * without the diagonal weight, so that it keeps its relative precision when P_ii ~ 1 (the
+   * backward's row sums are -Z_i . wx_i). The second sum: loff / l and the tile's strict part
+   * (its diagonal is not needed any more). */
+  for (int i = 0; i < nb; i++) Sd[(ptrdiff_t)i * ldq + i] = 0;
+  for (int i = 0; i < ldq; i += VW) {
+    vf s = v_mul(v_load(loff + i), v_load(corr + i));
+    for (int j = 0; j < nb; j++) s = v_add(s, v_load(Sd + (ptrdiff_t)j * ldq + i));
+    v_store(loff + i, s);
   }
-  mx_solve_lower(nb, D, Sd, ldq, lam, XR);
+  for (int i = 0; i < nb; i++) mx_axpy(D, -loff[i], XR + (ptrdiff_t)i * D, WR + (ptrdiff_t)i * D);
   float *hn = ws + mx_kfw_norms(d, G); /* the block's keys for the later blocks' bounds */
   for (int j = i0; j < i1; j++) hn[j] = mx_norm2(D, a->rh + off + (ptrdiff_t)j * D);
   return 0;
@@ -780,17 +811,17 @@ static int mx_krr_fwd(const mx_dims *d, const mx_krr_args *a, int bh) {
  * dy holds G minus the contributions of the blocks done so far, so on reaching block R it is
  * the residual of the adjoint solve: Z_R = (P_RR + lam I)^-T dy_R. Then over the block's span,
  * dP = -Z_R X^T, dS = P o (dP - rowsum(P o dP)): dr_R = dS r^, dr^ += dS^T r_R, and
- * dy[k0:i0] -= P^T Z_R passes the adjoint on to earlier rows. P and Q = P o (dP - sh) (below) of
- * the span are kept in two (span x ldq) panels, O(T * block) floats; Q is formed in the dP
- * product's store (MM_PDS) with its row sums, so dS = Q - P c (c the row sums of Q) is one FMA.
- * The row sum is taken shifted by the diagonal, sh_i = dP_ii: dP_ij - rowsum = (dP_ij - sh_i) -
- * sum_k P_ik (dP_ik - sh_i) (rows of P sum to 1). With alpha > 0 the diagonal is the row's
- * largest weight, often ~1; unshifted, dP_ii - rowsum cancels to a few float32 ulps of dP and
- * dr / dr^ lose up to 1e-3 relative, while shifted the k = i term vanishes exactly.
- * Phases per block: setup (diagonal tile, Z_R, the shift, the tile's part of the row sums);
- * panel (each group: P and Q of its off-diagonal chunks, its part of the row sums); grads
- * (each group: dS of its chunks, its part of dr_R, and dr^, dy on its chunks' rows, the
- * diagonal tile with group 0). The next block's setup adds up the groups' dr. */
+ * dy[k0:i0] -= P^T Z_R passes the adjoint on to earlier rows.
+ * The row sums come in closed form from the forward's wx_i = sum_{j != i} P_ij (X_j - X_i): with
+ * the shift sh_i = dP_ii, rowsum(P o (dP - sh))_i = -Z_i . wx_i =: c_i, and dS = P o (dP - sh - c).
+ * So every chunk is finished as soon as its P and dP are formed, like attention's backward: dS is
+ * made in the dP product's store (MM_PDS) and used while in L1, with no panel over the span.
+ * The shift matters: with alpha > 0 the diagonal is the row's largest weight, often ~1, and
+ * dP_ii - rowsum would cancel to a few float32 ulps of dP (dr, dr^ off by up to 1e-3 relative);
+ * on the diagonal tile sh is that tile's own dP_ii, so the k = i term is exactly -P_ii c_i.
+ * Phases per block: setup (diagonal tile, Z_R, sh, c, the tile's dS); grads (each group: P and
+ * dS of its chunks, its part of dr_R, and dr^, dy on its chunks' rows; the diagonal tile with
+ * group 0). The next block's setup adds up the groups' dr. */
 
 static int mx_krr_bwd_setup(const mx_dims *d, const mx_krr_args *a, float *ws, int G, double *dl,
                             int bh, int blk) {
@@ -811,10 +842,9 @@ static int mx_krr_bwd_setup(const mx_dims *d, const mx_krr_args *a, float *ws, i
     return 0;
   }
   const int i0 = blk * bs, i1 = mx_imin(T, i0 + bs), nb = i1 - i0, ldq = mx_round_up(nb, VW);
-  const int k0 = d->lo[(ptrdiff_t)b * T + i0];
   const float lam = (float)exp((double)a->loglam[bh % d->H]);
-  float *Rt = ws + L.Rt, *Zt = ws + L.Zt, *lse = ws + L.lse, *sh = ws + L.sh, *cd = ws + L.cd;
-  float *P = ws + L.P, *dP = ws + L.dP;
+  float *Rt = ws + L.Rt, *Zt = ws + L.Zt, *lse = ws + L.lse, *sh = ws + L.sh, *h = ws + L.h;
+  float *Pd = ws + L.Pd, *dSd = ws + L.dSd;
   if ((blk + 1) * bs >= T) { /* the first block of the sweep */
     memcpy(a->dy + off, a->g + off, (size_t)T * D * sizeof(float));
     memset(a->drh + off, 0, (size_t)T * D * sizeof(float));
@@ -822,12 +852,11 @@ static int mx_krr_bwd_setup(const mx_dims *d, const mx_krr_args *a, float *ws, i
   }
   for (int i = 0; i < ldq; i++) lse[i] = i < nb ? a->lse[(ptrdiff_t)bh * T + i0 + i] * MX_LOG2E : 0;
   mx_transpose(a->r + off + (ptrdiff_t)i0 * D, nb, D, ldq, MX_LOG2E, Rt);
-  /* The diagonal tile first: the adjoint solve needs it. Panel rows are keys k0..i1. */
-  float *Pd = P + (ptrdiff_t)(i0 - k0) * ldq, *dPd = dP + (ptrdiff_t)(i0 - k0) * ldq;
+  /* The diagonal tile first: the adjoint solve needs it. Its rows are the keys i0..i1. */
   mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, a->rh + off + (ptrdiff_t)i0 * D, D, 1, Rt, ldq, Pd, ldq, MM_EXP2, lse);
   mx_mask(d, b, i0, nb, ldq, i0, i1, Pd, 0.0f);
   float *Z = a->dy + off + (ptrdiff_t)i0 * D;
-  const float *XR = a->x + off + (ptrdiff_t)i0 * D;
+  const float *XR = a->x + off + (ptrdiff_t)i0 * D, *WR = a->wx + off + (ptrdiff_t)i0 * D;
   mx_solve_upper_t(nb, D, Pd, ldq, lam, Z);
   double s4[4] = {0, 0, 0, 0}; /* four chains: a single one is latency-bound */
   ptrdiff_t n = 0;
@@ -836,42 +865,23 @@ static int mx_krr_bwd_setup(const mx_dims *d, const mx_krr_args *a, float *ws, i
   for (; n < (ptrdiff_t)nb * D; n++) s4[0] -= (double)Z[n] * XR[n];
   *dl += (s4[0] + s4[1]) + (s4[2] + s4[3]);
   mx_transpose(Z, nb, D, ldq, 1.0f, Zt);
-  /* dP = -X Z^T on the diagonal tile: its diagonal is the shift sh. */
-  mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, XR, D, 1, Zt, ldq, dPd, ldq, MM_NEG, NULL);
-  for (int i = 0; i < ldq; i++) sh[i] = i < nb ? dPd[(ptrdiff_t)i * ldq + i] : 0;
-  /* The panel keeps Q = P o (dP - sh) (mx_tile's MM_PDS), and cd its column sums. */
-  for (int i = 0; i < ldq; i += VW) {
-    vf c = v_zero(), h = v_load(sh + i);
-    for (int j = 0; j < nb; j++) {
-      float *q = dPd + (ptrdiff_t)j * ldq + i;
-      vf t = v_mul(v_load(Pd + (ptrdiff_t)j * ldq + i), v_sub(v_load(q), h));
-      v_store(q, t);
-      c = v_add(c, t);
-    }
-    v_store(cd + i, c);
+  /* dP = -X Z^T on the diagonal tile: its diagonal is the shift sh. c_i = -Z_i . wx_i; the other
+   * chunks subtract h = sh + c in one step. */
+  mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, XR, D, 1, Zt, ldq, dSd, ldq, MM_NEG, NULL);
+  float *c = ws + L.c;
+  for (int i = 0; i < ldq; i++) {
+    float ci = 0;
+    if (i < nb)
+      for (int p = 0; p < D; p++) ci = mx_fmaf(-Z[(ptrdiff_t)i * D + p], WR[(ptrdiff_t)i * D + p], ci);
+    sh[i] = i < nb ? dSd[(ptrdiff_t)i * ldq + i] : 0;
+    c[i] = ci;
+    h[i] = sh[i] + ci;
   }
-  return 0;
-}
-
-static int mx_krr_bwd_panel(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh,
-                            int blk, int g) {
-  const int T = d->T, D = d->D, b = bh / d->H, bs = d->block;
-  const int i0 = blk * bs, i1 = mx_imin(T, i0 + bs), nb = i1 - i0, ldq = mx_round_up(nb, VW);
-  const int k0 = d->lo[(ptrdiff_t)b * T + i0];
-  const ptrdiff_t off = (ptrdiff_t)bh * T * D;
-  const mx_kbw_layout L = mx_kbw(d, G);
-  const float *Rt = ws + L.Rt, *Zt = ws + L.Zt, *lse = ws + L.lse, *sh = ws + L.sh;
-  float *c = ws + L.c + (size_t)g * mx_ldqcap(d);
-  for (int i = 0; i < ldq; i++) c[i] = 0;
-  int c_lo, c_hi;
-  mx_group_chunks((i0 - k0 + MX_KC - 1) / MX_KC, G, g, &c_lo, &c_hi);
-  for (int ci = c_lo; ci < c_hi; ci++) {
-    const int c0 = k0 + ci * MX_KC, nc = mx_imin(MX_KC, i0 - c0);
-    float *Pc = ws + L.P + (ptrdiff_t)(c0 - k0) * ldq, *dPc = ws + L.dP + (ptrdiff_t)(c0 - k0) * ldq;
-    mx_mm_e(nc, ldq, D, a->rh + off + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, Pc, ldq, MM_EXP2, lse);
-    mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, Pc, 0.0f);
-    /* Q = P o (dP - sh) for dP = -X Z^T, and its column sums into c, in the product's store */
-    mx_mm_x(nc, ldq, D, a->x + off + (ptrdiff_t)c0 * D, D, 1, Zt, ldq, dPc, ldq, MM_PDS, sh, c, Pc);
+  for (int j = 0; j < nb; j++) {
+    float *q = dSd + (ptrdiff_t)j * ldq;
+    const float *p = Pd + (ptrdiff_t)j * ldq;
+    for (int i = 0; i < ldq; i += VW)
+      v_store(q + i, v_mul(v_load(p + i), v_sub(v_sub(v_load(q + i), v_load(sh + i)), v_load(c + i))));
   }
   return 0;
 }
@@ -884,36 +894,28 @@ static int mx_krr_bwd_grads(const mx_dims *d, const mx_krr_args *a, float *ws, i
   const int k0 = d->lo[(ptrdiff_t)b * T + i0];
   const ptrdiff_t off = (ptrdiff_t)bh * T * D;
   const mx_kbw_layout L = mx_kbw(d, G);
+  const float *Rt = ws + L.Rt, *Zt = ws + L.Zt, *lse = ws + L.lse, *h = ws + L.h;
   const float *Z = a->dy + off + (ptrdiff_t)i0 * D;
-  const float *R = a->r + off, *Rh = a->rh + off;
+  const float *R = a->r + off, *Rh = a->rh + off, *X = a->x + off;
   float *dRh = a->drh + off, *dY = a->dy + off;
-  float *dSc = mx_scratch(5, (size_t)MX_KC * ldq_max), *c = mx_scratch(3, (size_t)ldq_max);
-  if (!dSc || !c) return -1;
-  /* Minus the row sums: the diagonal tile's part, then the groups' in order. */
-  for (int i = 0; i < ldq; i++) {
-    float s = ws[L.cd + i];
-    for (int h = 0; h < G; h++) s += ws[L.c + (size_t)h * mx_ldqcap(d) + i];
-    c[i] = -s;
-  }
+  float *Pc = mx_scratch(3, (size_t)MX_KC * ldq_max), *dSc = mx_scratch(5, (size_t)MX_KC * ldq_max);
+  if (!Pc || !dSc) return -1;
   /* This group's part of dr_R: the output rows themselves when there is one group. */
   float *dRg = G == 1 ? a->dr + off + (ptrdiff_t)i0 * D : ws + L.dR + (size_t)g * mx_nbmax(d) * D;
   int first = 1;
   int c_lo, c_hi;
   mx_group_chunks((i0 - k0 + MX_KC - 1) / MX_KC, G, g, &c_lo, &c_hi);
-  /* dS = P o ((dP - sh) - c) = Q - P c and the three products, chunk by chunk: group 0 starts with the
-   * diagonal tile; then the group's chunks from the diagonal back (the panel sweep wrote them
-   * last, so they are still in cache). dS goes to a chunk buffer, not back into the panel: at
-   * long spans the panels live in L3 or memory. */
-  for (int ci = g == 0 ? c_hi : c_hi - 1; ci >= c_lo; ci--) {
+  /* The group's chunks in order; group 0 ends with the diagonal tile (its dS made in setup). */
+  for (int ci = c_lo, c_end = g == 0 ? c_hi : c_hi - 1; ci <= c_end; ci++) {
     const int diag = ci == c_hi;
     const int c0 = diag ? i0 : k0 + ci * MX_KC, nc = diag ? nb : mx_imin(MX_KC, i0 - c0);
     if (nc <= 0) continue;
-    const float *Pc = ws + L.P + (ptrdiff_t)(c0 - k0) * ldq, *Qc = ws + L.dP + (ptrdiff_t)(c0 - k0) * ldq;
-    float *dS = nc <= MX_KC ? dSc : ws + L.dP + (ptrdiff_t)(c0 - k0) * ldq; /* the tile may be wider */
-    for (int j = 0; j < nc; j++) {
-      const float *p = Pc + (ptrdiff_t)j * ldq, *q = Qc + (ptrdiff_t)j * ldq;
-      float *o = dS + (ptrdiff_t)j * ldq;
-      for (int i = 0; i < ldq; i += VW) v_store(o + i, v_fma(v_load(p + i), v_load(c + i), v_load(q + i)));
+    const float *dS = ws + L.dSd;
+    if (!diag) {
+      mx_mm_e(nc, ldq, D, Rh + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, Pc, ldq, MM_EXP2, lse);
+      mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, Pc, 0.0f);
+      mx_mm_x(nc, ldq, D, X + (ptrdiff_t)c0 * D, D, 1, Zt, ldq, dSc, ldq, MM_PDS, h, NULL, Pc);
+      dS = dSc;
     }
     mx_mm_tri(MX_LANES_BY_KEYS, c0 - i0, nb, D, nc, dS, 1, ldq, Rh + (ptrdiff_t)c0 * D, D, dRg, D,
               first ? MM_SET : MM_ADD, NULL);
@@ -930,8 +932,7 @@ static int mx_krr_bwd(const mx_dims *d, const mx_krr_args *a, int bh) {
   if (!ws) return -1;
   double dl = 0;
   for (int blk = (d->T + d->block - 1) / d->block - 1; blk >= 0; blk--)
-    if (mx_krr_bwd_setup(d, a, ws, 1, &dl, bh, blk) || mx_krr_bwd_panel(d, a, ws, 1, bh, blk, 0) ||
-        mx_krr_bwd_grads(d, a, ws, 1, bh, blk, 0))
+    if (mx_krr_bwd_setup(d, a, ws, 1, &dl, bh, blk) || mx_krr_bwd_grads(d, a, ws, 1, bh, blk, 0))
       return -1;
   return mx_krr_bwd_setup(d, a, ws, 1, &dl, bh, -1);
 }
@@ -945,7 +946,6 @@ static const mx_kernels mx_table = {
     .krr_fwd_part = mx_krr_fwd_part,
     .krr_fwd_close = mx_krr_fwd_close,
     .krr_bwd_setup = mx_krr_bwd_setup,
-    .krr_bwd_panel = mx_krr_bwd_panel,
     .krr_bwd_grads = mx_krr_bwd_grads,
     .att_bwd_range = mx_att_bwd_range,
 };

@@ -6,10 +6,9 @@
 // fwd_bwd_ms is the median of repeated steps (forward, backward from a fixed output gradient,
 // leaf gradients dropped). peak_bytes is what the step holds on top of its inputs: the backend's
 // peakBytesInUse over one step (resetPeak before) minus the bytes in use when it starts. Not in
-// it: the native kernels' scratch (C heap, grown once and reused): ≈ 2·T·blockSize floats for the
-// KRR backward's two panels, per thread (per (b, h) when B·H < 4): 8 MB at T = 16384 with blocks
-// of 64; with B·H < 4 also 2·G·T·D floats per (b, h) for the attention backward's partial dk, dv
-// (G = ⌈4 / B·H⌉); and O(blockSize·(D + 64)) floats per thread besides.
+// it: the native kernels' scratch (C heap, grown once and reused): O(blockSize·(D + 64)) floats per
+// thread (per (b, h) when B·H < 4), and with B·H < 4 also 2·G·T·D floats per (b, h) for the
+// attention backward's partial dk, dv (G = ⌈4 / B·H⌉).
 import { getBackend, tidy } from '../core/engine.ts';
 import type { Tensor } from '../core/tensor.ts';
 import { randn, full } from '../ops/creation.ts';

@@ -151,11 +151,14 @@ export interface Backend {
   // sequence mixers (../shared/CUBIT.md §2–§3); the reference runs them dense, native streams them
   /**
    * Causal KRR solve X = (W + λI)⁻¹ Y with W = masked row-softmax(r r̂ᵀ), λ = exp(logLambda[h]).
-   * Writes X and the per-row log-sum-exp of the logits (B·H, T), which is all the backward needs.
+   * Writes X, the per-row log-sum-exp of the logits (B·H, T), and wxMinusX = W X − X (like X),
+   * each row summed as Σ_{j≠i} W_ij (X_j − X_i) so that it keeps its precision when W_ii ≈ 1: the
+   * backward's softmax row sums are −Z_i · (W X − X)_i, O(D) per row instead of a pass over W.
    */
-  krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, lse: Storage, d: MixerDims): void;
-  /** From G = ∂L/∂X: ∂L/∂r, ∂L/∂r̂, ∂L/∂Y, and ∂L/∂λ per (b, h) row block (B·H). */
-  krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, lse: Storage, g: Storage,
+  krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, lse: Storage, wxMinusX: Storage,
+    d: MixerDims): void;
+  /** From G = ∂L/∂X and krrSolve's outputs: ∂L/∂r, ∂L/∂r̂, ∂L/∂Y, and ∂L/∂λ per (b, h) row block (B·H). */
+  krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, lse: Storage, wxMinusX: Storage, g: Storage,
     dr: Storage, drHat: Storage, dy: Storage, dLambda: Storage, d: MixerDims): void;
   /**
    * Cubit's reference vectors r̂ = α_h · r / max(‖r‖₂, eps) over the last axis of r (B·H·T rows of

@@ -176,20 +176,21 @@ export function causalKrrSolve(r: Tensor, rHat: Tensor, y: Tensor, logLambda: Te
   }
   const mask = resolveMask(op, B, H, T, D, options);
   const d = mask.dims;
-  const x = empty(r.shape, r.dtype, be), lse = empty([B * H * T], r.dtype, be);
-  be.krrSolve(r.storage, rHat.storage, y.storage, logLambda.storage, x.storage, lse.storage, d);
-  const saved = [r, rHat, logLambda, x, lse];
+  const x = empty(r.shape, r.dtype, be), lse = empty([B * H * T], r.dtype, be), wxMinusX = empty(r.shape, r.dtype, be);
+  be.krrSolve(r.storage, rHat.storage, y.storage, logLambda.storage, x.storage, lse.storage, wxMinusX.storage, d);
+  const saved = [r, rHat, logLambda, x, lse, wxMinusX];
   if (mask.docIds) saved.push(mask.docIds);
   const res = record(x, op, [r, rHat, y, logLambda], saved, (g) => {
     const dr = empty(r.shape, r.dtype, be), drHat = empty(r.shape, r.dtype, be), dy = empty(r.shape, r.dtype, be);
     const dLambda = empty([B, H], r.dtype, be);
-    be.krrSolveBackward(r.storage, rHat.storage, logLambda.storage, x.storage, lse.storage, g.storage,
+    be.krrSolveBackward(r.storage, rHat.storage, logLambda.storage, x.storage, lse.storage, wxMinusX.storage, g.storage,
       dr.storage, drHat.storage, dy.storage, dLambda.storage, d);
     // ∂L/∂logλ = λ · ∂L/∂λ, summed over the batch rows that share the head's λ.
     const dLogLambda = logLambda.requiresGrad ? mul(sum(dLambda, 0), exp(logLambda)) : null;
     return [dr, drHat, dy, dLogLambda];
   });
   lse.dispose();
+  wxMinusX.dispose();
   if (mask.owned) mask.docIds!.dispose();
   return res;
 }

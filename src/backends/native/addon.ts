@@ -89,8 +89,9 @@ export interface NativeAddon {
   // logLambda (H), dLambda (B·H), docIds (B, T) or null; every output is overwritten. Throws a
   // RangeError for an array shorter than its shape, TypeError for malformed arguments.
   krrSolve(r: Float32Array, rHat: Float32Array, y: Float32Array, logLambda: Float32Array, x: Float32Array, lse: Float32Array,
-    B: number, H: number, T: number, D: number, window: number, docIds: Int32Array | null, blockSize: number): void;
-  krrSolveBackward(r: Float32Array, rHat: Float32Array, logLambda: Float32Array, x: Float32Array, lse: Float32Array, g: Float32Array,
+    wxMinusX: Float32Array, B: number, H: number, T: number, D: number, window: number, docIds: Int32Array | null, blockSize: number): void;
+  krrSolveBackward(r: Float32Array, rHat: Float32Array, logLambda: Float32Array, x: Float32Array, lse: Float32Array,
+    wxMinusX: Float32Array, g: Float32Array,
     dr: Float32Array, drHat: Float32Array, dy: Float32Array, dLambda: Float32Array,
     B: number, H: number, T: number, D: number, window: number, docIds: Int32Array | null, blockSize: number): void;
   attention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, scale: number,

@@ -180,17 +180,19 @@ export class NativeBackend extends ReferenceBackend {
 
   // ---- sequence mixers (native/src/krr.c, attention.c): streamed, no T×T buffer; float32 only
 
-  override krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, lse: Storage, d: MixerDims): void {
-    if (!isF32(r, rHat, y, logLambda, x, lse) || !idsOk(d)) return super.krrSolve(r, rHat, y, logLambda, x, lse, d);
-    this.addon.krrSolve(f32(r), f32(rHat), f32(y), f32(logLambda), f32(x), f32(lse), d.B, d.H, d.T, d.D, d.window, ids(d), d.blockSize);
-  }
-  override krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, lse: Storage, g: Storage,
-    dr: Storage, drHat: Storage, dy: Storage, dLambda: Storage, d: MixerDims): void {
-    if (!isF32(r, rHat, logLambda, x, lse, g, dr, drHat, dy, dLambda) || !idsOk(d)) {
-      return super.krrSolveBackward(r, rHat, logLambda, x, lse, g, dr, drHat, dy, dLambda, d);
-    }
-    this.addon.krrSolveBackward(f32(r), f32(rHat), f32(logLambda), f32(x), f32(lse), f32(g), f32(dr), f32(drHat), f32(dy), f32(dLambda),
+  override krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, lse: Storage, wxMinusX: Storage,
+    d: MixerDims): void {
+    if (!isF32(r, rHat, y, logLambda, x, lse, wxMinusX) || !idsOk(d)) return super.krrSolve(r, rHat, y, logLambda, x, lse, wxMinusX, d);
+    this.addon.krrSolve(f32(r), f32(rHat), f32(y), f32(logLambda), f32(x), f32(lse), f32(wxMinusX),
       d.B, d.H, d.T, d.D, d.window, ids(d), d.blockSize);
+  }
+  override krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, lse: Storage, wxMinusX: Storage, g: Storage,
+    dr: Storage, drHat: Storage, dy: Storage, dLambda: Storage, d: MixerDims): void {
+    if (!isF32(r, rHat, logLambda, x, lse, wxMinusX, g, dr, drHat, dy, dLambda) || !idsOk(d)) {
+      return super.krrSolveBackward(r, rHat, logLambda, x, lse, wxMinusX, g, dr, drHat, dy, dLambda, d);
+    }
+    this.addon.krrSolveBackward(f32(r), f32(rHat), f32(logLambda), f32(x), f32(lse), f32(wxMinusX), f32(g),
+      f32(dr), f32(drHat), f32(dy), f32(dLambda), d.B, d.H, d.T, d.D, d.window, ids(d), d.blockSize);
   }
   override attention(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, scale: number, d: MixerDims): void {
     if (!isF32(q, k, v, out, lse) || !idsOk(d)) return super.attention(q, k, v, out, lse, scale, d);

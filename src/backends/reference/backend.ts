@@ -356,10 +356,12 @@ export class ReferenceBackend implements Backend {
   }
 
   // Mixer kernels: dense float64 oracles (./mixers.ts).
-  krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, lse: Storage, d: MixerDims): void {
-    krrSolveRef(arr(r), arr(rHat), arr(y), arr(logLambda), arr(x), arr(lse), d, d.docIds && arr(d.docIds));
+  krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, lse: Storage, wxMinusX: Storage,
+    d: MixerDims): void {
+    krrSolveRef(arr(r), arr(rHat), arr(y), arr(logLambda), arr(x), arr(lse), arr(wxMinusX), d, d.docIds && arr(d.docIds));
   }
-  krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, lse: Storage, g: Storage,
+  // The dense backward takes its row sums from W directly and does not need wxMinusX.
+  krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, lse: Storage, _wxMinusX: Storage, g: Storage,
     dr: Storage, drHat: Storage, dy: Storage, dLambda: Storage, d: MixerDims): void {
     krrSolveBackwardRef(arr(r), arr(rHat), arr(logLambda), arr(x), arr(lse), arr(g),
       arr(dr), arr(drHat), arr(dy), arr(dLambda), d, d.docIds && arr(d.docIds));

@@ -48,8 +48,12 @@ function probabilities(a: Arr, bm: Arr, off: number, T: number, D: number, scale
   return P;
 }
 
-/** X = (W + λI)⁻¹ Y by forward substitution (float64), and the rows' log-sum-exp. */
-export function krrSolveRef(r: Arr, rHat: Arr, y: Arr, logLambda: Arr, x: Arr, lse: Arr, d: MixerDims, docs: Arr | null): void {
+/**
+ * X = (W + λI)⁻¹ Y by forward substitution (float64), the rows' log-sum-exp, and
+ * wxMinusX_i = Σ_{j<i} W_ij (X_j − X_i) (= (W X − X)_i, for the streaming backward).
+ */
+export function krrSolveRef(r: Arr, rHat: Arr, y: Arr, logLambda: Arr, x: Arr, lse: Arr, wxMinusX: Arr, d: MixerDims,
+  docs: Arr | null): void {
   const { B, H, T, D } = d;
   const rowLse = new Float64Array(T);
   const X = new Float64Array(T * D);
@@ -70,6 +74,13 @@ export function krrSolveRef(r: Arr, rHat: Arr, y: Arr, logLambda: Arr, x: Arr, l
     }
     for (let n = 0; n < T * D; n++) x[off + n] = X[n];
     for (let i = 0; i < T; i++) lse[bh * T + i] = rowLse[i];
+    for (let i = 0; i < T; i++) {
+      for (let c = 0; c < D; c++) {
+        let w = 0;
+        for (let j = 0; j < i; j++) w += P[i * T + j] * (X[j * D + c] - X[i * D + c]);
+        wxMinusX[off + i * D + c] = w;
+      }
+    }
   }
 }
 
