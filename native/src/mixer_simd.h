@@ -31,13 +31,12 @@
 #define MX_SB 8
 
 /* How a product is stored: C = acc, C += acc, C -= acc, C = -acc, or C = 2^(acc - e[j]) with e
- * a per-column vector (the rows' log-sum-exp when C is a panel of logits). Two more modes, in a
- * separate tile family (so that the others' tiles compile without them), fuse a second step
- * into the store while the tile is in registers (no second pass):
- *   MM_EXP2S  C = 2^(acc - e[j]) and s[j] += sum_i C[i][j] (the weights' sums)
- *   MM_PDS    C = P o (-acc - e[j]) with P (same layout and stride as C): the KRR backward's
- *             dS = P o (dP - h) for dP = -acc and the rows' shift and sum h = e. */
-enum { MM_SET = 0, MM_ADD = 1, MM_SUB = 2, MM_NEG = 3, MM_EXP2 = 4, MM_EXP2S = 5, MM_PDS = 6 };
+ * a per-column vector (the rows' log-sum-exp when C is a panel of logits). One more mode, in a
+ * separate tile family (so that the others' tiles compile without its extra operand), forms the
+ * KRR backward's dS while the tile is in registers (no second pass):
+ *   MM_PDS    C = P o (-acc - e[j]) with P (same layout and stride as C): dS = P o (dP - h) for
+ *             dP = -acc and the rows' shift and sum h = e. */
+enum { MM_SET = 0, MM_ADD = 1, MM_SUB = 2, MM_NEG = 3, MM_EXP2 = 4, MM_PDS = 5 };
 
 #ifdef MX_POLY_EXP2
 /* 2^x: n = round(x) by the 1.5*2^23 trick, 2^f on [-1/2, 1/2] by a degree-5 polynomial (relative
@@ -78,7 +77,6 @@ static inline __attribute__((always_inline)) void mx_tile(const int mr, const in
                                                         ptrdiff_t ldb, float *restrict C,
                                                         ptrdiff_t ldc, int mode, vmask tail,
                                                         const float *restrict e,
-                                                        float *restrict s,
                                                         const float *restrict P) {
   vf acc[24][4];
 #pragma GCC unroll 24
@@ -99,10 +97,6 @@ static inline __attribute__((always_inline)) void mx_tile(const int mr, const in
       for (int v = 0; v < nv; v++) acc[i][v] = v_fma(ai, b[v], acc[i][v]);
     }
   }
-  const int sums = fam && mode == MM_EXP2S; /* this family does MM_EXP2S and MM_PDS only */
-  vf cs[4];
-#pragma GCC unroll 4
-  for (int v = 0; v < nv; v++) cs[v] = v_zero();
 #pragma GCC unroll 24
   for (int i = 0; i < mr; i++) {
     float *c = C + (ptrdiff_t)i * ldc;
@@ -115,7 +109,7 @@ static inline __attribute__((always_inline)) void mx_tile(const int mr, const in
         r = mode == MM_ADD ? v_add(old, r) : v_sub(old, r);
       } else if (!fam && mode == MM_NEG) {
         r = v_sub(v_zero(), r);
-      } else if (mode == MM_EXP2 || (fam && mode == MM_EXP2S)) {
+      } else if (!fam && mode == MM_EXP2) {
         r = v_exp2(v_sub(r, masked ? v_loadm(e + v * VW, tail) : v_load(e + v * VW)));
       } else if (fam && mode == MM_PDS) {
         const float *pp = P + (ptrdiff_t)i * ldc + v * VW;
@@ -125,15 +119,8 @@ static inline __attribute__((always_inline)) void mx_tile(const int mr, const in
       }
       if (masked) v_storem(c + v * VW, r, tail);
       else v_store(c + v * VW, r);
-      if (sums) cs[v] = v_add(cs[v], r);
     }
   }
-  if (sums)
-#pragma GCC unroll 4
-    for (int v = 0; v < nv; v++) {
-      if (has_tail && v == nv - 1) v_storem(s + v * VW, v_add(v_loadm(s + v * VW, tail), cs[v]), tail);
-      else v_store(s + v * VW, v_add(v_load(s + v * VW), cs[v]));
-    }
 }
 
 typedef void (*mx_tile_fn)(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs, const float *B,
@@ -141,33 +128,31 @@ typedef void (*mx_tile_fn)(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs, 
                            const float *e);
 typedef void (*mx_stile_fn)(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs, const float *B,
                             ptrdiff_t ldb, float *C, ptrdiff_t ldc, int mode, vmask tail,
-                            const float *e, float *s, const float *P);
+                            const float *e, const float *P);
 
 /* Per shape: whole vectors only (mx_tile_NV_MR), a masked last vector (mx_tilet_NV_MR) for
- * widths that are not a multiple of VW, and the same two for the summing modes (mx_stile*), kept
- * apart so that the plain products' code is not burdened by them. */
+ * widths that are not a multiple of VW, and the same two for MM_PDS (mx_stile*), kept apart so
+ * that the plain products' code is not burdened by it. */
 #define MX_DEF_TILE(NV, MR)                                                                    \
   static void mx_tile_##NV##_##MR(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,        \
                                   const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,      \
                                   int mode, vmask tail, const float *e) {                      \
-    mx_tile(MR, NV, 0, 0, k, A, ars, acs, B, ldb, C, ldc, mode, tail, e, NULL, NULL);          \
+    mx_tile(MR, NV, 0, 0, k, A, ars, acs, B, ldb, C, ldc, mode, tail, e, NULL);          \
   }                                                                                            \
   __attribute__((unused)) static void mx_tilet_##NV##_##MR(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs, \
                                    const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,     \
                                    int mode, vmask tail, const float *e) {                     \
-    mx_tile(MR, NV, 1, 0, k, A, ars, acs, B, ldb, C, ldc, mode, tail, e, NULL, NULL);          \
+    mx_tile(MR, NV, 1, 0, k, A, ars, acs, B, ldb, C, ldc, mode, tail, e, NULL);          \
   }                                                                                            \
   static void mx_stile_##NV##_##MR(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,       \
                                    const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,     \
-                                   int mode, vmask tail, const float *e, float *s,             \
-                                   const float *P) {                                           \
-    mx_tile(MR, NV, 0, 1, k, A, ars, acs, B, ldb, C, ldc, mode, tail, e, s, P);                \
+                                   int mode, vmask tail, const float *e, const float *P) {     \
+    mx_tile(MR, NV, 0, 1, k, A, ars, acs, B, ldb, C, ldc, mode, tail, e, P);                   \
   }                                                                                            \
   __attribute__((unused)) static void mx_stilet_##NV##_##MR(int k, const float *A, ptrdiff_t ars, ptrdiff_t acs, \
                                    const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,     \
-                                   int mode, vmask tail, const float *e, float *s,             \
-                                   const float *P) {                                           \
-    mx_tile(MR, NV, 1, 1, k, A, ars, acs, B, ldb, C, ldc, mode, tail, e, s, P);                \
+                                   int mode, vmask tail, const float *e, const float *P) {     \
+    mx_tile(MR, NV, 1, 1, k, A, ars, acs, B, ldb, C, ldc, mode, tail, e, P);                   \
   }
 #define MX_D4(NV) MX_DEF_TILE(NV, 1) MX_DEF_TILE(NV, 2) MX_DEF_TILE(NV, 3) MX_DEF_TILE(NV, 4)
 #define MX_D6(NV) MX_D4(NV) MX_DEF_TILE(NV, 5) MX_DEF_TILE(NV, 6)
@@ -228,12 +213,11 @@ static const int mx_mr[] = {0, 4, 4, 4, 4};
 #endif
 
 /* C (m x n, row stride ldc) (mode)= op(A) B with op(A)(i, p) = A[i*ars + p*acs] (m x k) and B
- * row-major k x n (row stride ldb); e (n floats) is read by MM_EXP2 / MM_EXP2S / MM_PDS, s (n
- * floats) added to by MM_EXP2S, P (m x n, stride ldc) read by MM_PDS. C must not overlap A, B
- * or P. */
+ * row-major k x n (row stride ldb); e (n floats) is read by MM_EXP2 / MM_PDS, P (m x n, stride
+ * ldc) by MM_PDS. C must not overlap A, B or P. */
 static void mx_mm_x(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,
                     const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, int mode,
-                    const float *e, float *s, const float *P) {
+                    const float *e, const float *P) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0 || VW == 1) {
     /* No products (acc = 0), or the portable build's edges: scalar, the tile's order. */
@@ -243,10 +227,10 @@ static void mx_mm_x(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_
       for (int i0 = 0; i0 < m; i0 += 4) {
         const int mr = mx_imin(4, m - i0);
         if (VW == 1 && k > 0 && w == 4) {
-          if (mode == MM_EXP2S || mode == MM_PDS)
+          if (mode == MM_PDS)
             mx_stiles[0][4][mr](k, A + (ptrdiff_t)i0 * ars, ars, acs, B + j0, ldb,
                                 C + (ptrdiff_t)i0 * ldc + j0, ldc, mode, v_tailmask(1),
-                                e + j0, s + j0, P ? P + (ptrdiff_t)i0 * ldc + j0 : NULL);
+                                e + j0, P + (ptrdiff_t)i0 * ldc + j0);
           else
             mx_tiles[0][4][mr](k, A + (ptrdiff_t)i0 * ars, ars, acs, B + j0, ldb,
                                C + (ptrdiff_t)i0 * ldc + j0, ldc, mode, v_tailmask(1),
@@ -254,7 +238,6 @@ static void mx_mm_x(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_
           continue;
         }
         for (int j = j0; j < j0 + w; j++) {
-          float cs = 0;
           for (int i = i0; i < i0 + mr; i++) {
             float acc = 0;
             for (int p = 0; p < k; p++) acc += A[(ptrdiff_t)i * ars + (ptrdiff_t)p * acs] * B[(ptrdiff_t)p * ldb + j];
@@ -262,9 +245,7 @@ static void mx_mm_x(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_
             *c = mode == MM_SET ? acc : mode == MM_ADD ? *c + acc : mode == MM_SUB ? *c - acc
                : mode == MM_NEG ? (k > 0 ? -acc : 0.0f)
                : mode == MM_PDS ? P[(ptrdiff_t)i * ldc + j] * (-acc - e[j]) : exp2f(acc - e[j]);
-            cs += *c;
           }
-          if (mode == MM_EXP2S) s[j] += cs;
         }
       }
     }
@@ -278,12 +259,12 @@ static void mx_mm_x(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_
     const int MR = mx_mr[nv];
     const mx_tile_fn *tab = mx_tiles[rem != VW][nv];
     const mx_stile_fn *stab = mx_stiles[rem != VW][nv];
-    const int sums = mode == MM_EXP2S || mode == MM_PDS;
+    const int pds = mode == MM_PDS;
     for (int i0 = 0; i0 < m; i0 += MR) {
       int mr = mx_imin(MR, m - i0);
-      if (sums)
+      if (pds)
         stab[mr](k, A + (ptrdiff_t)i0 * ars, ars, acs, B + j0, ldb, C + (ptrdiff_t)i0 * ldc + j0,
-                 ldc, mode, tail, e + j0, s + j0, P ? P + (ptrdiff_t)i0 * ldc + j0 : NULL);
+                 ldc, mode, tail, e + j0, P + (ptrdiff_t)i0 * ldc + j0);
       else
         tab[mr](k, A + (ptrdiff_t)i0 * ars, ars, acs, B + j0, ldb, C + (ptrdiff_t)i0 * ldc + j0,
                 ldc, mode, tail, e ? e + j0 : NULL);
@@ -294,7 +275,7 @@ static void mx_mm_x(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_
 static inline void mx_mm_e(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,
                            const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, int mode,
                            const float *e) {
-  mx_mm_x(m, n, k, A, ars, acs, B, ldb, C, ldc, mode, e, NULL, NULL);
+  mx_mm_x(m, n, k, A, ars, acs, B, ldb, C, ldc, mode, e, NULL);
 }
 
 static inline void mx_mm(int m, int n, int k, const float *A, ptrdiff_t ars, ptrdiff_t acs,
@@ -425,6 +406,33 @@ static void mx_mask(const mx_dims *d, int b, int i0, int nb, int ldq, int j0, in
 }
 
 /* ---- softmax pieces over panel lanes ------------------------------------------------------ */
+
+/* S = 2^(S - m) over nc panel rows, and l += their sums, per lane: weights against a known bound
+ * m. A pass of its own over the L1-resident panel: in the product's store (as MM_EXP2 does) the
+ * exponential's temporaries spill the AVX2 tile's registers, 2-9% slower there (no difference
+ * with AVX-512's 32 registers). */
+static void mx_exp2_sums(float *S, int nc, int ldq, const float *m, float *l) {
+  for (int i = 0; i < ldq; i += VW) {
+    const vf mi = v_load(m + i);
+    vf s0 = v_zero(), s1 = v_zero();
+    int j = 0;
+    for (; j + 1 < nc; j += 2) {
+      float *r0 = S + (ptrdiff_t)j * ldq + i, *r1 = r0 + ldq;
+      vf e0 = v_exp2(v_sub(v_load(r0), mi)), e1 = v_exp2(v_sub(v_load(r1), mi));
+      v_store(r0, e0);
+      v_store(r1, e1);
+      s0 = v_add(s0, e0);
+      s1 = v_add(s1, e1);
+    }
+    if (j < nc) {
+      float *r0 = S + (ptrdiff_t)j * ldq + i;
+      vf e0 = v_exp2(v_sub(v_load(r0), mi));
+      v_store(r0, e0);
+      s0 = v_add(s0, e0);
+    }
+    v_store(l + i, v_add(v_load(l + i), v_add(s0, s1)));
+  }
+}
 
 /* Online softmax (base 2): folds nc panel rows into the running max m (>= -FLT_MAX, so never
  * -inf) and sum l of each lane, turns the rows into 2^(S - m_new), and rescales the rows of the
@@ -595,8 +603,8 @@ static int mx_att_bwd(const mx_dims *d, const mx_att_args *a, int bh) {
  * merges the groups, folds in the diagonal tile (which closes the row's log-sum-exp) and solves
  * X_R = (P_RR + lam I)^-1 (Y_R - U / l).
  * The off-diagonal chunks do not need an online max: by Cauchy-Schwarz every logit of lane i is
- * at most m_i = |r_i| max_j |r^_j| (j over the group's keys), so the weights 2^(S - m_i) are
- * formed in the product's store with their sums (MM_EXP2S): no max pass, no rescaling of U. In
+ * at most m_i = |r_i| max_j |r^_j| (j over the group's keys), so the weights 2^(S - m_i) and
+ * their sums are formed in one pass (mx_exp2_sums): no max pass, no rescaling of U. In
  * Cubit r^ = alpha r / |r|, so with alpha > 0 the bound is the row's diagonal logit: exact. A
  * loose bound would lose the small weights to underflow, so the close checks each row's sum
  * (l_i >= n 2^-32 means the row's largest weight was >= 2^-32 of the bound's) and redoes the
@@ -665,7 +673,8 @@ static int mx_krr_fwd_part_x(const mx_dims *d, const mx_krr_args *a, float *ws, 
       mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S, -INFINITY);
       mx_online(S, nc, ldq, m, l, corr, U, nb, D);
     } else if (mx_unmasked(d, b, i0, nb, c0, c0 + nc)) {
-      mx_mm_x(nc, ldq, D, Rh + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, S, ldq, MM_EXP2S, m, l, NULL);
+      mx_mm(nc, ldq, D, Rh + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, S, ldq, MM_SET);
+      mx_exp2_sums(S, nc, ldq, m, l);
     } else {
       mx_mm_e(nc, ldq, D, Rh + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, S, ldq, MM_EXP2, m);
       mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, S, 0.0f);
@@ -914,7 +923,7 @@ static int mx_krr_bwd_grads(const mx_dims *d, const mx_krr_args *a, float *ws, i
     if (!diag) {
       mx_mm_e(nc, ldq, D, Rh + (ptrdiff_t)c0 * D, D, 1, Rt, ldq, Pc, ldq, MM_EXP2, lse);
       mx_mask(d, b, i0, nb, ldq, c0, c0 + nc, Pc, 0.0f);
-      mx_mm_x(nc, ldq, D, X + (ptrdiff_t)c0 * D, D, 1, Zt, ldq, dSc, ldq, MM_PDS, h, NULL, Pc);
+      mx_mm_x(nc, ldq, D, X + (ptrdiff_t)c0 * D, D, 1, Zt, ldq, dSc, ldq, MM_PDS, h, Pc);
       dS = dSc;
     }
     mx_mm_tri(MX_LANES_BY_KEYS, c0 - i0, nb, D, nc, dS, 1, ldq, Rh + (ptrdiff_t)c0 * D, D, dRg, D,
