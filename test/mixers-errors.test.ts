@@ -3,8 +3,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  causalKrrSolve, cubitAttention, getBackend, localLinearAttention, mixerMask, softmaxAttention, solveSpd, tensor, tidy, withBackend,
-  type CubitInputs, type DType, type Tensor,
+  causalKrrSolve, cubitAttention, cubitSolve, getBackend, localLinearAttention, mixerMask, softmaxAttention, solveSpd, tensor, tidy,
+  withBackend, type CubitInputs, type DType, type Tensor,
 } from '../src/index.ts';
 import { nativeTestOptions, randTensor, requireNative } from './helpers.ts';
 
@@ -75,6 +75,25 @@ describe('softmaxAttention', () => {
     const k = withBackend('native', () => t4(2));
     assert.throws(() => withBackend('reference', () => softmaxAttention(q, k, q)), /different backends/);
     q.dispose(); k.dispose();
+  });
+});
+
+describe('cubitSolve', () => {
+  const lrr = (z = randTensor([B, H, T], { seed: 5, dtype: 'float32' }), lower = heads([0.5, 0.5]), range = heads([1.5, 1.5])) =>
+    ({ logits: z, lower, range });
+  const solve = (o: { a?: Tensor; v?: Tensor; ll?: Tensor; eps?: number; l?: ReturnType<typeof lrr> | null } = {}) =>
+    cubitSolve(t4(1), o.a ?? heads([1, 1]), o.v ?? t4(3), o.l === undefined ? lrr() : o.l, o.ll ?? heads([-5, -5]), { eps: o.eps });
+  test('per-head parameters: shape, finite values, λ overflow', () => {
+    throwsNaming(() => solve({ a: heads([1, 1, 1]) }), /cubitSolve/, /refScale/, /\[2\]/);
+    throwsNaming(() => solve({ a: heads([1, Number.NaN]) }), /cubitSolve/, /refScale\[1\]/, /finite/);
+    throwsNaming(() => solve({ ll: heads([800, -5]) }), /cubitSolve/, /logLambda\[0\]/, /overflow/);
+    throwsNaming(() => solve({ l: lrr(undefined, heads([0.5, Infinity])) }), /cubitSolve/, /lrrLower\[1\]/, /finite/);
+  });
+  test('v, LRR logits and eps', () => {
+    throwsNaming(() => solve({ v: t4(3, 'float32', [B, H, T + 1, D]) }), /cubitSolve/, /\bv\b/);
+    throwsNaming(() => solve({ l: lrr(randTensor([B, H, T + 1], { seed: 5, dtype: 'float32' })) }), /cubitSolve/, /lrrLogits/, /\[2, 2, 6\]/);
+    throwsNaming(() => solve({ eps: 0 }), /cubitSolve/, /eps/);
+    withBackend('reference', () => tidy(() => { solve({ l: null }); })); // LRR off is fine
   });
 });
 

@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  causalKrrSolve, cubitAttention, dispose, getBackend, localLinearAttention, noGrad, softmaxAttention, solveSpd, tensor, tidy, withBackend,
-  type DType, type MixerOptions, type Tensor,
+  causalKrrSolve, cubitAttention, cubitSolve, dispose, getBackend, localLinearAttention, lrrValues, noGrad, normalizeReference, softmaxAttention,
+  solveSpd, tensor, tidy, withBackend, type DType, type MixerOptions, type Tensor,
 } from '../src/index.ts';
 import { gradcheck, nativeTestOptions, randTensor, randValues, relErr, requireNative } from './helpers.ts';
 
@@ -340,10 +340,54 @@ describe('gradcheck (float64, reference)', () => {
     gc(`cubitAttention ${label}`, (q, k, v, r, z, a, ll, lo, ra) => cubitAttention({ q, k, v, r, lrrLogits: z, refScale: a, logLambda: ll, lrrLower: lo, lrrRange: ra }, opts()).output,
       () => [x([2, 2, 10, 3], 8), x([2, 2, 10, 3], 9), x([2, 2, 10, 3], 10), x([2, 2, 10, 3], 11), x([2, 2, 10], 12), x([2], 13), x([2], 14), x([2], 15), x([2], 16)]);
   }
+  gc('cubitSolve without LRR', (r, a, v, ll) => cubitSolve(r, a, v, null, ll, { window: 4 }),
+    () => [x([2, 2, 10, 3], 27), x([2], 28), x([2, 2, 10, 3], 29), x([2], 30)]);
+  gc('cubitSolve with LRR, documents', (r, a, v, z, lo, ra, ll) => cubitSolve(r, a, v, { logits: z, lower: lo, range: ra }, ll, { docIds: ids() }),
+    () => [x([2, 2, 10, 3], 31), x([2], 32), x([2, 2, 10, 3], 33), x([2, 2, 10], 34), x([2], 35), x([2], 36), x([2], 37)]);
   gc('cubitAttention, shared key (r = k), solution output', (q, k, v, z, a, ll, lo, ra) => cubitAttention({ q, k, v, lrrLogits: z, refScale: a, logLambda: ll, lrrLower: lo, lrrRange: ra }).solution,
     () => [x([1, 2, 9, 4], 17), x([1, 2, 9, 4], 18), x([1, 2, 9, 4], 19), x([1, 2, 9], 20), x([2], 21), x([2], 22), x([2], 23), x([2], 24)]);
   gc('solveSpd', (a, b) => solveSpd(a.matmul(a, { transB: true }).add(tensor([2, 0, 0, 0, 2, 0, 0, 0, 2], [3, 3], { dtype: 'float64' })), b),
     () => [x([4, 3, 3], 25), x([4, 3, 2], 26)]);
+});
+
+// cubitSolve fuses normalizeReference, lrrValues and causalKrrSolve into one op: the same values and
+// gradients as the three composed, on every backend (float64: to rounding; float32: within 1e-5,
+// the kernels' own rounding), with LRR on and off, r = 0 rows (the norm floor) included.
+describe('cubitSolve equals normalizeReference + lrrValues + causalKrrSolve', () => {
+  for (const be of backends) {
+    for (const lrrOn of [true, false]) {
+      test(`${be.name} ${be.dtype}, LRR ${lrrOn ? 'on' : 'off'}`, be.opts, () => onBackend(be.name, () => tidy(() => {
+        const val = cubitValues(2, 2, 70, 8, 81);
+        val.r!.fill(0, 8 * 5, 8 * 6); // token 5 of (b, h) = 0
+        const mk = (a: ArrayLike<number>, shape: number[]): Tensor => {
+          const t = tensor(Float64Array.from(a), shape, { dtype: be.dtype });
+          t.requiresGrad = true;
+          return t;
+        };
+        const shape = [val.B, val.H, val.T, val.D];
+        const r = mk(val.r!, shape), v = mk(val.v, shape), a = mk(val.refScale, [val.H]), ll = mk(val.logLambda, [val.H]);
+        const z = mk(val.z, [val.B, val.H, val.T]), lo = mk(val.lower, [val.H]), ra = mk(val.range, [val.H]);
+        const g = tensor(Float64Array.from(val.g), shape, { dtype: be.dtype });
+        const leaves = lrrOn ? [r, a, v, z, lo, ra, ll] : [r, a, v, ll];
+        const opts = { window: 50, blockSize: 16 };
+        const run = (fused: boolean): Float64Array[] => {
+          for (const t of leaves) { t.grad?.dispose(); t.grad = null; }
+          const x = fused
+            ? cubitSolve(r, a, v, lrrOn ? { logits: z, lower: lo, range: ra } : null, ll, opts)
+            : causalKrrSolve(r, normalizeReference(r, a), lrrOn ? lrrValues(v, z, lo, ra) : v, ll, opts);
+          x.backward(g);
+          return [x, ...leaves.map((t) => t.grad!)].map((t) => Float64Array.from(t.dataSync()));
+        };
+        const fused = run(true), composed = run(false);
+        const tol = be.dtype === 'float64' ? 1e-11 : 1e-5;
+        const names = ['X', ...(lrrOn ? ['r', 'refScale', 'v', 'lrrLogits', 'lrrLower', 'lrrRange', 'logLambda'] : ['r', 'refScale', 'v', 'logLambda'])];
+        names.forEach((name, i) => {
+          const e = relErr(fused[i], composed[i]);
+          assert.ok(e <= tol, `${name}: relErr ${e.toExponential(2)} > ${tol}`);
+        });
+      })));
+    }
+  }
 });
 
 test('cubitAttention: r = 0 at a token gives finite gradients (the norm floor)', () => {

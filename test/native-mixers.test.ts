@@ -318,6 +318,100 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
     }
   });
 
+  // cubitSolve: the KRR solve with r̂ = α r/max(‖r‖, eps) formed in the forward and s ⊙ v (LRR) in
+  // both directions, against the reference's composition of the three kernels. Cases cover one
+  // task per (b, h) and the split form (B·H < 4), masks, LRR on and off, and rows of r below eps.
+  describe('cubitSolve (the stages fused into the solve)', () => {
+    const cases: (Case & { lrr: boolean })[] = [
+      { B: 2, H: 2, T: 130, D: 32, window: 0, blockSize: 64, docs: 'none', seed: 71, lrr: true },
+      { B: 1, H: 2, T: 97, D: 8, window: 30, blockSize: 16, docs: 'runs', seed: 72, lrr: true },
+      { B: 1, H: 1, T: 70, D: 33, window: 0, blockSize: 7, docs: 'mixed', seed: 73, lrr: false },
+      { B: 3, H: 2, T: 40, D: 16, window: 0, blockSize: 64, docs: 'none', seed: 74, lrr: false },
+    ];
+    const run = (be: Backend, c: Case & { lrr: boolean }, inp: Inputs, extra: { alpha: Float32Array; z: Float32Array; lower: Float32Array; range: Float32Array },
+      given?: Outputs): Outputs => {
+      const f = be.name === 'native' ? 'float32' : 'float64';
+      const { B, H, T, D } = c, n = B * H * T * D;
+      const S = (v: ArrayLike<number>): Storage => store(be, v, f);
+      const Z = (len: number): Storage => be.alloc(f, len);
+      const d: MixerDims = { B, H, T, D, window: c.window, docIds: inp.docIds ? store(be, inp.docIds, 'int32') : null, blockSize: c.blockSize };
+      const read = (s: Storage): TypedArray => be.readSync(s, 0, s.length).slice();
+      const r = S(inp.r), alpha = S(extra.alpha), v = S(inp.y), ll = S(inp.logLambda), g = S(inp.g);
+      const lrr = c.lrr ? { logits: S(extra.z), lower: S(extra.lower), range: S(extra.range) } : null;
+      const x = Z(n), rHat = Z(n), lse = Z(B * H * T), wx = Z(n);
+      be.cubitSolve(r, alpha, v, lrr, ll, 1e-6, x, rHat, lse, wx, d);
+      const at = (key: string, s: Storage): Storage => (given ? S(given[key]) : s);
+      const dr = Z(n), dv = Z(n), dAlpha = Z(B * H), dLambda = Z(B * H);
+      const lrrGrads = c.lrr ? { dLogits: Z(B * H * T), dLower: Z(B * H), dRange: Z(B * H) } : null;
+      be.cubitSolveBackward(r, alpha, v, lrr, ll, 1e-6, at('x', x), at('rHat', rHat), lse, at('wxMinusX', wx), g, dr, dv, dAlpha, lrrGrads, dLambda, d);
+      const out: Outputs = { x: read(x), rHat: read(rHat), lse: read(lse), wxMinusX: read(wx), dr: read(dr), dv: read(dv), dAlpha: read(dAlpha), dLambda: read(dLambda) };
+      if (lrrGrads) Object.assign(out, { dz: read(lrrGrads.dLogits), dLower: read(lrrGrads.dLower), dRange: read(lrrGrads.dRange) });
+      return out;
+    };
+    // The per-(b, h) sums dAlpha = Σ_t (∂r̂_t · r_t)/‖r_t‖ and dLower = Σ_t Z_t · v_t (dRange
+    // weights its terms by σ) may cancel to far below their terms (here dAlpha ~1e-3 from terms of
+    // ~1), so their error is measured against the terms' size: Σ_t ‖∂r̂_t‖ and Σ_t ‖Z_t‖‖v_t‖,
+    // from the float64 reference's unfused backward at the same point.
+    const sumScales = (ref: Backend, c: Case, inp: Inputs, at: Outputs): Record<string, number[]> => {
+      const { B, H, T, D } = c, n = B * H * T * D;
+      const S = (v: ArrayLike<number>): Storage => store(ref, v, 'float64');
+      const d: MixerDims = { B, H, T, D, window: c.window, docIds: inp.docIds ? store(ref, inp.docIds, 'int32') : null, blockSize: c.blockSize };
+      const dr = ref.alloc('float64', n), drHat = ref.alloc('float64', n), dy = ref.alloc('float64', n), dl = ref.alloc('float64', B * H);
+      ref.krrSolveBackward(S(inp.r), S(at.rHat), S(inp.logLambda), S(at.x), S(at.lse), S(at.wxMinusX), S(inp.g), dr, drHat, dy, dl, d);
+      const gh = ref.readSync(drHat, 0, n), z = ref.readSync(dy, 0, n);
+      const norm = (a: ArrayLike<number>, o: number): number => { let q = 0; for (let j = 0; j < D; j++) q += a[o + j] ** 2; return Math.sqrt(q); };
+      const alphaScale: number[] = [], lrrScale: number[] = [];
+      for (let bh = 0; bh < B * H; bh++) {
+        let sa = 0, sl = 0;
+        for (let t = 0; t < T; t++) {
+          const o = (bh * T + t) * D;
+          sa += norm(gh, o);
+          sl += norm(z, o) * norm(inp.y, o);
+        }
+        alphaScale.push(sa);
+        lrrScale.push(sl);
+      }
+      return { dAlpha: alphaScale, dLower: lrrScale, dRange: lrrScale };
+    };
+    for (const c of cases) {
+      test(`${label(c)} lrr=${c.lrr}`, () => {
+        requireNative();
+        const addon = loadNativeAddon()!;
+        const native = new NativeBackend(addon), ref = new ReferenceBackend();
+        const inp = makeInputs(c), rng = new Rng(c.seed + 1000);
+        const nr = c.B * c.H * c.T;
+        const extra = {
+          alpha: Float32Array.from({ length: c.H }, () => 0.5 + 2.5 * rng.next()),
+          z: Float32Array.from({ length: nr }, () => 4 * rng.normal()),
+          lower: Float32Array.from({ length: c.H }, () => 0.3 + 0.4 * rng.next()),
+          range: Float32Array.from({ length: c.H }, () => 1 + rng.next()),
+        };
+        inp.r.fill(0, 3 * c.D, 4 * c.D); // a row below eps: r̂ = 0 there, and its gradient skips the norm
+        for (const isa of isas(addon)) {
+          addon.setIsa(isa);
+          native.setThreads(1);
+          const one = run(native, c, inp, extra);
+          native.setThreads(2);
+          const two = run(native, c, inp, extra);
+          const want = run(ref, c, inp, extra, one);
+          const scale = sumScales(ref, c, inp, one);
+          for (const key of Object.keys(want)) {
+            if (key in scale) {
+              for (let bh = 0; bh < c.B * c.H; bh++) {
+                const err = Math.abs(one[key][bh] - want[key][bh]);
+                assert.ok(err <= TOL * scale[key][bh], `${label(c)} ${isa} ${key}[${bh}]: |error| ${err.toExponential(2)} > ${TOL} × ${scale[key][bh].toExponential(2)}`);
+              }
+            } else {
+              const e = relErr(one[key], want[key]);
+              assert.ok(e <= TOL, `${label(c)} ${isa} ${key}: relErr ${e.toExponential(2)} > ${TOL}`);
+            }
+            assert.deepEqual(two[key], one[key], `${label(c)} ${isa} ${key}: 2 threads differ from 1`);
+          }
+        }
+      });
+    }
+  });
+
   test('bad arguments throw naming the argument', () => {
     requireNative();
     const addon = loadNativeAddon()!;
@@ -328,6 +422,10 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
     assert.throws(() => addon.attention(f(8), f(8), f(8), f(8), f(4), Infinity, 1, 1, 4, 2, 0, null, 64), /attention: argument 6 \(scale\) must be finite/);
     assert.throws(() => addon.krrSolveBackward(f(8), f(8), f(1), f(8), f(4), f(8), f(8), f(8), f(8), f(8), f(1), 1, 1, 4, 2, 0, null, 0),
       /krrSolveBackward: argument 18 \(blockSize\) must be >= 1/);
+    assert.throws(() => addon.cubitSolve(f(8), f(1), f(8), f(4), null, f(1), f(1), 1e-6, f(8), f(8), f(4), f(8), 1, 1, 4, 2, 0, null, 64),
+      /cubitSolve: lrrLogits needs lrrLower and lrrRange/);
+    assert.throws(() => addon.cubitSolve(f(8), f(1), f(8), null, null, null, f(1), 0, f(8), f(8), f(4), f(8), 1, 1, 4, 2, 0, null, 64),
+      /cubitSolve: eps must be positive and finite/);
     assert.throws(() => addon.attentionBackward(f(8), f(8), f(8), f(8), f(4), f(8), 1, f(8), f(8), f(8), 1, 1, 4, 0, 0, null, 8),
       /attentionBackward: argument 14 \(D\) must be in \[1, 2\^31\)/);
   });

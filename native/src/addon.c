@@ -11,6 +11,8 @@
 CUBIT_NAPI(cubit_napi_sgemm); /* gemm_napi.c */
 CUBIT_NAPI(cubit_napi_krr_solve);              /* krr.c */
 CUBIT_NAPI(cubit_napi_krr_solve_backward);     /* krr.c */
+CUBIT_NAPI(cubit_napi_cubit_solve);            /* krr.c */
+CUBIT_NAPI(cubit_napi_cubit_solve_backward);   /* krr.c */
 CUBIT_NAPI(cubit_napi_attention);              /* attention.c */
 CUBIT_NAPI(cubit_napi_attention_backward);     /* attention.c */
 #include "kernels_nn_napi.h" /* the non-GEMM kernels: CUBIT_NN_EXPORTS */
@@ -95,6 +97,8 @@ static const cubit_export exports_table[] = {
     CUBIT_NN_EXPORTS /* kernels_nn_napi.h */
     {"krrSolve", cubit_napi_krr_solve},
     {"krrSolveBackward", cubit_napi_krr_solve_backward},
+    {"cubitSolve", cubit_napi_cubit_solve},
+    {"cubitSolveBackward", cubit_napi_cubit_solve_backward},
     {"attention", cubit_napi_attention},
     {"attentionBackward", cubit_napi_attention_backward},
     {"splitHeads", cubit_napi_split_heads},

@@ -42,7 +42,7 @@ static void krr_fwd_close_task(void *ctx, int bh) {
 }
 static void krr_bwd_setup_task(void *ctx, int bh) {
   krr_job *j = ctx;
-  FAIL_IF(j->K->krr_bwd_setup(&j->d, &j->a, j->ws + bh * j->per_bh, j->G, &j->dl[bh], bh, j->blk));
+  FAIL_IF(j->K->krr_bwd_setup(&j->d, &j->a, j->ws + bh * j->per_bh, j->G, j->dl + (size_t)bh * MX_KBW_SUMS, bh, j->blk));
 }
 static void krr_bwd_grads_task(void *ctx, int t) {
   krr_job *j = ctx;
@@ -55,6 +55,54 @@ static void krr_bwd_grads_task(void *ctx, int t) {
 static double krr_flops(const mx_dims *d, int products) {
   double span = d->window > 0 && d->window < d->T ? d->window : d->T / 2.0 + 1;
   return 2.0 * products * (double)d->B * d->H * d->T * span * d->D;
+}
+
+/* The forward sweep over job->a (set up by the caller, masks built). */
+static napi_value krr_forward(napi_env env, const char *fn, krr_job *job) {
+  mx_dims *d = &job->d;
+  job->K = mx_current_kernels();
+  const int BH = d->B * d->H, nblocks = (d->T + d->block - 1) / d->block;
+  const double flops = krr_flops(d, 2);
+  job->G = mx_groups(BH);
+  if (job->G == 1) {
+    cubit_parallel_for_work(BH, krr_fwd_task, job, flops);
+  } else {
+    /* Few (b, h): every block's off-diagonal chunks split into G groups (mixer.h). */
+    job->per_bh = mx_kfw_floats(d, job->G);
+    if (!(job->ws = mx_scratch(7, job->per_bh * BH))) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
+    for (job->blk = 0; job->blk < nblocks && !atomic_load(&job->failed); job->blk++) {
+      cubit_parallel_for_work(BH * job->G, krr_fwd_part_task, job, flops);
+      cubit_parallel_for_work(BH, krr_fwd_close_task, job, flops);
+    }
+  }
+  if (atomic_load(&job->failed)) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory for scratch", fn);
+  return cubit_undefined(env);
+}
+
+/* The backward sweep over job->a (set up by the caller, masks built). */
+static napi_value krr_backward(napi_env env, const char *fn, krr_job *job) {
+  mx_dims *d = &job->d;
+  job->K = mx_current_kernels();
+  const int BH = d->B * d->H, nblocks = (d->T + d->block - 1) / d->block;
+  const double flops = krr_flops(d, 5);
+  job->G = mx_groups(BH);
+  if (job->G == 1) {
+    cubit_parallel_for_work(BH, krr_bwd_task, job, flops);
+  } else {
+    /* Few (b, h): each block's span split into G groups of chunks (mixer.h). */
+    job->per_bh = mx_kbw(d, job->G).total;
+    job->ws = mx_scratch(7, job->per_bh * BH);
+    job->dl = (double *)mx_scratch(8, 2 * (size_t)BH * MX_KBW_SUMS);
+    if (!job->ws || !job->dl) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
+    for (job->blk = nblocks - 1; job->blk >= 0 && !atomic_load(&job->failed); job->blk--) {
+      cubit_parallel_for_work(BH, krr_bwd_setup_task, job, flops);
+      cubit_parallel_for_work(BH * job->G, krr_bwd_grads_task, job, flops);
+    }
+    job->blk = -1; /* finish: block 0's rows, the sums */
+    cubit_parallel_for_work(BH, krr_bwd_setup_task, job, flops);
+  }
+  if (atomic_load(&job->failed)) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory for scratch", fn);
+  return cubit_undefined(env);
 }
 
 /* krrSolve(r, rHat, y, logLambda, x, lse, wxMinusX, B, H, T, D, window, docIds, blockSize) */
@@ -73,24 +121,8 @@ CUBIT_NAPI(cubit_napi_krr_solve) {
       !mx_arg_f32(env, argv, 6, fn, "wxMinusX", n, &wx))
     return NULL;
   if (mx_masks_build(d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
-  job.K = mx_current_kernels();
   job.a = (mx_krr_args){.r = r, .rh = rh, .y = y, .loglam = ll, .x = x, .lse = lse, .wx = wx};
-  const int BH = d->B * d->H, nblocks = (d->T + d->block - 1) / d->block;
-  const double flops = krr_flops(d, 2);
-  job.G = mx_groups(BH);
-  if (job.G == 1) {
-    cubit_parallel_for_work(BH, krr_fwd_task, &job, flops);
-  } else {
-    /* Few (b, h): every block's off-diagonal chunks split into G groups (mixer.h). */
-    job.per_bh = mx_kfw_floats(d, job.G);
-    if (!(job.ws = mx_scratch(7, job.per_bh * BH))) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
-    for (job.blk = 0; job.blk < nblocks && !atomic_load(&job.failed); job.blk++) {
-      cubit_parallel_for_work(BH * job.G, krr_fwd_part_task, &job, flops);
-      cubit_parallel_for_work(BH, krr_fwd_close_task, &job, flops);
-    }
-  }
-  if (atomic_load(&job.failed)) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory for scratch", fn);
-  return cubit_undefined(env);
+  return krr_forward(env, fn, &job);
 }
 
 /* krrSolveBackward(r, rHat, logLambda, x, lse, wxMinusX, g, dr, drHat, dy, dLambda,
@@ -112,27 +144,78 @@ CUBIT_NAPI(cubit_napi_krr_solve_backward) {
       !mx_arg_f32(env, argv, 10, fn, "dLambda", (size_t)d->B * d->H, &dlam))
     return NULL;
   if (mx_masks_build(d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
-  job.K = mx_current_kernels();
   job.a = (mx_krr_args){.r = r, .rh = rh, .loglam = ll, .x = x, .lse = lse, .wx = wx, .g = g,
                         .dr = dr, .drh = drh, .dy = dy, .dlam = dlam};
-  const int BH = d->B * d->H, nblocks = (d->T + d->block - 1) / d->block;
-  const double flops = krr_flops(d, 5);
-  job.G = mx_groups(BH);
-  if (job.G == 1) {
-    cubit_parallel_for_work(BH, krr_bwd_task, &job, flops);
-  } else {
-    /* Few (b, h): each block's span split into G groups of chunks (mixer.h). */
-    job.per_bh = mx_kbw(d, job.G).total;
-    job.ws = mx_scratch(7, job.per_bh * BH);
-    job.dl = (double *)mx_scratch(8, 2 * (size_t)BH);
-    if (!job.ws || !job.dl) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
-    for (job.blk = nblocks - 1; job.blk >= 0 && !atomic_load(&job.failed); job.blk--) {
-      cubit_parallel_for_work(BH, krr_bwd_setup_task, &job, flops);
-      cubit_parallel_for_work(BH * job.G, krr_bwd_grads_task, &job, flops);
-    }
-    job.blk = -1; /* finish: dr of block 0, dλ */
-    cubit_parallel_for_work(BH, krr_bwd_setup_task, &job, flops);
-  }
-  if (atomic_load(&job.failed)) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory for scratch", fn);
-  return cubit_undefined(env);
+  return krr_backward(env, fn, &job);
+}
+
+/* The Cubit solve with its elementwise stages fused in (mixer.h, mx_krr_args):
+ * cubitSolve(r, refScale, v, lrrLogits | null, lrrLower | null, lrrRange | null, logLambda, eps,
+ *            x, rHat, lse, wxMinusX, B, H, T, D, window, docIds, blockSize)
+ * writes r^ into rHat; lrrLogits null: no LRR (s = 1). */
+CUBIT_NAPI(cubit_napi_cubit_solve) {
+  static const char *fn = "cubitSolve";
+  napi_value argv[19];
+  krr_job job = {0};
+  mx_dims *d = &job.d;
+  float *r, *alpha, *v, *z, *lower, *range, *ll, *x, *rh, *lse, *wx;
+  double eps;
+  if (!cubit_get_args(env, info, fn, 19, argv) || !mx_arg_dims(env, argv, 12, fn, d)) return NULL;
+  size_t n = (size_t)d->B * d->H * d->T * d->D, nl = (size_t)d->B * d->H * d->T, H = (size_t)d->H;
+  if (!mx_arg_f32(env, argv, 0, fn, "r", n, &r) || !mx_arg_f32(env, argv, 1, fn, "refScale", H, &alpha) ||
+      !mx_arg_f32(env, argv, 2, fn, "v", n, &v) || !mx_arg_f32_or_null(env, argv, 3, fn, "lrrLogits", nl, &z) ||
+      !mx_arg_f32_or_null(env, argv, 4, fn, "lrrLower", H, &lower) ||
+      !mx_arg_f32_or_null(env, argv, 5, fn, "lrrRange", H, &range) ||
+      !mx_arg_f32(env, argv, 6, fn, "logLambda", H, &ll) || !cubit_arg_double(env, argv, 7, fn, "eps", &eps) ||
+      !mx_arg_f32(env, argv, 8, fn, "x", n, &x) || !mx_arg_f32(env, argv, 9, fn, "rHat", n, &rh) ||
+      !mx_arg_f32(env, argv, 10, fn, "lse", nl, &lse) || !mx_arg_f32(env, argv, 11, fn, "wxMinusX", n, &wx))
+    return NULL;
+  if (z && (!lower || !range)) return cubit_throw(env, CUBIT_TYPE_ERROR, "%s: lrrLogits needs lrrLower and lrrRange", fn);
+  if (!(eps > 0 && eps < INFINITY)) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: eps must be positive and finite", fn);
+  if (mx_masks_build(d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
+  job.a = (mx_krr_args){.r = r, .rh = rh, .y = v, .loglam = ll, .x = x, .lse = lse, .wx = wx,
+                        .alpha = alpha, .eps = (float)eps, .rhw = rh, .z = z, .lower = lower, .range = range};
+  return krr_forward(env, fn, &job);
+}
+
+/* cubitSolveBackward(r, refScale, v, lrrLogits | null, lrrLower | null, lrrRange | null, logLambda,
+ *                    eps, x, rHat, lse, wxMinusX, g, dr, dv, dRefScale, dLrrLogits | null,
+ *                    dLrrLower | null, dLrrRange | null, dLambda,
+ *                    B, H, T, D, window, docIds, blockSize)
+ * dRefScale, dLrrLower, dLrrRange, dLambda: (B*H), each (b, h)'s part. */
+CUBIT_NAPI(cubit_napi_cubit_solve_backward) {
+  static const char *fn = "cubitSolveBackward";
+  napi_value argv[27];
+  krr_job job = {0};
+  mx_dims *d = &job.d;
+  float *r, *alpha, *v, *z, *lower, *range, *ll, *x, *rh, *lse, *wx, *g, *dr, *dv, *dalpha, *dz, *dlower, *drange, *dlam;
+  double eps;
+  if (!cubit_get_args(env, info, fn, 27, argv) || !mx_arg_dims(env, argv, 20, fn, d)) return NULL;
+  size_t n = (size_t)d->B * d->H * d->T * d->D, nl = (size_t)d->B * d->H * d->T, H = (size_t)d->H;
+  size_t BH = (size_t)d->B * d->H;
+  if (!mx_arg_f32(env, argv, 0, fn, "r", n, &r) || !mx_arg_f32(env, argv, 1, fn, "refScale", H, &alpha) ||
+      !mx_arg_f32(env, argv, 2, fn, "v", n, &v) || !mx_arg_f32_or_null(env, argv, 3, fn, "lrrLogits", nl, &z) ||
+      !mx_arg_f32_or_null(env, argv, 4, fn, "lrrLower", H, &lower) ||
+      !mx_arg_f32_or_null(env, argv, 5, fn, "lrrRange", H, &range) ||
+      !mx_arg_f32(env, argv, 6, fn, "logLambda", H, &ll) || !cubit_arg_double(env, argv, 7, fn, "eps", &eps) ||
+      !mx_arg_f32(env, argv, 8, fn, "x", n, &x) || !mx_arg_f32(env, argv, 9, fn, "rHat", n, &rh) ||
+      !mx_arg_f32(env, argv, 10, fn, "lse", nl, &lse) || !mx_arg_f32(env, argv, 11, fn, "wxMinusX", n, &wx) ||
+      !mx_arg_f32(env, argv, 12, fn, "g", n, &g) || !mx_arg_f32(env, argv, 13, fn, "dr", n, &dr) ||
+      !mx_arg_f32(env, argv, 14, fn, "dv", n, &dv) || !mx_arg_f32(env, argv, 15, fn, "dRefScale", BH, &dalpha) ||
+      !mx_arg_f32_or_null(env, argv, 16, fn, "dLrrLogits", nl, &dz) ||
+      !mx_arg_f32_or_null(env, argv, 17, fn, "dLrrLower", BH, &dlower) ||
+      !mx_arg_f32_or_null(env, argv, 18, fn, "dLrrRange", BH, &drange) ||
+      !mx_arg_f32(env, argv, 19, fn, "dLambda", BH, &dlam))
+    return NULL;
+  if (z && (!lower || !range || !dz || !dlower || !drange))
+    return cubit_throw(env, CUBIT_TYPE_ERROR, "%s: lrrLogits needs lrrLower, lrrRange and their three gradients", fn);
+  if (!(eps > 0 && eps < INFINITY)) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: eps must be positive and finite", fn);
+  if (mx_masks_build(d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
+  float *drh = mx_scratch(11, n); /* dL/dr^, used up block by block */
+  if (!drh) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
+  job.a = (mx_krr_args){.r = r, .rh = rh, .y = z ? v : NULL, .loglam = ll, .x = x, .lse = lse, .wx = wx, .g = g,
+                        .dr = dr, .drh = drh, .dy = dv, .dlam = dlam, .alpha = alpha, .eps = (float)eps,
+                        .z = z, .lower = lower, .range = range, .dalpha = dalpha, .dz = dz,
+                        .dlower = dlower, .drange = drange};
+  return krr_backward(env, fn, &job);
 }

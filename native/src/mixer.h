@@ -32,12 +32,23 @@ typedef struct {
 } mx_dims;
 
 /* wx (B*H, T, D): the forward's rows wx_i = sum_{j != i} W_ij (X_j - X_i) = (W X - X)_i, which
- * give the backward its softmax row sums in closed form (mixer_simd.h, KRR backward). */
+ * give the backward its softmax row sums in closed form (mixer_simd.h, KRR backward).
+ * Cubit's two elementwise stages can run inside the solve (all NULL: off), sparing their passes
+ * over memory and the tensors between them:
+ *   alpha (H), eps: the forward writes rh itself, r^ = alpha r / max(|r|, eps), block by block
+ *     (rhw = rh); the backward adds r^'s gradient into dr through the normalisation (drh is then
+ *     the driver's scratch) and writes dalpha (B*H), each (b, h)'s part of dL/dalpha.
+ *   z (B*H*T), lower, range (H): y holds v and the solve's right side is s o v with
+ *     s = lower + range sigmoid(z); the backward (given y = v) writes dL/dv into dy and dz, and
+ *     dlower, drange (B*H). */
 typedef struct {
-  const float *r, *rh, *y, *loglam; /* y is NULL in the backward */
+  const float *r, *rh, *y, *loglam; /* y is NULL in the backward unless z is set */
   float *x, *lse, *wx;
   const float *g;                   /* backward: dL/dX */
   float *dr, *drh, *dy, *dlam;
+  const float *alpha, *z, *lower, *range;
+  float eps;
+  float *rhw, *dalpha, *dz, *dlower, *drange;
 } mx_krr_args;
 
 typedef struct {
@@ -67,6 +78,10 @@ static inline size_t mx_ldqcap(const mx_dims *d) { return (size_t)(mx_nbmax(d) +
 static inline size_t mx_kfw_group_floats(const mx_dims *d) { return 2 * mx_ldqcap(d) + (size_t)mx_nbmax(d) * d->D; }
 static inline size_t mx_kfw_norms(const mx_dims *d, int G) { return (size_t)G * mx_kfw_group_floats(d); }
 static inline size_t mx_kfw_floats(const mx_dims *d, int G) { return mx_kfw_norms(d, G) + (size_t)d->T; }
+
+/* Per (b, h), the backward's sums in double: dlambda, and with the fused stages dalpha, dlower,
+ * drange (mx_krr_args). */
+#define MX_KBW_SUMS 4
 
 /* KRR backward workspace of one (b, h), offsets in floats: the diagonal tile's P and dS
  * (nbmax x ldqcap each), the transposed r and Z of the block (D x ldqcap), lse2, the shift sh,
@@ -120,7 +135,7 @@ const mx_kernels *mx_current_kernels(void);
 /* Per-thread scratch (threadpool.h's cubit_scratch): slot s (0 <= s < MX_SLOTS) holds at least
  * n floats, 64-byte aligned, grown (never shrunk) and reused across calls; freed when the thread
  * exits. NULL when out of memory. Distinct slots never alias. */
-#define MX_SLOTS 10
+#define MX_SLOTS 12
 float *mx_scratch(int slot, size_t n);
 
 /* Fills d->lo / d->ids_elementwise for the given shape (d->B, T, window, doc) into the calling

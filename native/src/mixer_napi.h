@@ -63,4 +63,16 @@ static inline bool mx_arg_f32(napi_env env, napi_value *argv, int i, const char 
   return true;
 }
 
+/* Like mx_arg_f32, or null/undefined (*p = NULL). */
+static inline bool mx_arg_f32_or_null(napi_env env, napi_value *argv, int i, const char *fn,
+                                      const char *name, size_t need, float **p) {
+  napi_valuetype t;
+  if (napi_typeof(env, argv[i], &t) != napi_ok) return false;
+  if (t == napi_null || t == napi_undefined) {
+    *p = NULL;
+    return true;
+  }
+  return mx_arg_f32(env, argv, i, fn, name, need, p);
+}
+
 #endif

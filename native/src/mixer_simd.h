@@ -407,31 +407,33 @@ static void mx_mask(const mx_dims *d, int b, int i0, int nb, int ldq, int j0, in
 
 /* ---- softmax pieces over panel lanes ------------------------------------------------------ */
 
+/* The lanes [i, i + VW) of nc panel rows turned into 2^(S - m), and their sums (two chains). */
+static inline vf mx_exp2_lanes(float *S, int nc, int ldq, int i, vf m) {
+  vf s0 = v_zero(), s1 = v_zero();
+  int j = 0;
+  for (; j + 1 < nc; j += 2) {
+    float *r0 = S + (ptrdiff_t)j * ldq + i, *r1 = r0 + ldq;
+    vf e0 = v_exp2(v_sub(v_load(r0), m)), e1 = v_exp2(v_sub(v_load(r1), m));
+    v_store(r0, e0);
+    v_store(r1, e1);
+    s0 = v_add(s0, e0);
+    s1 = v_add(s1, e1);
+  }
+  if (j < nc) {
+    float *r0 = S + (ptrdiff_t)j * ldq + i;
+    vf e0 = v_exp2(v_sub(v_load(r0), m));
+    v_store(r0, e0);
+    s0 = v_add(s0, e0);
+  }
+  return v_add(s0, s1);
+}
+
 /* S = 2^(S - m) over nc panel rows, and l += their sums, per lane: weights against a known bound
  * m. A pass of its own over the L1-resident panel: in the product's store (as MM_EXP2 does) the
  * exponential's temporaries spill the AVX2 tile's registers, 2-9% slower there (no difference
  * with AVX-512's 32 registers). */
 static void mx_exp2_sums(float *S, int nc, int ldq, const float *m, float *l) {
-  for (int i = 0; i < ldq; i += VW) {
-    const vf mi = v_load(m + i);
-    vf s0 = v_zero(), s1 = v_zero();
-    int j = 0;
-    for (; j + 1 < nc; j += 2) {
-      float *r0 = S + (ptrdiff_t)j * ldq + i, *r1 = r0 + ldq;
-      vf e0 = v_exp2(v_sub(v_load(r0), mi)), e1 = v_exp2(v_sub(v_load(r1), mi));
-      v_store(r0, e0);
-      v_store(r1, e1);
-      s0 = v_add(s0, e0);
-      s1 = v_add(s1, e1);
-    }
-    if (j < nc) {
-      float *r0 = S + (ptrdiff_t)j * ldq + i;
-      vf e0 = v_exp2(v_sub(v_load(r0), mi));
-      v_store(r0, e0);
-      s0 = v_add(s0, e0);
-    }
-    v_store(l + i, v_add(v_load(l + i), v_add(s0, s1)));
-  }
+  for (int i = 0; i < ldq; i += VW) v_store(l + i, v_add(v_load(l + i), mx_exp2_lanes(S, nc, ldq, i, v_load(m + i))));
 }
 
 /* Online softmax (base 2): folds nc panel rows into the running max m (>= -FLT_MAX, so never
@@ -445,23 +447,7 @@ static void mx_online(float *S, int nc, int ldq, float *m, float *l, float *corr
     for (int j = 0; j < nc; j++) cm = v_max(cm, v_load(S + (ptrdiff_t)j * ldq + i));
     vf mn = v_max(cm, mo);
     vf c = v_exp2(v_sub(mo, mn));
-    vf s0 = v_zero(), s1 = v_zero();
-    int j = 0;
-    for (; j + 1 < nc; j += 2) {
-      float *r0 = S + (ptrdiff_t)j * ldq + i, *r1 = r0 + ldq;
-      vf e0 = v_exp2(v_sub(v_load(r0), mn)), e1 = v_exp2(v_sub(v_load(r1), mn));
-      v_store(r0, e0);
-      v_store(r1, e1);
-      s0 = v_add(s0, e0);
-      s1 = v_add(s1, e1);
-    }
-    if (j < nc) {
-      float *r0 = S + (ptrdiff_t)j * ldq + i;
-      vf e0 = v_exp2(v_sub(v_load(r0), mn));
-      v_store(r0, e0);
-      s0 = v_add(s0, e0);
-    }
-    v_store(l + i, v_fma(v_load(l + i), c, v_add(s0, s1)));
+    v_store(l + i, v_fma(v_load(l + i), c, mx_exp2_lanes(S, nc, ldq, i, mn)));
     v_store(m + i, mn);
     v_store(corr + i, c);
   }
@@ -632,6 +618,122 @@ static inline float mx_norm2(int D, const float *x) {
   return ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
 }
 
+/* ---- Cubit's stages fused into the solve (mx_krr_args: alpha, z) ---------------------------
+ * The same formulas as the ops normalizeReference and lrrValues, row by row while the rows are
+ * in cache: r^_i = alpha r_i / max(|r_i|, eps) and s_i = lower + range sigmoid(z_i). The rows'
+ * dots are vector FMAs along D; the per-row scalars are independent across rows, so their
+ * latencies overlap. */
+
+/* x . y: vector FMAs along D, then the lanes summed. */
+static inline float mx_dot(int D, const float *x, const float *y) {
+  vf acc = v_zero();
+  int c = 0;
+  for (; c + VW <= D; c += VW) acc = v_fma(v_load(x + c), v_load(y + c), acc);
+  if (c < D) {
+    vmask m = v_tailmask(D - c);
+    acc = v_fma(v_loadm(x + c, m), v_loadm(y + c, m), acc);
+  }
+  float t[VW], sum = 0;
+  v_store(t, acc);
+  for (int i = 0; i < VW; i++) sum += t[i];
+  return sum;
+}
+
+/* y = a x */
+static inline void mx_scal_to(int D, float a, const float *restrict x, float *restrict y) {
+  vf va = v_set1(a);
+  int c = 0;
+  for (; c + VW <= D; c += VW) v_store(y + c, v_mul(va, v_load(x + c)));
+  if (c < D) {
+    vmask m = v_tailmask(D - c);
+    v_storem(y + c, v_mul(va, v_loadm(x + c, m)), m);
+  }
+}
+
+/* 1 / max(|r|, eps) from ss = |r|^2 (NaN stays NaN); *clamped: the floor is active, so no
+ * gradient flows through the norm. */
+static inline float mx_inv_norm(float ss, float eps, int *clamped) {
+  *clamped = !(ss >= eps * eps) && ss == ss;
+  return 1.0f / (*clamped ? eps : sqrtf(ss));
+}
+
+/* sg[i] = sigmoid(z[i]) for i < n (n <= MX_STAGE_ROWS), as 1 / (1 + 2^(-z log2 e)). */
+#define MX_STAGE_ROWS 64
+static inline void mx_sigmoids(int n, const float *z, float *sg) {
+  const vf k = v_set1(-MX_LOG2E), one = v_set1(1.0f);
+  int i = 0;
+  for (; i + VW <= n; i += VW) v_store(sg + i, v_add(one, v_exp2(v_mul(k, v_load(z + i)))));
+  if (i < n) {
+    vmask m = v_tailmask(n - i);
+    v_storem(sg + i, v_add(one, v_exp2(v_mul(k, v_loadm(z + i, m)))), m);
+  }
+  for (i = 0; i < n; i++) sg[i] = 1.0f / sg[i];
+}
+
+/* Rows [i0, i1) of r^ (forward). */
+static void mx_stage_ref_rows(const mx_dims *d, const mx_krr_args *a, int bh, int i0, int i1) {
+  const int D = d->D;
+  const ptrdiff_t off = (ptrdiff_t)bh * d->T * D;
+  const float alpha = a->alpha[bh % d->H];
+  for (int i = i0; i < i1; i++) {
+    const float *r = a->r + off + (ptrdiff_t)i * D;
+    int clamped;
+    mx_scal_to(D, alpha * mx_inv_norm(mx_dot(D, r, r), a->eps, &clamped), r, a->rhw + off + (ptrdiff_t)i * D);
+  }
+}
+
+/* Rows [i0, i1) of s o v into Y (nb x D) (forward). */
+static void mx_stage_lrr_rows(const mx_dims *d, const mx_krr_args *a, int bh, int i0, int i1, float *Y) {
+  const int D = d->D, h = bh % d->H;
+  const ptrdiff_t off = (ptrdiff_t)bh * d->T * D;
+  float sg[MX_STAGE_ROWS];
+  for (int c0 = i0; c0 < i1; c0 += MX_STAGE_ROWS) {
+    const int n = mx_imin(MX_STAGE_ROWS, i1 - c0);
+    mx_sigmoids(n, a->z + (ptrdiff_t)bh * d->T + c0, sg);
+    for (int i = 0; i < n; i++)
+      mx_scal_to(D, a->lower[h] + a->range[h] * sg[i], a->y + off + (ptrdiff_t)(c0 + i) * D, Y + (ptrdiff_t)(c0 + i - i0) * D);
+  }
+}
+
+/* The backward of both stages on rows [i0, i1), once the rows' dr, dr^ and Z are final: dr +=
+ * alpha sc dr^ - [not clamped] alpha sc^3 (dr^ . r) r, dalpha += sc (dr^ . r); dv = s Z (in
+ * place: dy holds Z), dz = range sg (1 - sg) (Z . v), dlower += Z . v, drange += sg (Z . v).
+ * sums: this (b, h)'s MX_KBW_SUMS. */
+static void mx_stage_bwd_rows(const mx_dims *d, const mx_krr_args *a, int bh, int i0, int i1,
+                              double *sums) {
+  const int D = d->D, h = bh % d->H;
+  const ptrdiff_t off = (ptrdiff_t)bh * d->T * D;
+  if (a->alpha) {
+    const float alpha = a->alpha[h];
+    for (int i = i0; i < i1; i++) {
+      const ptrdiff_t o = off + (ptrdiff_t)i * D;
+      const float *r = a->r + o, *g = a->drh + o;
+      int clamped;
+      const float sc = mx_inv_norm(mx_dot(D, r, r), a->eps, &clamped), gr = mx_dot(D, g, r);
+      sums[1] += (double)sc * gr;
+      mx_axpy(D, alpha * sc, g, a->dr + o);
+      if (!clamped) mx_axpy(D, -alpha * sc * sc * sc * gr, r, a->dr + o);
+    }
+  }
+  if (a->z) {
+    const float lower = a->lower[h], range = a->range[h];
+    float sg[MX_STAGE_ROWS];
+    for (int c0 = i0; c0 < i1; c0 += MX_STAGE_ROWS) {
+      const int n = mx_imin(MX_STAGE_ROWS, i1 - c0);
+      mx_sigmoids(n, a->z + (ptrdiff_t)bh * d->T + c0, sg);
+      for (int i = 0; i < n; i++) {
+        const ptrdiff_t o = off + (ptrdiff_t)(c0 + i) * D;
+        float *z = a->dy + o;
+        const float zv = mx_dot(D, z, a->y + o);
+        sums[2] += zv;
+        sums[3] += (double)sg[i] * zv;
+        a->dz[(ptrdiff_t)bh * d->T + c0 + i] = range * sg[i] * (1.0f - sg[i]) * zv;
+        mx_scal(D, lower + range * sg[i], z);
+      }
+    }
+  }
+}
+
 static int mx_krr_fwd_part_x(const mx_dims *d, const mx_krr_args *a, float *ws, int G, int bh,
                              int blk, int g, int online) {
   const int T = d->T, D = d->D, b = bh / d->H, bs = d->block;
@@ -707,6 +809,7 @@ static int mx_krr_fwd_close_x(const mx_dims *d, const mx_krr_args *a, float *ws,
   float *m = ws, *l = m + mx_ldqcap(d), *U = l + mx_ldqcap(d);
   float *keep = NULL; /* a fallback's rows that passed: their bound results (below) */
   int online = 0;
+  if (a->alpha) mx_stage_ref_rows(d, a, bh, i0, i1); /* the diagonal tile's keys */
 again:;
   /* (part_x, on a fallback, uses scratch slots 0, 1 and 3: take them after it) */
   float *Rt = mx_scratch(0, (size_t)D * ldq_max), *Sd = mx_scratch(2, (size_t)mx_imin(bs, T) * ldq_max);
@@ -784,7 +887,14 @@ again:;
   float *XR = a->x + off + (ptrdiff_t)i0 * D, *WR = a->wx + off + (ptrdiff_t)i0 * D;
   memcpy(WR, U, (size_t)nb * D * sizeof(float));
   for (int i = 0; i < nb; i++) mx_scal(D, corr[i], WR + (ptrdiff_t)i * D);
-  mx_solve_lower(nb, D, Sd, ldq, lam, a->y + off + (ptrdiff_t)i0 * D, WR, XR);
+  const float *YR = a->y + off + (ptrdiff_t)i0 * D;
+  if (a->z) {
+    float *Ys = mx_scratch(10, (size_t)nb * D);
+    if (!Ys) return -1;
+    mx_stage_lrr_rows(d, a, bh, i0, i1, Ys);
+    YR = Ys;
+  }
+  mx_solve_lower(nb, D, Sd, ldq, lam, YR, WR, XR);
   /* wx_i = sum_{j != i} P_ij (X_j - X_i), summed as (sum_{j<i} P_ij X_j) - (sum_{j<i} P_ij) X_i
    * without the diagonal weight, so that it keeps its relative precision when P_ii ~ 1 (the
    * backward's row sums are -Z_i . wx_i). The second sum: loff / l and the tile's strict part
@@ -837,17 +947,22 @@ static int mx_krr_bwd_setup(const mx_dims *d, const mx_krr_args *a, float *ws, i
   const int T = d->T, D = d->D, b = bh / d->H, bs = d->block, nbmax = mx_nbmax(d);
   const ptrdiff_t off = (ptrdiff_t)bh * T * D;
   const mx_kbw_layout L = mx_kbw(d, G);
-  if (G > 1 && (blk + 1) * bs < T) { /* dr of the block done last: the sum of its groups' */
+  if ((blk + 1) * bs < T) { /* the block done last: its rows' dr, dr^ and Z are final */
     const int p0 = (blk + 1) * bs, pn = mx_imin(T, p0 + bs) - p0;
-    float *dR = a->dr + off + (ptrdiff_t)p0 * D;
-    memcpy(dR, ws + L.dR, (size_t)pn * D * sizeof(float));
-    for (int g = 1; g < G; g++) {
-      const float *part = ws + L.dR + (size_t)g * nbmax * D;
-      for (ptrdiff_t n = 0; n < (ptrdiff_t)pn * D; n++) dR[n] += part[n];
+    if (G > 1) { /* dr: the sum of its groups' */
+      float *dR = a->dr + off + (ptrdiff_t)p0 * D;
+      memcpy(dR, ws + L.dR, (size_t)pn * D * sizeof(float));
+      for (int g = 1; g < G; g++) {
+        const float *part = ws + L.dR + (size_t)g * nbmax * D;
+        for (ptrdiff_t n = 0; n < (ptrdiff_t)pn * D; n++) dR[n] += part[n];
+      }
     }
+    if (a->alpha || a->z) mx_stage_bwd_rows(d, a, bh, p0, p0 + pn, dl);
   }
   if (blk < 0) {
-    a->dlam[bh] = (float)*dl;
+    a->dlam[bh] = (float)dl[0];
+    if (a->alpha) a->dalpha[bh] = (float)dl[1];
+    if (a->z) a->dlower[bh] = (float)dl[2], a->drange[bh] = (float)dl[3];
     return 0;
   }
   const int i0 = blk * bs, i1 = mx_imin(T, i0 + bs), nb = i1 - i0, ldq = mx_round_up(nb, VW);
@@ -857,7 +972,7 @@ static int mx_krr_bwd_setup(const mx_dims *d, const mx_krr_args *a, float *ws, i
   if ((blk + 1) * bs >= T) { /* the first block of the sweep */
     memcpy(a->dy + off, a->g + off, (size_t)T * D * sizeof(float));
     memset(a->drh + off, 0, (size_t)T * D * sizeof(float));
-    *dl = 0;
+    for (int k = 0; k < MX_KBW_SUMS; k++) dl[k] = 0;
   }
   for (int i = 0; i < ldq; i++) lse[i] = i < nb ? a->lse[(ptrdiff_t)bh * T + i0 + i] * MX_LOG2E : 0;
   mx_transpose(a->r + off + (ptrdiff_t)i0 * D, nb, D, ldq, MX_LOG2E, Rt);
@@ -872,7 +987,7 @@ static int mx_krr_bwd_setup(const mx_dims *d, const mx_krr_args *a, float *ws, i
   for (; n + 4 <= (ptrdiff_t)nb * D; n += 4)
     for (int u = 0; u < 4; u++) s4[u] -= (double)Z[n + u] * XR[n + u];
   for (; n < (ptrdiff_t)nb * D; n++) s4[0] -= (double)Z[n] * XR[n];
-  *dl += (s4[0] + s4[1]) + (s4[2] + s4[3]);
+  dl[0] += (s4[0] + s4[1]) + (s4[2] + s4[3]);
   mx_transpose(Z, nb, D, ldq, 1.0f, Zt);
   /* dP = -X Z^T on the diagonal tile: its diagonal is the shift sh. c_i = -Z_i . wx_i; the other
    * chunks subtract h = sh + c in one step. */
@@ -939,11 +1054,11 @@ static int mx_krr_bwd_grads(const mx_dims *d, const mx_krr_args *a, float *ws, i
 static int mx_krr_bwd(const mx_dims *d, const mx_krr_args *a, int bh) {
   float *ws = mx_scratch(6, mx_kbw(d, 1).total);
   if (!ws) return -1;
-  double dl = 0;
+  double dl[MX_KBW_SUMS] = {0};
   for (int blk = (d->T + d->block - 1) / d->block - 1; blk >= 0; blk--)
-    if (mx_krr_bwd_setup(d, a, ws, 1, &dl, bh, blk) || mx_krr_bwd_grads(d, a, ws, 1, bh, blk, 0))
+    if (mx_krr_bwd_setup(d, a, ws, 1, dl, bh, blk) || mx_krr_bwd_grads(d, a, ws, 1, bh, blk, 0))
       return -1;
-  return mx_krr_bwd_setup(d, a, ws, 1, &dl, bh, -1);
+  return mx_krr_bwd_setup(d, a, ws, 1, dl, bh, -1);
 }
 
 static const mx_kernels mx_table = {

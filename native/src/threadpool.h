@@ -45,7 +45,7 @@ enum {
   CUBIT_SCRATCH_GEMM_PARTIAL = 5, /* gemm.c: depth chunks' partial products */
   CUBIT_SCRATCH_MX_MASK = 6,      /* mixer_common.c: the mask bounds of a call */
   CUBIT_SCRATCH_MX = 7,           /* mixer_common.c: mx_scratch slot s is CUBIT_SCRATCH_MX + s */
-  CUBIT_SCRATCH_SLOTS = CUBIT_SCRATCH_MX + 10
+  CUBIT_SCRATCH_SLOTS = CUBIT_SCRATCH_MX + 12
 };
 /* At least `bytes` of 64-byte-aligned memory in `slot` of the calling thread: zero-filled when
  * (re)allocated, otherwise as the last user of the slot on this thread left it. Distinct slots

@@ -55,6 +55,11 @@ export interface MemoryStats {
  * (j ≤ i), narrowed by a sliding window (j ≥ i − window + 1, when window > 0) and by packed
  * documents (docIds[b, i] = docIds[b, j], when docIds is given as (B, T) int32).
  */
+/** Cubit's LRR inputs (CUBIT.md §2): s = lower + range · sigmoid(logits), logits (B·H·T), lower and range (H). */
+export interface LrrStorages { logits: Storage; lower: Storage; range: Storage }
+/** Their gradients in cubitSolveBackward: dLogits (B·H·T); dLower, dRange per (b, h) row (B·H). */
+export interface LrrGradStorages { dLogits: Storage; dLower: Storage; dRange: Storage }
+
 export interface MixerDims {
   B: number; H: number; T: number; D: number;
   window: number;
@@ -160,6 +165,20 @@ export interface Backend {
   /** From G = ∂L/∂X and krrSolve's outputs: ∂L/∂r, ∂L/∂r̂, ∂L/∂Y, and ∂L/∂λ per (b, h) row block (B·H). */
   krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, lse: Storage, wxMinusX: Storage, g: Storage,
     dr: Storage, drHat: Storage, dy: Storage, dLambda: Storage, d: MixerDims): void;
+  /**
+   * Cubit's solve with its elementwise stages inside: writes rHat = normalizeReference(r, refScale,
+   * eps) and krrSolve's outputs for Y = (lower + range · sigmoid(logits)) ⊙ v (lrr null: Y = v), as
+   * the three kernels would, without Y in memory.
+   */
+  cubitSolve(r: Storage, refScale: Storage, v: Storage, lrr: LrrStorages | null, logLambda: Storage, eps: number,
+    x: Storage, rHat: Storage, lse: Storage, wxMinusX: Storage, d: MixerDims): void;
+  /**
+   * Its backward from G = ∂L/∂X: ∂L/∂r through both of W's factors, ∂L/∂v, and per (b, h) row (B·H)
+   * ∂L/∂refScale and ∂L/∂λ; with LRR, lrrGrads.
+   */
+  cubitSolveBackward(r: Storage, refScale: Storage, v: Storage, lrr: LrrStorages | null, logLambda: Storage, eps: number,
+    x: Storage, rHat: Storage, lse: Storage, wxMinusX: Storage, g: Storage,
+    dr: Storage, dv: Storage, dRefScale: Storage, lrrGrads: LrrGradStorages | null, dLambda: Storage, d: MixerDims): void;
   /**
    * Cubit's reference vectors r̂ = α_h · r / max(‖r‖₂, eps) over the last axis of r (B·H·T rows of
    * D); α is (H) and row i belongs to head ⌊i / T⌋ mod H.

@@ -9,7 +9,7 @@ import type { Tensor } from '../core/tensor.ts';
 import { add, mul, sub } from '../ops/elementwise.ts';
 import { matmul } from '../ops/matmul.ts';
 import {
-  causalKrrSolve, checkMaskOptions, lrrValues, mixerMask, normalizeReference, requireFinite, requireHeadParam, requireMixerTensor,
+  checkMaskOptions, cubitSolve, mixerMask, normalizeReference, requireFinite, requireHeadParam, requireLrrLogits, requireMixerTensor,
   requireSameAs, softmaxAttention, solveSpd, type MixerOptions,
 } from '../ops/mixers.ts';
 import { maskedSoftmax, softmax } from '../ops/nn.ts';
@@ -57,6 +57,8 @@ export interface CubitResult {
  *     X = causalKrrSolve(r, r̂, Y, log λ)     (W = masked softmax(r r̂ᵀ), no 1/√D)
  *     out = softmaxAttention(q, k, X)        (scale 1/√D)
  *
+ * (The first three lines run as one op, cubitSolve.)
+ *
  * Returns both the output and the solution X. The same mask (causal, options.window, options.docIds)
  * applies to W and to attention. Per-head parameters must be finite (checked: a host read of H values).
  */
@@ -72,11 +74,7 @@ export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}):
   requireHeadParam(op, 'refScale', refScale, H, q.dtype);
   requireHeadParam(op, 'logLambda', logLambda, H, q.dtype);
   if (lrrLogits) {
-    requireFloat(op, 'lrrLogits', lrrLogits);
-    if (lrrLogits.rank !== 3 || lrrLogits.shape[0] !== B || lrrLogits.shape[1] !== H || lrrLogits.shape[2] !== T) {
-      throw new Error(`${op}: lrrLogits must have shape [${B}, ${H}, ${T}] (B, H, T), got ${formatShape(lrrLogits.shape)}`);
-    }
-    if (lrrLogits.dtype !== q.dtype) throw new Error(`${op}: lrrLogits is ${lrrLogits.dtype} but q is ${q.dtype}; cast one first`);
+    requireLrrLogits(op, lrrLogits, q, 'q');
     if (!lrrLower || !lrrRange) throw new Error(`${op}: lrrLower and lrrRange are required with lrrLogits`);
     requireHeadParam(op, 'lrrLower', lrrLower, H, q.dtype);
     requireHeadParam(op, 'lrrRange', lrrRange, H, q.dtype);
@@ -86,10 +84,11 @@ export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}):
   checkMaskOptions(op, B, T, options);
 
   return tidy(() => {
-    const rHat = normalizeReference(r, refScale, eps);
-    const y = lrrLogits ? lrrValues(v, lrrLogits, lrrLower!, lrrRange!) : v;
+    // r̂ and s ⊙ v are formed inside the solve's kernel (cubitSolve = normalizeReference,
+    // lrrValues and causalKrrSolve in one op).
+    const lrr = lrrLogits ? { logits: lrrLogits, lower: lrrLower!, range: lrrRange! } : null;
     const mask = { window: options.window, docIds: options.docIds, blockSize: options.blockSize };
-    const solution = causalKrrSolve(r, rHat, y, logLambda, mask);
+    const solution = cubitSolve(r, refScale, v, lrr, logLambda, { ...mask, eps });
     const output = softmaxAttention(q, k, solution, { ...mask, scale: 1 / Math.sqrt(D) });
     return { output, solution };
   });

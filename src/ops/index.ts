@@ -9,6 +9,7 @@ export * from './reduce.ts';
 export * from './shape.ts';
 export { broadcastTo } from './util.ts';
 export {
-  causalKrrSolve, lrrValues, mixerMask, normalizeReference, softmaxAttention, solveSpd, type AttentionOptions, type MixerOptions,
+  causalKrrSolve, cubitSolve, lrrValues, mixerMask, normalizeReference, softmaxAttention, solveSpd, type AttentionOptions, type LrrInputs,
+  type MixerOptions,
 } from './mixers.ts';
 export { splitHeads, mergeHeads, type HeadsPart, type SplitHeadsOptions } from './heads.ts';

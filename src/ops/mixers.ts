@@ -156,6 +156,26 @@ export function softmaxAttention(q: Tensor, k: Tensor, v: Tensor, options: Atten
   return res;
 }
 
+/** Checks logLambda (H): finite, and λ = exp(logLambda) finite too (a host read). */
+function requireLogLambda(op: string, logLambda: Tensor, H: number, dtype: DType): void {
+  requireHeadParam(op, 'logLambda', logLambda, H, dtype);
+  const ll = logLambda.dataSync();
+  for (let h = 0; h < H; h++) {
+    // λ = ∞ would zero X and make its gradient NaN; λ = 0 is fine (W's diagonal is positive).
+    if (!Number.isFinite(Math.exp(ll[h]))) throw new Error(`${op}: logLambda[${h}] = ${ll[h]} makes λ = exp(logLambda) overflow`);
+  }
+}
+
+/** Checks LRR logits against the (B, H, T, D) tensor `of` named `ofName`: shape (B, H, T), same dtype. */
+export function requireLrrLogits(op: string, lrrLogits: Tensor, of: Tensor, ofName: string): void {
+  const [B, H, T] = of.shape;
+  requireFloat(op, 'lrrLogits', lrrLogits);
+  if (lrrLogits.rank !== 3 || lrrLogits.shape[0] !== B || lrrLogits.shape[1] !== H || lrrLogits.shape[2] !== T) {
+    throw new Error(`${op}: lrrLogits must have shape [${B}, ${H}, ${T}] (B, H, T of ${ofName}), got ${formatShape(lrrLogits.shape)}`);
+  }
+  if (lrrLogits.dtype !== of.dtype) throw new Error(`${op}: lrrLogits is ${lrrLogits.dtype} but ${ofName} is ${of.dtype}; cast one first`);
+}
+
 /**
  * The causal KRR solve of CUBIT.md §2: X = (W + λI)⁻¹ Y with W = masked row-softmax(r r̂ᵀ) (no
  * 1/√D: the scale lives in r̂) and λ = exp(logLambda[h]) per head. r, rHat, y are (B, H, T, D),
@@ -168,12 +188,7 @@ export function causalKrrSolve(r: Tensor, rHat: Tensor, y: Tensor, logLambda: Te
   requireSameAs(op, 'rHat', rHat, r, 'r');
   requireSameAs(op, 'y', y, r, 'r');
   const [B, H, T, D] = r.shape;
-  requireHeadParam(op, 'logLambda', logLambda, H, r.dtype);
-  const ll = logLambda.dataSync();
-  for (let h = 0; h < H; h++) {
-    // λ = ∞ would zero X and make its gradient NaN; λ = 0 is fine (W's diagonal is positive).
-    if (!Number.isFinite(Math.exp(ll[h]))) throw new Error(`${op}: logLambda[${h}] = ${ll[h]} makes λ = exp(logLambda) overflow`);
-  }
+  requireLogLambda(op, logLambda, H, r.dtype);
   const mask = resolveMask(op, B, H, T, D, options);
   const d = mask.dims;
   const x = empty(r.shape, r.dtype, be), lse = empty([B * H * T], r.dtype, be), wxMinusX = empty(r.shape, r.dtype, be);
@@ -191,6 +206,63 @@ export function causalKrrSolve(r: Tensor, rHat: Tensor, y: Tensor, logLambda: Te
   });
   lse.dispose();
   wxMinusX.dispose();
+  if (mask.owned) mask.docIds!.dispose();
+  return res;
+}
+
+/** Cubit's Limited-Range Rescale inputs: logits z (B, H, T), and lower and range per head (H). */
+export interface LrrInputs { logits: Tensor; lower: Tensor; range: Tensor }
+
+/**
+ * Cubit's KRR stage (CUBIT.md §2) as one op: X = causalKrrSolve(r, r̂, s ⊙ v, logLambda) with
+ * r̂ = normalizeReference(r, refScale, eps) and s = lower + range · sigmoid(z) (lrr null: s ≡ 1).
+ * The same values and gradients as those three ops, but one kernel each way: s ⊙ v and ∂L/∂r̂
+ * never reach memory, and r's two gradients are summed in the kernel. Differentiable in r,
+ * refScale, v, the LRR inputs and logLambda. options.eps is the floor of ‖r‖ (default 1e-6).
+ */
+export function cubitSolve(r: Tensor, refScale: Tensor, v: Tensor, lrr: LrrInputs | null, logLambda: Tensor,
+  options: MixerOptions & { eps?: number } = {}): Tensor {
+  const op = 'cubitSolve';
+  const be = backendOf(op, r, refScale, v, logLambda, ...(lrr ? [lrr.logits, lrr.lower, lrr.range] : []), docIdsTensor(op, options));
+  requireMixerTensor(op, 'r', r);
+  requireSameAs(op, 'v', v, r, 'r');
+  const [B, H, T, D] = r.shape;
+  requireHeadParam(op, 'refScale', refScale, H, r.dtype);
+  requireLogLambda(op, logLambda, H, r.dtype);
+  if (lrr) {
+    requireLrrLogits(op, lrr.logits, r, 'r');
+    requireHeadParam(op, 'lrrLower', lrr.lower, H, r.dtype);
+    requireHeadParam(op, 'lrrRange', lrr.range, H, r.dtype);
+  }
+  const eps = options.eps ?? 1e-6;
+  if (!(Number.isFinite(eps) && eps > 0)) throw new Error(`${op}: eps must be a positive finite number, got ${eps}`);
+  const mask = resolveMask(op, B, H, T, D, options);
+  const d = mask.dims;
+  const lrrS = lrr && { logits: lrr.logits.storage, lower: lrr.lower.storage, range: lrr.range.storage };
+  const x = empty(r.shape, r.dtype, be), rHat = empty(r.shape, r.dtype, be);
+  const lse = empty([B * H * T], r.dtype, be), wxMinusX = empty(r.shape, r.dtype, be);
+  be.cubitSolve(r.storage, refScale.storage, v.storage, lrrS, logLambda.storage, eps, x.storage, rHat.storage, lse.storage,
+    wxMinusX.storage, d);
+  const inputs = lrr ? [r, refScale, v, lrr.logits, lrr.lower, lrr.range, logLambda] : [r, refScale, v, logLambda];
+  const saved = [...inputs, x, rHat, lse, wxMinusX];
+  if (mask.docIds) saved.push(mask.docIds);
+  const res = record(x, op, inputs, saved, (g) => {
+    const dr = empty(r.shape, r.dtype, be), dv = empty(r.shape, r.dtype, be);
+    const perHead = (): Tensor => empty([B, H], r.dtype, be);
+    const dRefScale = perHead(), dLambda = perHead();
+    const lrrGrads = lrr && { dLogits: empty(lrr.logits.shape, r.dtype, be), dLower: perHead(), dRange: perHead() };
+    be.cubitSolveBackward(r.storage, refScale.storage, v.storage, lrrS, logLambda.storage, eps, x.storage, rHat.storage,
+      lse.storage, wxMinusX.storage, g.storage, dr.storage, dv.storage, dRefScale.storage,
+      lrrGrads && { dLogits: lrrGrads.dLogits.storage, dLower: lrrGrads.dLower.storage, dRange: lrrGrads.dRange.storage },
+      dLambda.storage, d);
+    // The kernel leaves each per-head gradient per (b, h) row: summed over the batch here.
+    const headSum = (t: Tensor, p: Tensor): Tensor | null => (p.requiresGrad ? sum(t, 0) : null);
+    const dLogLambda = logLambda.requiresGrad ? mul(sum(dLambda, 0), exp(logLambda)) : null;
+    if (!lrr || !lrrGrads) return [dr, headSum(dRefScale, refScale), dv, dLogLambda];
+    return [dr, headSum(dRefScale, refScale), dv, lrrGrads.dLogits, headSum(lrrGrads.dLower, lrr.lower),
+      headSum(lrrGrads.dRange, lrr.range), dLogLambda];
+  });
+  for (const t of [rHat, lse, wxMinusX]) t.dispose();
   if (mask.owned) mask.docIds!.dispose();
   return res;
 }
@@ -228,11 +300,7 @@ export function lrrValues(v: Tensor, lrrLogits: Tensor, lrrLower: Tensor, lrrRan
   const be = backendOf(op, v, lrrLogits, lrrLower, lrrRange);
   requireMixerTensor(op, 'v', v);
   const [B, H, T, D] = v.shape;
-  requireFloat(op, 'lrrLogits', lrrLogits);
-  if (lrrLogits.rank !== 3 || lrrLogits.shape[0] !== B || lrrLogits.shape[1] !== H || lrrLogits.shape[2] !== T) {
-    throw new Error(`${op}: lrrLogits must have shape [${B}, ${H}, ${T}] (B, H, T of v), got ${formatShape(lrrLogits.shape)}`);
-  }
-  if (lrrLogits.dtype !== v.dtype) throw new Error(`${op}: lrrLogits is ${lrrLogits.dtype} but v is ${v.dtype}; cast one first`);
+  requireLrrLogits(op, lrrLogits, v, 'v');
   requireHeadShape(op, 'lrrLower', lrrLower, H, v.dtype);
   requireHeadShape(op, 'lrrRange', lrrRange, H, v.dtype);
   const out = empty(v.shape, v.dtype, be);

@@ -94,6 +94,17 @@ export interface NativeAddon {
     wxMinusX: Float32Array, g: Float32Array,
     dr: Float32Array, drHat: Float32Array, dy: Float32Array, dLambda: Float32Array,
     B: number, H: number, T: number, D: number, window: number, docIds: Int32Array | null, blockSize: number): void;
+  // Cubit's solve with its stages fused in (krr.c); per-head gradients come per (b, h) row (B·H).
+  cubitSolve(r: Float32Array, refScale: Float32Array, v: Float32Array, lrrLogits: Float32Array | null,
+    lrrLower: Float32Array | null, lrrRange: Float32Array | null, logLambda: Float32Array, eps: number,
+    x: Float32Array, rHat: Float32Array, lse: Float32Array, wxMinusX: Float32Array,
+    B: number, H: number, T: number, D: number, window: number, docIds: Int32Array | null, blockSize: number): void;
+  cubitSolveBackward(r: Float32Array, refScale: Float32Array, v: Float32Array, lrrLogits: Float32Array | null,
+    lrrLower: Float32Array | null, lrrRange: Float32Array | null, logLambda: Float32Array, eps: number,
+    x: Float32Array, rHat: Float32Array, lse: Float32Array, wxMinusX: Float32Array, g: Float32Array,
+    dr: Float32Array, dv: Float32Array, dRefScale: Float32Array, dLrrLogits: Float32Array | null,
+    dLrrLower: Float32Array | null, dLrrRange: Float32Array | null, dLambda: Float32Array,
+    B: number, H: number, T: number, D: number, window: number, docIds: Int32Array | null, blockSize: number): void;
   attention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, scale: number,
     B: number, H: number, T: number, D: number, window: number, docIds: Int32Array | null, blockSize: number): void;
   attentionBackward(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, g: Float32Array, scale: number,

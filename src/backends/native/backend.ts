@@ -1,7 +1,9 @@
 // The native backend: the reference backend's storage and bookkeeping, with its float32 kernels
 // replaced by the C addon's (AVX-512 / AVX2 / portable C, chosen at run time). A kernel the addon
 // lacks falls through to the reference twin, which the tests compare it against.
-import type { AdamWParams, BinaryOp, HeadsBlock, MatmulParams, MixerDims, ReduceOp, Storage, UnaryOp } from '../../core/backend.ts';
+import type {
+  AdamWParams, BinaryOp, HeadsBlock, LrrGradStorages, LrrStorages, MatmulParams, MixerDims, ReduceOp, Storage, UnaryOp,
+} from '../../core/backend.ts';
 import { ReferenceBackend } from '../reference/backend.ts';
 import type { CpuStorage } from '../cpu/memory.ts';
 import type { NativeAddon } from './addon.ts';
@@ -193,6 +195,27 @@ export class NativeBackend extends ReferenceBackend {
     }
     this.addon.krrSolveBackward(f32(r), f32(rHat), f32(logLambda), f32(x), f32(lse), f32(wxMinusX), f32(g),
       f32(dr), f32(drHat), f32(dy), f32(dLambda), d.B, d.H, d.T, d.D, d.window, ids(d), d.blockSize);
+  }
+  override cubitSolve(r: Storage, refScale: Storage, v: Storage, lrr: LrrStorages | null, logLambda: Storage, eps: number,
+    x: Storage, rHat: Storage, lse: Storage, wxMinusX: Storage, d: MixerDims): void {
+    if (!isF32(r, refScale, v, logLambda, x, rHat, lse, wxMinusX) || (lrr && !isF32(lrr.logits, lrr.lower, lrr.range)) || !idsOk(d)) {
+      return super.cubitSolve(r, refScale, v, lrr, logLambda, eps, x, rHat, lse, wxMinusX, d);
+    }
+    this.addon.cubitSolve(f32(r), f32(refScale), f32(v), lrr && f32(lrr.logits), lrr && f32(lrr.lower), lrr && f32(lrr.range),
+      f32(logLambda), eps, f32(x), f32(rHat), f32(lse), f32(wxMinusX), d.B, d.H, d.T, d.D, d.window, ids(d), d.blockSize);
+  }
+  override cubitSolveBackward(r: Storage, refScale: Storage, v: Storage, lrr: LrrStorages | null, logLambda: Storage, eps: number,
+    x: Storage, rHat: Storage, lse: Storage, wxMinusX: Storage, g: Storage,
+    dr: Storage, dv: Storage, dRefScale: Storage, lrrGrads: LrrGradStorages | null, dLambda: Storage, d: MixerDims): void {
+    if (!isF32(r, refScale, v, logLambda, x, rHat, lse, wxMinusX, g, dr, dv, dRefScale, dLambda) ||
+      (lrr && !isF32(lrr.logits, lrr.lower, lrr.range)) ||
+      (lrrGrads && !isF32(lrrGrads.dLogits, lrrGrads.dLower, lrrGrads.dRange)) || !idsOk(d)) {
+      return super.cubitSolveBackward(r, refScale, v, lrr, logLambda, eps, x, rHat, lse, wxMinusX, g, dr, dv, dRefScale, lrrGrads, dLambda, d);
+    }
+    this.addon.cubitSolveBackward(f32(r), f32(refScale), f32(v), lrr && f32(lrr.logits), lrr && f32(lrr.lower), lrr && f32(lrr.range),
+      f32(logLambda), eps, f32(x), f32(rHat), f32(lse), f32(wxMinusX), f32(g), f32(dr), f32(dv), f32(dRefScale),
+      lrrGrads && f32(lrrGrads.dLogits), lrrGrads && f32(lrrGrads.dLower), lrrGrads && f32(lrrGrads.dRange), f32(dLambda),
+      d.B, d.H, d.T, d.D, d.window, ids(d), d.blockSize);
   }
   override attention(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, scale: number, d: MixerDims): void {
     if (!isF32(q, k, v, out, lse) || !idsOk(d)) return super.attention(q, k, v, out, lse, scale, d);

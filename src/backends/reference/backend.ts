@@ -1,16 +1,19 @@
 // The reference backend: plain TypeScript, float64 accumulation, float64 tensors allowed. It is the
 // oracle every fast kernel is tested against, so it favours the obvious loop over the fast one.
-import type { AdamWParams, Backend, BinaryOp, HeadsBlock, MatmulParams, MixerDims, ReduceOp, Storage, UnaryOp } from '../../core/backend.ts';
+import type {
+  AdamWParams, Backend, BinaryOp, HeadsBlock, LrrGradStorages, LrrStorages, MatmulParams, MixerDims, ReduceOp, Storage, UnaryOp,
+} from '../../core/backend.ts';
 import type { DType, TypedArray } from '../../core/dtype.ts';
 import { dropoutKeeps } from '../../core/random.ts';
 import { CpuPool, CpuStorage } from '../cpu/memory.ts';
 import { gelu, geluGrad, sigmoid } from './math.ts';
 import {
-  attentionBackwardRef, attentionRef, krrSolveBackwardRef, krrSolveRef, lrrValuesBackwardRef, lrrValuesRef,
-  normalizeReferenceBackwardRef, normalizeReferenceRef,
+  attentionBackwardRef, attentionRef, cubitSolveBackwardRef, cubitSolveRef, krrSolveBackwardRef, krrSolveRef,
+  lrrValuesBackwardRef, lrrValuesRef, normalizeReferenceBackwardRef, normalizeReferenceRef, type LrrArrs,
 } from './mixers.ts';
 
 const arr = (s: Storage): TypedArray => (s as CpuStorage).data;
+const lrrArrs = (l: LrrStorages): LrrArrs => ({ logits: arr(l.logits), lower: arr(l.lower), range: arr(l.range) });
 
 export function unaryFn(op: UnaryOp, scalar: number): (x: number) => number {
   switch (op) {
@@ -365,6 +368,19 @@ export class ReferenceBackend implements Backend {
     dr: Storage, drHat: Storage, dy: Storage, dLambda: Storage, d: MixerDims): void {
     krrSolveBackwardRef(arr(r), arr(rHat), arr(logLambda), arr(x), arr(lse), arr(g),
       arr(dr), arr(drHat), arr(dy), arr(dLambda), d, d.docIds && arr(d.docIds));
+  }
+  cubitSolve(r: Storage, refScale: Storage, v: Storage, lrr: LrrStorages | null, logLambda: Storage, eps: number,
+    x: Storage, rHat: Storage, lse: Storage, wxMinusX: Storage, d: MixerDims): void {
+    cubitSolveRef(arr(r), arr(refScale), arr(v), lrr && lrrArrs(lrr), arr(logLambda), eps, arr(x), arr(rHat), arr(lse),
+      arr(wxMinusX), d, d.docIds && arr(d.docIds));
+  }
+  cubitSolveBackward(r: Storage, refScale: Storage, v: Storage, lrr: LrrStorages | null, logLambda: Storage, eps: number,
+    x: Storage, rHat: Storage, lse: Storage, wxMinusX: Storage, g: Storage,
+    dr: Storage, dv: Storage, dRefScale: Storage, lrrGrads: LrrGradStorages | null, dLambda: Storage, d: MixerDims): void {
+    cubitSolveBackwardRef(arr(r), arr(refScale), arr(v), lrr && lrrArrs(lrr), arr(logLambda), eps, arr(x), arr(rHat),
+      arr(lse), arr(wxMinusX), arr(g), arr(dr), arr(dv), arr(dRefScale),
+      lrrGrads && { dLogits: arr(lrrGrads.dLogits), dLower: arr(lrrGrads.dLower), dRange: arr(lrrGrads.dRange) },
+      arr(dLambda), d, d.docIds && arr(d.docIds));
   }
   normalizeReference(r: Storage, alpha: Storage, out: Storage, B: number, H: number, T: number, D: number, eps: number): void {
     normalizeReferenceRef(arr(r), arr(alpha), arr(out), B, H, T, D, eps);

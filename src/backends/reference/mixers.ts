@@ -278,3 +278,50 @@ export function lrrValuesBackwardRef(v: Arr, z: Arr, lower: Arr, range: Arr, dy:
     if (dRange) dRange[h] = drg[h];
   }
 }
+
+/** Cubit's LRR inputs as arrays (Backend.LrrStorages). */
+export interface LrrArrs { logits: Arr; lower: Arr; range: Arr }
+
+/**
+ * Cubit's solve with its stages (Backend.cubitSolve) as the composition it fuses:
+ * rHat = normalizeReference(r), Y = lrrValues(v) (or v), then krrSolve.
+ */
+export function cubitSolveRef(r: Arr, refScale: Arr, v: Arr, lrr: LrrArrs | null, logLambda: Arr, eps: number,
+  x: Arr, rHat: Arr, lse: Arr, wxMinusX: Arr, d: MixerDims, docs: Arr | null): void {
+  const { B, H, T, D } = d;
+  normalizeReferenceRef(r, refScale, rHat, B, H, T, D, eps);
+  let y = v;
+  if (lrr) {
+    y = new Float64Array(v.length);
+    lrrValuesRef(v, lrr.logits, lrr.lower, lrr.range, y, B, H, T, D);
+  }
+  krrSolveRef(r, rHat, y, logLambda, x, lse, wxMinusX, d, docs);
+}
+
+/**
+ * Its backward as the chain rule through that composition; the per-head gradients are left per
+ * (b, h) row (B·H), as the kernel gives them.
+ */
+export function cubitSolveBackwardRef(r: Arr, refScale: Arr, v: Arr, lrr: LrrArrs | null, logLambda: Arr, eps: number,
+  x: Arr, rHat: Arr, lse: Arr, _wxMinusX: Arr, g: Arr, dr: Arr, dv: Arr, dRefScale: Arr,
+  lrrGrads: { dLogits: Arr; dLower: Arr; dRange: Arr } | null, dLambda: Arr, d: MixerDims, docs: Arr | null): void {
+  const { B, H, T, D } = d;
+  const n = B * H * T * D, drHat = new Float64Array(n), dy = new Float64Array(n), drNorm = new Float64Array(T * D);
+  krrSolveBackwardRef(r, rHat, logLambda, x, lse, g, dr, drHat, dy, dLambda, d, docs);
+  const one = new Float64Array(1);
+  for (let bh = 0; bh < B * H; bh++) {
+    const h = bh % H, rows = [bh * T * D, (bh + 1) * T * D] as const;
+    normalizeReferenceBackwardRef(r.subarray(...rows), refScale.subarray(h, h + 1), drHat.subarray(...rows), drNorm, one,
+      1, 1, T, D, eps);
+    for (let i = 0; i < T * D; i++) dr[rows[0] + i] += drNorm[i];
+    dRefScale[bh] = one[0];
+    if (!lrr || !lrrGrads) continue;
+    const lo = new Float64Array(1), ra = new Float64Array(1);
+    lrrValuesBackwardRef(v.subarray(...rows), lrr.logits.subarray(bh * T, (bh + 1) * T), lrr.lower.subarray(h, h + 1),
+      lrr.range.subarray(h, h + 1), dy.subarray(...rows), dv.subarray(...rows), lrrGrads.dLogits.subarray(bh * T, (bh + 1) * T),
+      lo, ra, 1, 1, T, D);
+    lrrGrads.dLower[bh] = lo[0];
+    lrrGrads.dRange[bh] = ra[0];
+  }
+  if (!lrr) for (let i = 0; i < n; i++) dv[i] = dy[i];
+}
