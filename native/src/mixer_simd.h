@@ -608,16 +608,6 @@ static inline int mx_unmasked(const mx_dims *d, int b, int i0, int nb, int j0, i
   return !d->ids_elementwise[b] && j0 >= d->lo[(ptrdiff_t)b * d->T + i0 + nb - 1] && j1 - 1 <= i0;
 }
 
-/* |x|^2 in 8 interleaved partial sums (independent chains, vectorisable). */
-static inline float mx_norm2(int D, const float *x) {
-  float p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int c = 0;
-  for (; c + 8 <= D; c += 8)
-    for (int u = 0; u < 8; u++) p[u] = mx_fmaf(x[c + u], x[c + u], p[u]);
-  for (; c < D; c++) p[c & 7] = mx_fmaf(x[c], x[c], p[c & 7]);
-  return ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
-}
-
 /* ---- Cubit's stages fused into the solve (mx_krr_args: alpha, z) ---------------------------
  * The same formulas as the ops normalizeReference and lrrValues, row by row while the rows are
  * in cache: r^_i = alpha r_i / max(|r_i|, eps) and s_i = lower + range sigmoid(z_i). The rows'
@@ -907,7 +897,7 @@ again:;
   }
   for (int i = 0; i < nb; i++) mx_axpy(D, -loff[i], XR + (ptrdiff_t)i * D, WR + (ptrdiff_t)i * D);
   float *hn = ws + mx_kfw_norms(d, G); /* the block's keys for the later blocks' bounds */
-  for (int j = i0; j < i1; j++) hn[j] = mx_norm2(D, a->rh + off + (ptrdiff_t)j * D);
+  for (int j = i0; j < i1; j++) hn[j] = mx_dot(D, a->rh + off + (ptrdiff_t)j * D, a->rh + off + (ptrdiff_t)j * D);
   return 0;
 }
 
@@ -994,9 +984,7 @@ static int mx_krr_bwd_setup(const mx_dims *d, const mx_krr_args *a, float *ws, i
   mx_mm_tri(MX_KEYS_X_LANES, 0, nb, ldq, D, XR, D, 1, Zt, ldq, dSd, ldq, MM_NEG, NULL);
   float *c = ws + L.c;
   for (int i = 0; i < ldq; i++) {
-    float ci = 0;
-    if (i < nb)
-      for (int p = 0; p < D; p++) ci = mx_fmaf(-Z[(ptrdiff_t)i * D + p], WR[(ptrdiff_t)i * D + p], ci);
+    const float ci = i < nb ? -mx_dot(D, Z + (ptrdiff_t)i * D, WR + (ptrdiff_t)i * D) : 0;
     sh[i] = i < nb ? dSd[(ptrdiff_t)i * ldq + i] : 0;
     c[i] = ci;
     h[i] = sh[i] + ci;
