@@ -1,7 +1,8 @@
 // The native streaming mixer kernels (native/src/krr.c, attention.c, mixer_simd.h) against their
 // dense float64 reference twins (src/backends/reference/mixers.ts), at the kernel level, on the
 // same float32 inputs: random shapes (T in {1, 5, 64, 67, 200}, D in {1, 8, 32}, blocks of
-// {1, 7, 64, ≥ T} rows, B·H from 1 to 9: below 4 each (b, h) is split across tasks, from 4 on
+// {1, 7, 64, ≥ T} rows, B·H from 1 to 9, and 16: below P (the CPUs available, clamped to [4, 16];
+// mixer.h) each (b, h) is split across tasks, from P on
 // it is one task), causal / sliding-window / packed-document masks, forward
 // (X, lse, out) and every gradient, plus a long T = 2048 case. Each runs under every ISA the CPU
 // has, at 1 and 2 threads; the two thread counts must agree bit for bit (tasks are whole (b, h)
@@ -149,7 +150,8 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
     { window: () => 0, docs: 'mixed' },
     { window: () => 1, docs: 'none' },
   ];
-  // B·H below 4 splits each (b, h) across tasks (mixer.h, MX_PAR_UNITS); from 4 on, one task each.
+  // B·H below P (mixer.h: 4 on machines with ≤ 4 CPUs, up to 16) splits each (b, h) across tasks;
+  // from P on, one task each (the case below with B·H = 16 takes that path on any machine).
   const shapes: [number, number][] = [[1, 1], [2, 3], [1, 3], [2, 4], [3, 2], [2, 1], [3, 3]];
   let n = 0;
   for (const T of [1, 5, 64, 67, 200]) {
@@ -163,6 +165,11 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
       }
     }
   }
+
+  test('one task per (b, h): B·H = 16', () => {
+    check({ B: 4, H: 4, T: 67, D: 8, window: 0, blockSize: 16, docs: 'runs', seed: 9 });
+    check({ B: 8, H: 2, T: 40, D: 16, window: 9, blockSize: 64, docs: 'none', seed: 10 });
+  });
 
   test('odd head dims and a block wider than the vector (D = 33, 17; block 20)', () => {
     check({ B: 1, H: 2, T: 90, D: 33, window: 0, blockSize: 20, docs: 'runs', seed: 7 });
@@ -320,13 +327,15 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
 
   // cubitSolve: the KRR solve with r̂ = α r/max(‖r‖, eps) formed in the forward and s ⊙ v (LRR) in
   // both directions, against the reference's composition of the three kernels. Cases cover one
-  // task per (b, h) and the split form (B·H < 4), masks, LRR on and off, and rows of r below eps.
+  // task per (b, h) (B·H = 16) and the split form (B·H < 4), masks, LRR on and off, and rows of r
+  // below eps.
   describe('cubitSolve (the stages fused into the solve)', () => {
     const cases: (Case & { lrr: boolean })[] = [
       { B: 2, H: 2, T: 130, D: 32, window: 0, blockSize: 64, docs: 'none', seed: 71, lrr: true },
       { B: 1, H: 2, T: 97, D: 8, window: 30, blockSize: 16, docs: 'runs', seed: 72, lrr: true },
       { B: 1, H: 1, T: 70, D: 33, window: 0, blockSize: 7, docs: 'mixed', seed: 73, lrr: false },
       { B: 3, H: 2, T: 40, D: 16, window: 0, blockSize: 64, docs: 'none', seed: 74, lrr: false },
+      { B: 4, H: 4, T: 50, D: 8, window: 0, blockSize: 16, docs: 'runs', seed: 75, lrr: true },
     ];
     const run = (be: Backend, c: Case & { lrr: boolean }, inp: Inputs, extra: { alpha: Float32Array; z: Float32Array; lower: Float32Array; range: Float32Array },
       given?: Outputs): Outputs => {

@@ -1,7 +1,7 @@
 /* Masked softmax attention, streamed (mixer.h): drivers and N-API entry points. The forward's
  * tasks are single row blocks (independent; in each (b, h) the heaviest, last blocks first); the
  * backward's are whole (b, h) rows, whose blocks all add into the same dk and dv, or with fewer
- * (b, h) than MX_PAR_UNITS, groups of a (b, h)'s blocks into their own dk and dv, summed after
+ * (b, h) than mx_par_units(), groups of a (b, h)'s blocks into their own dk and dv, summed after
  * (mixer.h). */
 #include <stdatomic.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* The causal KRR solve of CUBIT.md §2-§3, streamed (mixer.h): drivers and N-API entry points.
  * A (b, h) row's blocks depend on each other (forward substitution in the forward, the adjoint
  * solve from the last block in the backward), so each (b, h) is one task on the thread pool;
- * with fewer (b, h) than MX_PAR_UNITS the blocks are done in lockstep across (b, h), each one's
+ * with fewer (b, h) than mx_par_units() the blocks are done in lockstep across (b, h), each one's
  * span split into groups that run as separate tasks (mixer.h). */
 #include <stdatomic.h>
 

@@ -4,6 +4,7 @@
 #include "cpu.h"
 #include "threadpool.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 
 /* ---- per-thread scratch ----------------------------------------------------------------- */
@@ -14,6 +15,19 @@
 _Static_assert(CUBIT_SCRATCH_MX + MX_SLOTS <= CUBIT_SCRATCH_SLOTS, "threadpool.h reserves too few mixer slots");
 
 float *mx_scratch(int slot, size_t n) { return cubit_scratch(CUBIT_SCRATCH_MX + slot, (n + SLACK) * sizeof(float)); }
+
+/* ---- how finely a (b, h) is split (mixer.h) --------------------------------------------- */
+
+int mx_par_units(void) {
+  static _Atomic int p = 0;
+  int v = atomic_load_explicit(&p, memory_order_relaxed);
+  if (v == 0) {
+    const int n = cubit_cpu_count();
+    v = n < 4 ? 4 : n > 16 ? 16 : n;
+    atomic_store_explicit(&p, v, memory_order_relaxed);
+  }
+  return v;
+}
 
 /* ---- mask bounds ------------------------------------------------------------------------ */
 

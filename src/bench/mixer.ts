@@ -7,8 +7,8 @@
 // leaf gradients dropped). peak_bytes is what the step holds on top of its inputs: the backend's
 // peakBytesInUse over one step (resetPeak before) minus the bytes in use when it starts. Not in
 // it: the native kernels' scratch (C heap, grown once and reused): O(blockSize·(D + 64)) floats per
-// thread (per (b, h) when B·H < 4), and with B·H < 4 also 2·G·T·D floats per (b, h) for the
-// attention backward's partial dk, dv (G = ⌈4 / B·H⌉).
+// thread (per (b, h) when B·H < P), and with B·H < P also 2·G·T·D floats per (b, h) for the
+// attention backward's partial dk, dv (G = ⌈P / B·H⌉, P = the CPUs available clamped to [4, 16]).
 import { getBackend, tidy } from '../core/engine.ts';
 import type { Tensor } from '../core/tensor.ts';
 import { randn, full } from '../ops/creation.ts';
