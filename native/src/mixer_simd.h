@@ -346,14 +346,32 @@ static inline void mx_axpy(int D, float a, const float *restrict x, float *restr
   }
 }
 
-static inline void mx_scal(int D, float a, float *y) {
+/* y = a x (y may be x) */
+static inline void mx_scal_to(int D, float a, const float *x, float *y) {
   vf va = v_set1(a);
-  int d = 0;
-  for (; d + VW <= D; d += VW) v_store(y + d, v_mul(va, v_load(y + d)));
-  if (d < D) {
-    vmask m = v_tailmask(D - d);
-    v_storem(y + d, v_mul(va, v_loadm(y + d, m)), m);
+  int c = 0;
+  for (; c + VW <= D; c += VW) v_store(y + c, v_mul(va, v_load(x + c)));
+  if (c < D) {
+    vmask m = v_tailmask(D - c);
+    v_storem(y + c, v_mul(va, v_loadm(x + c, m)), m);
   }
+}
+
+static inline void mx_scal(int D, float a, float *y) { mx_scal_to(D, a, y, y); }
+
+/* x . y: vector FMAs along D, then the lanes summed. */
+static inline float mx_dot(int D, const float *x, const float *y) {
+  vf acc = v_zero();
+  int c = 0;
+  for (; c + VW <= D; c += VW) acc = v_fma(v_load(x + c), v_load(y + c), acc);
+  if (c < D) {
+    vmask m = v_tailmask(D - c);
+    acc = v_fma(v_loadm(x + c, m), v_loadm(y + c, m), acc);
+  }
+  float t[VW], sum = 0;
+  v_store(t, acc);
+  for (int i = 0; i < VW; i++) sum += t[i];
+  return sum;
 }
 
 /* z = a * (x - y); z may be x or y */
@@ -613,32 +631,6 @@ static inline int mx_unmasked(const mx_dims *d, int b, int i0, int nb, int j0, i
  * in cache: r^_i = alpha r_i / max(|r_i|, eps) and s_i = lower + range sigmoid(z_i). The rows'
  * dots are vector FMAs along D; the per-row scalars are independent across rows, so their
  * latencies overlap. */
-
-/* x . y: vector FMAs along D, then the lanes summed. */
-static inline float mx_dot(int D, const float *x, const float *y) {
-  vf acc = v_zero();
-  int c = 0;
-  for (; c + VW <= D; c += VW) acc = v_fma(v_load(x + c), v_load(y + c), acc);
-  if (c < D) {
-    vmask m = v_tailmask(D - c);
-    acc = v_fma(v_loadm(x + c, m), v_loadm(y + c, m), acc);
-  }
-  float t[VW], sum = 0;
-  v_store(t, acc);
-  for (int i = 0; i < VW; i++) sum += t[i];
-  return sum;
-}
-
-/* y = a x */
-static inline void mx_scal_to(int D, float a, const float *restrict x, float *restrict y) {
-  vf va = v_set1(a);
-  int c = 0;
-  for (; c + VW <= D; c += VW) v_store(y + c, v_mul(va, v_load(x + c)));
-  if (c < D) {
-    vmask m = v_tailmask(D - c);
-    v_storem(y + c, v_mul(va, v_loadm(x + c, m)), m);
-  }
-}
 
 /* 1 / max(|r|, eps) from ss = |r|^2 (NaN stays NaN); *clamped: the floor is active, so no
  * gradient flows through the norm. */
