@@ -149,19 +149,15 @@ CUBIT_NAPI(cubit_napi_krr_solve_backward) {
   return krr_backward(env, fn, &job);
 }
 
-/* The Cubit solve with its elementwise stages fused in (mixer.h, mx_krr_args):
- * cubitSolve(r, refScale, v, lrrLogits | null, lrrLower | null, lrrRange | null, logLambda, eps,
- *            x, rHat, lse, wxMinusX, B, H, T, D, window, docIds, blockSize)
- * writes r^ into rHat; lrrLogits null: no LRR (s = 1). */
-CUBIT_NAPI(cubit_napi_cubit_solve) {
-  static const char *fn = "cubitSolve";
-  napi_value argv[19];
-  krr_job job = {0};
-  mx_dims *d = &job.d;
+/* The Cubit solve with its elementwise stages fused in (mixer.h, mx_krr_args). Both entry points
+ * start with the same 12 arguments:
+ *   r, refScale, v, lrrLogits | null, lrrLower | null, lrrRange | null, logLambda, eps,
+ *   x, rHat, lse, wxMinusX
+ * (lrrLogits null: no LRR, s = 1), read here into a as the forward uses them. */
+static bool cubit_args(napi_env env, napi_value *argv, const char *fn, const mx_dims *d, mx_krr_args *a) {
+  size_t n = (size_t)d->B * d->H * d->T * d->D, nl = (size_t)d->B * d->H * d->T, H = (size_t)d->H;
   float *r, *alpha, *v, *z, *lower, *range, *ll, *x, *rh, *lse, *wx;
   double eps;
-  if (!cubit_get_args(env, info, fn, 19, argv) || !mx_arg_dims(env, argv, 12, fn, d)) return NULL;
-  size_t n = (size_t)d->B * d->H * d->T * d->D, nl = (size_t)d->B * d->H * d->T, H = (size_t)d->H;
   if (!mx_arg_f32(env, argv, 0, fn, "r", n, &r) || !mx_arg_f32(env, argv, 1, fn, "refScale", H, &alpha) ||
       !mx_arg_f32(env, argv, 2, fn, "v", n, &v) || !mx_arg_f32_or_null(env, argv, 3, fn, "lrrLogits", nl, &z) ||
       !mx_arg_f32_or_null(env, argv, 4, fn, "lrrLower", H, &lower) ||
@@ -169,53 +165,59 @@ CUBIT_NAPI(cubit_napi_cubit_solve) {
       !mx_arg_f32(env, argv, 6, fn, "logLambda", H, &ll) || !cubit_arg_double(env, argv, 7, fn, "eps", &eps) ||
       !mx_arg_f32(env, argv, 8, fn, "x", n, &x) || !mx_arg_f32(env, argv, 9, fn, "rHat", n, &rh) ||
       !mx_arg_f32(env, argv, 10, fn, "lse", nl, &lse) || !mx_arg_f32(env, argv, 11, fn, "wxMinusX", n, &wx))
+    return false;
+  if (z && (!lower || !range)) {
+    cubit_throw(env, CUBIT_TYPE_ERROR, "%s: lrrLogits needs lrrLower and lrrRange", fn);
+    return false;
+  }
+  if (!(eps > 0 && eps < INFINITY)) {
+    cubit_throw(env, CUBIT_RANGE_ERROR, "%s: eps must be positive and finite", fn);
+    return false;
+  }
+  *a = (mx_krr_args){.r = r, .rh = rh, .y = v, .loglam = ll, .x = x, .lse = lse, .wx = wx, .alpha = alpha,
+                     .eps = (float)eps, .rhw = rh, .z = z, .lower = lower, .range = range};
+  return true;
+}
+
+/* cubitSolve(<the 12>, B, H, T, D, window, docIds, blockSize): writes x, rHat, lse, wxMinusX. */
+CUBIT_NAPI(cubit_napi_cubit_solve) {
+  static const char *fn = "cubitSolve";
+  napi_value argv[19];
+  krr_job job = {0};
+  if (!cubit_get_args(env, info, fn, 19, argv) || !mx_arg_dims(env, argv, 12, fn, &job.d) ||
+      !cubit_args(env, argv, fn, &job.d, &job.a))
     return NULL;
-  if (z && (!lower || !range)) return cubit_throw(env, CUBIT_TYPE_ERROR, "%s: lrrLogits needs lrrLower and lrrRange", fn);
-  if (!(eps > 0 && eps < INFINITY)) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: eps must be positive and finite", fn);
-  if (mx_masks_build(d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
-  job.a = (mx_krr_args){.r = r, .rh = rh, .y = v, .loglam = ll, .x = x, .lse = lse, .wx = wx,
-                        .alpha = alpha, .eps = (float)eps, .rhw = rh, .z = z, .lower = lower, .range = range};
+  if (mx_masks_build(&job.d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
   return krr_forward(env, fn, &job);
 }
 
-/* cubitSolveBackward(r, refScale, v, lrrLogits | null, lrrLower | null, lrrRange | null, logLambda,
- *                    eps, x, rHat, lse, wxMinusX, g, dr, dv, dRefScale, dLrrLogits | null,
- *                    dLrrLower | null, dLrrRange | null, dLambda,
- *                    B, H, T, D, window, docIds, blockSize)
+/* cubitSolveBackward(<the 12>, g, dr, dv, dRefScale, dLrrLogits | null, dLrrLower | null,
+ *                    dLrrRange | null, dLambda, B, H, T, D, window, docIds, blockSize)
  * dRefScale, dLrrLower, dLrrRange, dLambda: (B*H), each (b, h)'s part. */
 CUBIT_NAPI(cubit_napi_cubit_solve_backward) {
   static const char *fn = "cubitSolveBackward";
   napi_value argv[27];
   krr_job job = {0};
   mx_dims *d = &job.d;
-  float *r, *alpha, *v, *z, *lower, *range, *ll, *x, *rh, *lse, *wx, *g, *dr, *dv, *dalpha, *dz, *dlower, *drange, *dlam;
-  double eps;
-  if (!cubit_get_args(env, info, fn, 27, argv) || !mx_arg_dims(env, argv, 20, fn, d)) return NULL;
-  size_t n = (size_t)d->B * d->H * d->T * d->D, nl = (size_t)d->B * d->H * d->T, H = (size_t)d->H;
-  size_t BH = (size_t)d->B * d->H;
-  if (!mx_arg_f32(env, argv, 0, fn, "r", n, &r) || !mx_arg_f32(env, argv, 1, fn, "refScale", H, &alpha) ||
-      !mx_arg_f32(env, argv, 2, fn, "v", n, &v) || !mx_arg_f32_or_null(env, argv, 3, fn, "lrrLogits", nl, &z) ||
-      !mx_arg_f32_or_null(env, argv, 4, fn, "lrrLower", H, &lower) ||
-      !mx_arg_f32_or_null(env, argv, 5, fn, "lrrRange", H, &range) ||
-      !mx_arg_f32(env, argv, 6, fn, "logLambda", H, &ll) || !cubit_arg_double(env, argv, 7, fn, "eps", &eps) ||
-      !mx_arg_f32(env, argv, 8, fn, "x", n, &x) || !mx_arg_f32(env, argv, 9, fn, "rHat", n, &rh) ||
-      !mx_arg_f32(env, argv, 10, fn, "lse", nl, &lse) || !mx_arg_f32(env, argv, 11, fn, "wxMinusX", n, &wx) ||
-      !mx_arg_f32(env, argv, 12, fn, "g", n, &g) || !mx_arg_f32(env, argv, 13, fn, "dr", n, &dr) ||
-      !mx_arg_f32(env, argv, 14, fn, "dv", n, &dv) || !mx_arg_f32(env, argv, 15, fn, "dRefScale", BH, &dalpha) ||
-      !mx_arg_f32_or_null(env, argv, 16, fn, "dLrrLogits", nl, &dz) ||
-      !mx_arg_f32_or_null(env, argv, 17, fn, "dLrrLower", BH, &dlower) ||
-      !mx_arg_f32_or_null(env, argv, 18, fn, "dLrrRange", BH, &drange) ||
-      !mx_arg_f32(env, argv, 19, fn, "dLambda", BH, &dlam))
+  mx_krr_args *a = &job.a;
+  if (!cubit_get_args(env, info, fn, 27, argv) || !mx_arg_dims(env, argv, 20, fn, d) || !cubit_args(env, argv, fn, d, a))
     return NULL;
-  if (z && (!lower || !range || !dz || !dlower || !drange))
-    return cubit_throw(env, CUBIT_TYPE_ERROR, "%s: lrrLogits needs lrrLower, lrrRange and their three gradients", fn);
-  if (!(eps > 0 && eps < INFINITY)) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: eps must be positive and finite", fn);
+  size_t n = (size_t)d->B * d->H * d->T * d->D, nl = (size_t)d->B * d->H * d->T, BH = (size_t)d->B * d->H;
+  float *g;
+  if (!mx_arg_f32(env, argv, 12, fn, "g", n, &g) || !mx_arg_f32(env, argv, 13, fn, "dr", n, &a->dr) ||
+      !mx_arg_f32(env, argv, 14, fn, "dv", n, &a->dy) || !mx_arg_f32(env, argv, 15, fn, "dRefScale", BH, &a->dalpha) ||
+      !mx_arg_f32_or_null(env, argv, 16, fn, "dLrrLogits", nl, &a->dz) ||
+      !mx_arg_f32_or_null(env, argv, 17, fn, "dLrrLower", BH, &a->dlower) ||
+      !mx_arg_f32_or_null(env, argv, 18, fn, "dLrrRange", BH, &a->drange) ||
+      !mx_arg_f32(env, argv, 19, fn, "dLambda", BH, &a->dlam))
+    return NULL;
+  a->g = g;
+  if (a->z && (!a->dz || !a->dlower || !a->drange))
+    return cubit_throw(env, CUBIT_TYPE_ERROR, "%s: lrrLogits needs dLrrLogits, dLrrLower and dLrrRange", fn);
   if (mx_masks_build(d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
-  float *drh = mx_scratch(11, n); /* dL/dr^, used up block by block */
-  if (!drh) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
-  job.a = (mx_krr_args){.r = r, .rh = rh, .y = z ? v : NULL, .loglam = ll, .x = x, .lse = lse, .wx = wx, .g = g,
-                        .dr = dr, .drh = drh, .dy = dv, .dlam = dlam, .alpha = alpha, .eps = (float)eps,
-                        .z = z, .lower = lower, .range = range, .dalpha = dalpha, .dz = dz,
-                        .dlower = dlower, .drange = drange};
+  a->drh = mx_scratch(11, n); /* dL/dr^, used up block by block */
+  if (!a->drh) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
+  a->rhw = NULL;             /* the backward reads r^ */
+  if (!a->z) a->y = NULL;    /* v is read for dz only */
   return krr_backward(env, fn, &job);
 }
