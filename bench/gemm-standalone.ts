@@ -12,6 +12,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { loadNativeAddon, nativeLoadError, type NativeAddon } from '../src/backends/native/addon.ts';
+import { scriptOption } from '../src/bench/measure.ts';
 
 const addon = loadNativeAddon();
 if (!addon) {
@@ -19,16 +20,12 @@ if (!addon) {
   process.exit(1);
 }
 
-function option(name: string): string | undefined {
-  const arg = process.argv.find((a) => a.startsWith(`--${name}=`));
-  return arg?.slice(name.length + 3);
-}
-const threadCounts = (option('threads') ?? String(addon.getThreads())).split(',').map(Number);
-const isas = option('isa')?.split(',') ?? [addon.isa()];
-const minMs = Number(option('min-ms') ?? 400);
-const suites = (option('suite') ?? 'square,batched,train').split(',');
-const filter = option('filter');
-const baselinePath = option('baseline');
+const threadCounts = (scriptOption('threads') ?? String(addon.getThreads())).split(',').map(Number);
+const isas = scriptOption('isa')?.split(',') ?? [addon.isa()];
+const minMs = Number(scriptOption('min-ms') ?? 400);
+const suites = (scriptOption('suite') ?? 'square,batched,train').split(',');
+const filter = scriptOption('filter');
+const baselinePath = scriptOption('baseline');
 const baseline = baselinePath
   ? (createRequire(import.meta.url)(path.resolve(baselinePath)) as NativeAddon)
   : null;

@@ -5,13 +5,10 @@
 // Usage: node --import tsx bench/mixer.ts [--threads=1,2] [--filter=T=1024] [--block=64] [--backend=native|reference]
 import { setBackend } from '../src/index.ts'; // the package root registers the backends
 import { benchMixer } from '../src/bench/mixer.ts';
+import { scriptOption } from '../src/bench/measure.ts';
 
-function option(name: string): string | undefined {
-  const arg = process.argv.find((a) => a.startsWith(`--${name}=`));
-  return arg?.slice(name.length + 3);
-}
 
-if (option('backend')) setBackend(option('backend')!);
-const threads = option('threads')?.split(',').map(Number);
-const block = option('block');
-benchMixer({ threads, filter: option('filter'), blockSize: block === undefined ? undefined : Number(block) });
+if (scriptOption('backend')) setBackend(scriptOption('backend')!);
+const threads = scriptOption('threads')?.split(',').map(Number);
+const block = scriptOption('block');
+benchMixer({ threads, filter: scriptOption('filter'), blockSize: block === undefined ? undefined : Number(block) });

@@ -11,7 +11,7 @@ import { loadNativeAddon, nativeLoadError } from '../src/backends/native/addon.t
 import { NativeBackend } from '../src/backends/native/backend.ts';
 import { ReferenceBackend } from '../src/backends/reference/backend.ts';
 import { Rng } from '../src/core/random.ts';
-import { emit, medianMs, round } from '../src/bench/measure.ts';
+import { emit, medianMs, round, scriptOption } from '../src/bench/measure.ts';
 
 const addon = loadNativeAddon();
 if (!addon) {
@@ -19,14 +19,10 @@ if (!addon) {
   process.exit(1);
 }
 
-function option(name: string): string | undefined {
-  const arg = process.argv.find((a) => a.startsWith(`--${name}=`));
-  return arg?.slice(name.length + 3);
-}
 const flag = (name: string): boolean => process.argv.includes(`--${name}`);
-const threadCounts = (option('threads') ?? [...new Set([1, addon.getThreads()])].join(',')).split(',').map(Number);
-const isas = option('isa')?.split(',') ?? [addon.isa()];
-const minMs = Number(option('min-ms') ?? 300);
+const threadCounts = (scriptOption('threads') ?? [...new Set([1, addon.getThreads()])].join(',')).split(',').map(Number);
+const isas = scriptOption('isa')?.split(',') ?? [addon.isa()];
+const minMs = Number(scriptOption('min-ms') ?? 300);
 
 interface Case {
   op: string;

@@ -36,6 +36,28 @@ interface Inputs {
   q: Float32Array; k: Float32Array; v: Float32Array; scale: number; docIds: Int32Array | null;
 }
 
+/** rHat_t = α(t) r_t / max(‖r_t‖, 1e-6) for each row t of D, as the mixer forms r̂. */
+function setRHat(r: Float32Array, rHat: Float32Array, D: number, alpha: (t: number) => number): void {
+  for (let t = 0; t < r.length / D; t++) {
+    let s = 0;
+    for (let j = 0; j < D; j++) s += r[t * D + j] ** 2;
+    const f = alpha(t) / Math.max(Math.sqrt(s), 1e-6);
+    for (let j = 0; j < D; j++) rHat[t * D + j] = f * r[t * D + j];
+  }
+}
+
+/**
+ * Rows t (except those `keep` names) get r_t[0] = 0 and r̂_t = (their old ‖r̂_t‖) r_t / ‖r_t‖:
+ * r̂ orthogonal to e_0.
+ */
+function orthogonalToE0(inp: Inputs, D: number, keep: (t: number) => boolean = () => false): void {
+  const rows = inp.r.length / D, alpha = Array.from({ length: rows }, (_, t) => Math.hypot(...inp.rHat.subarray(t * D, (t + 1) * D)));
+  const rHat = inp.rHat.slice();
+  for (let t = 0; t < rows; t++) if (!keep(t)) inp.r[t * D] = 0;
+  setRHat(inp.r, rHat, D, (t) => alpha[t]);
+  for (let t = 0; t < rows; t++) if (!keep(t)) inp.rHat.set(rHat.subarray(t * D, (t + 1) * D), t * D);
+}
+
 function makeInputs(c: Case): Inputs {
   const rng = new Rng(c.seed);
   const n = c.B * c.H * c.T * c.D;
@@ -45,12 +67,7 @@ function makeInputs(c: Case): Inputs {
   // is well conditioned (a random r̂ lets the solve grow exponentially along the sequence).
   const alpha = Float32Array.from({ length: c.H }, () => 0.5 + 2.5 * rng.next());
   const rHat = new Float32Array(n);
-  for (let t = 0; t < n / c.D; t++) {
-    let s = 0;
-    for (let j = 0; j < c.D; j++) s += r[t * c.D + j] ** 2;
-    const f = alpha[Math.floor(t / c.T) % c.H] / Math.max(Math.sqrt(s), 1e-6);
-    for (let j = 0; j < c.D; j++) rHat[t * c.D + j] = f * r[t * c.D + j];
-  }
+  setRHat(r, rHat, c.D, (t) => alpha[Math.floor(t / c.T) % c.H]);
   const logLambda = Float32Array.from({ length: c.H }, () => -8 + 8 * rng.next());
   let docIds: Int32Array | null = null;
   if (c.docs !== 'none') {
@@ -186,13 +203,7 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
   // taken as Y − (1 + λ) X instead, it cancels to float32 ulps of X and dr, dr̂ are off by ~3e-4
   // (α = 10) to ~7e-3 (α = 15) relative; summed as the kernels do, ~1e-5.
   test('W near the identity (α = 12): W X − X and the gradients keep their precision', () => {
-    const sharpen = (c: Case) => (inp: Inputs): void => {
-      for (let t = 0; t < inp.r.length / c.D; t++) {
-        const r = inp.r.subarray(t * c.D, (t + 1) * c.D);
-        const n = Math.sqrt(r.reduce((a, x) => a + x * x, 0));
-        for (let j = 0; j < c.D; j++) inp.rHat[t * c.D + j] = (12 * r[j]) / n;
-      }
-    };
+    const sharpen = (c: Case) => (inp: Inputs): void => setRHat(inp.r, inp.rHat, c.D, () => 12);
     for (const c of [
       { B: 2, H: 2, T: 200, D: 16, window: 0, blockSize: 64, docs: 'none', seed: 41 },
       { B: 1, H: 1, T: 150, D: 16, window: 40, blockSize: 32, docs: 'runs', seed: 42 },
@@ -211,13 +222,10 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
   test('a loose logit bound (one long r̂ row) falls back to the online softmax', () => {
     const tweak = (c: Case, far = false) => (inp: Inputs): void => {
       const { D } = c;
+      orthogonalToE0(inp, D, (t) => !far && t % c.T === 0);
       for (let t = 0; t < inp.r.length / D; t++) {
         const r = inp.r.subarray(t * D, (t + 1) * D), rh = inp.rHat.subarray(t * D, (t + 1) * D);
-        if (!far && t % c.T === 0) { rh.fill(0); rh[0] = 30; continue; }
-        const alpha = Math.sqrt(rh.reduce((a, x) => a + x * x, 0));
-        r[0] = 0;
-        const n = Math.sqrt(r.reduce((a, x) => a + x * x, 0));
-        for (let j = 0; j < D; j++) rh[j] = (alpha * r[j]) / n;
+        if (!far && t % c.T === 0) { rh.fill(0); rh[0] = 30; }
         if (far && t % c.T >= 100) { r.fill(0); r[0] = 1000; }
       }
     };
@@ -278,13 +286,7 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
       { B: 1, H: 4, T: 160, D: 32, window: 0, blockSize: 64, docs: 'none', seed: 34 },
     ] as Case[]) {
       const inp = makeInputs(c);
-      for (let t = 0; t < inp.r.length / c.D; t++) {
-        const r = inp.r.subarray(t * c.D, (t + 1) * c.D), rh = inp.rHat.subarray(t * c.D, (t + 1) * c.D);
-        const alpha = Math.sqrt(rh.reduce((a, x) => a + x * x, 0));
-        r[0] = 0;
-        const n = Math.sqrt(r.reduce((a, x) => a + x * x, 0));
-        for (let j = 0; j < c.D; j++) rh[j] = (alpha * r[j]) / n;
-      }
+      orthogonalToE0(inp, c.D);
       const changed: Inputs = { ...inp, r: inp.r.slice() };
       for (let t = 0; t < inp.r.length / c.D; t++) {
         if (t % c.T < 100) continue;

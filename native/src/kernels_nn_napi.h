@@ -34,33 +34,33 @@ CUBIT_NAPI(cubit_napi_nn_ref_norm_bwd);
 CUBIT_NAPI(cubit_napi_nn_lrr);
 CUBIT_NAPI(cubit_napi_nn_lrr_bwd);
 
-#define CUBIT_NN_EXPORTS                                  \
-  {"fill", cubit_napi_nn_fill},                           \
-  {"copy", cubit_napi_nn_copy},                           \
-  {"stridedCopy", cubit_napi_nn_strided_copy},            \
-  {"unary", cubit_napi_nn_unary},                         \
-  {"unaryBackward", cubit_napi_nn_unary_bwd},             \
-  {"binary", cubit_napi_nn_binary},                       \
-  {"where", cubit_napi_nn_where},                         \
-  {"reduce", cubit_napi_nn_reduce},                       \
-  {"softmax", cubit_napi_nn_softmax},                     \
-  {"softmaxBackward", cubit_napi_nn_softmax_bwd},         \
-  {"rmsNorm", cubit_napi_nn_rmsnorm},                     \
-  {"rmsNormBackward", cubit_napi_nn_rmsnorm_bwd},         \
-  {"layerNorm", cubit_napi_nn_layernorm},                 \
-  {"layerNormBackward", cubit_napi_nn_layernorm_bwd},     \
-  {"gather", cubit_napi_nn_gather},                       \
-  {"scatterAdd", cubit_napi_nn_scatter_add},              \
-  {"crossEntropy", cubit_napi_nn_xent},                   \
-  {"crossEntropyBackward", cubit_napi_nn_xent_bwd},       \
-  {"dropoutMask", cubit_napi_nn_dropout},                 \
-  {"adamw", cubit_napi_nn_adamw},                         \
-  {"rotary", cubit_napi_nn_rotary},                       \
-  {"swiglu", cubit_napi_nn_swiglu},                       \
-  {"swigluBackward", cubit_napi_nn_swiglu_bwd},                   \
-  {"normalizeReference", cubit_napi_nn_ref_norm},                 \
-  {"normalizeReferenceBackward", cubit_napi_nn_ref_norm_bwd},     \
-  {"lrrValues", cubit_napi_nn_lrr},                               \
+#define CUBIT_NN_EXPORTS                                       \
+  {"fill", cubit_napi_nn_fill},                                \
+  {"copy", cubit_napi_nn_copy},                                \
+  {"stridedCopy", cubit_napi_nn_strided_copy},                 \
+  {"unary", cubit_napi_nn_unary},                              \
+  {"unaryBackward", cubit_napi_nn_unary_bwd},                  \
+  {"binary", cubit_napi_nn_binary},                            \
+  {"where", cubit_napi_nn_where},                              \
+  {"reduce", cubit_napi_nn_reduce},                            \
+  {"softmax", cubit_napi_nn_softmax},                          \
+  {"softmaxBackward", cubit_napi_nn_softmax_bwd},              \
+  {"rmsNorm", cubit_napi_nn_rmsnorm},                          \
+  {"rmsNormBackward", cubit_napi_nn_rmsnorm_bwd},              \
+  {"layerNorm", cubit_napi_nn_layernorm},                      \
+  {"layerNormBackward", cubit_napi_nn_layernorm_bwd},          \
+  {"gather", cubit_napi_nn_gather},                            \
+  {"scatterAdd", cubit_napi_nn_scatter_add},                   \
+  {"crossEntropy", cubit_napi_nn_xent},                        \
+  {"crossEntropyBackward", cubit_napi_nn_xent_bwd},            \
+  {"dropoutMask", cubit_napi_nn_dropout},                      \
+  {"adamw", cubit_napi_nn_adamw},                              \
+  {"rotary", cubit_napi_nn_rotary},                            \
+  {"swiglu", cubit_napi_nn_swiglu},                            \
+  {"swigluBackward", cubit_napi_nn_swiglu_bwd},                \
+  {"normalizeReference", cubit_napi_nn_ref_norm},              \
+  {"normalizeReferenceBackward", cubit_napi_nn_ref_norm_bwd},  \
+  {"lrrValues", cubit_napi_nn_lrr},                            \
   {"lrrValuesBackward", cubit_napi_nn_lrr_bwd},
 
 #endif

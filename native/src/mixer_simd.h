@@ -867,8 +867,7 @@ again:;
     for (int i = 0; i < ldq; i += VW) v_store(r + i, v_mul(v_load(r + i), v_load(corr + i)));
   }
   float *XR = a->x + off + (ptrdiff_t)i0 * D, *WR = a->wx + off + (ptrdiff_t)i0 * D;
-  memcpy(WR, U, (size_t)nb * D * sizeof(float));
-  for (int i = 0; i < nb; i++) mx_scal(D, corr[i], WR + (ptrdiff_t)i * D);
+  for (int i = 0; i < nb; i++) mx_scal_to(D, corr[i], U + (ptrdiff_t)i * D, WR + (ptrdiff_t)i * D);
   const float *YR = a->y + off + (ptrdiff_t)i0 * D;
   if (a->z) {
     float *Ys = mx_scratch(10, (size_t)nb * D);

@@ -9,7 +9,7 @@ import type { Tensor } from '../core/tensor.ts';
 import { add, mul, sub } from '../ops/elementwise.ts';
 import { matmul } from '../ops/matmul.ts';
 import {
-  checkMaskOptions, cubitSolve, mixerMask, normalizeReference, requireFinite, requireHeadParam, requireLrrLogits, requireMixerTensor,
+  checkMaskOptions, cubitSolve, mixerMask, requireFinite, requireHeadParam, requireLrrLogits, requireMixerTensor, requirePositiveFinite,
   requireSameAs, softmaxAttention, solveSpd, type MixerOptions,
 } from '../ops/mixers.ts';
 import { maskedSoftmax, softmax } from '../ops/nn.ts';
@@ -80,7 +80,7 @@ export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}):
     requireHeadParam(op, 'lrrRange', lrrRange, H, q.dtype);
   }
   const eps = options.normEps ?? 1e-6;
-  if (!(Number.isFinite(eps) && eps > 0)) throw new Error(`${op}: normEps must be a positive finite number, got ${eps}`);
+  requirePositiveFinite(op, 'normEps', eps);
   checkMaskOptions(op, B, T, options);
 
   return tidy(() => {
@@ -92,14 +92,6 @@ export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}):
     const output = softmaxAttention(q, k, solution, { ...mask, scale: 1 / Math.sqrt(D) });
     return { output, solution };
   });
-}
-
-/**
- * r̂ = α · r / max(‖r‖₂, eps) for r (B, H, T, D) and α = refScale (H): the right factor of W, as
- * cubitAttention forms it (decode caches use the same function).
- */
-export function referenceVectors(r: Tensor, refScale: Tensor, eps = 1e-6): Tensor {
-  return normalizeReference(r, refScale, eps);
 }
 
 export interface LocalLinearOptions extends MixerOptions {
@@ -181,7 +173,7 @@ function checkLocalLinear(op: string, q: Tensor, k: Tensor, v: Tensor, options: 
   if (!Number.isFinite(scale)) throw new Error(`${op}: scale must be finite, got ${scale}`);
   const ridge = options.ridge ?? 1;
   if (typeof ridge === 'number') {
-    if (!(Number.isFinite(ridge) && ridge > 0)) throw new Error(`${op}: ridge must be a positive finite number, got ${ridge}`);
+    requirePositiveFinite(op, 'ridge', ridge);
   } else {
     requireHeadParam(op, 'ridge', ridge, H, q.dtype);
     const rv = ridge.dataSync();

@@ -13,8 +13,8 @@ import { constantInit, normalInit, type Rng } from '../nn/init.ts';
 import { Linear } from '../nn/layers.ts';
 import { Module } from '../nn/module.ts';
 import { Rotary } from '../nn/rotary.ts';
-import { cubitAttention, localLinearAttention, localLinearDecode, referenceVectors } from './functional.ts';
-import { lrrValues, softmaxAttention } from '../ops/mixers.ts';
+import { cubitAttention, localLinearAttention, localLinearDecode } from './functional.ts';
+import { lrrValues, normalizeReference, softmaxAttention } from '../ops/mixers.ts';
 
 export interface MixerConfig {
   dModel: number;
@@ -384,7 +384,7 @@ export class CubitMixer extends TokenMixer {
     const inp = this.inputs(x, 0);
     const { output, solution } = cubitAttention(inp, { ...this.maskOptions({}), normEps: this.normEps });
     this.append(state, 'k', inp.k, true);
-    this.append(state, 'rHat', referenceVectors(inp.r, this.refScale, this.normEps), true);
+    this.append(state, 'rHat', normalizeReference(inp.r, this.refScale, this.normEps), true);
     this.append(state, 'x', solution, true);
     return output;
   }
@@ -392,7 +392,7 @@ export class CubitMixer extends TokenMixer {
   protected decodeOne(x: Tensor, state: MixerState): Tensor {
     const H = this.nHeads;
     const { q, k, v, r, lrrLogits } = this.inputs(x, state.position);
-    this.append(state, 'rHat', referenceVectors(r, this.refScale, this.normEps), false);
+    this.append(state, 'rHat', normalizeReference(r, this.refScale, this.normEps), false);
     const rHat = state.rows('rHat');
     const L = rHat.end - rHat.start; // visible positions, this one included
     const w = softmax(matmulRows(r, rHat.buf, rHat.start, rHat.end, { transB: true })); // (B, H, 1, L): row t of W

@@ -64,6 +64,11 @@ export function requireHeadShape(op: string, name: string, p: Tensor, H: number,
   if (p.dtype !== dtype) throw new Error(`${op}: ${name} is ${p.dtype} but the mixer inputs are ${dtype}; cast one first`);
 }
 
+/** Throws unless x is a positive finite number (eps, ridge and other scalar options). */
+export function requirePositiveFinite(op: string, name: string, x: number): void {
+  if (!(Number.isFinite(x) && x > 0)) throw new Error(`${op}: ${name} must be a positive finite number, got ${x}`);
+}
+
 /** Throws naming the first NaN/±∞ entry of a small tensor (per-head parameters: a host read). */
 export function requireFinite(op: string, name: string, p: Tensor): void {
   const v = p.dataSync();
@@ -235,7 +240,7 @@ export function cubitSolve(r: Tensor, refScale: Tensor, v: Tensor, lrr: LrrInput
     requireHeadParam(op, 'lrrRange', lrr.range, H, r.dtype);
   }
   const eps = options.eps ?? 1e-6;
-  if (!(Number.isFinite(eps) && eps > 0)) throw new Error(`${op}: eps must be a positive finite number, got ${eps}`);
+  requirePositiveFinite(op, 'eps', eps);
   const mask = resolveMask(op, B, H, T, D, options);
   const d = mask.dims;
   const lrrS = lrr && { logits: lrr.logits.storage, lower: lrr.lower.storage, range: lrr.range.storage };
@@ -279,7 +284,7 @@ export function normalizeReference(r: Tensor, refScale: Tensor, eps = 1e-6): Ten
   requireMixerTensor(op, 'r', r);
   const [B, H, T, D] = r.shape;
   requireHeadShape(op, 'refScale', refScale, H, r.dtype);
-  if (!(Number.isFinite(eps) && eps > 0)) throw new Error(`${op}: eps must be a positive finite number, got ${eps}`);
+  requirePositiveFinite(op, 'eps', eps);
   const out = empty(r.shape, r.dtype, be);
   be.normalizeReference(r.storage, refScale.storage, out.storage, B, H, T, D, eps);
   return record(out, op, [r, refScale], [r, refScale], (g) => {
