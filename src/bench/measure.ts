@@ -15,25 +15,41 @@ export function medianMs(fn: () => void, opts: { warmup?: number; minRuns?: numb
 }
 
 /**
- * Medians (ms) of several functions run in turn (a, b, a, b, …) after `warmup` rounds: on a shared
- * machine their ratio is far steadier than that of medians taken one after the other.
+ * Run times (ms) of several functions run in turn after `warmup` rounds: one array per function,
+ * one entry per round. Rounds alternate in direction (a, b, c, then c, b, a), so that no function
+ * always runs right after the same one: a function runs faster after one that warmed its data,
+ * which biased same-code comparisons by ~4% when the order was fixed.
  */
-export function medianMsInterleaved(fns: (() => void)[], opts: { warmup?: number; minRuns?: number; minMs?: number; maxRuns?: number } = {}): number[] {
+export function interleavedTimes(fns: (() => void)[], opts: { warmup?: number; minRuns?: number; minMs?: number; maxRuns?: number } = {}): number[][] {
   const warmup = opts.warmup ?? 1, minRuns = opts.minRuns ?? 5, minMs = opts.minMs ?? 300, maxRuns = opts.maxRuns ?? 200;
   for (let i = 0; i < warmup; i++) for (const fn of fns) fn();
   const times: number[][] = fns.map(() => []);
   const start = performance.now();
-  while (times[0].length < maxRuns && (times[0].length < minRuns || performance.now() - start < minMs)) {
-    fns.forEach((fn, i) => {
+  for (let round = 0; times[0].length < maxRuns && (times[0].length < minRuns || performance.now() - start < minMs); round++) {
+    for (let n = 0; n < fns.length; n++) {
+      const i = round % 2 ? fns.length - 1 - n : n;
       const t0 = performance.now();
-      fn();
+      fns[i]();
       times[i].push(performance.now() - t0);
-    });
+    }
   }
-  return times.map(median);
+  return times;
 }
 
-function median(times: number[]): number {
+/** Medians (ms) of interleavedTimes: on a shared machine their ratio is far steadier than that of
+ * medians taken one after the other. */
+export function medianMsInterleaved(fns: (() => void)[], opts: { warmup?: number; minRuns?: number; minMs?: number; maxRuns?: number } = {}): number[] {
+  return interleavedTimes(fns, opts).map(median);
+}
+
+/** The median over rounds of a[k] / b[k] (times from one interleavedTimes run): each round's two
+ * times ran under the same load, so this follows a machine whose speed drifts during the run
+ * better than the ratio of the two medians does. */
+export function medianRatio(a: number[], b: number[]): number {
+  return median(a.map((x, k) => x / b[k]));
+}
+
+export function median(times: number[]): number {
   const s = [...times].sort((a, b) => a - b);
   const mid = s.length >> 1;
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;

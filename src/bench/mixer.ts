@@ -2,7 +2,8 @@
 // cubitAttention (r̂ normalisation, LRR, the streaming KRR solve, attention over X) against
 // softmaxAttention, on the backend in use. One JSON line per case and thread count:
 //   {mixer, B, H, T, D, blockSize, threads, fwd_bwd_ms, peak_bytes, input_bytes}
-// and per shape the ratio of the two, timed in turn: {bench: "mixer-ratio", …, cubit_over_softmax}.
+// and per shape the ratio of the two, timed in turn: {bench: "mixer-ratio", …, cubit_over_softmax,
+// cubit_over_softmax_paired}: the ratio of the two medians, and the median of each round's ratio.
 // fwd_bwd_ms is the median of repeated steps (forward, backward from a fixed output gradient,
 // leaf gradients dropped). peak_bytes is what the step holds on top of its inputs: the backend's
 // peakBytesInUse over one step (resetPeak before) minus the bytes in use when it starts. Not in
@@ -15,7 +16,7 @@ import { randn, full } from '../ops/creation.ts';
 import { softmaxAttention } from '../ops/mixers.ts';
 import { cubitAttention } from '../mixers/functional.ts';
 import { NativeBackend } from '../backends/native/backend.ts';
-import { emit, medianMsInterleaved, round } from './measure.ts';
+import { emit, interleavedTimes, median, medianRatio, round } from './measure.ts';
 
 export type MixerName = 'cubit' | 'softmax';
 
@@ -69,9 +70,10 @@ function dropGrads(leaves: Tensor[]): void {
 }
 
 /**
- * Per shape, Cubit and softmax are timed in turn (cubit, softmax, cubit, …) so that their ratio,
- * printed as a third line {bench: "mixer-ratio", …, cubit_over_softmax}, compares steps that ran
- * under the same machine load.
+ * Per shape, Cubit and softmax are timed in turn (cubit, softmax, softmax, cubit, …) so that their
+ * ratio, printed as a third line {bench: "mixer-ratio", …}, compares steps that ran under the same
+ * machine load: cubit_over_softmax is the ratio of the medians, cubit_over_softmax_paired the
+ * median of each round's ratio (steadier when the machine's speed drifts during the run).
  */
 export function benchMixer(opts: MixerBenchOptions = {}): void {
   const b = getBackend();
@@ -96,12 +98,14 @@ export function benchMixer(opts: MixerBenchOptions = {}): void {
         return b.memory().peakBytesInUse - start;
       });
       const long = shape.B * shape.H * shape.T * shape.T >= 4 * 4 * 2048 * 2048;
-      const ms = medianMsInterleaved(runs.map((r) => r.run), long ? { warmup: 0, minRuns: 3, minMs: 0 } : { warmup: 1, minRuns: 5, minMs: 2000 });
+      const times = interleavedTimes(runs.map((r) => r.run), long ? { warmup: 0, minRuns: 3, minMs: 0 } : { warmup: 1, minRuns: 5, minMs: 2000 });
+      const ms = times.map(median);
       runs.forEach(({ c, inputBytes }, i) => {
         emit({ mixer: c.mixer, B: c.B, H: c.H, T: c.T, D: c.D, blockSize, threads: t, fwd_bwd_ms: round(ms[i], 2), peak_bytes: peaks[i], input_bytes: inputBytes, backend: b.name });
       });
       if (runs.length === 2) {
-        emit({ bench: 'mixer-ratio', B: shape.B, H: shape.H, T: shape.T, D: shape.D, blockSize, threads: t, cubit_over_softmax: round(ms[0] / ms[1], 3), backend: b.name });
+        emit({ bench: 'mixer-ratio', B: shape.B, H: shape.H, T: shape.T, D: shape.D, blockSize, threads: t, cubit_over_softmax: round(ms[0] / ms[1], 3),
+          cubit_over_softmax_paired: round(medianRatio(times[0], times[1]), 3), backend: b.name });
       }
     }
     for (const r of runs) for (const t of r.leaves) t.dispose();
