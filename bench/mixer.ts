@@ -7,7 +7,6 @@ import { setBackend } from '../src/index.ts'; // the package root registers the 
 import { benchMixer } from '../src/bench/mixer.ts';
 import { scriptOption } from '../src/bench/measure.ts';
 
-
 if (scriptOption('backend')) setBackend(scriptOption('backend')!);
 const threads = scriptOption('threads')?.split(',').map(Number);
 const block = scriptOption('block');

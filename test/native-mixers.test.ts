@@ -90,6 +90,12 @@ function store(be: Backend, values: ArrayLike<number>, dtype: DType): Storage {
   return s;
 }
 
+/** The kernels' shape and mask for case c, its document ids (if any) stored on `be`. */
+function mixerDims(be: Backend, c: Case, inp: Inputs): MixerDims {
+  const docIds = inp.docIds ? store(be, inp.docIds, 'int32') : null;
+  return { B: c.B, H: c.H, T: c.T, D: c.D, window: c.window, docIds, blockSize: c.blockSize };
+}
+
 type Outputs = Record<string, TypedArray>;
 
 /**
@@ -102,8 +108,7 @@ function runKernels(be: Backend, c: Case, inp: Inputs, given?: Outputs): Outputs
   const n = B * H * T * D;
   const S = (v: ArrayLike<number>): Storage => store(be, v, f);
   const Z = (len: number): Storage => be.alloc(f, len);
-  const ids = inp.docIds ? store(be, inp.docIds, 'int32') : null;
-  const d: MixerDims = { B, H, T, D, window: c.window, docIds: ids, blockSize: c.blockSize };
+  const d = mixerDims(be, c, inp);
   const read = (s: Storage): TypedArray => be.readSync(s, 0, s.length).slice();
   const r = S(inp.r), rHat = S(inp.rHat), y = S(inp.y), ll = S(inp.logLambda), g = S(inp.g);
   const x = Z(n), lse = Z(B * H * T), wx = Z(n);
@@ -345,7 +350,7 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
       const { B, H, T, D } = c, n = B * H * T * D;
       const S = (v: ArrayLike<number>): Storage => store(be, v, f);
       const Z = (len: number): Storage => be.alloc(f, len);
-      const d: MixerDims = { B, H, T, D, window: c.window, docIds: inp.docIds ? store(be, inp.docIds, 'int32') : null, blockSize: c.blockSize };
+      const d = mixerDims(be, c, inp);
       const read = (s: Storage): TypedArray => be.readSync(s, 0, s.length).slice();
       const r = S(inp.r), alpha = S(extra.alpha), v = S(inp.y), ll = S(inp.logLambda), g = S(inp.g);
       const lrr = c.lrr ? { logits: S(extra.z), lower: S(extra.lower), range: S(extra.range) } : null;
@@ -366,7 +371,7 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
     const sumScales = (ref: Backend, c: Case, inp: Inputs, at: Outputs): Record<string, number[]> => {
       const { B, H, T, D } = c, n = B * H * T * D;
       const S = (v: ArrayLike<number>): Storage => store(ref, v, 'float64');
-      const d: MixerDims = { B, H, T, D, window: c.window, docIds: inp.docIds ? store(ref, inp.docIds, 'int32') : null, blockSize: c.blockSize };
+      const d = mixerDims(ref, c, inp);
       const dr = ref.alloc('float64', n), drHat = ref.alloc('float64', n), dy = ref.alloc('float64', n), dl = ref.alloc('float64', B * H);
       ref.krrSolveBackward(S(inp.r), S(at.rHat), S(inp.logLambda), S(at.x), S(at.lse), S(at.wxMinusX), S(inp.g), dr, drHat, dy, dl, d);
       const gh = ref.readSync(drHat, 0, n), z = ref.readSync(dy, 0, n);

@@ -18,7 +18,6 @@
 
 #define HEADS_MAX_PARTS 16
 
-
 typedef struct {
   const nn_kernels *k;
   const float *tok_in; /* split: y */

@@ -65,8 +65,8 @@ typedef struct {
  * KRR solve, of query blocks for the attention backward) whose partial results are merged in
  * group order. P is the number of CPUs the process may use, clamped to [4, 16], read once: G
  * depends on the shape and the machine, never on the thread count in use, so on one machine
- * results are the same for any number of threads. (With P fixed at 4, B=1 H=4 T=16384 ran four
- * tasks: on a 16-core Xeon Cubit took 1509 ms at 16 threads, 630 ms with P = 16.) */
+ * results are the same for any number of threads. (With P fixed at 4, B=1 H=4 T=16384 ran as four
+ * tasks, so the KRR solve used at most four cores of a larger machine.) */
 #define MX_VW_MAX 16 /* widest vector of any ISA: workspace is laid out for it */
 
 int mx_par_units(void);

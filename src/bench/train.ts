@@ -10,7 +10,7 @@ import type { MixerKind } from '../models/config.ts';
 import { generate } from '../models/generate.ts';
 import { clipGradNorm } from '../train/clip.ts';
 import { AdamW } from '../train/optimizer.ts';
-import { emit, medianMs, round } from './measure.ts';
+import { emit, median, medianMs, round } from './measure.ts';
 
 export interface TrainBenchOptions {
   threads?: number[];
@@ -51,8 +51,7 @@ function timeTrainStep(m: Decoder, B: number, T: number): { wall: number; cpu: n
   const warmup = 2;
   const wall = medianMs(timed, { warmup, minRuns: 5, minMs: 2000, maxRuns: 20 });
   opt.dispose(); ids.dispose(); targets.dispose();
-  const runs = cpu.slice(warmup).sort((a, b) => a - b), mid = runs.length >> 1;
-  return { wall, cpu: runs.length % 2 ? runs[mid] : (runs[mid - 1] + runs[mid]) / 2 };
+  return { wall, cpu: median(cpu.slice(warmup)) };
 }
 
 export function benchTrain(opts: TrainBenchOptions = {}): void {

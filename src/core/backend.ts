@@ -55,11 +55,6 @@ export interface MemoryStats {
  * (j ≤ i), narrowed by a sliding window (j ≥ i − window + 1, when window > 0) and by packed
  * documents (docIds[b, i] = docIds[b, j], when docIds is given as (B, T) int32).
  */
-/** Cubit's LRR inputs (CUBIT.md §2): s = lower + range · sigmoid(logits), logits (B·H·T), lower and range (H). */
-export interface LrrStorages { logits: Storage; lower: Storage; range: Storage }
-/** Their gradients in cubitSolveBackward: dLogits (B·H·T); dLower, dRange per (b, h) row (B·H). */
-export interface LrrGradStorages { dLogits: Storage; dLower: Storage; dRange: Storage }
-
 export interface MixerDims {
   B: number; H: number; T: number; D: number;
   window: number;
@@ -67,6 +62,11 @@ export interface MixerDims {
   /** Rows per streaming block (the result must not depend on it beyond float rounding). */
   blockSize: number;
 }
+
+/** Cubit's LRR inputs (CUBIT.md §2): s = lower + range · sigmoid(logits), logits (B·H·T), lower and range (H). */
+export interface LrrStorages { logits: Storage; lower: Storage; range: Storage }
+/** Their gradients in cubitSolveBackward: dLogits (B·H·T); dLower, dRange per (b, h) row (B·H). */
+export interface LrrGradStorages { dLogits: Storage; dLower: Storage; dRange: Storage }
 
 /**
  * The kernel table. Shapes are passed as plain numbers, already validated by the op. A kernel may

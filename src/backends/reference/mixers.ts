@@ -308,7 +308,7 @@ export function cubitSolveBackwardRef(r: Arr, refScale: Arr, v: Arr, lrr: LrrArr
   const { B, H, T, D } = d;
   const n = B * H * T * D, drHat = new Float64Array(n), dy = new Float64Array(n), drNorm = new Float64Array(T * D);
   krrSolveBackwardRef(r, rHat, logLambda, x, lse, g, dr, drHat, dy, dLambda, d, docs);
-  const one = new Float64Array(1);
+  const one = new Float64Array(1), lo = new Float64Array(1), ra = new Float64Array(1);
   for (let bh = 0; bh < B * H; bh++) {
     const h = bh % H, rows = [bh * T * D, (bh + 1) * T * D] as const;
     normalizeReferenceBackwardRef(r.subarray(...rows), refScale.subarray(h, h + 1), drHat.subarray(...rows), drNorm, one,
@@ -316,7 +316,6 @@ export function cubitSolveBackwardRef(r: Arr, refScale: Arr, v: Arr, lrr: LrrArr
     for (let i = 0; i < T * D; i++) dr[rows[0] + i] += drNorm[i];
     dRefScale[bh] = one[0];
     if (!lrr || !lrrGrads) continue;
-    const lo = new Float64Array(1), ra = new Float64Array(1);
     lrrValuesBackwardRef(v.subarray(...rows), lrr.logits.subarray(bh * T, (bh + 1) * T), lrr.lower.subarray(h, h + 1),
       lrr.range.subarray(h, h + 1), dy.subarray(...rows), dv.subarray(...rows), lrrGrads.dLogits.subarray(bh * T, (bh + 1) * T),
       lo, ra, 1, 1, T, D);
