@@ -10,8 +10,9 @@ import {
 import { SafetensorsFile } from '../io/safetensors.ts';
 import { layerMixers, type MixerKind, type ModelConfig } from '../models/config.ts';
 import { Decoder } from '../models/decoder.ts';
+import { parameterShapes } from '../models/limits.ts';
 import {
-  CHECKPOINT_FILES, loadWeightsInto, readCheckpointInfo, resolveCheckpoint, type CheckpointInfo,
+  CHECKPOINT_FILES, checkCheckpointTensors, checkFiniteTensor, loadWeightsInto, readCheckpointInfo, resolveCheckpoint, type CheckpointInfo,
 } from '../train/checkpoint.ts';
 
 export interface InferenceCheckpoint {
@@ -90,6 +91,7 @@ function positiveIntOrNull(v: unknown): number | null {
 export function loadForInference(p: string, opts: InferenceLoadOptions = {}): InferenceCheckpoint {
   const info = readCheckpointInfo(resolveCheckpoint(p));
   const tokenizer = checkpointTokenizer(info, opts.tokenizer);
+  checkCheckpointTensors(info);
   const build = (): Decoder => {
     const model = new Decoder(info.config.model, 0);
     try { loadWeightsInto(model, path.join(info.dir, CHECKPOINT_FILES.model)); } catch (e) { model.dispose(); throw e; }
@@ -103,14 +105,9 @@ export function loadForInference(p: string, opts: InferenceLoadOptions = {}): In
   };
 }
 
-/** The parameter names and shapes a config's model has. */
+/** The parameter names and shapes a config's model has (computed: nothing is built). */
 export function expectedTensors(config: ModelConfig): { name: string; shape: number[] }[] {
-  const m = new Decoder(config, 0);
-  try {
-    return m.namedParameters().map(([name, t]) => ({ name, shape: [...t.shape] }));
-  } finally {
-    m.dispose();
-  }
+  return parameterShapes(config);
 }
 
 /** What `cubit info <checkpoint>` reports. */
@@ -133,7 +130,11 @@ export interface CheckpointSummary {
   state: Record<string, unknown>;
 }
 
-/** Reads a checkpoint's config, state and tensor headers (no tensor data) and checks them against each other. */
+/**
+ * Reads a checkpoint's config, state and tensor headers and checks them against each other; no
+ * model is built. When the headers agree with config.json, each tensor's data is then read, one
+ * at a time, to report non-finite values.
+ */
 export function summarizeCheckpoint(p: string): CheckpointSummary {
   const info = readCheckpointInfo(resolveCheckpoint(p));
   const file = SafetensorsFile.open(path.join(info.dir, CHECKPOINT_FILES.model));
@@ -154,6 +155,11 @@ export function summarizeCheckpoint(p: string): CheckpointSummary {
     }
     const names = new Set(expected.map((e) => e.name));
     for (const t of tensors) if (!names.has(t.name)) problems.push(`unexpected tensor '${t.name}'`);
+    if (problems.length === 0) {
+      for (const t of tensors) {
+        try { checkFiniteTensor(file.path, t.name, file.read(t.name)); } catch (e) { problems.push((e as Error).message.replace(/^checkpoint [^:]*: /, '')); }
+      }
+    }
     const training = obj(info.config.training);
     return {
       checkpoint: info.dir,

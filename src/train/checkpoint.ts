@@ -32,7 +32,9 @@ import type { SamplerState } from '../data/batches.ts';
 import { SafetensorsFile, writeSafetensorsSync } from '../io/safetensors.ts';
 import { parseModelConfig, type ModelConfig } from '../models/config.ts';
 import { Decoder } from '../models/decoder.ts';
+import { checkMemory, parameterShapes } from '../models/limits.ts';
 import { readJsonSync, removeStaleTemps, writeDirAtomicSync, writeFileAtomicSync, writeJsonAtomicSync } from '../util/atomic.ts';
+import { lstatOrNull, refuseLink, removeEntrySync } from '../util/files.ts';
 import type { AdamW, MomentRecord } from './optimizer.ts';
 
 /** File names of a run folder. */
@@ -169,14 +171,19 @@ export function readRunPointer(runDir: string): RunPointer | null {
 export function saveCheckpoint(runDir: string, input: SaveCheckpointInput): string {
   const durable = input.durable ?? true;
   const root = path.join(runDir, RUN_FILES.checkpoints);
+  const pointerFile = path.join(runDir, RUN_FILES.pointer);
+  // Writes and removals stay inside the run folder: links where cubit writes are refused.
+  refuseLink(root, 'folder');
+  refuseLink(pointerFile, 'file');
   fs.mkdirSync(root, { recursive: true });
   const rel = `${RUN_FILES.checkpoints}/${checkpointName(input.step)}`;
   const target = path.join(runDir, rel);
   const current = readRunPointer(runDir);
-  if (current?.checkpoint === rel && fs.existsSync(target)) return target;
+  if (current?.checkpoint === rel && lstatOrNull(target)?.isDirectory()) return target;
   removeStaleTemps(target);
+  removeStaleTemps(pointerFile);
   // A complete folder the pointer never reached: a save killed before moving it. Replace it.
-  if (fs.existsSync(target)) fs.rmSync(target, { recursive: true, force: true });
+  removeEntrySync(root, checkpointName(input.step));
 
   const params = new Map<string, Tensor>(input.model.namedParameters());
   writeDirAtomicSync(target, (tmp) => {
@@ -193,11 +200,25 @@ export function saveCheckpoint(runDir: string, input: SaveCheckpointInput): stri
   const pointer: RunPointer = { format: RUN_POINTER_FORMAT, checkpoint: rel, step: input.step };
   writeJsonAtomicSync(path.join(runDir, RUN_FILES.pointer), pointer, { durable });
   crashPoint('checkpoint-cleanup');
-  for (const name of fs.readdirSync(root)) {
-    if (name === checkpointName(input.step)) continue;
-    fs.rmSync(path.join(root, name), { recursive: true, force: true });
-  }
+  pruneCheckpoints(root, checkpointName(input.step));
   return target;
+}
+
+/** Names cubit gives what it writes under <run>/checkpoints: step folders and their temporaries. */
+const OWN_CHECKPOINT_ENTRY = /^(step-\d{8,}|\.step-\d{8,}\.tmp-\d+-[0-9a-f]+)$/;
+
+/**
+ * Removes the checkpoints (and temporaries of killed saves) in `root` other than `keep`. Only
+ * entries with the names cubit gives are touched, and never through a link (removeEntrySync):
+ * whatever else a user put there stays.
+ */
+export function pruneCheckpoints(root: string, keep: string | null): void {
+  refuseLink(root, 'folder');
+  if (!lstatOrNull(root)) return;
+  for (const name of fs.readdirSync(root)) {
+    if (name === keep || !OWN_CHECKPOINT_ENTRY.test(name)) continue;
+    removeEntrySync(root, name);
+  }
 }
 
 // ---- loading ----
@@ -258,7 +279,66 @@ export function readCheckpointInfo(dir: string): CheckpointInfo {
   if (state.step !== config.step) bad(dir, sf, `step ${state.step} differs from config.json's ${config.step}`);
   if (!isObject(state.rng) || !isCount(state.rng.state) || state.rng.state > 0xffffffff) bad(dir, sf, "'rng.state' must be a 32-bit unsigned integer");
   if (!isObject(state.sampler)) bad(dir, sf, "'sampler' must be an object");
+  checkPointerStep(dir, config.step);
   return { dir, config, state };
+}
+
+/** When `dir` is the checkpoint its run folder's latest.json names, the pointer's step must be the checkpoint's. */
+function checkPointerStep(dir: string, step: number): void {
+  const runDir = path.dirname(path.dirname(dir));
+  if (path.basename(path.dirname(dir)) !== RUN_FILES.checkpoints || !fs.existsSync(path.join(runDir, RUN_FILES.pointer))) return;
+  const pointer = readRunPointer(runDir);
+  if (!pointer || path.resolve(runDir, pointer.checkpoint) !== path.resolve(dir)) return;
+  if (pointer.step !== step) throw new Error(`${path.join(runDir, RUN_FILES.pointer)}: step ${pointer.step} differs from its checkpoint's (${step} in ${path.join(dir, CHECKPOINT_FILES.config)})`);
+}
+
+/**
+ * Checks a checkpoint's safetensors headers against what its config.json implies (names, shapes,
+ * dtypes; the optimizer's too with `optimizer`), reading no tensor data and building nothing, and
+ * that the model fits in memory: run before any model is allocated. Throws one line naming the file.
+ */
+export function checkCheckpointTensors(info: CheckpointInfo, opts: { optimizer?: boolean } = {}): void {
+  const expected = parameterShapes(info.config.model);
+  const bytes = expected.reduce((s, p) => s + 4 * p.shape.reduce((a, b) => a * b, 1), 0);
+  // Weights, the copy read from disk, and for training gradients and two moments.
+  checkMemory(bytes * (opts.optimizer ? 5 : 2), `the model of ${info.dir} (${bytes / 4} parameters)`);
+  const check = (file: string, want: { name: string; shape: number[] }[]): void => {
+    const f = SafetensorsFile.open(file);
+    try {
+      const names = new Set(want.map((w) => w.name));
+      for (const w of want) {
+        if (!f.has(w.name)) throw new Error(`checkpoint ${file}: no tensor '${w.name}' (config.json implies [${w.shape.join(', ')}])`);
+        const t = f.info(w.name);
+        if (t.dtype !== 'float32') throw new Error(`checkpoint ${file}: '${w.name}' is ${t.dtype}, expected float32`);
+        if (t.shape.length !== w.shape.length || t.shape.some((d, i) => d !== w.shape[i])) {
+          throw new Error(`checkpoint ${file}: '${w.name}' has shape [${t.shape.join(', ')}], config.json implies [${w.shape.join(', ')}]`);
+        }
+      }
+      for (const n of f.names) if (!names.has(n)) throw new Error(`checkpoint ${file}: unexpected tensor '${n}' (config.json implies no such parameter)`);
+    } finally {
+      f.close();
+    }
+  };
+  check(path.join(info.dir, CHECKPOINT_FILES.model), expected);
+  if (opts.optimizer) check(path.join(info.dir, CHECKPOINT_FILES.optimizer), expected.flatMap((p) => [{ name: `m.${p.name}`, shape: p.shape }, { name: `v.${p.name}`, shape: p.shape }]));
+}
+
+/** The first element of `data` that is NaN or ±Inf (or negative, with `nonNegative`), or -1. */
+function firstBadValue(data: ArrayLike<number>, nonNegative = false): number {
+  for (let i = 0; i < data.length; i++) {
+    const x = data[i];
+    if (!Number.isFinite(x) || (nonNegative && x < 0)) return i;
+  }
+  return -1;
+}
+
+/** Throws one line naming the tensor when `data` holds a non-finite value (or a negative one, with `nonNegative`). */
+export function checkFiniteTensor(file: string, name: string, data: ArrayLike<number>, nonNegative = false): void {
+  const i = firstBadValue(data, nonNegative);
+  if (i >= 0) {
+    const problem = Number.isFinite(data[i]) ? `a negative value (${data[i]}) where only values ≥ 0 are possible` : `a non-finite value (${data[i]})`;
+    throw new Error(`checkpoint ${file}: tensor '${name}' holds ${problem} at element ${i}; the checkpoint is damaged or from a diverged run`);
+  }
 }
 
 /**
@@ -279,7 +359,11 @@ export function loadWeightsInto(model: Decoder, file: string): void {
       }
     }
     for (const n of f.names) if (!names.has(n)) throw new Error(`checkpoint ${file}: unexpected tensor '${n}' (no such parameter in this model)`);
-    const data = params.map(([name]) => f.read(name));
+    const data = params.map(([name]) => {
+      const d = f.read(name);
+      checkFiniteTensor(file, name, d);
+      return d;
+    });
     params.forEach(([, p], i) => p.backend.write(p.storage, data[i]));
   } finally {
     f.close();
@@ -297,7 +381,10 @@ export function loadOptimizerInto(optimizer: AdamW, file: string): void {
     for (const name of f.names) {
       const info = f.info(name);
       if (info.dtype === 'int32') throw new Error(`checkpoint ${file}: '${name}' is int32, expected float moments`);
-      moments.set(name, { shape: info.shape, data: f.read(name) as Float32Array | Float64Array });
+      const data = f.read(name) as Float32Array | Float64Array;
+      // Second moments are running means of squares: negative is as impossible as NaN.
+      checkFiniteTensor(file, name, data, name.startsWith('v.'));
+      moments.set(name, { shape: info.shape, data });
     }
     try { optimizer.loadState(step, moments); } catch (e) { throw new Error(`checkpoint ${file}: ${(e as Error).message.replace(/^optimizer state: /, '')}`); }
   } finally {
@@ -318,6 +405,7 @@ export interface LoadedModel {
 export function loadModel(p: string, opts: { tokenizer?: Tokenizer } = {}): LoadedModel {
   const info = readCheckpointInfo(resolveCheckpoint(p));
   if (opts.tokenizer) checkTokenizer(info.config.tokenizer, opts.tokenizer, info.dir);
+  checkCheckpointTensors(info);
   const model = new Decoder(info.config.model);
   try { loadWeightsInto(model, path.join(info.dir, CHECKPOINT_FILES.model)); } catch (e) { model.dispose(); throw e; }
   return { model, info };

@@ -30,10 +30,13 @@ import { parseModelConfig } from '../models/config.ts';
 import { zeros, tensor } from '../ops/creation.ts';
 import { div } from '../ops/elementwise.ts';
 import { crossEntropy } from '../ops/nn.ts';
+import { checkMemory, parameterCount } from '../models/limits.ts';
 import { writeFileAtomicSync } from '../util/atomic.ts';
+import { fsErrorMessage, makeFolderSync, openAppendNoFollowSync, readTextFileSync, refuseLink } from '../util/files.ts';
 import {
-  CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_OPTIONAL_FILES, CHECKPOINT_FORMAT_VERSION, loadOptimizerInto, loadWeightsInto, readCheckpointInfo,
-  readRunPointer, resolveCheckpoint, RUN_FILES, saveCheckpoint, softwareVersion, type CheckpointConfig, type CheckpointInfo, type TrainState,
+  CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_OPTIONAL_FILES, CHECKPOINT_FORMAT_VERSION, checkCheckpointTensors, loadOptimizerInto, loadWeightsInto,
+  pruneCheckpoints, readCheckpointInfo, readRunPointer, resolveCheckpoint, RUN_FILES, saveCheckpoint, softwareVersion, type CheckpointConfig,
+  type CheckpointInfo, type TrainState,
 } from './checkpoint.ts';
 import { clipGradNorm } from './clip.ts';
 import { parseTrainConfig, type TrainConfig } from './config.ts';
@@ -167,6 +170,8 @@ export class Trainer {
       const pointer = readRunPointer(opts.out);
       if (!pointer) throw new Error(`${opts.out}: no checkpoint to resume (${RUN_FILES.pointer} is missing); start a new run without --resume`);
       info = readCheckpointInfo(resolveCheckpoint(opts.out));
+      // Headers against config.json (and the memory a model that size needs) before anything is built.
+      try { checkCheckpointTensors(info, { optimizer: true }); } catch (e) { throw new Error(`cannot resume ${info.dir}: ${(e as Error).message}`); }
     } else {
       checkNewRunFolder(opts.out);
     }
@@ -195,6 +200,7 @@ export class Trainer {
       const saved = JSON.stringify(parseModelConfig(info.config.model)), now = JSON.stringify(config.model);
       if (saved !== now) throw new Error(`cannot resume ${info.dir}: ${source} describes a different model than the checkpoint's (model configs differ)`);
     }
+    checkMemory(trainingBytes(config), `training this model (${source})`);
     this.config = config;
     this.schedule = scheduleOf(config);
 
@@ -308,9 +314,23 @@ export class Trainer {
     return { loss: nats / set.tokens, bpb: nats / Math.LN2 / set.bytes, tokens: set.tokens };
   }
 
-  /** Writes a checkpoint of the current step; returns its folder. */
+  /**
+   * Writes a checkpoint of the current step; returns its folder. Weights or moments that are not
+   * finite are never saved (NonFiniteError): the latest checkpoint stays a healthy one.
+   */
   save(): string {
     const { step } = this.state;
+    for (const [what, tensors] of [['parameter', new Map(this.model.namedParameters())], ['optimizer moment', this.optimizer.stateTensors()]] as const) {
+      for (const [name, t] of tensors) {
+        const d = t.dataSync();
+        for (let i = 0; i < d.length; i++) {
+          if (!Number.isFinite(d[i])) {
+            const kept = this.lastCheckpoint ? `the last good checkpoint is ${this.lastCheckpoint}` : 'no checkpoint was written';
+            throw new NonFiniteError(`training diverged: ${what} '${name}' is not finite at step ${step}, so no checkpoint was written; ${kept}. Lower lr, lengthen warmupSteps or clip harder, then resume.`, step, this.lastCheckpoint);
+          }
+        }
+      }
+    }
     const { model, ...training } = this.config;
     const config: CheckpointConfig = {
       format: CHECKPOINT_FORMAT,
@@ -351,7 +371,11 @@ function resumeTokenizer(spec: string, info: CheckpointInfo): Tokenizer {
   return loadTokenizer(spec); // checkTokenizer reports the mismatch
 }
 
-/** A new run may go into a missing folder, an empty one, or one a sitting left before its first checkpoint. */
+/**
+ * A new run may go into a missing folder, an empty one, or one a sitting left before its first
+ * checkpoint. What it left must be what cubit writes: a link in its place (metrics.jsonl aimed at
+ * another file, checkpoints/ at another folder) is refused, never written through.
+ */
 function checkNewRunFolder(out: string): void {
   const pointer = readRunPointer(out);
   if (pointer) throw new Error(`${out} already holds a run (at step ${pointer.step}); pass --resume to continue it, or choose another --out`);
@@ -359,14 +383,25 @@ function checkNewRunFolder(out: string): void {
   if (!fs.statSync(out).isDirectory()) throw new Error(`${out}: exists and is not a folder`);
   const foreign = fs.readdirSync(out).filter((n) => !isRunDebris(n));
   if (foreign.length > 0) throw new Error(`${out}: the folder is not empty and holds no run ('${foreign[0]}'); choose another --out`);
+  refuseLink(path.join(out, RUN_FILES.metrics), 'file');
+  refuseLink(path.join(out, RUN_FILES.checkpoints), 'folder');
 }
 
 function prepareNewRunFolder(out: string): void {
   checkNewRunFolder(out);
-  // What a sitting killed before its first checkpoint left: start over.
-  fs.rmSync(path.join(out, RUN_FILES.checkpoints), { recursive: true, force: true });
-  fs.mkdirSync(out, { recursive: true });
-  fs.writeFileSync(path.join(out, RUN_FILES.metrics), '');
+  // What a sitting killed before its first checkpoint left: start over (only what cubit wrote).
+  pruneCheckpoints(path.join(out, RUN_FILES.checkpoints), null);
+  makeFolderSync(out);
+  try { writeFileAtomicSync(path.join(out, RUN_FILES.metrics), ''); } catch (e) { throw new Error(fsErrorMessage(path.join(out, RUN_FILES.metrics), e, 'cannot write')); }
+}
+
+/** A rough upper estimate of what training `c` allocates: weights, gradients, two moments, activations, logits. */
+function trainingBytes(c: TrainConfig): number {
+  const { dModel: d, ffnHidden: F, nLayers: N, vocabSize: V, nHeads: H } = c.model;
+  const tokens = c.batchSize * c.seqLen;
+  const block = Math.min(c.seqLen, c.model.blockSize);
+  const perLayer = tokens * (16 * d + 4 * F) + c.batchSize * H * c.seqLen * block;
+  return 4 * (4 * parameterCount(c.model) + N * perLayer + 3 * tokens * V);
 }
 
 /** The fixed evaluation batches: up to evalBatches of the validation windows' batches, spread evenly over the split. */
@@ -400,13 +435,14 @@ class MetricsLog {
   constructor(readonly file: string, keepUpTo: number | null) {
     if (keepUpTo !== null && fs.existsSync(file)) {
       // Drop what a killed sitting logged after the checkpoint it resumes from.
-      const kept = fs.readFileSync(file, 'utf8').split('\n').filter((line) => {
+      refuseLink(file, 'file');
+      const kept = readTextFileSync(file).split('\n').filter((line) => {
         if (!line.trim()) return false;
         try { return (JSON.parse(line) as { step?: number }).step! <= keepUpTo; } catch { return false; }
       });
       writeFileAtomicSync(file, kept.map((l) => l + '\n').join(''));
     }
-    this.fd = fs.openSync(file, 'a');
+    this.fd = openAppendNoFollowSync(file);
   }
   write(record: Record<string, unknown>): void {
     fs.writeSync(this.fd, JSON.stringify(record) + '\n');
