@@ -114,10 +114,11 @@ export function readTextFileSync(file: string, opts: OpenOptions = {}): string {
 
 /** The offset of the first byte that does not begin or continue a valid UTF-8 sequence. */
 export function firstInvalidUtf8(b: Uint8Array): number {
-  const dec = new TextDecoder('utf-8', { fatal: true });
   // Binary search on the longest valid prefix (a valid prefix may end inside a sequence).
   let lo = 0, hi = b.length;
-  const ok = (n: number): boolean => { try { dec.decode(b.subarray(0, n), { stream: true }); return true; } catch { return false; } };
+  const ok = (n: number): boolean => {
+    try { new TextDecoder('utf-8', { fatal: true }).decode(b.subarray(0, n), { stream: true }); return true; } catch { return false; }
+  };
   while (lo < hi) {
     const mid = (lo + hi + 1) >> 1;
     if (ok(mid)) lo = mid; else hi = mid - 1;
