@@ -422,6 +422,15 @@ describe('7. the smaller items', () => {
     assert.ok(!fs.existsSync(stale), 'the stale temporary is gone');
   });
 
+  test('a save killed after moving its pointer is finished by the next sitting, even one with no step left to take (found by the crash loop)', async () => {
+    const out = await copyRun('cleanup-at-end');
+    fs.mkdirSync(path.join(out, RUN_FILES.checkpoints, 'step-00000002'));
+    fs.writeFileSync(path.join(out, RUN_FILES.checkpoints, 'step-00000002', 'model.safetensors'), 'old');
+    const s = await resume(out, 4);
+    assert.equal(s.step, s.startStep, 'nothing left to do');
+    assert.deepEqual(fs.readdirSync(path.join(out, RUN_FILES.checkpoints)), ['step-00000004']);
+  });
+
   test('a new run on a read-only file system names EROFS, not ENOENT', async (t) => {
     const mnt = fresh('ro');
     fs.mkdirSync(mnt);

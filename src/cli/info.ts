@@ -22,7 +22,10 @@ export const infoCommand: Command = {
       const out: Record<string, unknown> = { ...s };
       if (values.brief) delete out.tensors;
       process.stdout.write(JSON.stringify(out, null, 2) + '\n');
-      return s.problems.length === 0 ? 0 : 1;
+      if (s.problems.length === 0) return 0;
+      // A failing exit always says why on stderr, in one line (the full list is in the JSON).
+      console.error(`cubit: error: ${s.checkpoint}: ${s.problems.length} problem${s.problems.length > 1 ? 's' : ''} (first: ${s.problems[0]})`);
+      return 1;
     }
     const b = getBackend();
     const info: Record<string, unknown> = {

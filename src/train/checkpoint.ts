@@ -23,7 +23,8 @@
 // Test hook: CUBIT_TEST_CRASH="<point>[@<n>]" makes the n-th save (default 1) of this process
 // SIGKILL itself at <point>: 'checkpoint-files' (between model.safetensors and
 // optimizer.safetensors, inside the temporary folder), 'checkpoint-pointer' (folder in place,
-// pointer not yet moved) or 'checkpoint-cleanup' (pointer moved, old checkpoint not yet removed).
+// pointer not yet moved) or 'checkpoint-cleanup' (pointer moved, old checkpoint not yet removed);
+// the trainer adds 'train-step' (after an optimizer update, before its metrics record).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Tensor } from '../core/tensor.ts';
@@ -126,7 +127,8 @@ export function softwareVersion(): string {
 
 const crashCounts = new Map<string, number>();
 
-function crashPoint(point: string): void {
+/** The test hook above: SIGKILLs this process at the n-th time it reaches `point`, when CUBIT_TEST_CRASH says so. */
+export function crashPoint(point: string): void {
   const spec = process.env.CUBIT_TEST_CRASH;
   if (!spec) return;
   const [name, nth] = spec.split('@');
@@ -202,6 +204,19 @@ export function saveCheckpoint(runDir: string, input: SaveCheckpointInput): stri
   crashPoint('checkpoint-cleanup');
   pruneCheckpoints(root, checkpointName(input.step));
   return target;
+}
+
+/**
+ * Finishes what a save killed after moving the pointer left undone: the older checkpoints and
+ * stale temporaries go (a resume that has no step left to take would otherwise keep them forever).
+ */
+export function finishInterruptedSave(runDir: string): void {
+  const pointer = readRunPointer(runDir);
+  if (!pointer) return;
+  const [folder, name, ...rest] = pointer.checkpoint.split(/[\\/]/);
+  if (folder !== RUN_FILES.checkpoints || !name || rest.length > 0) return;
+  pruneCheckpoints(path.join(runDir, RUN_FILES.checkpoints), name);
+  removeStaleTemps(path.join(runDir, RUN_FILES.pointer));
 }
 
 /** Names cubit gives what it writes under <run>/checkpoints: step folders and their temporaries. */

@@ -34,7 +34,7 @@ import { checkMemory, parameterCount } from '../models/limits.ts';
 import { writeFileAtomicSync } from '../util/atomic.ts';
 import { fsErrorMessage, makeFolderSync, openAppendNoFollowSync, readTextFileSync, refuseLink } from '../util/files.ts';
 import {
-  CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_OPTIONAL_FILES, CHECKPOINT_FORMAT_VERSION, checkCheckpointTensors, loadOptimizerInto, loadWeightsInto,
+  CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_OPTIONAL_FILES, CHECKPOINT_FORMAT_VERSION, checkCheckpointTensors, crashPoint, finishInterruptedSave, loadOptimizerInto, loadWeightsInto,
   pruneCheckpoints, readCheckpointInfo, readRunPointer, resolveCheckpoint, RUN_FILES, saveCheckpoint, softwareVersion, type CheckpointConfig,
   type CheckpointInfo, type TrainState,
 } from './checkpoint.ts';
@@ -245,6 +245,7 @@ export class Trainer {
       const { step, skippedSteps, nonFiniteInARow, tokensSeen, elapsedSeconds } = info.state;
       Object.assign(this.state, { step, skippedSteps, nonFiniteInARow, tokensSeen, elapsedSeconds: Number(elapsedSeconds) || 0 });
       this.lastCheckpoint = info.dir;
+      finishInterruptedSave(opts.out);
     } else {
       // Only now, with everything checked and built, does the run folder appear.
       try { prepareNewRunFolder(opts.out); } catch (e) { this.dispose(); throw e; }
@@ -491,6 +492,7 @@ export async function train(opts: TrainOptions): Promise<TrainSummary> {
       if (opts.signal?.aborted) { stopped = 'aborted'; break; }
       const t0 = performance.now();
       const r = trainer.step(opts.hooks);
+      crashPoint('train-step');
       const dt = (performance.now() - t0) / 1000;
       const step = trainer.state.step;
       trainer.state.elapsedSeconds += dt;
