@@ -17,7 +17,8 @@ export const infoCommand: Command = {
   run(values, positionals) {
     if (positionals.length > 1) throw new UsageError(`info: give at most one run or checkpoint folder (see 'cubit info --help')`);
     if (positionals.length === 1) {
-      // Headers only: no tensor data is read, so this is quick on any checkpoint size.
+      // No model is built: headers are checked against config.json, then each tensor is read on its
+      // own to look for non-finite values (memory: the largest tensor).
       const s = summarizeCheckpoint(positionals[0]);
       const out: Record<string, unknown> = { ...s };
       if (values.brief) delete out.tensors;

@@ -48,7 +48,7 @@ export const trainCommand: Command = {
       setBackend(name);
     }
     if (values.threads !== undefined) {
-      const n = intOption(values, 'threads', 0);
+      const n = intOption(values, 'threads', 0, 0, 1024);
       const b = getBackend();
       if (!(b instanceof NativeBackend)) throw new UsageError('--threads applies to the native backend only');
       b.setThreads(n);

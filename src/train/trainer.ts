@@ -192,7 +192,7 @@ export class Trainer {
       if (cfgFile && fs.existsSync(cfgFile)) this.tokenizerFiles.tokenizerConfigJson = fs.readFileSync(cfgFile, 'utf8');
     }
     if (opts.steps !== undefined) {
-      if (!Number.isInteger(opts.steps) || opts.steps <= 0) throw new Error(`train: steps must be a positive integer, got ${opts.steps}`);
+      if (!Number.isInteger(opts.steps) || opts.steps <= 0 || opts.steps > 1e12) throw new Error(`train: steps must be a positive integer of at most 1e12, got ${opts.steps}`);
       config = { ...config, steps: opts.steps };
     }
     if (info) {
