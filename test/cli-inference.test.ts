@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { generate } from '../src/models/generate.ts';
 import { ByteTokenizer, loadTokenizer } from '../src/data/tokenizer.ts';
 import { Decoder } from '../src/models/decoder.ts';
-import { loadForInference } from '../src/eval/checkpoint.ts';
+import { loadModel } from '../src/eval/checkpoint.ts';
 import { cli, cliInProcess, perturbedModel, saveRun, tmpDir, type CliResult } from './inference-fixtures.ts';
 
 let dir = '';
@@ -98,7 +98,7 @@ describe('cubit generate', () => {
     assert.equal(ra.stopReason, 'length');
     assert.deepEqual(rb.tokens, ra.tokens);
     assert.equal(rb.mode, 'recompute');
-    const ck = loadForInference(run);
+    const ck = loadModel(run);
     try {
       const want = generate(ck.model, new ByteTokenizer().encode('The quick'), { maxNewTokens: 12, temperature: 0.8, topK: 20, seed: 4 });
       assert.deepEqual(ra.tokens, want.tokens);

@@ -4,11 +4,10 @@
 // logs and a report. It is the `demo` preset of the length-scaling experiment
 // (experiments/length-scaling.json), so every run is resumable and described in its report.
 import { setBackend } from '../core/engine.ts';
-import { noGrad } from '../core/engine.ts';
-import { loadForInference } from '../eval/checkpoint.ts';
+import { loadModel } from '../eval/checkpoint.ts';
 import { InterruptedError, runExperiment } from '../experiments/index.ts';
 import type { LmRunResult } from '../experiments/lm.ts';
-import { generate } from '../models/generate.ts';
+import { generateText } from '../eval/generate-text.ts';
 import { writeFileAtomicSync } from '../util/atomic.ts';
 import path from 'node:path';
 import { type Command, intOption, UsageError } from './args.ts';
@@ -63,12 +62,9 @@ export const demoCommand: Command = {
     }
     const samples: string[] = [];
     for (const o of done) {
-      const ck = loadForInference(path.join(out, o.def.id, 'train'));
+      const ck = loadModel(path.join(out, o.def.id, 'train'));
       try {
-        const tok = ck.tokenizer;
-        const prompt = [...(tok.bosId !== null ? [tok.bosId] : []), ...tok.encode(PROMPT)];
-        const g = noGrad(() => generate(ck.model, prompt, { maxNewTokens: sampleBytes, temperature: 0.8, topK: 40, seed, stopIds: tok.eosId !== null ? [tok.eosId] : [] }));
-        const text = PROMPT + tok.decode(g.tokens);
+        const text = PROMPT + generateText(ck, PROMPT, { maxNewTokens: sampleBytes, temperature: 0.8, topK: 40, seed }).text;
         samples.push(`--- ${o.def.labels.variant} (temperature 0.8, top-k 40, seed ${seed}) ---\n${text}\n`);
       } finally {
         ck.model.dispose();

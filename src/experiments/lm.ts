@@ -13,7 +13,8 @@ import { Decoder } from '../models/decoder.ts';
 import { parseModelConfig, type ModelConfigInput } from '../models/config.ts';
 import { tensor } from '../ops/creation.ts';
 import { crossEntropy } from '../ops/nn.ts';
-import { loadModel, readRunPointer } from '../train/checkpoint.ts';
+import { loadModel } from '../eval/checkpoint.ts';
+import { readRunPointer } from '../train/checkpoint.ts';
 import { NonFiniteError, train, type TrainEvent } from '../train/trainer.ts';
 import { readMetrics } from './metrics.ts';
 import type { RunContext } from './runner.ts';
@@ -233,7 +234,6 @@ export async function runLm(spec: LmRunSpec, ctx: RunContext): Promise<LmRunResu
 
   const { model } = loadModel(out);
   try {
-    model.eval();
     if (!result.parameters) result.parameters = model.numParameters();
     const stream = heldOutStream(spec.data, spec.eval.maxBytes);
     let done = 0;
