@@ -1,5 +1,6 @@
-// The TypeScript examples of the README and the docs must run: each ```ts block is written to a temporary file in the
-// repository (so that `import … from 'cubit'` resolves to this package) and run with tsx.
+// The TypeScript examples of the README and the docs must run: each ```ts block is written to a
+// temporary file in the repository (so that `import … from 'cubit'` resolves to this package) and
+// run with tsx; it must exit 0 and print something.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
