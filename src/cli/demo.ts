@@ -32,7 +32,7 @@ export const demoCommand: Command = {
     const out = (values.out as string | undefined) ?? path.join('runs', 'demo');
     const sampleBytes = intOption(values, 'sample-bytes', 300, 0);
     const seed = intOption(values, 'seed', 0, 0);
-    const printer = new ExperimentPrinter('length-scaling', Boolean(values.quiet));
+    const printer = new ExperimentPrinter('length-scaling', { quiet: Boolean(values.quiet), report: false });
     const t0 = performance.now();
     const abort = new AbortController();
     const onSigint = (): void => { process.off('SIGINT', onSigint); printer.say('interrupted: finishing the current step'); abort.abort(); };
@@ -52,7 +52,7 @@ export const demoCommand: Command = {
     const lengths = [...new Set(done.flatMap((o) => (o.result as LmRunResult).eval.map((e) => e.contextLength)))].sort((a, b) => a - b);
 
     const lines: string[] = [];
-    lines.push('', `Held-out bits per byte (lower is better), Brown validation text; trained at ${lengths[0]} bytes:`, '');
+    lines.push(`Held-out bits per byte (lower is better), Brown validation text; trained at ${lengths[0]} bytes:`);
     lines.push(['model'.padEnd(14), 'parameters'.padStart(10), 'train tok/s'.padStart(12), ...lengths.map((L) => `bpb @${L}`.padStart(10))].join(' '));
     for (const o of done) {
       const res = o.result as LmRunResult;

@@ -208,7 +208,7 @@ export async function runLm(spec: LmRunSpec, ctx: RunContext): Promise<LmRunResu
         if (e.kind === 'start') parameters = e.parameters;
         if (e.kind === 'step') {
           if (Number.isFinite(e.loss)) lastLoss = e.loss;
-          ctx.progress(trainShare * (e.step / e.steps), `step ${e.step}/${e.steps} loss ${Number.isFinite(lastLoss) ? lastLoss.toFixed(3) : 'nan'} ${Math.round(e.tokensPerSec)} tok/s`);
+          ctx.progress(trainShare * (e.step / e.steps), `step ${e.step}/${e.steps} · loss ${Number.isFinite(lastLoss) ? lastLoss.toFixed(3) : 'nan'} · ${Math.round(e.tokensPerSec)} tok/s`);
         }
       },
     });
