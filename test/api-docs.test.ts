@@ -91,3 +91,13 @@ test('every export of the package root has a doc comment', () => {
   const undocumented = [...exported].filter(([, d]) => !d.documented).map(([name, d]) => `${name} (${path.relative(root, d.file)}:${d.line + 1})`);
   assert.deepEqual(undocumented, [], `exports without a /** doc comment */ right above their declaration:\n${undocumented.join('\n')}`);
 });
+
+test('the API reference (docs/api) has a section for every export: regenerate it with `npm run docs`', () => {
+  const reference = readFileSync(path.join(root, 'docs', 'api', 'README.md'), 'utf8');
+  // Headings: '### Name', '### name()' for functions, '### `abstract` Name', '### MIXER\_KINDS' (markdown escapes).
+  const sections = new Set([...reference.matchAll(/^### (?:`\w+` )?([\w$\\]+)(?:\(\))?$/gm)].map((m) => m[1].replaceAll('\\', '')));
+  const missing = [...exported.keys()].filter((name) => !sections.has(name));
+  assert.deepEqual(missing, [], 'exports missing from docs/api/README.md: run `npm run docs` and commit docs/api');
+  const stale = [...sections].filter((name) => !exported.has(name));
+  assert.deepEqual(stale, [], 'docs/api/README.md describes what the package no longer exports: run `npm run docs`');
+});
