@@ -286,8 +286,16 @@ test('cubit experiment length-scaling --preset test from the CLI: report, figure
   const cli = (): ReturnType<typeof spawnSync> => spawnSync(process.execPath, [path.join(root, 'bin/cubit.mjs'), 'experiment', 'length-scaling', '--preset', 'test', '--out', out], { encoding: 'utf8', cwd: root, timeout: 240_000 });
   const r = cli();
   assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
-  assert.match(String(r.stdout), /plan: 8 runs, 0 finished on disk, 8 to run; estimated/);
-  assert.match(String(r.stdout), /report: /);
+  // Progress on stderr, one line per quarter of a run off a terminal; the conclusion on stdout.
+  const err = String(r.stderr);
+  assert.match(err, /^experiment length-scaling, preset test .*; plan: 8 runs, 0 finished on disk, 8 to run; estimated/);
+  assert.match(err, /\nreport: .*report\.html \(and .*report\.md, .*results\.json\)\n/);
+  assert.match(err, /\n\[1\/8\] transformer-T16-seed0: step \d\/4 · loss \d\.\d+ · \d+ tok\/s · ETA \d+s\n/);
+  const lines = err.trimEnd().split('\n');
+  assert.equal(new Set(lines).size, lines.length, 'no line twice');
+  assert.ok(lines.every((l) => (l.match(/ETA/g) ?? []).length <= 1), 'one ETA per line');
+  assert.ok(!err.includes('\r'), 'no bar redraws off a TTY');
+  assert.match(String(r.stdout), /cubit .* transformer/);
   const results = checkReport(out, 'length-scaling', 'test').results as Record<string, unknown>;
   const cells = (results as { cells: { trainLength: number; multiplier: number; gain: { n: number } | null }[] }).cells;
   assert.deepEqual(cells.map((c) => [c.trainLength, c.multiplier]), [[16, 1], [16, 2], [32, 1], [32, 2]]);
@@ -295,7 +303,7 @@ test('cubit experiment length-scaling --preset test from the CLI: report, figure
   assert.ok(['supported', 'contradicted', 'not resolved'].includes((results as { verdict: string }).verdict));
   const again = cli();
   assert.equal(again.status, 0, String(again.stderr));
-  assert.match(String(again.stdout), /plan: 8 runs, 8 finished on disk, 0 to run/);
+  assert.match(String(again.stderr), /plan: 8 runs, 8 finished on disk, 0 to run/);
 });
 
 test('noise and ablations --preset test through the API; a half-finished training run resumes from its checkpoint', async () => {

@@ -66,7 +66,7 @@ export const experimentCommand: Command = {
     }
     const quiet = Boolean(values.quiet);
     const out = (values.out as string | undefined) ?? defaultOut(name, preset);
-    const printer = new ExperimentPrinter(name, quiet);
+    const printer = new ExperimentPrinter(name, { quiet });
     const { say, onEvent } = printer;
     const abort = new AbortController();
     const onSigint = (): void => {

@@ -13,7 +13,8 @@ import { Decoder } from '../models/decoder.ts';
 import { parseModelConfig, type ModelConfigInput } from '../models/config.ts';
 import { tensor } from '../ops/creation.ts';
 import { crossEntropy } from '../ops/nn.ts';
-import { loadModel, readRunPointer } from '../train/checkpoint.ts';
+import { loadModel } from '../eval/checkpoint.ts';
+import { readRunPointer } from '../train/checkpoint.ts';
 import { NonFiniteError, train, type TrainEvent } from '../train/trainer.ts';
 import { readMetrics } from './metrics.ts';
 import type { RunContext } from './runner.ts';
@@ -207,7 +208,7 @@ export async function runLm(spec: LmRunSpec, ctx: RunContext): Promise<LmRunResu
         if (e.kind === 'start') parameters = e.parameters;
         if (e.kind === 'step') {
           if (Number.isFinite(e.loss)) lastLoss = e.loss;
-          ctx.progress(trainShare * (e.step / e.steps), `step ${e.step}/${e.steps} loss ${Number.isFinite(lastLoss) ? lastLoss.toFixed(3) : 'nan'} ${Math.round(e.tokensPerSec)} tok/s`);
+          ctx.progress(trainShare * (e.step / e.steps), `step ${e.step}/${e.steps} · loss ${Number.isFinite(lastLoss) ? lastLoss.toFixed(3) : 'nan'} · ${Math.round(e.tokensPerSec)} tok/s`);
         }
       },
     });
@@ -233,7 +234,6 @@ export async function runLm(spec: LmRunSpec, ctx: RunContext): Promise<LmRunResu
 
   const { model } = loadModel(out);
   try {
-    model.eval();
     if (!result.parameters) result.parameters = model.numParameters();
     const stream = heldOutStream(spec.data, spec.eval.maxBytes);
     let done = 0;
