@@ -2,13 +2,15 @@
 // experiments/<name>.json at a preset, skipping runs already finished in its output folder, and
 // writes report.html, report.md, results.json and figures/ there. docs/EXPERIMENTS.md explains.
 import * as fs from 'node:fs';
+import os from 'node:os';
 import { getBackend, setBackend } from '../core/engine.ts';
 import { NativeBackend } from '../backends/native/backend.ts';
 import {
-  defaultOut, EXPERIMENT_NAMES, InterruptedError, presetNames, resolveConfig, runExperiment, type ExperimentName,
+  defaultOut, EXPERIMENT_NAMES, InterruptedError, presetNames, resolveConfig, runExperiment, type ExperimentName, type ExperimentResult,
 } from '../experiments/index.ts';
+import { flopsOfRun } from '../experiments/flops.ts';
 import { readExperimentFile, shippedConfigFile } from '../experiments/config.ts';
-import { type Command, intOption, UsageError } from './args.ts';
+import { type Command, intOption, numberOption, UsageError } from './args.ts';
 import { ExperimentPrinter } from './experiment-printer.ts';
 import { formatDuration } from './progress.ts';
 
@@ -19,6 +21,32 @@ function listText(): string {
     lines.push(`  ${name.padEnd(15)} ${f.description ?? ''}`);
     for (const [p, v] of Object.entries(f.presets)) lines.push(`    --preset ${p.padEnd(7)} ${typeof v.about === 'string' ? v.about : ''}`);
   }
+  return lines.join('\n');
+}
+
+/**
+ * The dry run's plan: every run with its estimate, the single-core total, and with --jobs N the
+ * wall time of the two phases (sweep, then grid) on N workers, each phase as long as its longest
+ * chain of runs when the runs are dealt to the workers longest first. Also the training FLOPs.
+ */
+function dryRunText(r: ExperimentResult, jobs: number): string {
+  const lines: string[] = [];
+  const wall = (defs: { estimate?: number }[]): number => {
+    const loads = new Array(jobs).fill(0);
+    for (const e of defs.map((d) => d.estimate ?? 0).sort((a, b) => b - a)) { const k = loads.indexOf(Math.min(...loads)); loads[k] += e; }
+    return Math.max(0, ...loads);
+  };
+  const sum = (defs: { estimate?: number }[]): number => defs.reduce((s, d) => s + (d.estimate ?? 0), 0);
+  const flops = [...r.sweep, ...r.runs].reduce((s, d) => s + flopsOfRun(d.spec), 0);
+  const phases = [['learning-rate sweep', r.sweep], ['grid', r.runs]] as const;
+  for (const [name, defs] of phases) {
+    if (!defs.length) continue;
+    lines.push(`${name}: ${defs.length} runs${r.estimateSeconds !== null ? `, ${formatDuration(sum(defs))} on one worker${jobs > 1 ? `, about ${formatDuration(wall(defs))} on ${jobs} workers` : ''}` : ''}`);
+    for (const d of defs) lines.push(`  ${d.id}${d.estimate ? `  ~${formatDuration(d.estimate)}` : ''}`);
+  }
+  if (r.sweep.length && !r.tuning) lines.push('(the grid\'s learning rates are chosen by the sweep; until it has run, the config\'s rate stands in: the estimates do not depend on it)');
+  lines.push(`dry run: ${r.sweep.length + r.runs.length} runs${r.estimateSeconds !== null ? `, estimated ${formatDuration(r.estimateSeconds)} on one worker of this machine${jobs > 1 ? `, about ${formatDuration(wall(r.sweep) + wall(r.runs))} with --jobs ${jobs} (if the workers run as fast as the timed one)` : ''}` : ''} (finished runs on disk are skipped)`);
+  lines.push(`training and evaluation compute: ${(flops / 1e15).toFixed(2)} PFLOP (about ${formatDuration(flops / 10e12)} at 10 TFLOP/s sustained, ${formatDuration(flops / 25e12)} at 25)`);
   return lines.join('\n');
 }
 
@@ -35,7 +63,9 @@ export const experimentCommand: Command = {
     'no-estimate': { type: 'boolean', description: 'skip timing the models for the estimate' } as never,
     'print-config': { type: 'boolean', description: 'print the resolved configuration as JSON and exit' } as never,
     backend: { type: 'string', description: 'reference or native (default: native when built)' } as never,
-    threads: { type: 'string', description: 'threads of the native backend (default: all CPUs)' } as never,
+    threads: { type: 'string', description: 'threads of the native backend, per job with --jobs (default: all CPUs; with --jobs N: CPUs / N)' } as never,
+    jobs: { type: 'string', description: 'runs at once, each in its own worker process (default 1); results are those of a serial run' } as never,
+    'stop-after': { type: 'string', description: 'stop cleanly (checkpoints written, exit 130) after this many seconds; the same command continues' } as never,
     quiet: { type: 'boolean', description: 'no progress output' } as never,
   },
   async run(values, positionals) {
@@ -59,10 +89,15 @@ export const experimentCommand: Command = {
       if (b !== 'native' && b !== 'reference') throw new UsageError(`--backend must be 'native' or 'reference', got '${b}'`);
       setBackend(b);
     }
-    if (values.threads !== undefined) {
+    const jobs = intOption(values, 'jobs', 1);
+    const stopAfter = values['stop-after'] === undefined ? null : numberOption(values, 'stop-after', 0);
+    if (stopAfter !== null && !(stopAfter > 0)) throw new UsageError(`--stop-after must be a positive number of seconds, got '${values['stop-after']}'`);
+    let threads: number | undefined;
+    if (values.threads !== undefined || jobs > 1) {
       const b = getBackend();
-      if (!(b instanceof NativeBackend)) throw new UsageError('--threads applies to the native backend only');
-      b.setThreads(intOption(values, 'threads', 0));
+      if (values.threads !== undefined && !(b instanceof NativeBackend)) throw new UsageError('--threads applies to the native backend only');
+      threads = values.threads !== undefined ? intOption(values, 'threads', 0) : Math.max(1, Math.floor(os.availableParallelism() / jobs));
+      if (b instanceof NativeBackend) b.setThreads(threads);
     }
     const quiet = Boolean(values.quiet);
     const out = (values.out as string | undefined) ?? defaultOut(name, preset);
@@ -71,17 +106,24 @@ export const experimentCommand: Command = {
     const abort = new AbortController();
     const onSigint = (): void => {
       process.off('SIGINT', onSigint);
+      process.off('SIGTERM', onSigint);
       say('interrupted: finishing the current step and writing a checkpoint (Ctrl-C again to quit at once)');
       abort.abort();
     };
     process.on('SIGINT', onSigint);
+    process.on('SIGTERM', onSigint);
+    const timer = stopAfter === null ? null : setTimeout(() => {
+      say(`--stop-after ${stopAfter}: stopping; the runs write checkpoints and the same command continues`);
+      abort.abort();
+    }, stopAfter * 1000);
+    timer?.unref();
     try {
       const r = await runExperiment(name as ExperimentName, {
         preset, file, overrides, out, onEvent, signal: abort.signal, estimate: !values['no-estimate'], dryRun: Boolean(values['dry-run']),
+        jobs, worker: { backend: getBackend().name, ...(threads !== undefined ? { threads } : {}) },
       });
       if (values['dry-run']) {
-        console.log(`dry run: ${r.runs.length} runs${r.estimateSeconds !== null ? `, estimated ${formatDuration(r.estimateSeconds)} in all (finished runs on disk are skipped)` : ''}`);
-        for (const d of r.runs) console.log(`  ${d.id}${d.estimate ? `  ~${formatDuration(d.estimate)}` : ''}`);
+        console.log(dryRunText(r, jobs));
         return 0;
       }
       if (!quiet && r.conclusion) console.log(`\n${r.conclusion}`);
@@ -93,7 +135,9 @@ export const experimentCommand: Command = {
       if (e instanceof InterruptedError) { console.error(`cubit: ${e.message}`); return 130; }
       throw e;
     } finally {
+      if (timer) clearTimeout(timer);
       process.off('SIGINT', onSigint);
+      process.off('SIGTERM', onSigint);
     }
   },
 };
