@@ -3,12 +3,15 @@
 // writes report.html, report.md, results.json and figures/ there. docs/EXPERIMENTS.md explains.
 import * as fs from 'node:fs';
 import os from 'node:os';
+import * as path from 'node:path';
 import { getBackend, setBackend } from '../core/engine.ts';
 import { NativeBackend } from '../backends/native/backend.ts';
 import {
   defaultOut, EXPERIMENT_NAMES, InterruptedError, presetNames, resolveConfig, runExperiment, type ExperimentName, type ExperimentResult,
 } from '../experiments/index.ts';
 import { flopsOfRun } from '../experiments/flops.ts';
+import { packExperiment, unpackExperiment } from '../experiments/pack.ts';
+import { resultsSection, writeResultsSection } from '../experiments/summary.ts';
 import { readExperimentFile, shippedConfigFile } from '../experiments/config.ts';
 import { type Command, intOption, numberOption, UsageError } from './args.ts';
 import { ExperimentPrinter } from './experiment-printer.ts';
@@ -53,7 +56,10 @@ function dryRunText(r: ExperimentResult, jobs: number): string {
 export const experimentCommand: Command = {
   name: 'experiment',
   summary: 'Runs a named experiment (length-scaling, noise, ablations) and writes its report.',
-  usage: 'experiment <name|list> [--preset smoke|cpu|paper] [--config file.json] [--out dir] [--set path=value]… [--dry-run]',
+  usage: 'experiment <name|list> [--preset smoke|cpu|gpu|paper] [--config file.json] [--out dir] [--set path=value]… [--jobs N] [--dry-run] [--report-only]\n' +
+    '       cubit experiment pack <out dir> --to <dir> [--name n] [--weights]     (parts <name>.000 … of at most 16 MiB)\n' +
+    '       cubit experiment unpack <part files…> --out <dir>\n' +
+    '       cubit experiment summary <results.json…> [--readme README.md]',
   options: {
     preset: { type: 'string', description: 'smoke (minutes), cpu (about an hour on 2 cores, the default), paper (GPU scale), test' } as never,
     config: { type: 'string', description: 'a config file to use instead of experiments/<name>.json (a copy you edited)' } as never,
@@ -67,11 +73,37 @@ export const experimentCommand: Command = {
     jobs: { type: 'string', description: 'runs at once, each in its own worker process (default 1); results are those of a serial run' } as never,
     'stop-after': { type: 'string', description: 'stop cleanly (checkpoints written, exit 130) after this many seconds; the same command continues' } as never,
     quiet: { type: 'boolean', description: 'no progress output' } as never,
+    'report-only': { type: 'boolean', description: 'run nothing: write the report from the runs finished on disk' } as never,
+    to: { type: 'string', description: 'pack: the folder the parts go to' } as never,
+    name: { type: 'string', description: 'pack: the parts\' name (default: the folder\'s name)' } as never,
+    weights: { type: 'boolean', description: 'pack: keep finished runs\' final weights (never their optimizer state)' } as never,
+    readme: { type: 'string', description: 'summary: write the section between the results markers of this Markdown file' } as never,
   },
   async run(values, positionals) {
     const name = positionals[0];
     if (!name) throw new UsageError(`experiment: name one of ${EXPERIMENT_NAMES.join(', ')} (or 'list')`);
     if (name === 'list') { console.log(listText()); return 0; }
+    if (name === 'pack') {
+      const dir = positionals[1], to = values.to as string | undefined;
+      if (!dir || !to || positionals.length > 2) throw new UsageError('experiment pack: usage: cubit experiment pack <out dir> --to <dir> [--name n] [--weights]');
+      const parts = packExperiment(dir, to, (values.name as string | undefined) ?? path.basename(path.resolve(dir)), { weights: Boolean(values.weights) });
+      for (const p of parts) console.log(`${p}  ${(fs.statSync(p).size / 2 ** 20).toFixed(2)} MiB`);
+      return 0;
+    }
+    if (name === 'unpack') {
+      const parts = positionals.slice(1), out = values.out as string | undefined;
+      if (!parts.length || !out) throw new UsageError('experiment unpack: usage: cubit experiment unpack <part files…> --out <dir>');
+      console.log(`${unpackExperiment(parts, out)} files into ${out}`);
+      return 0;
+    }
+    if (name === 'summary') {
+      const files = positionals.slice(1);
+      if (!files.length) throw new UsageError('experiment summary: name the results.json files (e.g. docs/results/*/results.json)');
+      const readme = values.readme as string | undefined;
+      const section = resultsSection(files, readme ? path.dirname(readme) : '.');
+      if (readme) { writeResultsSection(readme, section); console.log(`wrote the results section of ${readme}`); } else console.log(section);
+      return 0;
+    }
     if (!EXPERIMENT_NAMES.includes(name as ExperimentName)) throw new UsageError(`experiment: unknown experiment '${name}' (${EXPERIMENT_NAMES.join(', ')}, or 'list')`);
     if (positionals.length > 1) throw new UsageError(`experiment: unexpected argument '${positionals[1]}'`);
     const file = values.config as string | undefined;
@@ -120,7 +152,7 @@ export const experimentCommand: Command = {
     try {
       const r = await runExperiment(name as ExperimentName, {
         preset, file, overrides, out, onEvent, signal: abort.signal, estimate: !values['no-estimate'], dryRun: Boolean(values['dry-run']),
-        jobs, worker: { backend: getBackend().name, ...(threads !== undefined ? { threads } : {}) },
+        jobs, worker: { backend: getBackend().name, ...(threads !== undefined ? { threads } : {}) }, reportOnly: Boolean(values['report-only']),
       });
       if (values['dry-run']) {
         console.log(dryRunText(r, jobs));
@@ -128,6 +160,10 @@ export const experimentCommand: Command = {
       }
       if (!quiet && r.conclusion) console.log(`\n${r.conclusion}`);
       const failed = r.outcomes.filter((o) => o.status.status === 'failed').length;
+      if (values['report-only']) {
+        if (failed) console.error(`cubit: ${failed} of ${r.outcomes.length} runs are not finished on disk and are left out of the report`);
+        return 0;
+      }
       if (failed) console.error(`cubit: ${failed} of ${r.outcomes.length} runs failed (their errors are in the report and in <run>/error.json); run again to retry them`);
       return failed ? 1 : 0;
     } catch (e) {

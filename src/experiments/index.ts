@@ -39,6 +39,8 @@ export interface RunExperimentOptions extends ResolveOptions {
   jobs?: number;
   /** The workers' backend and threads. */
   worker?: WorkerSetup;
+  /** Run nothing: write the report from the runs finished on disk (the others are listed as not run). */
+  reportOnly?: boolean;
 }
 
 export type ExperimentEvent =
@@ -68,6 +70,15 @@ export function defaultOut(name: string, preset: string): string {
   return path.join('runs', 'experiments', `${name}-${preset}`);
 }
 
+/** The outcomes of runs as they are on disk: finished ones with their results, the others as not run. */
+function finishedOnDisk(out: string, defs: RunDef<unknown>[]): RunOutcome<unknown>[] {
+  return defs.map((def) => {
+    const f = readFinished<unknown>(path.join(out, def.id), specHash(def.spec));
+    return f ? { def, status: { id: def.id, status: 'skipped' as const, seconds: f.seconds }, result: f.result }
+      : { def, status: { id: def.id, status: 'failed' as const, seconds: null, error: 'not run (report written with --report-only)' }, result: null };
+  });
+}
+
 /** Plans, estimates, runs (skipping finished runs) and reports an experiment. */
 export async function runExperiment(name: ExperimentName, opts: RunExperimentOptions = {}): Promise<ExperimentResult> {
   const exp = experiments[name];
@@ -85,26 +96,27 @@ export async function runExperiment(name: ExperimentName, opts: RunExperimentOpt
   let runs = exp.plan(config as never, tuning?.rates);
   emit({ kind: 'config', resolved, out, runs: sweep.length + runs.length });
   let estimateSeconds: number | null = null;
-  if (opts.estimate ?? true) {
+  if ((opts.estimate ?? true) && !opts.reportOnly) {
     estimateRuns(sweep, (d) => d.spec as LmRunSpec, (what) => emit({ kind: 'calibrate', what }));
     exp.estimate(config as never, runs, (what) => emit({ kind: 'calibrate', what }));
     estimateSeconds = [...sweep, ...runs].reduce((s, r) => s + (r.estimate ?? 0), 0);
   }
   if (opts.dryRun) return { resolved, out, runs, sweep, tuning, estimateSeconds, outcomes: [], report: null, conclusion: null };
   const started = new Date().toISOString();
-  const grid = { onEvent: emit, signal: opts.signal, jobs: opts.jobs, worker: opts.worker };
+  const gridOpts = { onEvent: emit, signal: opts.signal, jobs: opts.jobs, worker: opts.worker };
+  const grid = opts.reportOnly ? (_: string, defs: RunDef<unknown>[]) => Promise.resolve(finishedOnDisk(out, defs)) : (o: string, defs: RunDef<unknown>[]) => runGrid(o, defs, gridOpts);
   let sweepOutcomes: RunOutcome<unknown>[] = [];
   if (sweep.length) {
     emit({ kind: 'phase', phase: 'tuning', runs: sweep.length });
-    sweepOutcomes = await runGrid(out, sweep, grid);
+    sweepOutcomes = await grid(out, sweep);
     tuning = chooseRates(sweepOutcomes, sweep);
     const untuned = tuning.variants.filter((v) => v.chosen === null).map((v) => v.variant);
-    if (untuned.length) throw new Error(`learning-rate sweep: no run of ${untuned.join(', ')} completed (all diverged or failed; see the tune-* folders in ${out}), so no rate can be chosen`);
+    if (untuned.length && !opts.reportOnly) throw new Error(`learning-rate sweep: no run of ${untuned.join(', ')} completed (all diverged or failed; see the tune-* folders in ${out}), so no rate can be chosen`);
     runs = exp.plan(config as never, tuning.rates);
-    if (opts.estimate ?? true) exp.estimate(config as never, runs);
+    if ((opts.estimate ?? true) && !opts.reportOnly) exp.estimate(config as never, runs);
   }
   emit({ kind: 'phase', phase: 'grid', runs: runs.length, ...(tuning ? { rates: tuning.rates } : {}) });
-  const outcomes = await runGrid(out, runs, grid);
+  const outcomes = await grid(out, runs);
   const parts = await exp.report(config as never, outcomes, tuning);
   const files = writeReport(out, {
     experiment: name,
