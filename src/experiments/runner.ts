@@ -156,7 +156,7 @@ export function lockOutput(out: string): () => void {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       let held: { pid?: number; host?: string } = {};
       try { held = JSON.parse(fs.readFileSync(file, 'utf8')) as typeof held; } catch { /* torn or empty: stale */ }
-      if (held.host === os.hostname() && typeof held.pid === 'number' && held.pid !== process.pid && isAlive(held.pid)) {
+      if (held.host === os.hostname() && typeof held.pid === 'number' && (held.pid === process.pid || isAlive(held.pid))) {
         throw new Error(`${out} is in use by another cubit experiment (pid ${held.pid}); wait for it or stop it (its lock: ${file})`);
       }
       fs.rmSync(file, { force: true });
