@@ -35,8 +35,9 @@ export function ratesOf(c: AblationsConfig, tuned?: TunedRates): Record<string, 
 function plan(c: AblationsConfig, tuned?: TunedRates): RunDef<unknown>[] {
   const m = models(c);
   const defs: RunDef<unknown>[] = [];
-  for (const [lrName, lr] of Object.entries(ratesOf(c, tuned))) {
-    for (const seed of c.seeds) {
+  // Seeds outermost: a grid cut short still covers every variant and rate with the seeds it finished.
+  for (const seed of c.seeds) {
+    for (const [lrName, lr] of Object.entries(ratesOf(c, tuned))) {
       for (const variant of Object.keys(c.variants)) {
         defs.push(lmRun(c, { id: `${variant}-lr_${lrName}-seed${seed}`, labels: { variant, lr: lrName, seed } satisfies Labels, model: m[variant], seqLen: c.seqLen, seed, evalLengths: [c.seqLen], lr }));
       }

@@ -34,8 +34,10 @@ function models(c: LengthScalingConfig) {
 function plan(c: LengthScalingConfig, tuned?: TunedRates): RunDef<unknown>[] {
   const m = models(c);
   const defs: RunDef<unknown>[] = [];
-  for (const T of c.trainLengths) {
-    for (const seed of c.seeds) {
+  // Seeds outermost: a grid cut short (budget, --stop-after, --report-only) still covers every
+  // length and variant with the seeds it finished.
+  for (const seed of c.seeds) {
+    for (const T of c.trainLengths) {
       for (const variant of Object.keys(c.variants)) {
         defs.push(lmRun(c, { id: `${variant}-T${T}-seed${seed}`, labels: { variant, trainLength: T, seed } satisfies Labels, model: m[variant], seqLen: T, seed, evalLengths: evalLengthsOf(c, T), lr: tuned?.[variant] }));
       }
