@@ -23,7 +23,7 @@ interface ReportJson {
 
 const iv = (i: Interval | null | undefined, digits = 3): string => (i ? fmtInterval(i.mean, i.lo, i.hi, digits) : '—');
 const slope = (t: LinearFit | null | undefined): string => (t ? (t.slopeLo === null ? num(t.slope) : fmtInterval(t.slope, t.slopeLo, t.slopeHi, 3)) : '—');
-const status = (v: string | undefined): string => (v === 'supported' ? '**supported**' : v === 'contradicted' ? '**contradicted**' : v === 'not tested' || !v ? 'not tested' : '**not resolved**');
+const status = (v: string | undefined): string => (v === 'supported' ? '*supported*' : v === 'contradicted' ? '*contradicted*' : v === 'not tested' || !v ? 'not tested' : '*not resolved*');
 
 function scaleOf(c: Record<string, unknown>): string {
   const m = c.model as { dModel?: number; nLayers?: number };
@@ -43,7 +43,7 @@ function lengthScaling(j: ReportJson, link: string): string {
   const at1 = r.cells.filter((x) => x.multiplier === 1);
   const params = (v: string) => r.runs.find((x) => x.variant === v && x.parameters)?.parameters ?? '?';
   const seeds = Math.min(...at1.map((x) => x.seeds.length));
-  let s = `**Cubit's advantage grows with the training length: ${status(r.verdict)} at this scale.** ${scaleOf(j.config)}, ${seeds} seeds per cell, ${tunedText(j.results)}. Gain = bpb(${r.baseline}) − bpb(${r.candidate}) at the training length, paired by seed (95% CI): ${at1.map((x) => `${x.trainLength}: ${iv(x.gain)}`).join('; ')}; change per doubling of the length ${slope(r.trend)} bpb.`;
+  let s = `**Claim: Cubit's advantage over the Transformer grows with the training length. Status: ${status(r.verdict)} at this scale.** ${scaleOf(j.config)}, ${seeds} seeds per cell, ${tunedText(j.results)}. Gain = bpb(${r.baseline}) − bpb(${r.candidate}) at the training length, paired by seed (95% CI): ${at1.map((x) => `${x.trainLength}: ${iv(x.gain)}`).join('; ')}; change per doubling of the length ${slope(r.trend)} bpb.`;
   if (r.matched) {
     const m1 = r.matched.cells.filter((x) => x.multiplier === 1);
     s += ` Against a Transformer with Cubit's parameter count (${r.matched.baseline}, ${params(r.matched.baseline)} vs ${params(r.candidate)} parameters): ${m1.map((x) => `${x.trainLength}: ${iv(x.gain)}`).join('; ')}; per doubling ${slope(r.matched.trend)} (${status(r.matched.verdict)}).`;
@@ -57,7 +57,7 @@ function noise(j: ReportJson, link: string): string {
   const lm = (j.config as { lm?: Record<string, unknown> }).lm;
   const top = r.robustnessGain.filter((g) => g.gain).at(-1);
   const topM = r.matchedGain?.gains.filter((g) => g.gain).at(-1);
-  let s = `**Cubit is more robust to noise and to boundary effects: noise ${status(r.verdicts.noise)}, boundary ${status(r.verdicts.boundary)} (mixers as in-context regression estimators), corrupted context ${status(r.verdicts.lm)} (trained language models).** Regression: ${reg.points} noisy points per task, ${reg.tasks} test tasks × ${reg.seeds.length} seeds per cell, Cubit against softmax attention (Nadaraya–Watson) with hyperparameters tuned per cell.`;
+  let s = `**Claim: Cubit is more robust to noise and to boundary effects. Status: noise ${status(r.verdicts.noise)}, boundary ${status(r.verdicts.boundary)} (the mixers as in-context regression estimators); corrupted context ${status(r.verdicts.lm)} (trained language models), at this scale.** Regression: ${reg.points} noisy points per task, ${reg.tasks} test tasks × ${reg.seeds.length} seeds per cell, Cubit against softmax attention (Nadaraya–Watson) with hyperparameters tuned per cell.`;
   if (lm && top) s += ` Language models: ${scaleOf(lm)} at length ${lm.seqLen}, ${top.seeds.length} seeds, ${tunedText(j.results)}; the extra bpb lost with ${Math.round(100 * top.fraction)}% of the context bytes corrupted, Transformer − Cubit (positive: Cubit degrades less): ${iv(top.gain)}${topM && r.matchedGain ? `; against the parameter-matched ${r.matchedGain.baseline}: ${iv(topM.gain)} (${status(r.verdicts.lmMatched)})` : ''}.`;
   return `${s} [Report](${link}).`;
 }
@@ -67,7 +67,7 @@ function ablations(j: ReportJson, link: string): string {
   const high = r.cells.reduce((a, b) => (b.lrValue > a.lrValue ? b : a), r.cells[0]);
   const atHigh = r.cells.filter((x) => x.lr === high.lr);
   const normal = r.cells.filter((x) => x.lr !== high.lr && x.vsReference);
-  return `**LRR makes training stable: ${status(r.verdict.lrr)} at this scale.** ${scaleOf(j.config)}, ${j.seeds.length} seeds, ${tunedText(j.results)}. At the high rate (${num(high.lrValue)}): ${atHigh.map((x) => `${x.variant} ${x.diverged}/${x.runs} diverged, ${x.spiky}/${x.runs} with loss spikes`).join('; ')}. The other ablations (bpb − \`${r.reference}\` at the normal rate, paired by seed): ${normal.map((x) => `${x.variant} ${iv(x.vsReference)}`).join('; ')}. [Report](${link}).`;
+  return `**Claim: LRR makes training stable. Status: ${status(r.verdict.lrr)} at this scale.** ${scaleOf(j.config)}, ${j.seeds.length} seeds, ${tunedText(j.results)}. At the high rate (${num(high.lrValue)}): ${atHigh.map((x) => `${x.variant} ${x.diverged}/${x.runs} diverged, ${x.spiky}/${x.runs} with loss spikes`).join('; ')}. The other ablations (bpb − \`${r.reference}\` at the normal rate, paired by seed): ${normal.map((x) => `${x.variant} ${iv(x.vsReference)}`).join('; ')}. [Report](${link}).`;
 }
 
 const WRITERS: Record<string, (j: ReportJson, link: string) => string> = { 'length-scaling': lengthScaling, noise, ablations };
