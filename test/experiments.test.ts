@@ -180,7 +180,7 @@ test('runGrid stops between runs when aborted, keeping finished runs', async () 
 test('every shipped preset of every experiment resolves; presets, overrides and null removal apply', () => {
   for (const name of EXPERIMENT_NAMES) {
     const presets = presetNames(name);
-    for (const p of ['smoke', 'cpu', 'paper', 'test']) assert.ok(presets.includes(p), `${name} has preset ${p}`);
+    for (const p of ['smoke', 'cpu', 'gpu', 'paper', 'test']) assert.ok(presets.includes(p), `${name} has preset ${p}`);
     for (const p of presets) resolveConfig(name, { preset: p });
   }
   const c = resolveConfig('length-scaling', { preset: 'smoke', overrides: ['optimizer.lr=0.01', 'seeds=[4]', 'data.corpus=my.txt'] }).config as { optimizer: { lr: number; warmupSteps: number }; seeds: number[]; data: { corpus: string } };
