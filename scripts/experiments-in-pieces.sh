@@ -2,13 +2,15 @@
 # Runs the three experiments at one preset on a machine that is held for a limited time and
 # returns only a few small files (a remote CPU or GPU host), one piece per call:
 #
-#   scripts/experiments-in-pieces.sh <preset> <seconds> <packs dir> <out dir> [jobs per experiment: ls noise ablations]
+#   [DRAIN=<seconds>] scripts/experiments-in-pieces.sh <preset> <seconds> <packs dir> <out dir> [jobs per experiment: ls noise ablations]
 #
 # 1. unpacks <packs dir>/<experiment>-<preset>.NNN (what the previous call returned), if there,
 #    into runs/experiments/<experiment>-<preset>;
 # 2. runs length-scaling, noise and ablations at once (default --jobs 5, 5 and 6: 16 workers of one
 #    thread, so that at most 16 runs are unfinished when it stops), each stopping cleanly after
-#    <seconds> (checkpoints written; the next call continues);
+#    <seconds> (checkpoints written; the next call continues). With DRAIN, no run starts after
+#    DRAIN seconds, so fewer runs are left half-done (each carries its checkpoint and optimizer
+#    state, about 1.5 MiB at the cpu shapes) at the cost of idle cores near the end;
 # 3. packs each experiment into <out dir>/<experiment>-<preset>.NNN (parts of at most 16 MiB) and
 #    writes <out dir>/log-<preset>.txt (all three logs).
 #
@@ -29,7 +31,7 @@ pids=()
 for i in 0 1 2; do
   e=${names[$i]}
   node bin/cubit.mjs experiment "$e" --preset "$preset" --out "runs/experiments/$e-$preset" \
-    --jobs "${jobs[$i]}" --threads 1 --stop-after "$seconds" --no-estimate > "runs/$e-$preset.log" 2>&1 &
+    --jobs "${jobs[$i]}" --threads 1 --stop-after "$seconds" ${DRAIN:+--no-new-runs-after "$DRAIN"} --no-estimate > "runs/$e-$preset.log" 2>&1 &
   pids+=($!)
 done
 status=0

@@ -71,6 +71,7 @@ export const experimentCommand: Command = {
     backend: { type: 'string', description: 'reference or native (default: native when built)' } as never,
     threads: { type: 'string', description: 'threads of the native backend, per job with --jobs (default: all CPUs; with --jobs N: CPUs / N)' } as never,
     jobs: { type: 'string', description: 'runs at once, each in its own worker process (default 1); results are those of a serial run' } as never,
+    'no-new-runs-after': { type: 'string', description: 'start no run after this many seconds; let the running ones finish, then exit 130 (fewer half-done runs to carry than --stop-after)' } as never,
     'stop-after': { type: 'string', description: 'stop cleanly (checkpoints written, exit 130) after this many seconds; the same command continues' } as never,
     quiet: { type: 'boolean', description: 'no progress output' } as never,
     'report-only': { type: 'boolean', description: 'run nothing: write the report from the runs finished on disk' } as never,
@@ -149,9 +150,17 @@ export const experimentCommand: Command = {
       abort.abort();
     }, stopAfter * 1000);
     timer?.unref();
+    const drain = new AbortController();
+    const drainAfter = values['no-new-runs-after'] === undefined ? null : numberOption(values, 'no-new-runs-after', 0);
+    if (drainAfter !== null && !(drainAfter > 0)) throw new UsageError(`--no-new-runs-after must be a positive number of seconds, got '${values['no-new-runs-after']}'`);
+    const drainTimer = drainAfter === null ? null : setTimeout(() => {
+      say(`--no-new-runs-after ${drainAfter}: starting no further run; the running ones finish`);
+      drain.abort();
+    }, drainAfter * 1000);
+    drainTimer?.unref();
     try {
       const r = await runExperiment(name as ExperimentName, {
-        preset, file, overrides, out, onEvent, signal: abort.signal, estimate: !values['no-estimate'], dryRun: Boolean(values['dry-run']),
+        preset, file, overrides, out, onEvent, signal: abort.signal, drain: drain.signal, estimate: !values['no-estimate'], dryRun: Boolean(values['dry-run']),
         jobs, worker: { backend: getBackend().name, ...(threads !== undefined ? { threads } : {}) }, reportOnly: Boolean(values['report-only']),
       });
       if (values['dry-run']) {
@@ -172,6 +181,7 @@ export const experimentCommand: Command = {
       throw e;
     } finally {
       if (timer) clearTimeout(timer);
+      if (drainTimer) clearTimeout(drainTimer);
       process.off('SIGINT', onSigint);
       process.off('SIGTERM', onSigint);
     }

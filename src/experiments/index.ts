@@ -39,6 +39,8 @@ export interface RunExperimentOptions extends ResolveOptions {
   jobs?: number;
   /** The workers' backend and threads. */
   worker?: WorkerSetup;
+  /** Once aborted, no further run starts and the running ones finish (a gentler stop than `signal`). */
+  drain?: AbortSignal;
   /** Run nothing: write the report from the runs finished on disk (the others are listed as not run). */
   reportOnly?: boolean;
 }
@@ -103,7 +105,7 @@ export async function runExperiment(name: ExperimentName, opts: RunExperimentOpt
   }
   if (opts.dryRun) return { resolved, out, runs, sweep, tuning, estimateSeconds, outcomes: [], report: null, conclusion: null };
   const started = new Date().toISOString();
-  const gridOpts = { onEvent: emit, signal: opts.signal, jobs: opts.jobs, worker: opts.worker };
+  const gridOpts = { onEvent: emit, signal: opts.signal, drain: opts.drain, jobs: opts.jobs, worker: opts.worker };
   const grid = opts.reportOnly ? (_: string, defs: RunDef<unknown>[]) => Promise.resolve(finishedOnDisk(out, defs)) : (o: string, defs: RunDef<unknown>[]) => runGrid(o, defs, gridOpts);
   let sweepOutcomes: RunOutcome<unknown>[] = [];
   if (sweep.length) {

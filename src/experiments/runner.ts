@@ -81,6 +81,8 @@ export interface GridOptions {
   jobs?: number;
   /** How the worker processes set up their backend (default: the native backend's defaults). */
   worker?: WorkerSetup;
+  /** Once aborted, no further run starts; the running ones finish (then InterruptedError if any are left). */
+  drain?: AbortSignal;
 }
 
 /** Thrown when the signal stops a grid between or inside runs; finished runs stay on disk. */
@@ -272,7 +274,7 @@ async function runAll<R>(out: string, defs: readonly RunDef<R>[], opts: GridOpti
   const queue = [...pendingIdx];
   const running = new Set<Promise<void>>();
   while (queue.length || running.size) {
-    while (!interrupted && !opts.signal?.aborted && queue.length && running.size < jobs) {
+    while (!interrupted && !opts.signal?.aborted && !opts.drain?.aborted && queue.length && running.size < jobs) {
       const k = queue.findIndex((i) => (pool && defs[i].task) || !inProcessBusy);
       if (k < 0) break;
       const [i] = queue.splice(k, 1);
