@@ -2,13 +2,14 @@
 //
 //   const r = await runExperiment('length-scaling', { preset: 'smoke', out: 'runs/experiments/length-scaling-smoke' });
 //   r.report.html  → the self-contained report
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { softwareVersion } from '../train/checkpoint.ts';
 import { ablations } from './ablations.ts';
 import { EXPERIMENT_NAMES, resolveConfig, type ExperimentConfig, type ExperimentName, type ResolveOptions, type ResolvedConfig } from './config.ts';
 import { lengthScaling } from './length-scaling.ts';
 import { noise } from './noise.ts';
-import { describeEnvironment, writeReport, type WrittenReport } from './report.ts';
+import { describeEnvironment, writeReport, type Environment, type WrittenReport } from './report.ts';
 import { estimateRuns } from './common.ts';
 import type { LmRunSpec } from './lm.ts';
 import type { WorkerSetup } from './pool.ts';
@@ -81,6 +82,14 @@ function finishedOnDisk(out: string, defs: RunDef<unknown>[]): RunOutcome<unknow
   });
 }
 
+/**
+ * The machine and software of the report already in `out`, if any: a report rewritten with
+ * --report-only (e.g. here, from results packed on another machine) describes where the runs ran.
+ */
+function previousEnvironment(out: string): Environment | null {
+  try { return (JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')) as { environment?: Environment }).environment ?? null; } catch { return null; }
+}
+
 /** Plans, estimates, runs (skipping finished runs) and reports an experiment. */
 export async function runExperiment(name: ExperimentName, opts: RunExperimentOptions = {}): Promise<ExperimentResult> {
   const exp = experiments[name];
@@ -132,7 +141,7 @@ export async function runExperiment(name: ExperimentName, opts: RunExperimentOpt
     ],
     config: resolved.config,
     seeds: [...new Set(runs.map((r) => r.seed))].sort((a, b) => a - b),
-    environment: describeEnvironment(softwareVersion()),
+    environment: (opts.reportOnly ? previousEnvironment(out) : null) ?? describeEnvironment(softwareVersion()),
     runs: [...sweepOutcomes, ...outcomes].map((o) => o.status),
     started,
     finished: new Date().toISOString(),
