@@ -23,6 +23,10 @@ export class ExperimentPrinter {
   private configLine = '';
   private readonly stream: NonNullable<ProgressOptions['stream']>;
   private readonly tty: boolean;
+  /** With several jobs: no bars; a status line of the runs going now, at most every 30 s. */
+  private jobs = 1;
+  private going = new Map<string, number>();
+  private lastStatus = 0;
 
   constructor(readonly name: string, readonly opts: ExperimentPrinterOptions = {}) {
     this.stream = opts.stream ?? process.stderr;
@@ -47,9 +51,20 @@ export class ExperimentPrinter {
         break;
       case 'plan':
         if (!quiet && this.tty) this.stream.write('\r\x1b[K');
-        say(`${this.configLine}plan: ${e.total} runs, ${e.finished} finished on disk, ${e.toRun} to run${e.estimateSeconds > 0 ? `; estimated ${formatDuration(e.estimateSeconds)} on this machine` : ''}`);
+        this.jobs = e.jobs;
+        say(`${this.configLine}plan: ${e.total} runs, ${e.finished} finished on disk, ${e.toRun} to run${e.estimateSeconds > 0 ? `; estimated ${formatDuration(e.estimateSeconds)} of one worker on this machine` : ''}${e.jobs > 1 ? `; ${e.jobs} at once` : ''}`);
+        this.configLine = ''; // a sweep and the grid each have a plan; the config goes with the first
+        break;
+      case 'phase':
+        say(`${this.configLine}${e.phase === 'tuning' ? `learning-rate sweep: ${e.runs} runs` : `grid: ${e.runs} runs${e.rates ? `; learning rates from the sweep: ${Object.entries(e.rates).map(([v, r]) => `${v} ${r}`).join(', ')}` : ''}`}`);
+        this.configLine = '';
         break;
       case 'run-start':
+        if (this.jobs > 1) {
+          this.going.set(e.id, 0);
+          say(`[${e.index}/${e.total}] ${e.id}${e.resuming ? ' (resuming)' : ''} started${e.estimate ? ` ~${formatDuration(e.estimate)}` : ''}`);
+          break;
+        }
         this.runIndex = `[${e.index}/${e.total}] ${e.id}`;
         // Off a terminal the progress lines name the run; a fresh start needs no line of its own.
         if (this.tty || e.resuming) say(`${this.runIndex}${e.resuming ? ' (resuming)' : ''}${e.estimate ? ` ~${formatDuration(e.estimate)}` : ''}`);
@@ -58,11 +73,20 @@ export class ExperimentPrinter {
         });
         break;
       case 'run-progress':
+        if (this.jobs > 1) {
+          this.going.set(e.id, e.fraction);
+          if (performance.now() - this.lastStatus > 30_000) {
+            this.lastStatus = performance.now();
+            say(`running: ${[...this.going].map(([id, f]) => `${id} ${Math.floor(100 * f)}%`).join(', ')}${e.etaSeconds !== null ? `; ETA ${formatDuration(e.etaSeconds)}` : ''}`);
+          }
+          break;
+        }
         this.progress?.update(Math.floor(e.fraction * 100), [[e.detail, '']], e.etaSeconds);
         break;
       case 'run-end':
         this.done();
-        say(`${this.runIndex}: ${e.status === 'done' ? 'done' : `FAILED: ${(e.error ?? '').split('\n')[0]}`} in ${formatDuration(e.seconds)}`);
+        this.going.delete(e.id);
+        say(`${this.jobs > 1 ? e.id : this.runIndex}: ${e.status === 'done' ? 'done' : `FAILED: ${(e.error ?? '').split('\n')[0]}`} in ${formatDuration(e.seconds)}`);
         break;
       case 'log': say(e.message); break;
       case 'report': if (this.opts.report ?? true) say(`report: ${e.files.html} (and ${e.files.markdown}, ${e.files.results})`); break;

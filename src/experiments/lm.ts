@@ -41,8 +41,10 @@ export interface EvalSpec {
   /** Window stride as a fraction of the length. */
   stride: number;
   batchTokens: number;
-  /** Held-out bytes used (the first of the validation split). */
+  /** Held-out bytes used (the first of the split). */
   maxBytes: number;
+  /** The held-out split (absent: 'validation', as specs written before the field had). */
+  split?: 'validation' | 'test';
 }
 
 export interface CorruptionSpec {
@@ -98,15 +100,15 @@ export interface LmRunResult {
 
 const docCache = new Map<string, Document[]>();
 
-/** The first `maxBytes` (UTF-16 length as a proxy, cut at the end) of the validation split, tokenized. */
-export function heldOutStream(data: DataSpec, maxBytes: number): TokenStream {
-  const key = `${data.corpus}\0${data.split.seed}\0${data.split.validation}\0${data.split.test}`;
+/** The first `maxBytes` (UTF-16 length as a proxy, cut at the end) of a held-out split, tokenized. */
+export function heldOutStream(data: DataSpec, maxBytes: number, split: 'validation' | 'test' = 'validation'): TokenStream {
+  const key = `${data.corpus}\0${data.split.seed}\0${data.split.validation}\0${data.split.test}\0${split}`;
   let docs = docCache.get(key);
   if (!docs) {
-    docs = splitCorpus(loadCorpus(data.corpus), { ...data.split, by: 'auto' }).validation;
+    docs = splitCorpus(loadCorpus(data.corpus), { ...data.split, by: 'auto' })[split];
     docCache.set(key, docs);
   }
-  if (docs.length === 0) throw new Error(`corpus '${data.corpus}': the validation split is empty`);
+  if (docs.length === 0) throw new Error(`corpus '${data.corpus}': the ${split} split is empty`);
   const picked: Document[] = [];
   let left = maxBytes;
   for (const d of docs) {
@@ -235,7 +237,7 @@ export async function runLm(spec: LmRunSpec, ctx: RunContext): Promise<LmRunResu
   const { model } = loadModel(out);
   try {
     if (!result.parameters) result.parameters = model.numParameters();
-    const stream = heldOutStream(spec.data, spec.eval.maxBytes);
+    const stream = heldOutStream(spec.data, spec.eval.maxBytes, spec.eval.split);
     let done = 0;
     const step = (what: string): void => { done++; ctx.progress(trainShare + (1 - trainShare) * (done / Math.max(1, evalCount)), what); };
     for (const L of spec.eval.lengths) {
