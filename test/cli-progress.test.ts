@@ -42,7 +42,7 @@ test("plain progress without its own counter, with the caller's ETA and no closi
 function demoEvents(): ExperimentEvent[] {
   const ev: ExperimentEvent[] = [
     { kind: 'config', resolved: { preset: 'demo', file: 'experiments/length-scaling.json' }, runs: 2, out: 'runs/demo' } as unknown as ExperimentEvent,
-    { kind: 'plan', total: 2, finished: 0, toRun: 2, estimateSeconds: 0 },
+    { kind: 'plan', total: 2, finished: 0, toRun: 2, estimateSeconds: 0, jobs: 1 },
   ];
   for (const [i, id] of [[1, 'transformer-T128-seed0'], [2, 'cubit-T128-seed0']] as const) {
     ev.push({ kind: 'run-start', index: i, total: 2, id, resuming: false, estimate: null });
