@@ -19,7 +19,7 @@ import { Rng } from '../src/core/random.ts';
 import { tokenizeDocuments } from '../src/data/batches.ts';
 import { loadCorpus, splitCorpus } from '../src/data/corpus.ts';
 import { HfTokenizer } from '../src/data/tokenizer.ts';
-import { loadForInference, summarizeCheckpoint } from '../src/eval/checkpoint.ts';
+import { loadModel, summarizeCheckpoint } from '../src/eval/checkpoint.ts';
 import { decodeSafetensors, encodeSafetensors, SafetensorsFile } from '../src/io/safetensors.ts';
 import { parseModelConfig } from '../src/models/config.ts';
 import { parameterCount } from '../src/models/limits.ts';
@@ -349,7 +349,7 @@ async function checkpointCases(count: number, pristine: string, canaryHash: stri
       if (op === 0) { await train({ out: run, resume: true, steps: 3, durable: false }); return; }
       if (op <= 2) { summarizeCheckpoint(run); return; }
       if (op === 3) { readCheckpointInfo(resolveCheckpoint(run)); return; }
-      const ckpt = loadForInference(run);
+      const ckpt = loadModel(run);
       ckpt.model.dispose();
     }, () => {
       if (hashTree(canary) !== canaryHash) return 'the canary folder outside the run changed';

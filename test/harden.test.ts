@@ -12,7 +12,7 @@ import { ByteTokenizer, HfTokenizer } from '../src/data/tokenizer.ts';
 import { unsafeRegexReason } from '../src/data/tokenizer-check.ts';
 import { loadCorpus } from '../src/data/corpus.ts';
 import { tokenizeDocuments } from '../src/data/batches.ts';
-import { loadForInference, summarizeCheckpoint } from '../src/eval/checkpoint.ts';
+import { loadModel, summarizeCheckpoint } from '../src/eval/checkpoint.ts';
 import { evaluate } from '../src/eval/evaluate.ts';
 import { readSafetensorsSync, writeSafetensorsSync } from '../src/io/safetensors.ts';
 import { parseModelConfig } from '../src/models/config.ts';
@@ -159,7 +159,7 @@ describe('3. config.json is checked against limits and the safetensors headers b
   test('eval, generate and train --resume refuse mismatched headers before building the model', async () => {
     const out = await bigConfig('load-8192', { dModel: 8192, ffnHidden: 32 });
     const mem0 = getBackend().memory().bytesInUse;
-    assert.throws(() => loadForInference(out), oneLine(/model\.safetensors: 'embed\.weight' has shape \[256, 16\], config\.json implies \[256, 8192\]/));
+    assert.throws(() => loadModel(out), oneLine(/model\.safetensors: 'embed\.weight' has shape \[256, 16\], config\.json implies \[256, 8192\]/));
     await assert.rejects(resume(out), oneLine(/cannot resume .*'embed\.weight' has shape \[256, 16\], config\.json implies \[256, 8192\]/));
     assert.equal(getBackend().memory().bytesInUse, mem0, 'nothing was left allocated');
   });
@@ -174,7 +174,7 @@ describe('3. config.json is checked against limits and the safetensors headers b
       const full = new RegExp(`config\\.json: model config: .*${re.source}`);
       assert.throws(() => readCheckpointInfo(resolveCheckpoint(out)), oneLine(full));
       assert.throws(() => summarizeCheckpoint(out), oneLine(full));
-      assert.throws(() => loadForInference(out), oneLine(full));
+      assert.throws(() => loadModel(out), oneLine(full));
       await assert.rejects(resume(out), oneLine(full));
     });
   }
@@ -214,7 +214,7 @@ describe('4. non-finite weights and moments are refused at load, naming the tens
   test('NaN in a weight: info reports it (exit 1), eval/generate and resume refuse it', async () => {
     const out = await poisoned('nan-weight', CHECKPOINT_FILES.model, 'blocks.0.ffn.up.weight', NaN);
     assert.ok(summarizeCheckpoint(out).problems.some((p) => /tensor 'blocks\.0\.ffn\.up\.weight' holds a non-finite value \(NaN\) at element 3/.test(p)));
-    assert.throws(() => loadForInference(out), oneLine(/model\.safetensors: tensor 'blocks\.0\.ffn\.up\.weight' holds a non-finite value \(NaN\)/));
+    assert.throws(() => loadModel(out), oneLine(/model\.safetensors: tensor 'blocks\.0\.ffn\.up\.weight' holds a non-finite value \(NaN\)/));
     // Never "the last good checkpoint": the NaN checkpoint is not loaded at all.
     await assert.rejects(resume(out), (e: Error) => oneLine(/cannot resume .*'blocks\.0\.ffn\.up\.weight' holds a non-finite value/)(e) && !/last good/.test(e.message));
     const r = await cliInProcess(['info', out, '--brief']);
@@ -262,7 +262,7 @@ describe('5. no hangs', () => {
       import { loadCorpus } from '../src/data/corpus.ts';
       import { HfTokenizer } from '../src/data/tokenizer.ts';
       import { readCheckpointInfo } from '../src/train/checkpoint.ts';
-      import { loadForInference } from '../src/eval/checkpoint.ts';
+      import { loadModel } from '../src/eval/checkpoint.ts';
       const fifo = ${JSON.stringify(fifo)}, ck = ${JSON.stringify(ck)};
       const out = {};
       const probe = (name, fn) => { try { fn(); out[name] = 'ok'; } catch (e) { out[name] = e.message; } };
@@ -270,7 +270,7 @@ describe('5. no hangs', () => {
       probe('corpus', () => loadCorpus(fifo));
       probe('tokenizer', () => HfTokenizer.fromFile(fifo));
       fs.rmSync(ck + '/model.safetensors'); fs.symlinkSync(fifo, ck + '/model.safetensors');
-      probe('checkpoint weights', () => loadForInference(ck));
+      probe('checkpoint weights', () => loadModel(ck));
       fs.rmSync(ck + '/state.json'); fs.symlinkSync(fifo, ck + '/state.json');
       probe('state', () => readCheckpointInfo(ck));
       console.log(JSON.stringify(out));`;
@@ -318,7 +318,7 @@ describe('5. no hangs', () => {
 describe('6. limits with clear messages for every size', () => {
   test('eval --context 100000 pads to the documents, not to the context: same result as the longest document\'s length', async () => {
     const s = await straightRun();
-    const ck = loadForInference(s.out);
+    const ck = loadModel(s.out);
     try {
       const stream = tokenizeDocuments(loadCorpus(corpus).slice(0, 3), new ByteTokenizer());
       const longest = Math.max(...Array.from({ length: 3 }, (_, d) => stream.offsets[d + 1] - stream.offsets[d]));

@@ -16,6 +16,7 @@ import { MAX_CONTEXT } from '../models/limits.ts';
 /** Stride in tokens, or as a fraction of each context length (rounded, at least 1). */
 export type StrideSpec = number | { fraction: number };
 
+/** Options of {@link evaluate}. */
 export interface EvaluateOptions {
   /** Context lengths (input tokens per window) to evaluate, each a positive integer. */
   contextLengths: readonly number[];
@@ -31,6 +32,7 @@ export interface EvaluateOptions {
   onProgress?: (p: { contextLength: number; batch: number; batches: number }) => void;
 }
 
+/** What {@link evaluate} measured at one context length. */
 export interface LengthResult {
   contextLength: number;
   stride: number;
@@ -55,6 +57,7 @@ export interface LengthResult {
   tokensPerSecond: number;
 }
 
+/** The stride in tokens that `spec` gives at `contextLength` (at least 1, at most contextLength). */
 export function resolveStride(spec: StrideSpec, contextLength: number): number {
   if (typeof spec === 'number') {
     if (!(Number.isInteger(spec) && spec > 0)) throw new Error(`stride must be a positive integer number of tokens, got ${spec}`);
