@@ -13,8 +13,9 @@ import { layerMixers, type MixerKind, type ModelConfig } from '../models/config.
 import { Decoder } from '../models/decoder.ts';
 import { parameterShapes } from '../models/limits.ts';
 import {
-  CHECKPOINT_FILES, checkCheckpointTensors, checkFiniteTensor, loadWeightsInto, readCheckpointInfo, resolveCheckpoint, type CheckpointInfo,
+  CHECKPOINT_FILES, loadWeightsInto, readCheckpointInfo, resolveCheckpoint, type CheckpointInfo,
 } from '../train/checkpoint.ts';
+import { checkCheckpointTensors, checkFiniteTensor } from '../train/run-folder.ts';
 
 /** What {@link loadModel} returns: a model in eval mode with the tokenizer it was trained with. */
 export interface LoadedModel {
@@ -103,7 +104,7 @@ function positiveIntOrNull(v: unknown): number | null {
 export function loadModel(p: string, opts: LoadModelOptions = {}): LoadedModel {
   const info = readCheckpointInfo(resolveCheckpoint(p));
   const tokenizer = checkpointTokenizer(info, opts.tokenizer);
-  checkCheckpointTensors(info);
+  checkCheckpointTensors(info.config.model, { model: path.join(info.dir, CHECKPOINT_FILES.model) }, info.dir);
   const build = (): Decoder => {
     const model = new Decoder(info.config.model, 0);
     try { loadWeightsInto(model, path.join(info.dir, CHECKPOINT_FILES.model)); } catch (e) { model.dispose(); throw e; }

@@ -33,9 +33,9 @@ import type { SamplerState } from '../data/batches.ts';
 import { SafetensorsFile, writeSafetensorsSync } from '../io/safetensors.ts';
 import { parseModelConfig, type ModelConfig } from '../models/config.ts';
 import type { Decoder } from '../models/decoder.ts';
-import { checkMemory, parameterShapes } from '../models/limits.ts';
 import { readJsonSync, removeStaleTemps, writeDirAtomicSync, writeFileAtomicSync, writeJsonAtomicSync } from '../util/atomic.ts';
 import { lstatOrNull, refuseLink, removeEntrySync } from '../util/files.ts';
+import { checkFiniteTensor, crashPoint, pruneCheckpoints } from './run-folder.ts';
 import type { AdamW, MomentRecord } from './optimizer.ts';
 
 /** File names of a run folder. */
@@ -127,20 +127,6 @@ export function softwareVersion(): string {
   return cachedVersion;
 }
 
-// ---- test hook ----
-
-const crashCounts = new Map<string, number>();
-
-/** The test hook above: SIGKILLs this process at the n-th time it reaches `point`, when CUBIT_TEST_CRASH says so. */
-export function crashPoint(point: string): void {
-  const spec = process.env.CUBIT_TEST_CRASH;
-  if (!spec) return;
-  const [name, nth] = spec.split('@');
-  if (name !== point) return;
-  const n = (crashCounts.get(point) ?? 0) + 1;
-  crashCounts.set(point, n);
-  if (n === Number(nth ?? 1)) process.kill(process.pid, 'SIGKILL');
-}
 
 // ---- saving ----
 
@@ -211,35 +197,7 @@ export function saveCheckpoint(runDir: string, input: SaveCheckpointInput): stri
   return target;
 }
 
-/**
- * Finishes what a save killed after moving the pointer left undone: the older checkpoints and
- * stale temporaries go (a resume that has no step left to take would otherwise keep them forever).
- */
-export function finishInterruptedSave(runDir: string): void {
-  const pointer = readRunPointer(runDir);
-  if (!pointer) return;
-  const [folder, name, ...rest] = pointer.checkpoint.split(/[\\/]/);
-  if (folder !== RUN_FILES.checkpoints || !name || rest.length > 0) return;
-  pruneCheckpoints(path.join(runDir, RUN_FILES.checkpoints), name);
-  removeStaleTemps(path.join(runDir, RUN_FILES.pointer));
-}
 
-/** Names cubit gives what it writes under <run>/checkpoints: step folders and their temporaries. */
-const OWN_CHECKPOINT_ENTRY = /^(step-\d{8,}|\.step-\d{8,}\.tmp-\d+-[0-9a-f]+)$/;
-
-/**
- * Removes the checkpoints (and temporaries of killed saves) in `root` other than `keep`. Only
- * entries with the names cubit gives are touched, and never through a link (removeEntrySync):
- * whatever else a user put there stays.
- */
-export function pruneCheckpoints(root: string, keep: string | null): void {
-  refuseLink(root, 'folder');
-  if (!lstatOrNull(root)) return;
-  for (const name of fs.readdirSync(root)) {
-    if (name === keep || !OWN_CHECKPOINT_ENTRY.test(name)) continue;
-    removeEntrySync(root, name);
-  }
-}
 
 // ---- loading ----
 
@@ -313,54 +271,8 @@ function checkPointerStep(dir: string, step: number): void {
   if (pointer.step !== step) throw new Error(`${path.join(runDir, RUN_FILES.pointer)}: step ${pointer.step} differs from its checkpoint's (${step} in ${path.join(dir, CHECKPOINT_FILES.config)})`);
 }
 
-/**
- * Checks a checkpoint's safetensors headers against what its config.json implies (names, shapes,
- * dtypes; the optimizer's too with `optimizer`), reading no tensor data and building nothing, and
- * that the model fits in memory: run before any model is allocated. Throws one line naming the file.
- */
-export function checkCheckpointTensors(info: CheckpointInfo, opts: { optimizer?: boolean } = {}): void {
-  const expected = parameterShapes(info.config.model);
-  const bytes = expected.reduce((s, p) => s + 4 * p.shape.reduce((a, b) => a * b, 1), 0);
-  // Weights, the copy read from disk, and for training gradients and two moments.
-  checkMemory(bytes * (opts.optimizer ? 5 : 2), `the model of ${info.dir} (${bytes / 4} parameters)`);
-  const check = (file: string, want: { name: string; shape: number[] }[]): void => {
-    const f = SafetensorsFile.open(file);
-    try {
-      const names = new Set(want.map((w) => w.name));
-      for (const w of want) {
-        if (!f.has(w.name)) throw new Error(`checkpoint ${file}: no tensor '${w.name}' (config.json implies [${w.shape.join(', ')}])`);
-        const t = f.info(w.name);
-        if (t.dtype !== 'float32') throw new Error(`checkpoint ${file}: '${w.name}' is ${t.dtype}, expected float32`);
-        if (t.shape.length !== w.shape.length || t.shape.some((d, i) => d !== w.shape[i])) {
-          throw new Error(`checkpoint ${file}: '${w.name}' has shape [${t.shape.join(', ')}], config.json implies [${w.shape.join(', ')}]`);
-        }
-      }
-      for (const n of f.names) if (!names.has(n)) throw new Error(`checkpoint ${file}: unexpected tensor '${n}' (config.json implies no such parameter)`);
-    } finally {
-      f.close();
-    }
-  };
-  check(path.join(info.dir, CHECKPOINT_FILES.model), expected);
-  if (opts.optimizer) check(path.join(info.dir, CHECKPOINT_FILES.optimizer), expected.flatMap((p) => [{ name: `m.${p.name}`, shape: p.shape }, { name: `v.${p.name}`, shape: p.shape }]));
-}
 
-/** The first element of `data` that is NaN or ±Inf (or negative, with `nonNegative`), or -1. */
-function firstBadValue(data: ArrayLike<number>, nonNegative = false): number {
-  for (let i = 0; i < data.length; i++) {
-    const x = data[i];
-    if (!Number.isFinite(x) || (nonNegative && x < 0)) return i;
-  }
-  return -1;
-}
 
-/** Throws one line naming the tensor when `data` holds a non-finite value (or a negative one, with `nonNegative`). */
-export function checkFiniteTensor(file: string, name: string, data: ArrayLike<number>, nonNegative = false): void {
-  const i = firstBadValue(data, nonNegative);
-  if (i >= 0) {
-    const problem = Number.isFinite(data[i]) ? `a negative value (${data[i]}) where only values ≥ 0 are possible` : `a non-finite value (${data[i]})`;
-    throw new Error(`checkpoint ${file}: tensor '${name}' holds ${problem} at element ${i}; the checkpoint is damaged or from a diverged run`);
-  }
-}
 
 /**
  * Copies a checkpoint's weights into a model's parameters (in place). Names, shapes and dtypes

@@ -11,8 +11,8 @@ import { MAX_CONTEXT, MODEL_LIMITS } from '../models/limits.ts';
 const MAX_COUNT = 1e12;
 const positiveInt = z.number().int().positive().max(MAX_COUNT);
 const nonNegativeInt = z.number().int().nonnegative().max(MAX_COUNT);
-/** The limits of the training sizes (the model's are MODEL_LIMITS). */
-export const TRAIN_LIMITS = {
+/** The limits of the training sizes (the model's are MODEL_LIMITS; docs/LIMITS.md lists both). */
+const TRAIN_LIMITS = {
   batchSize: 1 << 16,
   seqLen: MAX_CONTEXT,
   gradAccum: 1 << 16,

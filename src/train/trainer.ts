@@ -31,14 +31,14 @@ import { zeros, tensor } from '../ops/creation.ts';
 import { div } from '../ops/elementwise.ts';
 import { crossEntropy } from '../ops/nn.ts';
 import { checkMemory, parameterCount } from '../models/limits.ts';
-import { writeFileAtomicSync } from '../util/atomic.ts';
+import { removeStaleTemps, writeFileAtomicSync } from '../util/atomic.ts';
 import { fsErrorMessage, makeFolderSync, openAppendNoFollowSync, readTextFileSync, refuseLink } from '../util/files.ts';
 import {
-  CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_OPTIONAL_FILES, CHECKPOINT_FORMAT_VERSION, checkCheckpointTensors, crashPoint, finishInterruptedSave, loadOptimizerInto, loadWeightsInto,
-  pruneCheckpoints, readCheckpointInfo, readRunPointer, resolveCheckpoint, RUN_FILES, saveCheckpoint, softwareVersion, type CheckpointConfig,
+  CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_OPTIONAL_FILES, CHECKPOINT_FORMAT_VERSION, loadOptimizerInto, loadWeightsInto, readCheckpointInfo, readRunPointer, resolveCheckpoint, RUN_FILES, saveCheckpoint, softwareVersion, type CheckpointConfig,
   type CheckpointInfo, type TrainState,
 } from './checkpoint.ts';
 import { clipGradNorm } from './clip.ts';
+import { checkCheckpointTensors, crashPoint, pruneCheckpoints } from './run-folder.ts';
 import { parseTrainConfig, type TrainConfig } from './config.ts';
 import { AdamW } from './optimizer.ts';
 import { learningRate, scheduleOf, type LrSchedule } from './schedule.ts';
@@ -180,7 +180,8 @@ export class Trainer {
       if (!pointer) throw new Error(`${opts.out}: no checkpoint to resume (${RUN_FILES.pointer} is missing); start a new run without --resume`);
       info = readCheckpointInfo(resolveCheckpoint(opts.out));
       // Headers against config.json (and the memory a model that size needs) before anything is built.
-      try { checkCheckpointTensors(info, { optimizer: true }); } catch (e) { throw new Error(`cannot resume ${info.dir}: ${(e as Error).message}`); }
+      const files = { model: path.join(info.dir, CHECKPOINT_FILES.model), optimizer: path.join(info.dir, CHECKPOINT_FILES.optimizer) };
+      try { checkCheckpointTensors(info.config.model, files, info.dir); } catch (e) { throw new Error(`cannot resume ${info.dir}: ${(e as Error).message}`); }
     } else {
       checkNewRunFolder(opts.out);
     }
@@ -379,6 +380,19 @@ function resumeTokenizer(spec: string, info: CheckpointInfo): Tokenizer {
   if (fs.existsSync(path.join(info.dir, CHECKPOINT_OPTIONAL_FILES.tokenizer))) return HfTokenizer.fromFile(info.dir);
   if (error) throw error;
   return loadTokenizer(spec); // checkTokenizer reports the mismatch
+}
+
+/**
+ * Finishes what a save killed after moving the pointer left undone: the older checkpoints and
+ * stale temporaries go (a resume that has no step left to take would otherwise keep them forever).
+ */
+function finishInterruptedSave(runDir: string): void {
+  const pointer = readRunPointer(runDir);
+  if (!pointer) return;
+  const [folder, name, ...rest] = pointer.checkpoint.split(/[\\/]/);
+  if (folder !== RUN_FILES.checkpoints || !name || rest.length > 0) return;
+  pruneCheckpoints(path.join(runDir, RUN_FILES.checkpoints), name);
+  removeStaleTemps(path.join(runDir, RUN_FILES.pointer));
 }
 
 /**
