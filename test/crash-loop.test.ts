@@ -34,16 +34,17 @@ function sitting(out: string, kill: Kill): Promise<{ signal: string | null; code
   const args = readRunPointer(out) ? ['train', '--resume', '--out', out] : ['train', '--config', configFile, '--out', out];
   const env = { ...process.env, ...('hook' in kill ? { CUBIT_TEST_CRASH: kill.hook } : {}) };
   const child = spawn(process.execPath, [BIN, ...args, '--backend', getBackend().name], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d) => { stderr += d; });
+  let stderr = '', stdout = '';
   let timer: NodeJS.Timeout | null = null;
-  child.stdout.on('data', (d) => {
-    // The first line ("new run in …" / "resuming …") comes once the run is built and about to step.
-    const text = String(d);
-    if ('afterMs' in kill && timer === null && (text.includes('new run in ') || text.startsWith('resuming'))) {
+  // The first progress line ("new run in …" / "resuming …", on either stream) comes once the run
+  // is built and about to step: the timer starts there.
+  const watch = (): void => {
+    if ('afterMs' in kill && timer === null && /(^|\n)(new run in |resuming )/.test(stdout + '\n' + stderr)) {
       timer = setTimeout(() => child.kill('SIGKILL'), kill.afterMs);
     }
-  });
+  };
+  child.stderr.on('data', (d) => { stderr += d; watch(); });
+  child.stdout.on('data', (d) => { stdout += d; watch(); });
   return new Promise((resolve) => child.on('close', (code, signal) => { if (timer) clearTimeout(timer); resolve({ signal, code, stderr }); }));
 }
 
