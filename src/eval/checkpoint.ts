@@ -138,10 +138,9 @@ export function summarizeCheckpoint(p: string): CheckpointSummary {
   const info = readCheckpointInfo(resolveCheckpoint(p));
   const file = SafetensorsFile.open(path.join(info.dir, CHECKPOINT_FILES.model));
   try {
-    const safeName = { float32: 'F32', float64: 'F64', int32: 'I32' } as const;
     const tensors = file.names.map((name) => {
       const t = file.info(name);
-      return { name, dtype: safeName[t.dtype], shape: t.shape };
+      return { name, dtype: t.stored, shape: t.shape };
     });
     const problems: string[] = [];
     const have = new Map(tensors.map((t) => [t.name, t]));
@@ -150,7 +149,7 @@ export function summarizeCheckpoint(p: string): CheckpointSummary {
       const t = have.get(e.name);
       if (!t) problems.push(`missing tensor '${e.name}' [${e.shape.join(', ')}]`);
       else if (t.shape.join(',') !== e.shape.join(',')) problems.push(`tensor '${e.name}' is [${t.shape.join(', ')}], config.json implies [${e.shape.join(', ')}]`);
-      else if (t.dtype !== 'F32') problems.push(`tensor '${e.name}' is ${t.dtype}, parameters are F32`);
+      else if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') problems.push(`tensor '${e.name}' is ${t.dtype}, parameters are F32 (or F16/BF16, widened on load)`);
     }
     const names = new Set(expected.map((e) => e.name));
     for (const t of tensors) if (!names.has(t.name)) problems.push(`unexpected tensor '${t.name}'`);
