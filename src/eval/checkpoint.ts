@@ -1,6 +1,6 @@
 // A checkpoint ready for inference: the model, read with the trainer's checkpoint reader
-// (src/train/checkpoint.ts: a run folder's latest checkpoint, or a checkpoint folder), and its
-// tokenizer. Also the header-only summary that `cubit info <checkpoint>` prints.
+// (src/train/checkpoint.ts: a run folder's latest checkpoint, a checkpoint folder, or a model
+// folder that `cubit export` wrote), and its tokenizer. Also the header-only summary that `cubit info <checkpoint>` prints.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { withBackend } from '../core/engine.ts';
@@ -10,14 +10,12 @@ import {
 import { SafetensorsFile } from '../io/safetensors.ts';
 import { layerMixers, type MixerKind, type ModelConfig } from '../models/config.ts';
 import { Decoder } from '../models/decoder.ts';
-import {
-  CHECKPOINT_FILES, loadWeightsInto, readCheckpointInfo, resolveCheckpoint, type CheckpointInfo,
-} from '../train/checkpoint.ts';
+import { CHECKPOINT_FILES, loadWeightsInto, readModelInfo, type ModelInfo } from '../train/checkpoint.ts';
 
 export interface InferenceCheckpoint {
-  /** The checkpoint folder. */
+  /** The checkpoint folder (or model folder). */
   dir: string;
-  info: CheckpointInfo;
+  info: ModelInfo;
   model: Decoder;
   config: ModelConfig;
   tokenizer: Tokenizer;
@@ -49,7 +47,7 @@ function obj(v: unknown): Record<string, unknown> {
  * looked for in the checkpoint folder, the run folder, the recorded source and the training
  * config's data.tokenizer.
  */
-export function checkpointTokenizer(info: CheckpointInfo, given?: Tokenizer | string): Tokenizer {
+export function checkpointTokenizer(info: ModelInfo, given?: Tokenizer | string): Tokenizer {
   const where = `the checkpoint ${info.dir}`;
   const id: TokenizerIdentity = info.config.tokenizer;
   let tok: Tokenizer | null = null;
@@ -83,12 +81,12 @@ function positiveIntOrNull(v: unknown): number | null {
 }
 
 /**
- * Loads the model of a run folder's latest checkpoint (or of a checkpoint folder) with its
- * tokenizer. The config, state and tokenizer are checked before any tensor is read; every problem
- * is one Error line naming the file.
+ * Loads the model of a run folder's latest checkpoint (or of a checkpoint folder, or of a model
+ * folder) with its tokenizer. The config, state and tokenizer are checked before any tensor is
+ * read; every problem is one Error line naming the file.
  */
 export function loadForInference(p: string, opts: InferenceLoadOptions = {}): InferenceCheckpoint {
-  const info = readCheckpointInfo(resolveCheckpoint(p));
+  const info = readModelInfo(p);
   const tokenizer = checkpointTokenizer(info, opts.tokenizer);
   const build = (): Decoder => {
     const model = new Decoder(info.config.model, 0);
@@ -130,12 +128,13 @@ export interface CheckpointSummary {
   /** Differences between model.safetensors and what config.json implies (empty: consistent). */
   problems: string[];
   training: Record<string, unknown>;
-  state: Record<string, unknown>;
+  /** The trainer state (null for a model folder). */
+  state: Record<string, unknown> | null;
 }
 
 /** Reads a checkpoint's config, state and tensor headers (no tensor data) and checks them against each other. */
 export function summarizeCheckpoint(p: string): CheckpointSummary {
-  const info = readCheckpointInfo(resolveCheckpoint(p));
+  const info = readModelInfo(p);
   const file = SafetensorsFile.open(path.join(info.dir, CHECKPOINT_FILES.model));
   try {
     const tensors = file.names.map((name) => {
@@ -169,7 +168,7 @@ export function summarizeCheckpoint(p: string): CheckpointSummary {
       tensors,
       problems,
       training,
-      state: info.state as unknown as Record<string, unknown>,
+      state: info.state as unknown as Record<string, unknown> | null,
     };
   } finally {
     file.close();
