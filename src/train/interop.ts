@@ -15,6 +15,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ByteTokenizer, HfTokenizer } from '../data/tokenizer.ts';
+import { checkpointTokenizer } from '../eval/checkpoint.ts';
 import { SafetensorsFile, writeSafetensorsSync, type TensorRecord } from '../io/safetensors.ts';
 import { layerMixers, type ModelConfig } from '../models/config.ts';
 import { Decoder } from '../models/decoder.ts';
@@ -69,24 +70,24 @@ function readWeights(info: ModelInfo): Map<string, TensorRecord> {
   }
 }
 
-/** The tokenizer files for the folder: tokenizer.json (and a tokenizer_config.json where the source has one). */
+/** The tokenizer files for the folder: tokenizer.json (and the tokenizer_config.json beside a Hugging Face one, which names BOS/EOS). */
 function tokenizerFiles(info: ModelInfo): Record<string, string> {
-  const id = info.config.tokenizer;
-  if (id.kind === 'byte') return { [MODEL_FOLDER_FILES.tokenizer]: ByteTokenizer.hfJson() };
-  const file = path.join(info.dir, CHECKPOINT_OPTIONAL_FILES.tokenizer);
-  if (!fs.existsSync(file)) throw new Error(`${info.dir}: its tokenizer.json copy is missing (the checkpoint records a Hugging Face tokenizer, sha256 ${id.sha256.slice(0, 12)}…)`);
-  const tok = HfTokenizer.fromFile(file);
-  if (tok.sha256 !== id.sha256) throw new Error(`${file}: sha256 ${tok.sha256.slice(0, 12)}… differs from the one config.json records (${id.sha256.slice(0, 12)}…)`);
+  const tok = checkpointTokenizer(info); // found and checked against the recorded sha256
+  if (!(tok instanceof HfTokenizer)) return { [MODEL_FOLDER_FILES.tokenizer]: ByteTokenizer.hfJson() };
   const out: Record<string, string> = { [MODEL_FOLDER_FILES.tokenizer]: tok.json };
-  const cfg = path.join(info.dir, CHECKPOINT_OPTIONAL_FILES.tokenizerConfig);
-  if (fs.existsSync(cfg)) out[CHECKPOINT_OPTIONAL_FILES.tokenizerConfig] = fs.readFileSync(cfg, 'utf8');
+  const id = tok.identity();
+  const cfg = id.kind === 'hf' && id.source ? path.join(path.dirname(id.source), CHECKPOINT_OPTIONAL_FILES.tokenizerConfig) : null;
+  if (cfg && fs.existsSync(cfg)) out[CHECKPOINT_OPTIONAL_FILES.tokenizerConfig] = fs.readFileSync(cfg, 'utf8');
   return out;
 }
 
 /** config.json of a model folder exported from `info`. */
 export function modelFolderConfig(info: ModelInfo): ModelFolderConfig {
   const { format: _format, ...rest } = info.config as CheckpointConfig;
-  return { format: MODEL_FOLDER_FORMAT, model_type: HF_MODEL_TYPE, architectures: [HF_ARCHITECTURE], ...rest };
+  // The tokenizer travels in the folder: where it came from on this machine is no concern of a reader's.
+  const tokenizer = { ...rest.tokenizer };
+  if (tokenizer.kind === 'hf') delete tokenizer.source;
+  return { format: MODEL_FOLDER_FORMAT, model_type: HF_MODEL_TYPE, architectures: [HF_ARCHITECTURE], ...rest, tokenizer };
 }
 
 /**
