@@ -193,9 +193,12 @@ def masked_softmax(s, mask):
     return torch.softmax(s.masked_fill(~mask, float("-inf")), -1)
 
 
-def attend(q, k, v, mask):
-    """Masked softmax attention (B, H, Tq, D) x (B, H, Tk, D): the mask is shared by the heads."""
+def attend(q, k, v, mask, causal=False):
+    """Masked softmax attention (B, H, Tq, D) x (B, H, Tk, D): the mask is shared by the heads.
+    causal: the mask is exactly j <= i (PyTorch 2's fused kernels then need no mask at all)."""
     if hasattr(F, "scaled_dot_product_attention"):
+        if causal:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return masked_softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), mask) @ v
 
@@ -308,7 +311,7 @@ class SoftmaxMixer(_Projections):
         v = self.heads(self.wv(x))
         if cache is not None:
             k, v = cache.extend("k", k), cache.extend("v", v)
-        return self.merge(attend(q, k, v, ctx.mask))
+        return self.merge(attend(q, k, v, ctx.mask, ctx.causal))
 
 
 class CubitMixer(_Projections):
@@ -345,7 +348,7 @@ class CubitMixer(_Projections):
             X = dense_solve(r, rhat, Y, lam, ctx.doc, ctx.window)
         else:
             X = StreamedSolve.apply(r, rhat, Y, lam, ctx.doc, ctx.window, ctx.block)
-        return self.merge(attend(q, k, X, ctx.mask))
+        return self.merge(attend(q, k, X, ctx.mask, ctx.causal))
 
 
 class LocalLinearMixer(_Projections):
@@ -408,6 +411,7 @@ class _Context:
         qpos = torch.arange(start, start + T, device=device)
         kpos = torch.arange(start + T - Tk, start + T, device=device)
         self.mask = visible(qpos, kpos, cfg.window, doc, kdoc)
+        self.causal = cfg.window is None and doc is None and Tk == T
         self._features = {}
 
     def features_tables(self, m):

@@ -382,6 +382,7 @@ def parse_args(argv):
     for key in ("lr", "minLr", "weightDecay", "clip"):
         ap.add_argument("--" + re.sub(r"([A-Z])", lambda m: "-" + m.group(1).lower(), key), dest=key, type=float)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--solve", choices=("stream", "dense"), default="stream", help="Cubit's solve: block-streamed (default) or the dense reference")
     ap.add_argument("--fsdp", action="store_true", help="shard with FullyShardedDataParallel (PyTorch >= 2.1) instead of DDP")
     ap.add_argument("--synthetic", action="store_true", help="random tokens instead of a corpus (benchmarks)")
     ap.add_argument("--no-tf32", action="store_true", help="full float32 matmuls on CUDA (default allows TF32)")
@@ -422,7 +423,7 @@ def main(argv=None):
     if src["weights"]:
         tensors, _ = mc.load_safetensors(os.path.join(src["folder"], "model.safetensors"))
         model.load_state_dict({n: t.float() for n, t in tensors.items()}, strict=True)
-    model.to(device).train()
+    model.set_solve(args.solve).to(device).train()
     names = [n for n, _ in model.named_parameters()]
 
     fsdp = args.fsdp and world > 1
@@ -501,6 +502,8 @@ def main(argv=None):
             inputs, targets, docs = data.next()
             count = int((targets != IGNORE_INDEX).sum())
             x, y, d = (t[mine].to(device) for t in (inputs, targets, docs))
+            if args.synthetic:
+                d = None  # one document per row: the plain causal mask
             # Gradients are all-reduced once per step, at the last micro-batch (DDP's no_sync before it).
             sync = contextlib.nullcontext() if world == 1 or fsdp or micro == accum - 1 else wrapped.no_sync()
             with sync:
@@ -548,7 +551,7 @@ def main(argv=None):
     if args.bench and rank == 0 and timings:
         steady = sorted(timings[1:] or timings)
         med = steady[len(steady) // 2]
-        print(json.dumps({"trainer": "train_torch.py", "mixers": cfg.layer_mixers()[0] if len(set(cfg.layer_mixers())) == 1 else cfg.layer_mixers(),
+        print(json.dumps({"trainer": "train_torch.py", "solve": args.solve, "mixers": cfg.layer_mixers()[0] if len(set(cfg.layer_mixers())) == 1 else cfg.layer_mixers(),
                           "T": T, "B": B, "d": cfg.dModel, "layers": cfg.nLayers, "processes": world, "device": str(device),
                           "tok_per_s": round(B * T * accum / med), "step_s": round(med, 4),
                           "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None}), flush=True)
