@@ -234,6 +234,39 @@ describe('model folders', () => {
     });
   });
 
+  test('a Hugging Face tokenizer travels with the folder (tokenizer.json and tokenizer_config.json), and the folder loads with it', async () => {
+    const dir = tmpDir('interop');
+    try {
+      const tokDir = path.join(dir, 'hf');
+      fs.mkdirSync(tokDir);
+      fs.writeFileSync(path.join(tokDir, 'tokenizer.json'), JSON.stringify({
+        version: '1.0', truncation: null, padding: null, added_tokens: [], normalizer: null,
+        pre_tokenizer: { type: 'Whitespace' }, post_processor: null, decoder: null,
+        model: { type: 'WordLevel', vocab: { '[UNK]': 0, '<s>': 1, '</s>': 2, the: 3, fox: 4 }, unk_token: '[UNK]' },
+      }));
+      fs.writeFileSync(path.join(tokDir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>' }));
+      const tok = HfTokenizer.fromFile(tokDir);
+      const model = perturbedModel({ ...base, vocabSize: 5, mixer: 'cubit' }, 2);
+      const run = path.join(dir, 'run');
+      try { saveRun(run, model, { tokenizer: tok.identity(), data: { corpus: 'brown', tokenizer: tokDir } }); } finally { model.dispose(); }
+      const folder = path.join(dir, 'folder');
+      assert.deepEqual(exportModel(run, folder), ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+      assert.equal(fs.readFileSync(path.join(folder, 'tokenizer.json'), 'utf8'), tok.json);
+      const cfg = JSON.parse(fs.readFileSync(path.join(folder, 'config.json'), 'utf8'));
+      assert.equal(cfg.tokenizer.sha256, tok.sha256);
+      assert.equal(cfg.tokenizer.source, undefined, 'no path of this machine in a shared folder');
+      fs.rmSync(tokDir, { recursive: true }); // the folder stands alone
+      const ck = loadForInference(folder);
+      try {
+        assert.equal(ck.tokenizer.bosId, 1);
+        assert.equal(ck.tokenizer.eosId, 2);
+        assert.deepEqual(Array.from(ck.tokenizer.encode('the fox')), [3, 4]);
+      } finally { ck.model.dispose(); }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('LLaMA names cover every tensor of an all-softmax model', async () => {
     await withRun({ mixer: 'softmax', tieEmbeddings: false }, (_run, model) => {
       for (const [name] of model.namedParameters()) assert.ok(llamaName(name), name);
@@ -276,6 +309,13 @@ describe('PyTorch: the exported modeling_cubit.py', () => {
         assert.ok((r.names as number) >= 20);
       });
     }
+  });
+
+  test('the streamed solve keeps no T×T matrix per head for its backward; the dense one does', torchOpts, () => {
+    const T = 512, D = 8;
+    const r = helper('saved', path.join(import.meta.dirname, '..', 'python'), String(T), '64');
+    assert.ok((r.stream as number) <= T * D, `streamed: a saved tensor of ${r.stream} elements per head (T·D = ${T * D})`);
+    assert.equal(r.dense, T * T);
   });
 
   test('cached generate() gives the greedy tokens of `cubit generate`', torchOpts, async () => {

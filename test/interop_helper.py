@@ -3,6 +3,7 @@
   logits FOLDER IDS DOCIDS OUT   float32 logits of the streamed and the dense Cubit solve, written as
                                  raw float64 (2, B, T, V) to OUT; IDS/DOCIDS are rows ';', ids ','
   grads FOLDER IDS DOCIDS        float64: relative gap between the streamed and dense paths' gradients
+  saved FOLDER T BLOCK           the largest tensor kept for the backward, streamed and dense (per head)
   generate FOLDER IDS N          greedy tokens of cached generate() and of recomputing the forward
   llama FOLDER IDS OUT           logits of a forward written from the public LLaMA definition, reading
                                  the folder's LlamaForCausalLM tensors and config.json
@@ -56,6 +57,30 @@ def grads(folder, ids, doc):
     result["gradRelGap"] = worst
     result["names"] = len(got["dense"])
     return result
+
+
+def saved(folder, T, block):
+    """Largest tensor autograd keeps for the backward of the streamed solve and of the dense one,
+    in elements per (batch, head), at sequence length T."""
+    torch.manual_seed(0)
+    B, H, D, T, block = 2, 3, 8, int(T), int(block)
+    r = torch.randn(B, H, T, D, requires_grad=True)
+    rhat = torch.randn(B, H, T, D, requires_grad=True)
+    Y = torch.randn(B, H, T, D, requires_grad=True)
+    lam = torch.full((H,), 0.1, requires_grad=True)
+    out = {}
+    for how in ("stream", "dense"):
+        sizes = []
+
+        def pack(t):
+            sizes.append(t.numel() // (B * H) if t.dim() == 4 else t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            X = mc.StreamedSolve.apply(r, rhat, Y, lam, None, None, block) if how == "stream" else mc.dense_solve(r, rhat, Y, lam, None, None)
+        X.sum().backward()
+        out[how] = max(sizes)
+    return out
 
 
 def generate(folder, ids, n):
@@ -115,5 +140,5 @@ def llama(folder, ids, out):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    fn = {"logits": logits, "grads": grads, "generate": generate, "llama": llama}[cmd]
+    fn = {"logits": logits, "grads": grads, "saved": saved, "generate": generate, "llama": llama}[cmd]
     print(json.dumps(fn(*args)))
