@@ -282,9 +282,12 @@ class Sampler:
         return {"mode": self.mode, "seed": self.seed, "seqLen": self.T, "data": self.data, "epoch": self.epoch, "cursor": self.cursor}
 
     def set_state(self, s):
+        """Continues from a saved position; with other data, mode, seed or seqLen (an override)
+        the position means nothing, and the data starts from its first epoch (said on stderr)."""
         for key in ("mode", "seed", "seqLen", "data"):
             if s.get(key) != self.state()[key]:
-                sys.exit(f"train_torch.py: cannot resume the data position: {key} differs (saved {s.get(key)!r}, now {self.state()[key]!r})")
+                print(f"train_torch.py: note: {key} differs from the checkpoint's (saved {s.get(key)!r}, now {self.state()[key]!r}); the data starts from its first epoch", file=sys.stderr)
+                return
         self.epoch, self.cursor = s["epoch"], s["cursor"]
 
 
@@ -467,14 +470,16 @@ def main(argv=None):
         docs = split_train(load_corpus(train["data"]["corpus"], train["data"]), train["data"]["split"])
         tokens, offsets = tokenize(docs, tok)
         data = Sampler(tokens, offsets, B, T, train["seed"], train["data"].get("mode", "packed"))
-        if src["state"] is not None and src["state"].get("sampler", {}).get("mode") in ("packed", "padded"):
-            data.set_state(src["state"]["sampler"])
+        saved_pos = (src["state"] or {}).get("sampler") or {}
+        if saved_pos.get("mode") in ("packed", "padded"):
+            data.set_state(saved_pos)
     rng = Rng(0)
     rng.state = state["rng"]["state"]
 
     mine = slice(rank * B // world, (rank + 1) * B // world)
     end = min(train["steps"], args.stop_at if args.stop_at is not None else train["steps"])
     losses = open(args.losses, "a") if args.losses and rank == 0 else None
+    metrics = _open_metrics(args, src, step) if rank == 0 and args.out and not args.bench else None
 
     def save():
         if args.bench or not args.out:
@@ -544,7 +549,12 @@ def main(argv=None):
             losses.write(json.dumps({"step": step, "loss": total, "lr": lr, "gradNorm": norm}) + "\n")
             losses.flush()
         if rank == 0 and not args.bench and (step % train["logEvery"] == 0 or step == end):
-            print(json.dumps({"kind": "train", "step": step, "loss": round(total, 6), "lr": lr, "gradNorm": round(norm, 6), "tokensPerSec": round(B * T * accum / dt)}), flush=True)
+            record = {"kind": "train", "step": step, "loss": round(total, 6), "lr": lr, "gradNorm": round(norm, 6), "tokensPerSec": round(B * T * accum / dt),
+                      "skippedSteps": state["skippedSteps"], "tokens": state["tokensSeen"], "trainer": "train_torch.py"}
+            print(json.dumps(record), flush=True)
+            if metrics:
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
         if train["checkpointEvery"] and step % train["checkpointEvery"] == 0 and step != end:
             save()
     save()
@@ -555,10 +565,31 @@ def main(argv=None):
                           "T": T, "B": B, "d": cfg.dModel, "layers": cfg.nLayers, "processes": world, "device": str(device),
                           "tok_per_s": round(B * T * accum / med), "step_s": round(med, 4),
                           "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None}), flush=True)
-    if losses:
-        losses.close()
+    for f in (losses, metrics):
+        if f:
+            f.close()
     if world > 1:
         dist.destroy_process_group()
+
+
+def _open_metrics(args, src, step):
+    """--out/metrics.jsonl, as cubit keeps it: the source run's records up to the starting step
+    (a killed sitting's later ones dropped), then this run's, appended."""
+    os.makedirs(args.out, exist_ok=True)
+    target = os.path.join(args.out, "metrics.jsonl")
+    run_dir = os.path.dirname(os.path.dirname(src["folder"]))
+    source = target if os.path.exists(target) else os.path.join(run_dir, "metrics.jsonl")
+    kept = []
+    if os.path.exists(source):
+        with open(source) as f:
+            for line in f:
+                try:
+                    if json.loads(line).get("step", 0) <= step:
+                        kept.append(line if line.endswith("\n") else line + "\n")
+                except ValueError:
+                    pass
+    mc._write_atomic(target, [l.encode() for l in kept])
+    return open(target, "a")
 
 
 def _clip(wrapped, params, max_norm, fsdp):
