@@ -154,7 +154,7 @@ describe('model folders', () => {
       assert.equal(info.code, 0, info.stderr);
       assert.deepEqual(JSON.parse(info.stdout).problems, []);
       // A model folder exports again, to the same bytes.
-      const again = path.join(dir, 'again');
+      const again = path.join(dir, 'nested', 'again'); // parents are made
       exportModel(folder, again);
       for (const f of ['model.safetensors', 'config.json', 'tokenizer.json']) assert.ok(fs.readFileSync(path.join(folder, f)).equals(fs.readFileSync(path.join(again, f))), f);
     });
@@ -342,6 +342,19 @@ describe('PyTorch: the exported modeling_cubit.py', () => {
         fs.rmSync(dir, { recursive: true, force: true });
       }
     }
+  });
+
+  test('the Python example of docs/INTEROP.md runs on an exported byte model', torchOpts, async () => {
+    const doc = fs.readFileSync(path.join(import.meta.dirname, '..', 'docs', 'INTEROP.md'), 'utf8');
+    const code = /```python\n([\s\S]*?)```/.exec(doc)![1];
+    await withRun({ mixer: 'cubit', vocabSize: 256 }, (run, _model, dir) => {
+      const folder = path.join(dir, 'models', 'mine-pt');
+      exportModel(run, folder, { to: 'pytorch' });
+      fs.writeFileSync(path.join(dir, 'example.py'), code);
+      const r = spawnSync(python!, ['example.py'], { cwd: dir, encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.ok(r.stdout.startsWith('The jury said'), r.stdout);
+    });
   });
 });
 

@@ -102,6 +102,7 @@ export function exportModel(source: string, target: string, opts: ExportOptions 
   const weights = readWeights(info);
   const toks = tokenizerFiles(info);
   emptyOrMissing(target, 'export folder');
+  fs.mkdirSync(path.dirname(path.resolve(target)), { recursive: true });
   const written: string[] = [];
   writeDirAtomicSync(target, (tmp) => {
     const put = (name: string, text: string): void => { writeFileAtomicSync(path.join(tmp, name), text, { durable: false }); written.push(name); };
