@@ -63,7 +63,12 @@ class CubitConfig:
         self.headDim = c["dModel"] // c["nHeads"]
 
     def to_dict(self):
-        return {k: self.__dict__[k] for k in list(MODEL_DEFAULTS) + ["cubit", "localLinear"]}
+        """Every key with its value, as cubit writes a model config (absent optional keys left out)."""
+        out = {k: self.__dict__[k] for k in list(MODEL_DEFAULTS) + ["cubit", "localLinear"]}
+        if out["cubitLayers"] is None:
+            del out["cubitLayers"]
+        out["localLinear"] = {k: v for k, v in out["localLinear"].items() if v is not None}
+        return out
 
     def layer_mixers(self):
         if isinstance(self.mixer, list):

@@ -340,7 +340,10 @@ def read_source(path):
         with open(os.path.join(folder, "state.json")) as f:
             state = json.load(f)
     has_weights = raw.get("format") in ("cubit-checkpoint", "cubit-model") and os.path.exists(os.path.join(folder, "model.safetensors"))
-    return {"model": model, "training": raw.get("training") or {}, "tokenizer": raw.get("tokenizer") or {"kind": "byte", "vocabSize": 256},
+    # A checkpoint or model folder records the training config under "training"; a training config
+    # of `cubit train --config` (configs/*.json) is one itself, beside its "model".
+    training = raw.get("training") if "format" in raw else {k: v for k, v in raw.items() if k != "model"} if "model" in raw else {}
+    return {"model": model, "training": training or {}, "tokenizer": raw.get("tokenizer") or {"kind": "byte", "vocabSize": 256},
             "folder": folder, "state": state, "step": raw.get("step", 0), "software": raw.get("software") or {"name": "cubit", "version": "0.1.0"},
             "weights": has_weights}
 
@@ -386,6 +389,7 @@ def parse_args(argv):
         ap.add_argument("--" + re.sub(r"([A-Z])", lambda m: "-" + m.group(1).lower(), key), dest=key, type=float)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--solve", choices=("stream", "dense"), default="stream", help="Cubit's solve: block-streamed (default) or the dense reference")
+    ap.add_argument("--block", type=int, help="rows per block of the streamed solve (default: the model's blockSize; speed and rounding only)")
     ap.add_argument("--fsdp", action="store_true", help="shard with FullyShardedDataParallel (PyTorch >= 2.1) instead of DDP")
     ap.add_argument("--synthetic", action="store_true", help="random tokens instead of a corpus (benchmarks)")
     ap.add_argument("--no-tf32", action="store_true", help="full float32 matmuls on CUDA (default allows TF32)")
@@ -421,6 +425,11 @@ def main(argv=None):
         sys.exit(f"train_torch.py: batchSize {B} must divide by the {world} processes")
 
     cfg = mc.CubitConfig(**src["model"])
+    model_record = cfg.to_dict()  # what checkpoints record (before --block)
+    if args.block is not None:
+        if args.block < 1:
+            sys.exit("train_torch.py: --block must be a positive integer")
+        cfg.blockSize = args.block  # a kernel setting, not the maths: the checkpoint keeps the recorded one
     torch.manual_seed(train["seed"])
     model = mc.CubitForCausalLM(cfg)
     if src["weights"]:
@@ -431,8 +440,14 @@ def main(argv=None):
 
     fsdp = args.fsdp and world > 1
     if fsdp:
+        if tuple(int(v) for v in re.findall(r"\d+", torch.__version__)[:2]) < (2, 1):
+            sys.exit(f"train_torch.py: --fsdp needs PyTorch >= 2.1 (this is {torch.__version__}); leave it out for DDP")
+        import functools
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP  # noqa: N814
-        wrapped = FSDP(model, use_orig_params=True, device_id=device if device.type == "cuda" else None)
+        from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+        # One FSDP unit per block: each block's parameters are gathered only while it runs.
+        policy = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls={mc.Block})
+        wrapped = FSDP(model, use_orig_params=True, auto_wrap_policy=policy, device_id=device if device.type == "cuda" else None)
     elif world > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
     else:
@@ -488,7 +503,7 @@ def main(argv=None):
         osd = _moments(opt, wrapped, named, names, fsdp)
         if rank == 0:
             config = {"format": "cubit-checkpoint", "formatVersion": 1, "software": src["software"], "step": step,
-                      "parameters": sum(p.numel() for p in model.parameters()), "model": src["model"] if "ffnHidden" in src["model"] else cfg.to_dict(),
+                      "parameters": sum(p.numel() for p in model.parameters()), "model": model_record,
                       "training": {k: v for k, v in train.items() if k != "model"}, "tokenizer": src["tokenizer"]}
             st = dict(state, step=step, rng={"state": rng.state}, sampler=data.state())
             write_checkpoint(args.out, step, sd, osd, opt_step, config, st, src["folder"])
@@ -562,7 +577,7 @@ def main(argv=None):
         steady = sorted(timings[1:] or timings)
         med = steady[len(steady) // 2]
         print(json.dumps({"trainer": "train_torch.py", "solve": args.solve, "mixers": cfg.layer_mixers()[0] if len(set(cfg.layer_mixers())) == 1 else cfg.layer_mixers(),
-                          "T": T, "B": B, "d": cfg.dModel, "layers": cfg.nLayers, "processes": world, "device": str(device),
+                          "T": T, "B": B, "block": cfg.blockSize, "d": cfg.dModel, "layers": cfg.nLayers, "processes": world, "device": str(device),
                           "tok_per_s": round(B * T * accum / med), "step_s": round(med, 4),
                           "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None}), flush=True)
     for f in (losses, metrics):

@@ -461,6 +461,28 @@ describe('PyTorch: train_torch.py', () => {
     }
   });
 
+  test('a run started in PyTorch from a training config continues in cubit at its data position (the ported pipeline\'s data fingerprint is cubit\'s)', torchOpts, async () => {
+    const dir = tmpDir('interop-train');
+    try {
+      const corpus = path.join(dir, 'corpus.txt');
+      fs.writeFileSync(corpus, corpusText());
+      const cfg = path.join(dir, 'run.json');
+      fs.writeFileSync(cfg, JSON.stringify(trainConfig(corpus)));
+      const torchRun = path.join(dir, 'torch');
+      py([TRAIN_TORCH, '--from', cfg, '--out', torchRun, '--device', 'cpu', '--stop-at', '2', '--block', '4']);
+      const back = path.join(dir, 'back');
+      const ck = importRun(torchRun, back);
+      const rec = JSON.parse(fs.readFileSync(path.join(ck, 'config.json'), 'utf8'));
+      assert.equal(rec.model.blockSize, 8, '--block is a kernel setting: the recorded config keeps its own');
+      // cubit checks the sampler state's data fingerprint, seed and seqLen before it continues.
+      const s = await train({ out: back, resume: true, durable: false });
+      assert.equal(s.startStep, 2);
+      assert.equal(s.step, 7);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('a fresh model from config.json alone (random init) trains on synthetic tokens', torchOpts, () => {
     const dir = tmpDir('interop-train');
     try {
