@@ -61,6 +61,8 @@ export interface CubitResult {
  *
  * Returns both the output and the solution X. The same mask (causal, options.window, options.docIds)
  * applies to W and to attention. Per-head parameters must be finite (checked: a host read of H values).
+ * α is used as given: α ≥ 0 keeps every pivot W_ii + λ ≳ 1/(keys seen), while α < 0 makes X grow
+ * exponentially along the sequence (docs/MIXERS.md, "Conditioning"); CubitMixer passes α = |refScale|.
  */
 export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}): CubitResult {
   const op = 'cubitAttention';
