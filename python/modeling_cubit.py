@@ -339,8 +339,12 @@ class CubitMixer(_Projections):
         k = rope(self.heads(self.wk(x)), ctx.cos, ctx.sin)
         v = self.heads(self.wv(x))
         r = k if c["sharedKey"] else rope(self.heads(self.wr(x)), ctx.cos, ctx.sin)
-        # Normalise after rotation (rotation keeps the norm): r_hat = alpha r / max(||r||, 1e-6).
-        rhat = self.refScale.view(1, H, 1, 1) * r / r.norm(dim=-1, keepdim=True).clamp_min(REF_NORM_EPS)
+        # Normalise after rotation (rotation keeps the norm): r_hat = alpha r / max(||r||, 1e-6), with
+        # alpha = |refScale| (cubit's reading: W's diagonal stays its row's largest entry, so the solve
+        # stays well conditioned whatever sign training gives the parameter); written as cubit does,
+        # so its gradient at 0 is 1, not abs's 0.
+        alpha = torch.where(self.refScale >= 0, self.refScale, -self.refScale)
+        rhat = alpha.view(1, H, 1, 1) * r / r.norm(dim=-1, keepdim=True).clamp_min(REF_NORM_EPS)
         Y = v
         if c["lrr"]:
             s = self.lrrLower.view(1, H, 1, 1) + self.lrrRange.view(1, H, 1, 1) * torch.sigmoid(self.wlrr(x)).transpose(1, 2)[..., None]

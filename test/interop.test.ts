@@ -57,9 +57,10 @@ const docIds = Array.from({ length: B * T }, (_, i) => (i < T ? (i < 6 ? 0 : 1) 
 const rows = (a: number[]): string => Array.from({ length: B }, (_, b) => a.slice(b * T, (b + 1) * T).join(',')).join(';');
 
 // Every mixer and every option that changes the tensors or the maths (as test/format.test.ts).
-const cases: { name: string; config: ModelConfigInput }[] = [
+const cases: { name: string; config: ModelConfigInput; negativeRefScale?: boolean }[] = [
   { name: 'softmax', config: { mixer: 'softmax' } },
   { name: 'cubit', config: { mixer: 'cubit' } },
+  { name: 'cubit, head 1\'s refScale negative (α = |refScale|)', config: { mixer: 'cubit' }, negativeRefScale: true },
   { name: 'cubit, shared key, LRR off, untied head', config: { mixer: 'cubit', cubit: { sharedKey: true, lrr: false }, tieEmbeddings: false } },
   { name: 'local_linear, full rank', config: { mixer: 'local_linear', localLinear: { ridge: 2 } } },
   { name: 'local_linear, rank 4', config: { mixer: 'local_linear', localLinear: { rank: 4, ridge: 0.5 } } },
@@ -76,10 +77,15 @@ function tsLogits(model: Decoder, withDocs = true): Float64Array {
 }
 
 /** Runs fn on a saved run of a perturbed model, then removes everything (after fn's promise settles). */
-async function withRun(config: ModelConfigInput, fn: (run: string, model: Decoder, dir: string) => unknown): Promise<void> {
+async function withRun(config: ModelConfigInput, fn: (run: string, model: Decoder, dir: string) => unknown, negativeRefScale = false): Promise<void> {
   const dir = tmpDir('interop');
   const model = perturbedModel({ ...base, ...config }, 3);
   try {
+    if (negativeRefScale) {
+      for (const [name, p] of model.namedParameters()) {
+        if (name.endsWith('refScale')) p.backend.write(p.storage, Float64Array.from(p.dataSync(), (v, h) => (h === 1 ? -v : v)));
+      }
+    }
     const run = path.join(dir, 'run');
     saveRun(run, model);
     await fn(run, model, dir);
@@ -291,7 +297,7 @@ describe('PyTorch: the exported modeling_cubit.py', () => {
         assert.ok(e < 1e-4, `streamed logits relErr ${e.toExponential(2)}`);
         assert.ok(ed < 1e-4, `dense logits relErr ${ed.toExponential(2)}`);
         assert.ok((r.streamedVsDense as number) < 1e-5, `streamed vs dense ${r.streamedVsDense}`);
-      });
+      }, c.negativeRefScale);
     });
   }
 
