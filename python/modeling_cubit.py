@@ -22,6 +22,7 @@ Decoding caches, per layer, what each mixer reads again (CUBIT.md section 4): so
 rotated keys and the values; Cubit the rotated keys, the rotated r_hat and the solved X; the local
 linear mixer the rotated keys, its features and the values. A new token costs O(t * D) per layer.
 """
+import ctypes
 import json
 import math
 import os
@@ -126,7 +127,8 @@ def save_safetensors(path, tensors, metadata=None):
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     for name, t in items:
-        b = t.detach().contiguous().cpu().numpy().tobytes() if t.dtype != torch.bfloat16 else t.detach().contiguous().cpu().view(torch.int16).numpy().tobytes()
+        c = t.detach().cpu().contiguous()
+        b = ctypes.string_at(c.data_ptr(), c.numel() * c.element_size()) if c.numel() else b""  # the bytes as they lie (no numpy)
         header[name] = {"dtype": _ST_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
