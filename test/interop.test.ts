@@ -427,7 +427,8 @@ describe('PyTorch: train_torch.py', () => {
       // torch 1.13's launcher on Python 3.11 cannot parse its default "--redirects 0 --tee 0"
       // (IntFlag iteration skips 0); 1 (stdout) is parsed and changes nothing we read.
       py(['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '--redirects', '1', '--tee', '1', '--log_dir', path.join(dir, 'logs'),
-        TRAIN_TORCH, '--from', run, '--out', two, '--device', 'cpu', '--losses', path.join(dir, 'two.jsonl')]);
+        TRAIN_TORCH, '--from', run, '--out', two, '--device', 'cpu', '--losses', path.join(dir, 'two.jsonl')],
+      { GLOO_SOCKET_IFNAME: 'lo' }); // both processes on this machine: gloo over loopback, whatever the host name resolves to
       const l1 = losses(path.join(dir, 'one.jsonl')), l2 = losses(path.join(dir, 'two.jsonl'));
       close(l1, want, 1e-4, 'PyTorch vs cubit');
       close(l2, l1, 1e-5, 'torchrun ×2 vs one process');
