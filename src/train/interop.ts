@@ -28,7 +28,9 @@ import {
 import { AdamW } from './optimizer.ts';
 import { parseTrainConfig } from './config.ts';
 
+/** What `exportModel` writes: a cubit model folder, the same plus the PyTorch files, or the LLaMA layout. */
 export type ExportTarget = 'cubit' | 'pytorch' | 'llama';
+/** Every ExportTarget. */
 export const EXPORT_TARGETS: readonly ExportTarget[] = ['cubit', 'pytorch', 'llama'];
 
 /** Hugging Face names of the exported architecture. */
@@ -43,7 +45,9 @@ export function pythonDir(): string {
   return fileURLToPath(new URL('../../python/', import.meta.url));
 }
 
+/** Options of exportModel. */
 export interface ExportOptions {
+  /** Default 'cubit'. */
   to?: ExportTarget;
   /** fsync (default true). */
   durable?: boolean;
@@ -93,6 +97,11 @@ export function modelFolderConfig(info: ModelInfo): ModelFolderConfig {
 /**
  * Writes the model of `source` (a run folder, checkpoint folder or model folder) into the new
  * folder `target` (missing or empty). Returns the files written.
+ *
+ * ```ts
+ * exportModel('runs/mine', 'models/mine');                      // model.safetensors, config.json, tokenizer.json
+ * exportModel('runs/mine', 'models/mine-pt', { to: 'pytorch' }); // + modeling_cubit.py, train_torch.py
+ * ```
  */
 export function exportModel(source: string, target: string, opts: ExportOptions = {}): string[] {
   const to = opts.to ?? 'cubit';
@@ -198,7 +207,9 @@ export function llamaConfig(m: ModelConfig): Record<string, unknown> {
 
 // ---- import ----
 
+/** Options of importRun. */
 export interface ImportOptions {
+  /** fsync (default true). */
   durable?: boolean;
 }
 
