@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { noGrad, tensor, tidy } from '../src/index.ts';
 import { ByteTokenizer, HfTokenizer } from '../src/data/tokenizer.ts';
-import { loadForInference } from '../src/eval/checkpoint.ts';
+import { loadModel } from '../src/eval/checkpoint.ts';
 import { SafetensorsFile, readSafetensorsSync } from '../src/io/safetensors.ts';
 import type { ModelConfigInput } from '../src/models/config.ts';
 import type { Decoder } from '../src/models/decoder.ts';
@@ -136,10 +136,11 @@ describe('model folders', () => {
       const tok = HfTokenizer.fromFile(folder);
       assert.deepEqual(Array.from(tok.encode('ok ü')), [111, 107, 32, 195, 188]);
 
-      const ck = loadForInference(folder);
+      const ck = loadModel(folder);
       try {
-        assert.equal(ck.info.state, null);
+        assert.equal(ck.dir, folder);
         assert.equal(ck.tokenizer.name, 'byte');
+        assert.equal(ck.trainSeqLen, 16);
         assert.deepEqual(tsLogits(ck.model), tsLogits(model));
       } finally { ck.model.dispose(); }
       const gen = async (p: string): Promise<unknown> => {
@@ -158,7 +159,9 @@ describe('model folders', () => {
       assert.deepEqual(await ev(folder), await ev(run));
       const info = await cliInProcess(['info', folder, '--brief']);
       assert.equal(info.code, 0, info.stderr);
-      assert.deepEqual(JSON.parse(info.stdout).problems, []);
+      const summary = JSON.parse(info.stdout);
+      assert.deepEqual(summary.problems, []);
+      assert.equal(summary.state, null, 'a model folder has no trainer state');
       // A model folder exports again, to the same bytes.
       const again = path.join(dir, 'nested', 'again'); // parents are made
       exportModel(folder, again);
@@ -203,7 +206,7 @@ describe('model folders', () => {
       fs.writeFileSync(file, Buffer.concat([n, json, ...blobs]));
       const f = SafetensorsFile.open(file);
       try { assert.deepEqual(new Set(f.names.map((x) => f.info(x).stored)), new Set(['BF16', 'F16'])); } finally { f.close(); }
-      const ck = loadForInference(folder);
+      const ck = loadModel(folder);
       try {
         for (const [name, p] of ck.model.namedParameters()) assert.deepEqual(p.dataSync(), rounded.get(name), name);
         const e = relErr(tsLogits(ck.model), tsLogits(model));
@@ -226,7 +229,7 @@ describe('model folders', () => {
       exportModel(run, folder);
       assert.throws(() => importRun(folder, path.join(dir, 'back')), /optimizer\.safetensors: missing/);
       fs.rmSync(path.join(folder, 'model.safetensors'));
-      assert.throws(() => loadForInference(folder), /model\.safetensors: missing \(incomplete model folder\)/);
+      assert.throws(() => loadModel(folder), /model\.safetensors: missing \(incomplete model folder\)/);
       assert.ok(!fs.existsSync(path.join(dir, 'back')), 'a failed import leaves no run folder');
     });
   });
@@ -262,7 +265,7 @@ describe('model folders', () => {
       assert.equal(cfg.tokenizer.sha256, tok.sha256);
       assert.equal(cfg.tokenizer.source, undefined, 'no path of this machine in a shared folder');
       fs.rmSync(tokDir, { recursive: true }); // the folder stands alone
-      const ck = loadForInference(folder);
+      const ck = loadModel(folder);
       try {
         assert.equal(ck.tokenizer.bosId, 1);
         assert.equal(ck.tokenizer.eosId, 2);

@@ -18,6 +18,7 @@ import { tensorFrom, type Tensor } from '../core/tensor.ts';
 import type { Backend } from '../core/backend.ts';
 import { writeFileAtomicSync, type AtomicWriteOptions } from '../util/atomic.ts';
 
+/** A safetensors dtype name this reader and writer handle. */
 export type SafeDType = 'F32' | 'F64' | 'I32';
 /** What the reader accepts: the written dtypes plus the 16-bit floats, which load as float32. */
 export type StoredDType = SafeDType | 'F16' | 'BF16';
@@ -49,8 +50,10 @@ export interface TensorInfo {
   end: number;
 }
 
+/** Tensors to write, by name: Tensors or plain {@link TensorRecord}s, in a Map or an object. */
 export type TensorSource = Map<string, Tensor | TensorRecord> | Record<string, Tensor | TensorRecord>;
 
+/** A whole safetensors file read into memory: its metadata and its tensors as typed arrays. */
 export interface SafetensorsContents {
   metadata: Record<string, string>;
   tensors: Map<string, { dtype: DType; shape: number[]; data: TypedArray }>;

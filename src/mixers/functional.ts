@@ -34,11 +34,13 @@ export interface CubitInputs {
   refScale: Tensor; logLambda: Tensor; lrrLower?: Tensor | null; lrrRange?: Tensor | null;
 }
 
+/** Options of {@link cubitAttention}. */
 export interface CubitOptions extends MixerOptions {
   /** The floor of ‖r‖ when normalising r̂ (default 1e-6, as the reproduction). */
   normEps?: number;
 }
 
+/** What {@link cubitAttention} returns. */
 export interface CubitResult {
   /** A X: the mixer's output per head (B, H, T, D), before heads are merged and W_o applied. */
   output: Tensor;
@@ -96,6 +98,7 @@ export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}):
   });
 }
 
+/** Options of {@link localLinearAttention}. */
 export interface LocalLinearOptions extends MixerOptions {
   /** Ridge ρ > 0 of the local covariance (default 1): a number, or an (H) tensor (differentiable). */
   ridge?: number | Tensor;

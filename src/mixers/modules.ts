@@ -16,6 +16,7 @@ import { Rotary } from '../nn/rotary.ts';
 import { cubitAttention, localLinearAttention, localLinearDecode } from './functional.ts';
 import { lrrValues, normalizeReference, softmaxAttention } from '../ops/mixers.ts';
 
+/** Sizes and options every token-mixer module takes. */
 export interface MixerConfig {
   dModel: number;
   nHeads: number;
@@ -32,6 +33,7 @@ export interface MixerConfig {
   outStd?: number;
 }
 
+/** Options of a mixer module's forward pass. */
 export interface MixerForwardOptions {
   /** Packed documents: int32 (B, T) or (T); tokens attend within their own document only. */
   docIds?: Tensor | null;
@@ -314,6 +316,7 @@ export class SoftmaxMixer extends TokenMixer {
   }
 }
 
+/** The sizes and options of a {@link CubitMixer}. */
 export interface CubitMixerConfig extends MixerConfig {
   /** Shared-key ablation: r = k, no W_r (default false: r = W_r x, the paper's stronger default). */
   sharedKey?: boolean;
@@ -421,6 +424,7 @@ export class CubitMixer extends TokenMixer {
   }
 }
 
+/** The sizes and options of a {@link LocalLinearMixer}. */
 export interface LocalLinearMixerConfig extends MixerConfig {
   /** Ridge ρ (default 1). */
   ridge?: number;

@@ -33,8 +33,9 @@ export type ExportTarget = 'cubit' | 'pytorch' | 'llama';
 /** Every ExportTarget. */
 export const EXPORT_TARGETS: readonly ExportTarget[] = ['cubit', 'pytorch', 'llama'];
 
-/** Hugging Face names of the exported architecture. */
+/** The `model_type` of an exported config.json (Hugging Face's name of the architecture family). */
 export const HF_MODEL_TYPE = 'cubit';
+/** The `architectures` entry of an exported config.json: the class in modeling_cubit.py. */
 export const HF_ARCHITECTURE = 'CubitForCausalLM';
 
 /** The Python files `--to pytorch` copies beside the weights (from the package's python/ folder). */
