@@ -381,6 +381,7 @@ describe('PyTorch: the LLaMA layout', () => {
         const out = path.join(dir, 'llama.f64');
         helper('llama', folder, rows(ids), out);
         const e = relErr(readF64(out), tsLogits(model, false));
+        assert.throws(() => loadModel(folder), /config\.json: a Hugging Face model \(model_type "llama"\), not a cubit checkpoint or model folder/);
         assert.ok(e < 1e-4, `LLaMA forward relErr ${e.toExponential(2)}`);
       });
     }

@@ -374,5 +374,13 @@ export function readModelFolderInfo(dir: string): ModelInfo {
 /** A run folder's latest checkpoint, a checkpoint folder or a model folder: what inference can load. */
 export function readModelInfo(p: string): ModelInfo {
   if (fs.existsSync(p) && isModelFolder(p)) return readModelFolderInfo(p);
-  return readCheckpointInfo(resolveCheckpoint(p));
+  const dir = resolveCheckpoint(p);
+  const cfg = path.join(dir, CHECKPOINT_FILES.config);
+  let foreign: unknown = null;
+  try {
+    const raw = JSON.parse(fs.readFileSync(cfg, 'utf8')) as { format?: unknown; model_type?: unknown };
+    if (raw.format === undefined && raw.model_type !== undefined) foreign = raw.model_type;
+  } catch { /* readCheckpointInfo reports it */ }
+  if (foreign !== null) bad(dir, CHECKPOINT_FILES.config, `a Hugging Face model (model_type ${JSON.stringify(foreign)}), not a cubit checkpoint or model folder (export without --to llama for cubit)`);
+  return readCheckpointInfo(dir);
 }
