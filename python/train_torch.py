@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import resource
 import shutil
 import sys
 import time
@@ -539,6 +540,8 @@ def main(argv=None):
         params = [p for p in model.parameters() if p.grad is not None]
         if train["clip"] > 0:
             norm = float(_clip(wrapped, params, train["clip"], fsdp))
+        elif fsdp:
+            norm = float(_clip(wrapped, params, 1e30, fsdp))  # only measures: the gradients are sharded
         else:
             norm = float(torch.norm(torch.stack([p.grad.detach().float().norm() for p in params])))
         if math.isfinite(total) and math.isfinite(norm):
@@ -579,7 +582,8 @@ def main(argv=None):
         print(json.dumps({"trainer": "train_torch.py", "solve": args.solve, "mixers": cfg.layer_mixers()[0] if len(set(cfg.layer_mixers())) == 1 else cfg.layer_mixers(),
                           "T": T, "B": B, "block": cfg.blockSize, "d": cfg.dModel, "layers": cfg.nLayers, "processes": world, "device": str(device),
                           "tok_per_s": round(B * T * accum / med), "step_s": round(med, 4),
-                          "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None}), flush=True)
+                          "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None,
+                          "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}), flush=True)
     for f in (losses, metrics):
         if f:
             f.close()
@@ -650,7 +654,11 @@ def _moments(opt, wrapped, named, names, fsdp):
 def _load_moments(opt, wrapped, named, full, fsdp, device):
     if fsdp:
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP  # noqa: N814
-        osd = {"state": full, "param_groups": [dict(g, params=[n for n, p in named if any(p is q for q in g["params"])]) for g in opt.state_dict()["param_groups"]]}
+        groups = []
+        for g in opt.param_groups:  # FSDP names a group's parameters by their (clean) names
+            ids = {id(q) for q in g["params"]}
+            groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": [n for n, p in named if id(p) in ids]})
+        osd = {"state": full, "param_groups": groups}
         opt.load_state_dict(FSDP.optim_state_dict_to_load(wrapped, opt, osd))
         return
     for n, p in named:
