@@ -199,7 +199,7 @@ export class Trainer {
       // HfTokenizer.fromFile read BOS/EOS from the tokenizer_config.json beside the file: copy that too.
       const src = this.tokenizer.identity();
       const cfgFile = src.kind === 'hf' && src.source ? path.join(path.dirname(src.source), 'tokenizer_config.json') : null;
-      if (cfgFile && fs.existsSync(cfgFile)) this.tokenizerFiles.tokenizerConfigJson = fs.readFileSync(cfgFile, 'utf8');
+      if (cfgFile && fs.existsSync(cfgFile)) this.tokenizerFiles.tokenizerConfigJson = readTextFileSync(cfgFile);
     }
     if (opts.steps !== undefined) {
       if (!Number.isInteger(opts.steps) || opts.steps <= 0 || opts.steps > 1e12) throw new Error(`train: steps must be a positive integer of at most 1e12, got ${opts.steps}`);
