@@ -25,6 +25,7 @@ import { parseModelConfig } from '../src/models/config.ts';
 import { parameterCount } from '../src/models/limits.ts';
 import { readCheckpointInfo, resolveCheckpoint, RUN_FILES } from '../src/train/checkpoint.ts';
 import { parseTrainConfig } from '../src/train/config.ts';
+import { exportModel, importRun } from '../src/train/interop.ts';
 import { train } from '../src/train/trainer.ts';
 import { cliInProcess } from './inference-fixtures.ts';
 import { tinyBpeJson, tinyConfig, writeCorpus } from './train-fixtures.ts';
@@ -286,22 +287,26 @@ async function makeRun(): Promise<string> {
   return out;
 }
 
-async function checkpointCases(count: number, pristine: string, canaryHash: string): Promise<void> {
+/**
+ * Damaged run folders (or, with `folder`, model folders made by `cubit export`) read by info, the
+ * loaders, a resume, `export` and `import`.
+ */
+async function checkpointCases(count: number, pristine: string, canaryHash: string, folder = false): Promise<void> {
   const work = path.join(sandbox, 'runs');
   const run = path.join(work, 'run');
-  const ckRel = path.join(RUN_FILES.checkpoints, 'step-00000002');
+  const ckRel = folder ? '.' : path.join(RUN_FILES.checkpoints, 'step-00000002');
   for (let k = 0; k < count; k++) {
     fs.rmSync(work, { recursive: true, force: true });
     fs.mkdirSync(work, { recursive: true });
     fs.cpSync(pristine, run, { recursive: true });
     const ck = path.join(run, ckRel);
-    const target = pick(['latest.json', 'config.json', 'state.json', 'model.safetensors', 'optimizer.safetensors', 'links']);
+    const target = pick(folder ? ['config.json', 'model.safetensors', 'links'] : ['latest.json', 'config.json', 'state.json', 'model.safetensors', 'optimizer.safetensors', 'links']);
     let what = target;
     if (target.endsWith('.json')) {
       const file = target === 'latest.json' ? path.join(run, target) : path.join(ck, target);
       const j = JSON.parse(fs.readFileSync(file, 'utf8'));
       if (chance(0.1)) { fs.writeFileSync(file, JSON.stringify(j).slice(0, rng.int(200))); what += ' cut'; }
-      else if (target === 'config.json' && chance(0.5)) {
+      else if (target === 'config.json' && j.model && chance(0.5)) {
         // The sizes the model is built from, aimed at directly.
         j.model[pick(['vocabSize', 'dModel', 'nLayers', 'nHeads', 'ffnHidden', 'window', 'blockSize'])] = pick([...NUMBERS, 8192, 32768, 1 << 20]);
         fs.writeFileSync(file, JSON.stringify(j));
@@ -334,6 +339,11 @@ async function checkpointCases(count: number, pristine: string, canaryHash: stri
         fs.writeFileSync(file, bytes);
         what += ' bytes';
       } else { fs.truncateSync(file, rng.int(bytes.length)); what += ' truncated'; }
+    } else if (folder) {
+      const f = pick(['config.json', 'model.safetensors']);
+      fs.rmSync(path.join(run, f));
+      fs.symlinkSync(path.join(canary, f === 'config.json' ? 'latest.json' : 'sub/data.bin'), path.join(run, f));
+      what += ` ${f}→canary`;
     } else {
       const r = rng.int(4);
       if (r === 0) { fs.rmSync(path.join(run, RUN_FILES.checkpoints), { recursive: true }); fs.symlinkSync(canary, path.join(run, RUN_FILES.checkpoints)); what += ' checkpoints→canary'; }
@@ -344,16 +354,21 @@ async function checkpointCases(count: number, pristine: string, canaryHash: stri
     const before = hashTree(run);
     // Planted links are tried mostly against a resume (the one operation that writes).
     const op = target === 'links' && chance(0.5) ? 0 : rng.int(8);
-    const writes = op === 0;
-    await runCase(`checkpoint#${k} ${what} op ${op}`, async () => {
+    const writes = op === 0 && !folder;
+    // What may appear beside the damaged folder: the outputs of export and import.
+    const outputs = ['run', 'export', 'imported'];
+    await runCase(`${folder ? 'model folder' : 'checkpoint'}#${k} ${what} op ${op}`, async () => {
+      if (folder && op <= 1) { (op === 0 ? importRun : exportModel)(run, path.join(work, op === 0 ? 'imported' : 'export'), { durable: false }); return; }
       if (op === 0) { await train({ out: run, resume: true, steps: 3, durable: false }); return; }
+      if (op === 1 && chance(0.5)) { exportModel(run, path.join(work, 'export'), { durable: false }); return; }
       if (op <= 2) { summarizeCheckpoint(run); return; }
       if (op === 3) { readCheckpointInfo(resolveCheckpoint(run)); return; }
       const ckpt = loadModel(run);
       ckpt.model.dispose();
     }, () => {
       if (hashTree(canary) !== canaryHash) return 'the canary folder outside the run changed';
-      if (fs.readdirSync(work).join() !== 'run') return `something was written beside the run folder: ${fs.readdirSync(work).join(', ')}`;
+      const beside = fs.readdirSync(work).filter((n) => !outputs.includes(n));
+      if (beside.length > 0 || !fs.existsSync(run)) return `something was written beside the run folder: ${fs.readdirSync(work).join(', ')}`;
       if (!writes && hashTree(run) !== before) return 'a reader changed the run folder';
       return null;
     });
@@ -410,7 +425,10 @@ if (group === 'formats') {
   await tokenizerCases(counts.tokenizers ?? 1200);
 } else if (group === 'runs') {
   const pristine = await makeRun();
-  await checkpointCases(counts.checkpoints ?? 1200, pristine, canaryHash);
+  await checkpointCases(counts.checkpoints ?? 1000, pristine, canaryHash);
+  const modelFolder = path.join(sandbox, 'model-folder');
+  exportModel(pristine, modelFolder, { durable: false });
+  await checkpointCases(counts.modelFolders ?? 300, modelFolder, canaryHash, true);
   await cliCases(counts.cli ?? 300, pristine, canaryHash);
 } else throw new Error(`unknown group '${group}'`);
 if (hashTree(canary) !== canaryHash) emit({ fail: { group, case: cases, label: 'end', problem: 'the canary folder changed' } });

@@ -1,6 +1,6 @@
 // The seeded fuzz suite of issue 15: over 10,000 cases over safetensors files, model and training
-// configs, run pointers, checkpoint config/state/weight/optimizer files, planted links, tokenizer
-// files, corpora and command lines. Most run in-process in two child processes
+// configs, run pointers, checkpoint config/state/weight/optimizer files, model folders (export,
+// import), planted links, tokenizer files, corpora and command lines. Most run in-process in two child processes
 // (test/fuzz-runner.ts, one per core), watched from here; a minority are whole CLI runs in their
 // own processes. What every case must satisfy:
 //   - the outcome is success or one non-empty line of error (a CLI exits 0, 1 or 2, and with a
