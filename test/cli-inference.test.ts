@@ -203,7 +203,7 @@ describe('user errors: one line, non-zero exit, no stack trace', () => {
       [['info', truncated], /model\.safetensors: .*(truncated|past the end)/],
       [['generate', corruptConfig, '--prompt', 'a'], /config\.json: not valid JSON/],
       [['generate', noModel, '--prompt', 'a'], /model\.safetensors: missing \(incomplete checkpoint\)/],
-      [['generate', wrongShape, '--prompt', 'a'], /'blocks\.0\.ffn\.gate\.weight' has shape \[24, 16\], the parameter \[32, 16\]/],
+      [['generate', wrongShape, '--prompt', 'a'], /'blocks\.0\.ffn\.gate\.weight' has shape \[24, 16\], config\.json implies \[32, 16\]/],
     ];
     for (const [args, pattern] of cases) assertUserError(await cliInProcess(args), pattern, args.join(' '));
   });

@@ -73,11 +73,12 @@ export function helpText(cmd: Command): string {
   return lines.join('\n');
 }
 
-export function intOption(values: Record<string, unknown>, name: string, fallback: number, min = 1): number {
+export function intOption(values: Record<string, unknown>, name: string, fallback: number, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   const v = values[name];
   if (v === undefined) return fallback;
   const n = Number(v);
   if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got '${v}'`);
+  if (n > max) throw new UsageError(`--${name} must be at most ${max}, got '${v}'`);
   return n;
 }
 

@@ -2,6 +2,7 @@
 // lengths (sliding windows), as JSON on stdout or in --out.
 import { setBackend } from '../core/engine.ts';
 import { layerMixers } from '../models/config.ts';
+import { MAX_CONTEXT } from '../models/limits.ts';
 import { loadCorpus, splitCorpus, type CorpusOptions, type Document, type SplitOptions } from '../data/corpus.ts';
 import { tokenizeDocuments } from '../data/batches.ts';
 import { loadModel } from '../eval/checkpoint.ts';
@@ -30,6 +31,7 @@ export function parseLengths(v: unknown): number[] {
   return parts.map((p) => {
     const n = Number(p);
     if (!(Number.isInteger(n) && n > 0)) throw new UsageError(`--context: '${p}' is not a positive integer`);
+    if (n > MAX_CONTEXT) throw new UsageError(`--context: ${p} is over the limit ${MAX_CONTEXT}`);
     return n;
   });
 }
@@ -61,7 +63,7 @@ export const evalCommand: Command = {
     if (!(SPLITS as readonly string[]).includes(split)) throw new UsageError(`--split must be one of ${SPLITS.join(', ')}, got '${split}'`);
     const stride = values.stride === undefined ? { fraction: 0.5 } : parseStride(values.stride);
     const maxDocs = values['max-documents'] === undefined ? null : intOption(values, 'max-documents', 0, 1);
-    const batchSize = values['batch-size'] === undefined ? undefined : intOption(values, 'batch-size', 1, 1);
+    const batchSize = values['batch-size'] === undefined ? undefined : intOption(values, 'batch-size', 1, 1, 1 << 16);
     const explicitLengths = values.context === undefined ? null : parseLengths(values.context);
 
     const ck = loadModel(positionals[0], { tokenizer: values.tokenizer as string | undefined });

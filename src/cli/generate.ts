@@ -1,10 +1,11 @@
 // `cubit generate <run-or-checkpoint> --prompt TEXT`: continues a prompt, streaming the text to
 // stdout (or, with --json, one JSON object); --out also writes that object to a file.
-import * as fs from 'node:fs';
 import { setBackend } from '../core/engine.ts';
 import { loadModel } from '../eval/checkpoint.ts';
 import { generateText, promptIds } from '../eval/generate-text.ts';
+import { MAX_CONTEXT } from '../models/limits.ts';
 import { writeJsonAtomicSync } from '../util/atomic.ts';
+import { readTextFileSync } from '../util/files.ts';
 import { type Command, intOption, numberOption, UsageError } from './args.ts';
 
 export const generateCommand: Command = {
@@ -31,20 +32,18 @@ export const generateCommand: Command = {
     if (values.prompt !== undefined && values['prompt-file'] !== undefined) throw new UsageError('generate: give --prompt or --prompt-file, not both');
     let prompt: string;
     if (values['prompt-file'] !== undefined) {
-      const f = String(values['prompt-file']);
-      try { prompt = fs.readFileSync(f, 'utf8'); } catch (e) {
-        throw new UsageError(`--prompt-file ${f}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
-      }
+      // A regular file of valid UTF-8 (a FIFO is refused, never waited on).
+      try { prompt = readTextFileSync(String(values['prompt-file']), { label: '--prompt-file' }); } catch (e) { throw new UsageError((e as Error).message); }
     } else if (values.prompt !== undefined) prompt = String(values.prompt);
     else throw new UsageError(`generate: give a --prompt (or --prompt-file)`);
-    const maxNewTokens = intOption(values, 'max-new-tokens', 200, 0);
+    const maxNewTokens = intOption(values, 'max-new-tokens', 200, 0, MAX_CONTEXT);
     const temperature = numberOption(values, 'temperature', 1);
     if (temperature < 0) throw new UsageError(`--temperature must be ≥ 0, got '${values.temperature}'`);
     const topK = intOption(values, 'top-k', 0, 0);
     const topP = numberOption(values, 'top-p', 1);
     if (!(topP > 0 && topP <= 1)) throw new UsageError(`--top-p must be in (0, 1], got '${values['top-p']}'`);
     const seed = intOption(values, 'seed', 0, 0);
-    const maxContextOpt = values['max-context'] === undefined ? undefined : intOption(values, 'max-context', 0, 0);
+    const maxContextOpt = values['max-context'] === undefined ? undefined : intOption(values, 'max-context', 0, 0, MAX_CONTEXT);
     if (values.backend) setBackend(String(values.backend));
 
     const ck = loadModel(positionals[0], { tokenizer: values.tokenizer as string | undefined });

@@ -17,12 +17,16 @@ export const infoCommand: Command = {
   run(values, positionals) {
     if (positionals.length > 1) throw new UsageError(`info: give at most one run or checkpoint folder (see 'cubit info --help')`);
     if (positionals.length === 1) {
-      // Headers only: no tensor data is read, so this is quick on any checkpoint size.
+      // No model is built: headers are checked against config.json, then each tensor is read on its
+      // own to look for non-finite values (memory: the largest tensor).
       const s = summarizeCheckpoint(positionals[0]);
       const out: Record<string, unknown> = { ...s };
       if (values.brief) delete out.tensors;
       process.stdout.write(JSON.stringify(out, null, 2) + '\n');
-      return s.problems.length === 0 ? 0 : 1;
+      if (s.problems.length === 0) return 0;
+      // A failing exit always says why on stderr, in one line (the full list is in the JSON).
+      console.error(`cubit: error: ${s.checkpoint}: ${s.problems.length} problem${s.problems.length > 1 ? 's' : ''} (first: ${s.problems[0]})`);
+      return 1;
     }
     const b = getBackend();
     const info: Record<string, unknown> = {

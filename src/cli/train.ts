@@ -4,16 +4,13 @@ import * as path from 'node:path';
 import { getBackend, setBackend } from '../core/engine.ts';
 import { NativeBackend } from '../backends/native/backend.ts';
 import { train, type TrainEvent } from '../train/trainer.ts';
+import { readJsonFileSync } from '../util/files.ts';
 import { type Command, intOption, UsageError } from './args.ts';
 import { formatCount, formatDuration, Progress } from './progress.ts';
 
 function readConfigFile(file: string): unknown {
-  let text: string;
-  try { text = fs.readFileSync(file, 'utf8'); } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new UsageError(code === 'ENOENT' ? `${file}: no such config file` : `${file}: cannot read (${(e as Error).message})`);
-  }
-  try { return JSON.parse(text); } catch (e) { throw new UsageError(`${file}: not valid JSON (${(e as Error).message})`); }
+  if (!fs.existsSync(file)) throw new UsageError(`${file}: no such config file`);
+  try { return readJsonFileSync(file); } catch (e) { throw new UsageError((e as Error).message); }
 }
 
 const num = (x: number, digits = 4): string => (Number.isFinite(x) ? x.toFixed(digits) : String(x));
@@ -51,7 +48,7 @@ export const trainCommand: Command = {
       setBackend(name);
     }
     if (values.threads !== undefined) {
-      const n = intOption(values, 'threads', 0);
+      const n = intOption(values, 'threads', 0, 0, 1024);
       const b = getBackend();
       if (!(b instanceof NativeBackend)) throw new UsageError('--threads applies to the native backend only');
       b.setThreads(n);

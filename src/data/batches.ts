@@ -393,11 +393,14 @@ export class EvalWindows {
 
   get batchCount(): number { return Math.ceil(this.windows.length / this.B); }
 
-  /** Batch k as arrays: rows of windows, padded to contextLength. */
+  /**
+   * Batch k as arrays: rows of windows, padded to the longest window of the batch (at most
+   * contextLength): a context far beyond the documents' lengths costs nothing extra.
+   */
   batchArrays(k: number): BatchArrays {
     if (!Number.isInteger(k) || k < 0 || k >= this.batchCount) throw new Error(`EvalWindows: batch ${k} is outside [0, ${this.batchCount})`);
     const rows = this.windows.slice(k * this.B, (k + 1) * this.B);
-    const T = this.L, B = rows.length;
+    const T = rows.reduce((m, w) => Math.max(m, w.len), 1), B = rows.length;
     const out: BatchArrays = { B, T, inputs: new Int32Array(B * T), targets: new Int32Array(B * T), docIds: new Int32Array(B * T), targetCount: 0 };
     const { tokens, offsets } = this.stream;
     rows.forEach((w, r) => {

@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import { Rng, hash32 } from '../core/random.ts';
+import { parseJsonText, readTextFileSync } from '../util/files.ts';
 
 /** One document of a corpus: its id and text. */
 export interface Document {
@@ -133,11 +134,12 @@ export function loadBrown(): Document[] {
 
 // ---- local files ----
 
+/**
+ * A corpus file's text: a regular file (a FIFO or device is refused, never waited on) holding
+ * valid UTF-8 (invalid bytes are refused with their offset rather than silently becoming U+FFFD).
+ */
 function readText(file: string): string {
-  try { return fs.readFileSync(file, 'utf8'); } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new Error(code === 'ENOENT' ? `${file}: no such file` : `${file}: cannot read (${(e as Error).message})`);
-  }
+  return readTextFileSync(file);
 }
 
 /** Options of {@link loadTextFile}. */
@@ -218,7 +220,7 @@ export function loadJsonl(file: string, opts: JsonlOptions = {}): Document[] {
     const line = lines[i].trim();
     if (line === '') continue;
     let obj: unknown;
-    try { obj = JSON.parse(line); } catch (e) { throw new Error(`${file}:${i + 1}: not valid JSON (${(e as Error).message})`); }
+    obj = parseJsonText(line, `${file}:${i + 1}`);
     if (!obj || typeof obj !== 'object' || Array.isArray(obj)) throw new Error(`${file}:${i + 1}: expected a JSON object`);
     const text = (obj as Record<string, unknown>)[field];
     if (typeof text !== 'string') throw new Error(`${file}:${i + 1}: field "${field}" is missing or not a string`);

@@ -9,6 +9,8 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer as HfTokenizerImpl } from '@huggingface/tokenizers';
+import { FILE_LIMITS, oneLine, parseJsonText, readJsonFileSync, readTextFileSync } from '../util/files.ts';
+import { checkTokenizerJson } from './tokenizer-check.ts';
 
 /** What a checkpoint records to recognise its tokenizer (JSON-serialisable). */
 export type TokenizerIdentity =
@@ -149,11 +151,12 @@ export class HfTokenizer implements Tokenizer {
   /** `json` is the text of tokenizer.json; `config` the parsed tokenizer_config.json, if any. */
   constructor(json: string, config: Record<string, unknown> = {}, opts: HfTokenizerOptions = {}) {
     const label = opts.source ?? 'tokenizer.json';
-    let parsed: unknown;
-    try { parsed = JSON.parse(json); } catch (e) { throw new Error(`${label}: not valid JSON (${(e as Error).message})`); }
+    const parsed = parseJsonText(json, label);
     if (!parsed || typeof parsed !== 'object' || !('model' in parsed)) throw new Error(`${label}: not a Hugging Face tokenizer.json (no "model")`);
+    checkTokenizerJson(parsed, label);
+    if (config === null || typeof config !== 'object' || Array.isArray(config)) throw new Error(`${label}: tokenizer_config.json must hold a JSON object`);
     try { this.impl = new HfTokenizerImpl(parsed, config); } catch (e) {
-      throw new Error(`${label}: cannot build the tokenizer (${(e as Error).message})`);
+      throw new Error(`${label}: cannot build the tokenizer (${oneLine((e as Error).message)})`);
     }
     this.json = json;
     this.sha256 = createHash('sha256').update(json).digest('hex');
@@ -180,22 +183,20 @@ export class HfTokenizer implements Tokenizer {
       throw new Error(`tokenizer ${file}: no such file or folder`);
     }
     if (isDir) jsonPath = path.join(file, 'tokenizer.json');
-    let text: string;
-    try { text = fs.readFileSync(jsonPath, 'utf8'); } catch {
-      throw new Error(`tokenizer ${jsonPath}: cannot read it (expected a Hugging Face tokenizer.json)`);
-    }
+    // Regular files only (a FIFO would block forever), of bounded size.
+    const text = readTextFileSync(jsonPath, { label: 'tokenizer', maxBytes: FILE_LIMITS.tokenizer });
     const configPath = path.join(path.dirname(jsonPath), 'tokenizer_config.json');
     let config: Record<string, unknown> = {};
-    if (fs.existsSync(configPath)) {
-      try { config = JSON.parse(fs.readFileSync(configPath, 'utf8')) as Record<string, unknown>; } catch (e) {
-        throw new Error(`${configPath}: not valid JSON (${(e as Error).message})`);
-      }
-    }
+    if (fs.existsSync(configPath)) config = readJsonFileSync<Record<string, unknown>>(configPath);
     return new HfTokenizer(text, config, { ...opts, source: jsonPath });
   }
 
   encode(text: string): Int32Array {
-    return Int32Array.from(this.impl.encode(text, { add_special_tokens: this.addSpecial }).ids);
+    let ids: number[];
+    try { ids = this.impl.encode(text, { add_special_tokens: this.addSpecial }).ids; } catch (e) {
+      throw new Error(`${this.name}: cannot encode the text (${oneLine((e as Error).message)}; the tokenizer.json is malformed?)`);
+    }
+    return Int32Array.from(ids);
   }
 
   decode(ids: ArrayLike<number>): string {

@@ -12,7 +12,9 @@ import {
 import { SafetensorsFile } from '../io/safetensors.ts';
 import { layerMixers, type MixerKind, type ModelConfig } from '../models/config.ts';
 import { Decoder } from '../models/decoder.ts';
+import { parameterShapes } from '../models/limits.ts';
 import { CHECKPOINT_FILES, loadWeightsInto, readModelInfo, type ModelInfo } from '../train/checkpoint.ts';
+import { checkCheckpointTensors, checkFiniteTensor } from '../train/run-folder.ts';
 
 /** What {@link loadModel} returns: a model in eval mode with the tokenizer it was trained with. */
 export interface LoadedModel {
@@ -101,6 +103,7 @@ function positiveIntOrNull(v: unknown): number | null {
 export function loadModel(p: string, opts: LoadModelOptions = {}): LoadedModel {
   const info = readModelInfo(p);
   const tokenizer = checkpointTokenizer(info, opts.tokenizer);
+  checkCheckpointTensors(info.config.model, { model: path.join(info.dir, CHECKPOINT_FILES.model) }, info.dir);
   const build = (): Decoder => {
     const model = new Decoder(info.config.model, 0);
     try { loadWeightsInto(model, path.join(info.dir, CHECKPOINT_FILES.model)); } catch (e) { model.dispose(); throw e; }
@@ -114,14 +117,9 @@ export function loadModel(p: string, opts: LoadModelOptions = {}): LoadedModel {
   };
 }
 
-/** The parameter names and shapes a config's model has. */
+/** The parameter names and shapes a config's model has (computed: nothing is built). */
 export function expectedTensors(config: ModelConfig): { name: string; shape: number[] }[] {
-  const m = new Decoder(config, 0);
-  try {
-    return m.namedParameters().map(([name, t]) => ({ name, shape: [...t.shape] }));
-  } finally {
-    m.dispose();
-  }
+  return parameterShapes(config);
 }
 
 /** What `cubit info <checkpoint>` reports. */
@@ -145,7 +143,11 @@ export interface CheckpointSummary {
   state: Record<string, unknown> | null;
 }
 
-/** Reads a checkpoint's config, state and tensor headers (no tensor data) and checks them against each other. */
+/**
+ * Reads a checkpoint's config, state and tensor headers and checks them against each other; no
+ * model is built. When the headers agree with config.json, each tensor's data is then read, one
+ * at a time, to report non-finite values.
+ */
 export function summarizeCheckpoint(p: string): CheckpointSummary {
   const info = readModelInfo(p);
   const file = SafetensorsFile.open(path.join(info.dir, CHECKPOINT_FILES.model));
@@ -165,6 +167,11 @@ export function summarizeCheckpoint(p: string): CheckpointSummary {
     }
     const names = new Set(expected.map((e) => e.name));
     for (const t of tensors) if (!names.has(t.name)) problems.push(`unexpected tensor '${t.name}'`);
+    if (problems.length === 0) {
+      for (const t of tensors) {
+        try { checkFiniteTensor(file.path, t.name, file.read(t.name)); } catch (e) { problems.push((e as Error).message.replace(/^checkpoint [^:]*: /, '')); }
+      }
+    }
     const training = obj(info.config.training);
     return {
       checkpoint: info.dir,

@@ -11,6 +11,7 @@ import { noGrad, tidy } from '../core/engine.ts';
 import { crossEntropy } from '../ops/nn.ts';
 import { batchTensors, EvalWindows, IGNORE_INDEX, type TokenStream } from '../data/batches.ts';
 import type { Decoder } from '../models/decoder.ts';
+import { MAX_CONTEXT } from '../models/limits.ts';
 
 /** Stride in tokens, or as a fraction of each context length (rounded, at least 1). */
 export type StrideSpec = number | { fraction: number };
@@ -71,6 +72,7 @@ function checkOptions(opts: EvaluateOptions): void {
   if (!Array.isArray(opts.contextLengths) || opts.contextLengths.length === 0) throw new Error('contextLengths must list at least one length');
   for (const L of opts.contextLengths) {
     if (!(Number.isInteger(L) && L > 0)) throw new Error(`context length must be a positive integer, got ${L}`);
+    if (L > MAX_CONTEXT) throw new Error(`context length ${L} is over the limit ${MAX_CONTEXT}`);
   }
   if (opts.batchSize !== undefined && !(Number.isInteger(opts.batchSize) && opts.batchSize > 0)) throw new Error(`batchSize must be a positive integer, got ${opts.batchSize}`);
   if (opts.batchTokens !== undefined && !(Number.isInteger(opts.batchTokens) && opts.batchTokens > 0)) throw new Error(`batchTokens must be a positive integer, got ${opts.batchTokens}`);

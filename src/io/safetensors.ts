@@ -17,6 +17,7 @@ import type { DType, TypedArray } from '../core/dtype.ts';
 import { tensorFrom, type Tensor } from '../core/tensor.ts';
 import type { Backend } from '../core/backend.ts';
 import { writeFileAtomicSync, type AtomicWriteOptions } from '../util/atomic.ts';
+import { oneLine, openRegularFileSync } from '../util/files.ts';
 
 /** A safetensors dtype name this reader and writer handle. */
 export type SafeDType = 'F32' | 'F64' | 'I32';
@@ -169,7 +170,7 @@ function parseHeader(headBytes: Uint8Array, dataStart: number, fileSize: number,
   }
   if (!text.startsWith('{')) fail(label, `header does not start with '{' (not a safetensors file, or corrupt)`);
   let raw: unknown;
-  try { raw = JSON.parse(text); } catch (e) { return fail(label, `header is not valid JSON (${(e as Error).message})`); }
+  try { raw = JSON.parse(text); } catch (e) { return fail(label, `header is not valid JSON (${oneLine((e as Error).message)})`); }
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) fail(label, 'header is not a JSON object');
   const metadata: Record<string, string> = {};
   const infos: TensorInfo[] = [];
@@ -306,13 +307,10 @@ export class SafetensorsFile {
 
   static open(file: string): SafetensorsFile {
     requireLittleEndian();
-    let fd: number;
-    try { fd = fs.openSync(file, 'r'); } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      return fail(file, code === 'ENOENT' ? 'no such file' : `cannot open (${(e as Error).message})`);
-    }
+    // A regular file only (a FIFO would block the open forever; a device never ends).
+    let fd: number, size: number;
+    try { ({ fd, size } = openRegularFileSync(file)); } catch (e) { return fail(file, (e as Error).message.replace(`${file}: `, '')); }
     try {
-      const size = fs.fstatSync(fd).size;
       const first = readExact(fd, 0, Math.min(8, size));
       const len = headerLength(first, size, file);
       const header = parseHeader(readExact(fd, 8, len), 8 + len, size, file);

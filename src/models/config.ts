@@ -1,6 +1,7 @@
 // The model configuration: a JSON object validated by a schema, so that an unknown field or an
 // impossible shape is one clear error before any tensor is made. docs/MODEL.md documents it.
 import { z } from 'zod';
+import { checkModelLimits, checkParameterLimits } from './limits.ts';
 
 /** The token mixers a model layer can use. */
 export const MIXER_KINDS = ['softmax', 'cubit', 'local_linear'] as const;
@@ -61,6 +62,7 @@ export function parseModelConfig(input: unknown, where = 'model config'): ModelC
   const r = modelConfigSchema.safeParse(input ?? {});
   if (!r.success) throw new Error(`${where}: ${describeIssue(r.error.issues[0])}`);
   const c = r.data;
+  checkModelLimits(c, where);
   if (c.dModel % c.nHeads !== 0) throw new Error(`${where}: dModel ${c.dModel} is not divisible by nHeads ${c.nHeads}`);
   if ((c.dModel / c.nHeads) % 2 !== 0) throw new Error(`${where}: the head dimension dModel/nHeads = ${c.dModel / c.nHeads} must be even (rotary embedding)`);
   if (Array.isArray(c.mixer) && c.mixer.length !== c.nLayers) throw new Error(`${where}: mixer lists ${c.mixer.length} layers but nLayers is ${c.nLayers}`);
@@ -69,7 +71,9 @@ export function parseModelConfig(input: unknown, where = 'model config'): ModelC
     if (c.mixer !== 'cubit') throw new Error(`${where}: cubitLayers needs mixer 'cubit'`);
     if (!(s < e && e <= c.nLayers)) throw new Error(`${where}: cubitLayers [${s}, ${e}) must be a non-empty range within the ${c.nLayers} layers`);
   }
-  return { ...c, ffnHidden: c.ffnHidden ?? 4 * c.dModel };
+  const parsed = { ...c, ffnHidden: c.ffnHidden ?? 4 * c.dModel };
+  checkParameterLimits(parsed, where);
+  return parsed;
 }
 
 /** The mixer of each layer. */

@@ -23,7 +23,8 @@
 // Test hook: CUBIT_TEST_CRASH="<point>[@<n>]" makes the n-th save (default 1) of this process
 // SIGKILL itself at <point>: 'checkpoint-files' (between model.safetensors and
 // optimizer.safetensors, inside the temporary folder), 'checkpoint-pointer' (folder in place,
-// pointer not yet moved) or 'checkpoint-cleanup' (pointer moved, old checkpoint not yet removed).
+// pointer not yet moved) or 'checkpoint-cleanup' (pointer moved, old checkpoint not yet removed);
+// the trainer adds 'train-step' (after an optimizer update, before its metrics record).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Tensor } from '../core/tensor.ts';
@@ -33,6 +34,8 @@ import { SafetensorsFile, writeSafetensorsSync } from '../io/safetensors.ts';
 import { parseModelConfig, type ModelConfig } from '../models/config.ts';
 import type { Decoder } from '../models/decoder.ts';
 import { readJsonSync, removeStaleTemps, writeDirAtomicSync, writeFileAtomicSync, writeJsonAtomicSync } from '../util/atomic.ts';
+import { lstatOrNull, refuseLink, removeEntrySync } from '../util/files.ts';
+import { checkFiniteTensor, crashPoint, pruneCheckpoints } from './run-folder.ts';
 import type { AdamW, MomentRecord } from './optimizer.ts';
 
 /** File names of a run folder. */
@@ -124,19 +127,6 @@ export function softwareVersion(): string {
   return cachedVersion;
 }
 
-// ---- test hook ----
-
-const crashCounts = new Map<string, number>();
-
-function crashPoint(point: string): void {
-  const spec = process.env.CUBIT_TEST_CRASH;
-  if (!spec) return;
-  const [name, nth] = spec.split('@');
-  if (name !== point) return;
-  const n = (crashCounts.get(point) ?? 0) + 1;
-  crashCounts.set(point, n);
-  if (n === Number(nth ?? 1)) process.kill(process.pid, 'SIGKILL');
-}
 
 // ---- saving ----
 
@@ -174,14 +164,19 @@ export function readRunPointer(runDir: string): RunPointer | null {
 export function saveCheckpoint(runDir: string, input: SaveCheckpointInput): string {
   const durable = input.durable ?? true;
   const root = path.join(runDir, RUN_FILES.checkpoints);
+  const pointerFile = path.join(runDir, RUN_FILES.pointer);
+  // Writes and removals stay inside the run folder: links where cubit writes are refused.
+  refuseLink(root, 'folder');
+  refuseLink(pointerFile, 'file');
   fs.mkdirSync(root, { recursive: true });
   const rel = `${RUN_FILES.checkpoints}/${checkpointName(input.step)}`;
   const target = path.join(runDir, rel);
   const current = readRunPointer(runDir);
-  if (current?.checkpoint === rel && fs.existsSync(target)) return target;
+  if (current?.checkpoint === rel && lstatOrNull(target)?.isDirectory()) return target;
   removeStaleTemps(target);
+  removeStaleTemps(pointerFile);
   // A complete folder the pointer never reached: a save killed before moving it. Replace it.
-  if (fs.existsSync(target)) fs.rmSync(target, { recursive: true, force: true });
+  removeEntrySync(root, checkpointName(input.step));
 
   const params = new Map<string, Tensor>(input.model.namedParameters());
   writeDirAtomicSync(target, (tmp) => {
@@ -198,12 +193,11 @@ export function saveCheckpoint(runDir: string, input: SaveCheckpointInput): stri
   const pointer: RunPointer = { format: RUN_POINTER_FORMAT, checkpoint: rel, step: input.step };
   writeJsonAtomicSync(path.join(runDir, RUN_FILES.pointer), pointer, { durable });
   crashPoint('checkpoint-cleanup');
-  for (const name of fs.readdirSync(root)) {
-    if (name === checkpointName(input.step)) continue;
-    fs.rmSync(path.join(root, name), { recursive: true, force: true });
-  }
+  pruneCheckpoints(root, checkpointName(input.step));
   return target;
 }
+
+
 
 // ---- loading ----
 
@@ -270,8 +264,21 @@ export function readCheckpointInfo(dir: string): CheckpointInfo {
   if (state.step !== config.step) bad(dir, sf, `step ${state.step} differs from config.json's ${config.step}`);
   if (!isObject(state.rng) || !isCount(state.rng.state) || state.rng.state > 0xffffffff) bad(dir, sf, "'rng.state' must be a 32-bit unsigned integer");
   if (!isObject(state.sampler)) bad(dir, sf, "'sampler' must be an object");
+  checkPointerStep(dir, config.step);
   return { dir, config, state };
 }
+
+/** When `dir` is the checkpoint its run folder's latest.json names, the pointer's step must be the checkpoint's. */
+function checkPointerStep(dir: string, step: number): void {
+  const runDir = path.dirname(path.dirname(dir));
+  if (path.basename(path.dirname(dir)) !== RUN_FILES.checkpoints || !fs.existsSync(path.join(runDir, RUN_FILES.pointer))) return;
+  const pointer = readRunPointer(runDir);
+  if (!pointer || path.resolve(runDir, pointer.checkpoint) !== path.resolve(dir)) return;
+  if (pointer.step !== step) throw new Error(`${path.join(runDir, RUN_FILES.pointer)}: step ${pointer.step} differs from its checkpoint's (${step} in ${path.join(dir, CHECKPOINT_FILES.config)})`);
+}
+
+
+
 
 /**
  * Copies a checkpoint's weights into a model's parameters (in place). Names, shapes and dtypes
@@ -291,7 +298,11 @@ export function loadWeightsInto(model: Decoder, file: string): void {
       }
     }
     for (const n of f.names) if (!names.has(n)) throw new Error(`checkpoint ${file}: unexpected tensor '${n}' (no such parameter in this model)`);
-    const data = params.map(([name]) => f.read(name));
+    const data = params.map(([name]) => {
+      const d = f.read(name);
+      checkFiniteTensor(file, name, d);
+      return d;
+    });
     params.forEach(([, p], i) => p.backend.write(p.storage, data[i]));
   } finally {
     f.close();
@@ -309,7 +320,10 @@ export function loadOptimizerInto(optimizer: AdamW, file: string): void {
     for (const name of f.names) {
       const info = f.info(name);
       if (info.dtype === 'int32') throw new Error(`checkpoint ${file}: '${name}' is int32, expected float moments`);
-      moments.set(name, { shape: info.shape, data: f.read(name) as Float32Array | Float64Array });
+      const data = f.read(name) as Float32Array | Float64Array;
+      // Second moments are running means of squares: negative is as impossible as NaN.
+      checkFiniteTensor(file, name, data, name.startsWith('v.'));
+      moments.set(name, { shape: info.shape, data });
     }
     try { optimizer.loadState(step, moments); } catch (e) { throw new Error(`checkpoint ${file}: ${(e as Error).message.replace(/^optimizer state: /, '')}`); }
   } finally {
@@ -358,7 +372,7 @@ export interface ModelInfo {
 export function isModelFolder(dir: string): boolean {
   const file = path.join(dir, CHECKPOINT_FILES.config);
   if (!fs.existsSync(file) || fs.existsSync(path.join(dir, RUN_FILES.pointer))) return false;
-  try { return (JSON.parse(fs.readFileSync(file, 'utf8')) as { format?: unknown }).format === MODEL_FOLDER_FORMAT; } catch { return false; }
+  try { return readJsonSync<{ format?: unknown }>(file).format === MODEL_FOLDER_FORMAT; } catch { return false; }
 }
 
 /** Reads and checks a model folder's config.json (the tensors are read later). */
@@ -378,7 +392,7 @@ export function readModelInfo(p: string): ModelInfo {
   const cfg = path.join(dir, CHECKPOINT_FILES.config);
   let foreign: unknown = null;
   try {
-    const raw = JSON.parse(fs.readFileSync(cfg, 'utf8')) as { format?: unknown; model_type?: unknown };
+    const raw = readJsonSync<{ format?: unknown; model_type?: unknown }>(cfg);
     if (raw.format === undefined && raw.model_type !== undefined) foreign = raw.model_type;
   } catch { /* readCheckpointInfo reports it */ }
   if (foreign !== null) bad(dir, CHECKPOINT_FILES.config, `a Hugging Face model (model_type ${JSON.stringify(foreign)}), not a cubit checkpoint or model folder (export without --to llama for cubit)`);

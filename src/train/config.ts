@@ -4,9 +4,22 @@
 // Paths in `data` are resolved against the working directory.
 import { z } from 'zod';
 import { describeIssue, parseModelConfig, type ModelConfig } from '../models/config.ts';
+import { MAX_CONTEXT, MODEL_LIMITS } from '../models/limits.ts';
 
-const positiveInt = z.number().int().positive();
-const nonNegativeInt = z.number().int().nonnegative();
+// Every count is bounded (docs/LIMITS.md): a size beyond these is one clear error, not an
+// out-of-memory kill or a loop that never ends.
+const MAX_COUNT = 1e12;
+const positiveInt = z.number().int().positive().max(MAX_COUNT);
+const nonNegativeInt = z.number().int().nonnegative().max(MAX_COUNT);
+/** The limits of the training sizes (the model's are MODEL_LIMITS; docs/LIMITS.md lists both). */
+const TRAIN_LIMITS = {
+  batchSize: 1 << 16,
+  seqLen: MAX_CONTEXT,
+  gradAccum: 1 << 16,
+  /** Tokens of one micro-batch (batchSize · seqLen). */
+  microBatchTokens: 1 << 24,
+  evalBatches: 1 << 20,
+} as const;
 const fraction = z.number().min(0).lt(1);
 
 /** The zod schema of a training config's `data` section (corpus, tokenizer, split, mode). */
@@ -40,11 +53,11 @@ export const trainConfigSchema = z.strictObject({
   /** Optimizer steps of the whole run (the schedule's length unless lrDecaySteps says otherwise). */
   steps: positiveInt.default(1000),
   /** Rows per micro-batch. */
-  batchSize: positiveInt.default(8),
+  batchSize: positiveInt.max(TRAIN_LIMITS.batchSize).default(8),
   /** Tokens per row. */
-  seqLen: positiveInt.default(128),
+  seqLen: positiveInt.max(TRAIN_LIMITS.seqLen).default(128),
   /** Micro-batches per optimizer step (tokens per step = batchSize · seqLen · gradAccum). */
-  gradAccum: positiveInt.default(1),
+  gradAccum: positiveInt.max(TRAIN_LIMITS.gradAccum).default(1),
   /** Peak learning rate, reached at the end of the warm-up. */
   lr: z.number().positive().finite().default(1e-3),
   /** The cosine decay's floor (default lr / 10). */
@@ -63,7 +76,7 @@ export const trainConfigSchema = z.strictObject({
   /** Evaluate every N steps (0: only at the end). */
   evalEvery: nonNegativeInt.default(100),
   /** Validation batches per evaluation (a fixed set spread over the split; 0: no evaluation). */
-  evalBatches: nonNegativeInt.default(16),
+  evalBatches: nonNegativeInt.max(TRAIN_LIMITS.evalBatches).default(16),
   /** Write a checkpoint every N steps (0: only at the end). */
   checkpointEvery: nonNegativeInt.default(500),
   /** Append a training record to metrics.jsonl every N steps. */
@@ -99,6 +112,12 @@ export function parseTrainConfig(input: unknown, where = 'training config', toke
   const model = parseModelConfig(rawModel, `${where}: model`);
   if (tokenizerVocab !== undefined && model.vocabSize < tokenizerVocab) {
     throw new Error(`${where}: model.vocabSize ${model.vocabSize} is smaller than the tokenizer's vocabulary (${tokenizerVocab})`);
+  }
+  if (c.batchSize * c.seqLen > TRAIN_LIMITS.microBatchTokens) {
+    throw new Error(`${where}: batchSize × seqLen = ${c.batchSize * c.seqLen} tokens per micro-batch exceeds the limit ${TRAIN_LIMITS.microBatchTokens}`);
+  }
+  if (c.batchSize * c.seqLen * model.vocabSize > MODEL_LIMITS.tensorElements) {
+    throw new Error(`${where}: the logits of one micro-batch (batchSize × seqLen × vocabSize = ${c.batchSize * c.seqLen * model.vocabSize}) exceed the tensor limit ${MODEL_LIMITS.tensorElements}; lower batchSize or seqLen`);
   }
   if (c.minLr !== undefined && c.minLr > c.lr) throw new Error(`${where}: minLr ${c.minLr} exceeds lr ${c.lr}`);
   if (c.data.split.validation + c.data.split.test >= 1) {

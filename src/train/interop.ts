@@ -20,6 +20,8 @@ import { SafetensorsFile, writeSafetensorsSync, type TensorRecord } from '../io/
 import { layerMixers, type ModelConfig } from '../models/config.ts';
 import { Decoder } from '../models/decoder.ts';
 import { writeDirAtomicSync, writeFileAtomicSync } from '../util/atomic.ts';
+import { FILE_LIMITS, readRegularFileSync, readTextFileSync } from '../util/files.ts';
+import { checkCheckpointTensors } from './run-folder.ts';
 import {
   CHECKPOINT_FILES, CHECKPOINT_OPTIONAL_FILES, loadOptimizerInto, loadWeightsInto, MODEL_FOLDER_FILES, MODEL_FOLDER_FORMAT,
   readCheckpointInfo, readModelInfo, resolveCheckpoint, RUN_FILES, saveCheckpoint, type CheckpointConfig, type ModelFolderConfig,
@@ -63,6 +65,7 @@ function emptyOrMissing(dir: string, what: string): void {
 
 /** The model's parameters read from a checkpoint or model folder, checked against its config. */
 function readWeights(info: ModelInfo): Map<string, TensorRecord> {
+  checkCheckpointTensors(info.config.model, { model: path.join(info.dir, CHECKPOINT_FILES.model) }, info.dir);
   const model = new Decoder(info.config.model, 0);
   try {
     const file = path.join(info.dir, CHECKPOINT_FILES.model);
@@ -82,7 +85,7 @@ function tokenizerFiles(info: ModelInfo): Record<string, string> {
   const out: Record<string, string> = { [MODEL_FOLDER_FILES.tokenizer]: tok.json };
   const id = tok.identity();
   const cfg = id.kind === 'hf' && id.source ? path.join(path.dirname(id.source), CHECKPOINT_OPTIONAL_FILES.tokenizerConfig) : null;
-  if (cfg && fs.existsSync(cfg)) out[CHECKPOINT_OPTIONAL_FILES.tokenizerConfig] = fs.readFileSync(cfg, 'utf8');
+  if (cfg && fs.existsSync(cfg)) out[CHECKPOINT_OPTIONAL_FILES.tokenizerConfig] = readTextFileSync(cfg);
   return out;
 }
 
@@ -226,6 +229,8 @@ export function importRun(source: string, out: string, opts: ImportOptions = {})
     throw new Error(`cannot import: ${(e as Error).message}`);
   }
   emptyOrMissing(out, 'run folder');
+  const files = { model: path.join(info.dir, CHECKPOINT_FILES.model), optimizer: path.join(info.dir, CHECKPOINT_FILES.optimizer) };
+  checkCheckpointTensors(info.config.model, files, info.dir);
   const model = new Decoder(info.config.model, 0);
   const t = info.config.training as { beta1?: number; beta2?: number; eps?: number; weightDecay?: number };
   const optimizer = new AdamW(model.namedParameters(), { beta1: t.beta1 ?? 0.9, beta2: t.beta2 ?? 0.95, eps: t.eps ?? 1e-8, weightDecay: t.weightDecay ?? 0.1 });
@@ -234,11 +239,11 @@ export function importRun(source: string, out: string, opts: ImportOptions = {})
     loadOptimizerInto(optimizer, path.join(info.dir, CHECKPOINT_FILES.optimizer));
     const tokFile = path.join(info.dir, CHECKPOINT_OPTIONAL_FILES.tokenizer);
     const tokCfg = path.join(info.dir, CHECKPOINT_OPTIONAL_FILES.tokenizerConfig);
-    const tokenizerJson = info.config.tokenizer.kind === 'hf' && fs.existsSync(tokFile) ? fs.readFileSync(tokFile, 'utf8') : undefined;
-    const tokenizerConfigJson = tokenizerJson !== undefined && fs.existsSync(tokCfg) ? fs.readFileSync(tokCfg, 'utf8') : undefined;
+    const tokenizerJson = info.config.tokenizer.kind === 'hf' && fs.existsSync(tokFile) ? readTextFileSync(tokFile, { maxBytes: FILE_LIMITS.tokenizer }) : undefined;
+    const tokenizerConfigJson = tokenizerJson !== undefined && fs.existsSync(tokCfg) ? readTextFileSync(tokCfg) : undefined;
     fs.mkdirSync(out, { recursive: true });
     const metrics = path.join(path.dirname(path.dirname(info.dir)), RUN_FILES.metrics);
-    writeFileAtomicSync(path.join(out, RUN_FILES.metrics), fs.existsSync(metrics) ? fs.readFileSync(metrics) : '', { durable: opts.durable ?? true });
+    writeFileAtomicSync(path.join(out, RUN_FILES.metrics), fs.existsSync(metrics) ? readRegularFileSync(metrics) : '', { durable: opts.durable ?? true });
     return saveCheckpoint(out, {
       step: info.config.step, model, optimizer, config: info.config, state: info.state,
       tokenizerJson, tokenizerConfigJson, durable: opts.durable ?? true,

@@ -30,12 +30,15 @@ import { parseModelConfig } from '../models/config.ts';
 import { zeros, tensor } from '../ops/creation.ts';
 import { div } from '../ops/elementwise.ts';
 import { crossEntropy } from '../ops/nn.ts';
-import { writeFileAtomicSync } from '../util/atomic.ts';
+import { checkMemory, parameterCount } from '../models/limits.ts';
+import { removeStaleTemps, writeFileAtomicSync } from '../util/atomic.ts';
+import { fsErrorMessage, makeFolderSync, openAppendNoFollowSync, readTextFileSync, refuseLink } from '../util/files.ts';
 import {
-  CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_OPTIONAL_FILES, CHECKPOINT_FORMAT_VERSION, loadOptimizerInto, loadWeightsInto, readCheckpointInfo,
-  readRunPointer, resolveCheckpoint, RUN_FILES, saveCheckpoint, softwareVersion, type CheckpointConfig, type CheckpointInfo, type TrainState,
+  CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_OPTIONAL_FILES, CHECKPOINT_FORMAT_VERSION, loadOptimizerInto, loadWeightsInto, readCheckpointInfo, readRunPointer, resolveCheckpoint, RUN_FILES, saveCheckpoint, softwareVersion, type CheckpointConfig,
+  type CheckpointInfo, type TrainState,
 } from './checkpoint.ts';
 import { clipGradNorm } from './clip.ts';
+import { checkCheckpointTensors, crashPoint, pruneCheckpoints } from './run-folder.ts';
 import { parseTrainConfig, type TrainConfig } from './config.ts';
 import { AdamW } from './optimizer.ts';
 import { learningRate, scheduleOf, type LrSchedule } from './schedule.ts';
@@ -176,6 +179,9 @@ export class Trainer {
       const pointer = readRunPointer(opts.out);
       if (!pointer) throw new Error(`${opts.out}: no checkpoint to resume (${RUN_FILES.pointer} is missing); start a new run without --resume`);
       info = readCheckpointInfo(resolveCheckpoint(opts.out));
+      // Headers against config.json (and the memory a model that size needs) before anything is built.
+      const files = { model: path.join(info.dir, CHECKPOINT_FILES.model), optimizer: path.join(info.dir, CHECKPOINT_FILES.optimizer) };
+      try { checkCheckpointTensors(info.config.model, files, info.dir); } catch (e) { throw new Error(`cannot resume ${info.dir}: ${(e as Error).message}`); }
     } else {
       checkNewRunFolder(opts.out);
     }
@@ -193,10 +199,10 @@ export class Trainer {
       // HfTokenizer.fromFile read BOS/EOS from the tokenizer_config.json beside the file: copy that too.
       const src = this.tokenizer.identity();
       const cfgFile = src.kind === 'hf' && src.source ? path.join(path.dirname(src.source), 'tokenizer_config.json') : null;
-      if (cfgFile && fs.existsSync(cfgFile)) this.tokenizerFiles.tokenizerConfigJson = fs.readFileSync(cfgFile, 'utf8');
+      if (cfgFile && fs.existsSync(cfgFile)) this.tokenizerFiles.tokenizerConfigJson = readTextFileSync(cfgFile);
     }
     if (opts.steps !== undefined) {
-      if (!Number.isInteger(opts.steps) || opts.steps <= 0) throw new Error(`train: steps must be a positive integer, got ${opts.steps}`);
+      if (!Number.isInteger(opts.steps) || opts.steps <= 0 || opts.steps > 1e12) throw new Error(`train: steps must be a positive integer of at most 1e12, got ${opts.steps}`);
       config = { ...config, steps: opts.steps };
     }
     if (info) {
@@ -204,6 +210,7 @@ export class Trainer {
       const saved = JSON.stringify(parseModelConfig(info.config.model)), now = JSON.stringify(config.model);
       if (saved !== now) throw new Error(`cannot resume ${info.dir}: ${source} describes a different model than the checkpoint's (model configs differ)`);
     }
+    checkMemory(trainingBytes(config), `training this model (${source})`);
     this.config = config;
     this.schedule = scheduleOf(config);
 
@@ -248,6 +255,7 @@ export class Trainer {
       const { step, skippedSteps, nonFiniteInARow, tokensSeen, elapsedSeconds } = info.state;
       Object.assign(this.state, { step, skippedSteps, nonFiniteInARow, tokensSeen, elapsedSeconds: Number(elapsedSeconds) || 0 });
       this.lastCheckpoint = info.dir;
+      finishInterruptedSave(opts.out);
     } else {
       // Only now, with everything checked and built, does the run folder appear.
       try { prepareNewRunFolder(opts.out); } catch (e) { this.dispose(); throw e; }
@@ -317,9 +325,23 @@ export class Trainer {
     return { loss: nats / set.tokens, bpb: nats / Math.LN2 / set.bytes, tokens: set.tokens };
   }
 
-  /** Writes a checkpoint of the current step; returns its folder. */
+  /**
+   * Writes a checkpoint of the current step; returns its folder. Weights or moments that are not
+   * finite are never saved (NonFiniteError): the latest checkpoint stays a healthy one.
+   */
   save(): string {
     const { step } = this.state;
+    for (const [what, tensors] of [['parameter', new Map(this.model.namedParameters())], ['optimizer moment', this.optimizer.stateTensors()]] as const) {
+      for (const [name, t] of tensors) {
+        const d = t.dataSync();
+        for (let i = 0; i < d.length; i++) {
+          if (!Number.isFinite(d[i])) {
+            const kept = this.lastCheckpoint ? `the last good checkpoint is ${this.lastCheckpoint}` : 'no checkpoint was written';
+            throw new NonFiniteError(`training diverged: ${what} '${name}' is not finite at step ${step}, so no checkpoint was written; ${kept}. Lower lr, lengthen warmupSteps or clip harder, then resume.`, step, this.lastCheckpoint);
+          }
+        }
+      }
+    }
     const { model, ...training } = this.config;
     const config: CheckpointConfig = {
       format: CHECKPOINT_FORMAT,
@@ -360,7 +382,24 @@ function resumeTokenizer(spec: string, info: CheckpointInfo): Tokenizer {
   return loadTokenizer(spec); // checkTokenizer reports the mismatch
 }
 
-/** A new run may go into a missing folder, an empty one, or one a sitting left before its first checkpoint. */
+/**
+ * Finishes what a save killed after moving the pointer left undone: the older checkpoints and
+ * stale temporaries go (a resume that has no step left to take would otherwise keep them forever).
+ */
+function finishInterruptedSave(runDir: string): void {
+  const pointer = readRunPointer(runDir);
+  if (!pointer) return;
+  const [folder, name, ...rest] = pointer.checkpoint.split(/[\\/]/);
+  if (folder !== RUN_FILES.checkpoints || !name || rest.length > 0) return;
+  pruneCheckpoints(path.join(runDir, RUN_FILES.checkpoints), name);
+  removeStaleTemps(path.join(runDir, RUN_FILES.pointer));
+}
+
+/**
+ * A new run may go into a missing folder, an empty one, or one a sitting left before its first
+ * checkpoint. What it left must be what cubit writes: a link in its place (metrics.jsonl aimed at
+ * another file, checkpoints/ at another folder) is refused, never written through.
+ */
 function checkNewRunFolder(out: string): void {
   const pointer = readRunPointer(out);
   if (pointer) throw new Error(`${out} already holds a run (at step ${pointer.step}); pass --resume to continue it, or choose another --out`);
@@ -368,14 +407,25 @@ function checkNewRunFolder(out: string): void {
   if (!fs.statSync(out).isDirectory()) throw new Error(`${out}: exists and is not a folder`);
   const foreign = fs.readdirSync(out).filter((n) => !isRunDebris(n));
   if (foreign.length > 0) throw new Error(`${out}: the folder is not empty and holds no run ('${foreign[0]}'); choose another --out`);
+  refuseLink(path.join(out, RUN_FILES.metrics), 'file');
+  refuseLink(path.join(out, RUN_FILES.checkpoints), 'folder');
 }
 
 function prepareNewRunFolder(out: string): void {
   checkNewRunFolder(out);
-  // What a sitting killed before its first checkpoint left: start over.
-  fs.rmSync(path.join(out, RUN_FILES.checkpoints), { recursive: true, force: true });
-  fs.mkdirSync(out, { recursive: true });
-  fs.writeFileSync(path.join(out, RUN_FILES.metrics), '');
+  // What a sitting killed before its first checkpoint left: start over (only what cubit wrote).
+  pruneCheckpoints(path.join(out, RUN_FILES.checkpoints), null);
+  makeFolderSync(out);
+  try { writeFileAtomicSync(path.join(out, RUN_FILES.metrics), ''); } catch (e) { throw new Error(fsErrorMessage(path.join(out, RUN_FILES.metrics), e, 'cannot write')); }
+}
+
+/** A rough upper estimate of what training `c` allocates: weights, gradients, two moments, activations, logits. */
+function trainingBytes(c: TrainConfig): number {
+  const { dModel: d, ffnHidden: F, nLayers: N, vocabSize: V, nHeads: H } = c.model;
+  const tokens = c.batchSize * c.seqLen;
+  const block = Math.min(c.seqLen, c.model.blockSize);
+  const perLayer = tokens * (16 * d + 4 * F) + c.batchSize * H * c.seqLen * block;
+  return 4 * (4 * parameterCount(c.model) + N * perLayer + 3 * tokens * V);
 }
 
 /** The fixed evaluation batches: up to evalBatches of the validation windows' batches, spread evenly over the split. */
@@ -409,13 +459,14 @@ class MetricsLog {
   constructor(readonly file: string, keepUpTo: number | null) {
     if (keepUpTo !== null && fs.existsSync(file)) {
       // Drop what a killed sitting logged after the checkpoint it resumes from.
-      const kept = fs.readFileSync(file, 'utf8').split('\n').filter((line) => {
+      refuseLink(file, 'file');
+      const kept = readTextFileSync(file).split('\n').filter((line) => {
         if (!line.trim()) return false;
         try { return (JSON.parse(line) as { step?: number }).step! <= keepUpTo; } catch { return false; }
       });
       writeFileAtomicSync(file, kept.map((l) => l + '\n').join(''));
     }
-    this.fd = fs.openSync(file, 'a');
+    this.fd = openAppendNoFollowSync(file);
   }
   write(record: Record<string, unknown>): void {
     fs.writeSync(this.fd, JSON.stringify(record) + '\n');
@@ -464,6 +515,7 @@ export async function train(opts: TrainOptions): Promise<TrainSummary> {
       if (opts.signal?.aborted) { stopped = 'aborted'; break; }
       const t0 = performance.now();
       const r = trainer.step(opts.hooks);
+      crashPoint('train-step');
       const dt = (performance.now() - t0) / 1000;
       const step = trainer.state.step;
       trainer.state.elapsedSeconds += dt;

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { readJsonFileSync } from './files.ts';
 
 /** What can be written: bytes, a string (UTF-8), or a sequence of either (streamed, not joined). */
 export type FileContent = string | Uint8Array | Iterable<string | Uint8Array>;
@@ -114,16 +115,12 @@ export async function writeJsonAtomic(target: string, value: unknown, opts: Atom
   await writeFileAtomic(target, text + '\n', opts);
 }
 
-/** Reads a JSON file; a missing file or bad JSON is one Error naming the file. */
+/**
+ * Reads a JSON file; a missing file, a non-regular file (a FIFO never blocks), an oversized one
+ * or bad JSON is one Error line naming the file.
+ */
 export function readJsonSync<T = unknown>(file: string): T {
-  let text: string;
-  try { text = fs.readFileSync(file, 'utf8'); } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new Error(code === 'ENOENT' ? `${file}: no such file` : `${file}: cannot read (${(e as Error).message})`);
-  }
-  try { return JSON.parse(text) as T; } catch (e) {
-    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
-  }
+  return readJsonFileSync<T>(file);
 }
 
 /**
