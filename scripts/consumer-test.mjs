@@ -94,6 +94,13 @@ console.log(getBackend().name);
 `);
   assert.equal(run('node', ['consumer.mjs']).stdout.trim(), 'native');
 
+  step("import 'cubit/browser' (the reference backend, no Node modules)");
+  writeFileSync(path.join(app, 'browser.mjs'), `
+import { getBackend, tensor } from 'cubit/browser';
+if (tensor([1, 2, 3]).sum().item() !== 6 || getBackend().name !== 'reference') throw new Error('cubit/browser is broken');
+`);
+  run('node', ['browser.mjs']);
+
   step('require() from plain .cjs');
   writeFileSync(path.join(app, 'consumer.cjs'), `
 const { tensor } = require('cubit');
@@ -113,9 +120,11 @@ if (tensor([1, 2, 3]).sum().item() !== 6) throw new Error('require(cubit) gave a
   }, null, 2));
   writeFileSync(path.join(app, 'consumer.ts'), `
 import { tensor, tidy, type Tensor } from 'cubit';
+import { Decoder, type ModelConfigInput } from 'cubit/browser';
 const t: Tensor = tidy(() => tensor([[1, 2], [3, 4]]).matmul(tensor([[1], [1]])));
 const rows: readonly number[] = t.shape;
-console.log(rows.length);
+const config: ModelConfigInput = { vocabSize: 16, dModel: 8, nLayers: 1, nHeads: 2, mixer: 'cubit' };
+console.log(rows.length, Decoder.name, config.mixer);
 `);
   run('node', [path.join('node_modules', 'typescript', 'bin', 'tsc'), '-p', '.']);
   // The check can fail: a wrong type in the consumer must be reported.
