@@ -6,7 +6,7 @@
 // at install as a platform without a prebuilt would. Any failure ends it with a non-zero exit and
 // the failing step's output.
 //
-//   node scripts/consumer-test.mjs [--tarball cubit-x.y.z.tgz] [--from-source] [--keep]
+//   node scripts/consumer-test.mjs [--tarball cubit-x.y.z.tgz] [--from-source] [--ignore-scripts] [--keep]
 //
 // The Node that runs this script is the one tested: it is put first on PATH for npm, its install
 // scripts and the installed bin. Dependencies come from the npm cache or the registry.
@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const { values: opts } = parseArgs({
-  options: { tarball: { type: 'string' }, 'from-source': { type: 'boolean' }, keep: { type: 'boolean' } },
+  options: { tarball: { type: 'string' }, 'from-source': { type: 'boolean' }, 'ignore-scripts': { type: 'boolean' }, keep: { type: 'boolean' } },
 });
 const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
 const lock = JSON.parse(readFileSync(path.join(root, 'package-lock.json'), 'utf8'));
@@ -66,7 +66,9 @@ try {
   step('npm install the tarball into a new project');
   run('mkdir', ['-p', app], { cwd: work });
   writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'cubit-consumer', private: true, type: 'module' }, null, 2));
-  const install = run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', tarball]);
+  // --ignore-scripts: as pnpm 10 installs by default (and npm with ignore-scripts set): the
+  // prebuilt binary must serve without the install script.
+  const install = run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', ...(opts['ignore-scripts'] ? ['--ignore-scripts'] : []), tarball]);
   const installed = path.join(app, 'node_modules', 'cubit');
   assert.equal(JSON.parse(readFileSync(path.join(installed, 'package.json'), 'utf8')).version, pkg.version);
   assert.ok(!existsSync(path.join(installed, 'src')), 'the package ships dist/, not the TypeScript sources');
