@@ -160,6 +160,12 @@ console.log(rows.length, Decoder.name, config.mixer);
   const gen = cubit(['generate', 'runs/tiny-cubit', '--prompt', 'The jury said', '--max-new-tokens', '8', '--seed', '1']);
   assert.ok(gen.stdout.length > 0, 'generate printed nothing');
 
+  step('cubit experiment with a shipped config (the smallest preset), report and figures');
+  cubit(['experiment', 'length-scaling', '--preset', 'test', '--out', 'runs/length-scaling']);
+  for (const f of ['report.md', 'report.html', 'results.json', path.join('figures', 'gain.svg')]) {
+    assert.ok(existsSync(path.join(app, 'runs', 'length-scaling', f)), `the experiment wrote ${f}`);
+  }
+
   step('no usable addon: the reference backend, with one loud warning');
   const prebuilds = path.join(installed, 'prebuilds');
   renameSync(prebuilds, `${prebuilds}.hidden`);
