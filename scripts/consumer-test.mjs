@@ -59,7 +59,7 @@ try {
   let tarball = opts.tarball && path.resolve(opts.tarball);
   if (!tarball) {
     const r = run('npm', ['pack', '--json', '--pack-destination', work], { cwd: root });
-    tarball = path.join(work, JSON.parse(r.stdout.slice(r.stdout.indexOf('[')))[0].filename);
+    tarball = path.join(work, JSON.parse(r.stdout)[0].filename);
   }
   summary.tarballKiB = Math.round(statSync(tarball).size / 1024);
 

@@ -3,7 +3,8 @@
 // from this checkout's sources (build/Release, by `npm ci` or `npm run build:native`) into
 // prebuilds/<platform>/ so the package ships it and installs need no compiler. The addon uses
 // N-API only, so one binary serves every Node version the package supports. Fails if there is no
-// addon or it does not load: a package must not silently ship without its fast backend.
+// addon or it does not load: a package must not silently ship without its fast backend. It
+// reports on stderr: stdout is `npm pack --json`'s.
 import { copyFileSync, existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -23,4 +24,4 @@ mkdirSync(dir, { recursive: true });
 const out = path.join(dir, 'cubit_native.node');
 copyFileSync(built, out);
 const addon = createRequire(import.meta.url)(out);
-console.log(`cubit: prebuilt native addon for ${platform}: ${path.relative(root, out)} (${(statSync(out).size / 1024).toFixed(0)} KiB, ISAs ${addon.supportedIsas().join(', ')})`);
+console.error(`cubit: prebuilt native addon for ${platform}: ${path.relative(root, out)} (${(statSync(out).size / 1024).toFixed(0)} KiB, ISAs ${addon.supportedIsas().join(', ')})`);
