@@ -18,6 +18,8 @@ export * from './ops/index.ts';
 export { ReferenceBackend };
 export * from './nn/index.ts';
 export * from './mixers/index.ts';
+export { MIXER_KINDS, parseModelConfig, type MixerKind, type ModelConfig, type ModelConfigInput } from './models/config.ts';
 export { Decoder } from './models/decoder.ts';
-export { parseModelConfig, type ModelConfig, type ModelConfigInput, type MixerKind } from './models/config.ts';
-export { generate, type GenerateOptions, type GenerateResult, type SamplingOptions } from './models/generate.ts';
+export {
+  generate, sampleToken, type GenerateOptions, type GenerateResult, type SamplingOptions, type StopReason,
+} from './models/generate.ts';

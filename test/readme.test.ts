@@ -1,7 +1,8 @@
-// The README's TypeScript examples must run: each ```ts block is written to a temporary file in the
-// repository and run with tsx, its `from 'cubit'` pointed at src/index.ts (the package's own name
-// would resolve to the compiled dist/, which may be older than the sources under test;
-// scripts/consumer-test.mjs runs the installed package).
+// The TypeScript examples of the README and the docs must run: each ```ts block is written to a
+// temporary file in the repository and run with tsx, its `from 'cubit'` pointed at src/index.ts
+// (the package's own name would resolve to the compiled dist/, which may be older than the
+// sources under test; scripts/consumer-test.mjs runs the installed package); it must exit 0 and
+// print something.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,7 +12,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 
-for (const doc of ['README.md', 'docs/MIXERS.md']) {
+for (const doc of ['README.md', 'docs/MIXERS.md', 'docs/MODEL.md']) {
   const text = readFileSync(path.join(root, doc), 'utf8');
   const blocks = [...text.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]);
   test(`${doc} has runnable TypeScript examples`, () => assert.ok(blocks.length > 0));
@@ -23,6 +24,7 @@ for (const doc of ['README.md', 'docs/MIXERS.md']) {
         writeFileSync(file, code.replaceAll(/from 'cubit'/g, `from ${JSON.stringify(pathToFileURL(path.join(root, 'src', 'index.ts')).href)}`));
         const r = spawnSync(process.execPath, ['--import', 'tsx', file], { cwd: root, encoding: 'utf8', timeout: 120_000 });
         assert.equal(r.status, 0, `example ${i + 1} failed:\n${r.stderr}`);
+        assert.notEqual(r.stdout.trim(), '', `example ${i + 1} printed nothing`);
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }

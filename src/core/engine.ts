@@ -18,6 +18,7 @@ export function registerBackend(name: string, factory: Factory): void {
   factories.set(name, factory);
 }
 
+/** The names of the registered backends ('reference', and 'native' when its addon loads). */
 export function backendNames(): string[] {
   return [...factories.keys()];
 }
@@ -39,6 +40,10 @@ export function setDefaultBackendChooser(choose: () => Backend): void {
   defaultChooser = choose;
 }
 
+/**
+ * The active backend: the one set by setBackend, else the default (native when its addon loads,
+ * else reference; `CUBIT_BACKEND` overrides).
+ */
 export function getBackend(): Backend {
   if (!active) {
     if (!defaultChooser) throw new Error('no backend registered: import the package root (src/index.ts)');
@@ -64,6 +69,7 @@ export function withBackend<T>(name: string, fn: () => T): T {
 
 let gradEnabled = true;
 
+/** Whether ops record gradients now (false inside {@link noGrad}). */
 export function isGradEnabled(): boolean {
   return gradEnabled;
 }

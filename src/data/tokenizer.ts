@@ -15,6 +15,10 @@ export type TokenizerIdentity =
   | { kind: 'byte'; vocabSize: 256 }
   | { kind: 'hf'; vocabSize: number; sha256: string; source?: string };
 
+/**
+ * Text ↔ token ids. {@link ByteTokenizer} (UTF-8 bytes) and {@link HfTokenizer} (a Hugging Face
+ * tokenizer.json) implement it; {@link loadTokenizer} makes either.
+ */
 export interface Tokenizer {
   /** Short human name: 'byte', or 'hf:<file>'. */
   readonly name: string;
@@ -31,6 +35,10 @@ export interface Tokenizer {
   identity(): TokenizerIdentity;
 }
 
+/**
+ * Decodes ids one at a time (for streaming generated text): holds back an incomplete UTF-8
+ * sequence until it is complete.
+ */
 export interface StreamDecoder {
   push(id: number): string;
   /** Whatever is still held back (an incomplete UTF-8 sequence decodes to U+FFFD). */
@@ -79,6 +87,7 @@ export class ByteTokenizer implements Tokenizer {
   identity(): TokenizerIdentity { return { kind: 'byte', vocabSize: 256 }; }
 }
 
+/** Options of {@link HfTokenizer}. */
 export interface HfTokenizerOptions {
   /** Add the tokenizer's special tokens (e.g. BOS) when encoding (default false: raw text). */
   addSpecialTokens?: boolean;
@@ -206,6 +215,10 @@ function describe(id: TokenizerIdentity): string {
   return id.kind === 'byte' ? `the byte tokenizer (vocab 256)` : `${id.source ?? 'a tokenizer.json'} (vocab ${id.vocabSize}, sha256 ${id.sha256.slice(0, 12)}…)`;
 }
 
+/**
+ * Whether two tokenizer identities name the same tokenizer (kind, vocabulary size and, for
+ * tokenizer.json, its sha256).
+ */
 export function sameTokenizer(a: TokenizerIdentity, b: TokenizerIdentity): boolean {
   if (a.kind !== b.kind || a.vocabSize !== b.vocabSize) return false;
   return a.kind === 'byte' || (b.kind === 'hf' && a.sha256 === b.sha256);

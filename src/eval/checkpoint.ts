@@ -1,6 +1,7 @@
-// A checkpoint ready for inference: the model, read with the trainer's checkpoint reader
-// (src/train/checkpoint.ts: a run folder's latest checkpoint, or a checkpoint folder), and its
-// tokenizer. Also the header-only summary that `cubit info <checkpoint>` prints.
+// A model ready for inference: loadModel reads it with the trainer's checkpoint reader
+// (src/train/checkpoint.ts: a run folder's latest checkpoint, or a checkpoint folder) together with
+// its tokenizer. This is the one loader the library, the CLI and the experiments use. Also the
+// header-only summary that `cubit info <checkpoint>` prints.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { withBackend } from '../core/engine.ts';
@@ -14,21 +15,26 @@ import {
   CHECKPOINT_FILES, loadWeightsInto, readCheckpointInfo, resolveCheckpoint, type CheckpointInfo,
 } from '../train/checkpoint.ts';
 
-export interface InferenceCheckpoint {
-  /** The checkpoint folder. */
-  dir: string;
-  info: CheckpointInfo;
+/** What {@link loadModel} returns: a model in eval mode with the tokenizer it was trained with. */
+export interface LoadedModel {
+  /** The model, on the backend it was loaded on; `model.dispose()` frees its weights. */
   model: Decoder;
-  config: ModelConfig;
+  /** The tokenizer the model was trained with: text → ids for the model, ids → text back. */
   tokenizer: Tokenizer;
+  /** The model's config (sizes, mixers). */
+  config: ModelConfig;
+  /** The folder the weights were read from (a run folder's latest checkpoint). */
+  dir: string;
+  /** Optimizer steps the model was trained for. */
   step: number;
   /** The training sequence length (evaluation flags the lengths beyond it), when recorded. */
   trainSeqLen: number | null;
-  /** The training config without its model (data.corpus, data.split, seqLen, …). */
+  /** The training config without its model (data.corpus, data.split, seqLen, …); empty when unknown. */
   training: Record<string, unknown>;
 }
 
-export interface InferenceLoadOptions {
+/** Options of {@link loadModel}. */
+export interface LoadModelOptions {
   /** 'byte' or a tokenizer.json path (or a Tokenizer) instead of the checkpoint's own; it must match. */
   tokenizer?: Tokenizer | string;
   /** Backend to build the model on (default: the active one). */
@@ -84,10 +90,16 @@ function positiveIntOrNull(v: unknown): number | null {
 
 /**
  * Loads the model of a run folder's latest checkpoint (or of a checkpoint folder) with its
- * tokenizer. The config, state and tokenizer are checked before any tensor is read; every problem
- * is one Error line naming the file.
+ * tokenizer, ready for {@link generateText}, {@link generate} and {@link evaluate}. The config,
+ * state and tokenizer are checked before any tensor is read; every problem is one Error line
+ * naming the file.
+ *
+ * @example
+ * const { model, tokenizer } = loadModel('runs/tiny-cubit');
+ * const { text } = generateText({ model, tokenizer }, 'The jury said', { maxNewTokens: 40 });
+ * model.dispose();
  */
-export function loadForInference(p: string, opts: InferenceLoadOptions = {}): InferenceCheckpoint {
+export function loadModel(p: string, opts: LoadModelOptions = {}): LoadedModel {
   const info = readCheckpointInfo(resolveCheckpoint(p));
   const tokenizer = checkpointTokenizer(info, opts.tokenizer);
   const build = (): Decoder => {
@@ -98,7 +110,7 @@ export function loadForInference(p: string, opts: InferenceLoadOptions = {}): In
   const model = opts.backend ? withBackend(opts.backend, build) : build();
   const training = obj(info.config.training);
   return {
-    dir: info.dir, info, model, config: info.config.model, tokenizer, step: info.config.step,
+    model, tokenizer, config: info.config.model, dir: info.dir, step: info.config.step,
     trainSeqLen: positiveIntOrNull(training.seqLen), training,
   };
 }

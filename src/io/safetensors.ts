@@ -16,6 +16,7 @@ import { tensorFrom, type Tensor } from '../core/tensor.ts';
 import type { Backend } from '../core/backend.ts';
 import { writeFileAtomicSync, type AtomicWriteOptions } from '../util/atomic.ts';
 
+/** A safetensors dtype name this reader and writer handle. */
 export type SafeDType = 'F32' | 'F64' | 'I32';
 
 const SAFE_OF: Record<DType, SafeDType> = { float32: 'F32', float64: 'F64', int32: 'I32' };
@@ -40,8 +41,10 @@ export interface TensorInfo {
   end: number;
 }
 
+/** Tensors to write, by name: Tensors or plain {@link TensorRecord}s, in a Map or an object. */
 export type TensorSource = Map<string, Tensor | TensorRecord> | Record<string, Tensor | TensorRecord>;
 
+/** A whole safetensors file read into memory: its metadata and its tensors as typed arrays. */
 export interface SafetensorsContents {
   metadata: Record<string, string>;
   tensors: Map<string, { dtype: DType; shape: number[]; data: TypedArray }>;

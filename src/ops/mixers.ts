@@ -23,6 +23,7 @@ export interface MixerOptions {
   blockSize?: number;
 }
 
+/** Options of {@link softmaxAttention}. */
 export interface AttentionOptions extends MixerOptions {
   /** Logit scale (default 1/√D). */
   scale?: number;

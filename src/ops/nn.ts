@@ -105,6 +105,7 @@ function checkIds(op: string, ids: Tensor, n: number, ignore: number | null): vo
   }
 }
 
+/** Options of {@link crossEntropy}. */
 export interface CrossEntropyOptions {
   /** Targets equal to this are skipped (default −100, as PyTorch). */
   ignoreIndex?: number;
@@ -157,6 +158,7 @@ export function dropout(x: Tensor, p: number, seed: number, training = true): Te
   return y;
 }
 
+/** Options of {@link rotary}. */
 export interface RotaryOptions {
   /** Position of the first row along T (decoding continues a sequence). Default 0. */
   offset?: number;

@@ -27,11 +27,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Tensor } from '../core/tensor.ts';
-import { checkTokenizer, type Tokenizer, type TokenizerIdentity } from '../data/tokenizer.ts';
+import type { TokenizerIdentity } from '../data/tokenizer.ts';
 import type { SamplerState } from '../data/batches.ts';
 import { SafetensorsFile, writeSafetensorsSync } from '../io/safetensors.ts';
 import { parseModelConfig, type ModelConfig } from '../models/config.ts';
-import { Decoder } from '../models/decoder.ts';
+import type { Decoder } from '../models/decoder.ts';
 import { readJsonSync, removeStaleTemps, writeDirAtomicSync, writeFileAtomicSync, writeJsonAtomicSync } from '../util/atomic.ts';
 import type { AdamW, MomentRecord } from './optimizer.ts';
 
@@ -63,8 +63,11 @@ export const CHECKPOINT_OPTIONAL_FILES = {
   tokenizerConfig: 'tokenizer_config.json',
 } as const;
 
+/** The `format` of a checkpoint's config.json. */
 export const CHECKPOINT_FORMAT = 'cubit-checkpoint';
+/** The `format` of a run folder's latest.json. */
 export const RUN_POINTER_FORMAT = 'cubit-run';
+/** The `format` in optimizer.safetensors' metadata. */
 export const OPTIMIZER_FORMAT = 'cubit-adamw';
 /** Bumped when a checkpoint written now could not be read by an older reader. */
 export const CHECKPOINT_FORMAT_VERSION = 1;
@@ -105,6 +108,7 @@ export interface TrainState {
   elapsedSeconds: number;
 }
 
+/** latest.json of a run folder: which checkpoint is the latest. */
 export interface RunPointer {
   format: typeof RUN_POINTER_FORMAT;
   /** The checkpoint folder, relative to the run folder. */
@@ -136,6 +140,7 @@ function crashPoint(point: string): void {
 
 // ---- saving ----
 
+/** What {@link saveCheckpoint} writes. */
 export interface SaveCheckpointInput {
   step: number;
   model: Decoder;
@@ -202,6 +207,7 @@ export function saveCheckpoint(runDir: string, input: SaveCheckpointInput): stri
 
 // ---- loading ----
 
+/** A checkpoint folder's checked config.json and state.json (its tensors are read later). */
 export interface CheckpointInfo {
   /** The checkpoint folder. */
   dir: string;
@@ -303,22 +309,4 @@ export function loadOptimizerInto(optimizer: AdamW, file: string): void {
   } finally {
     f.close();
   }
-}
-
-export interface LoadedModel {
-  model: Decoder;
-  info: CheckpointInfo;
-}
-
-/**
- * Loads the model of a run folder's latest checkpoint (or of a checkpoint folder) on the active
- * backend, for evaluation and generation. With `tokenizer`, checks that it is the one the model
- * was trained with.
- */
-export function loadModel(p: string, opts: { tokenizer?: Tokenizer } = {}): LoadedModel {
-  const info = readCheckpointInfo(resolveCheckpoint(p));
-  if (opts.tokenizer) checkTokenizer(info.config.tokenizer, opts.tokenizer, info.dir);
-  const model = new Decoder(info.config.model);
-  try { loadWeightsInto(model, path.join(info.dir, CHECKPOINT_FILES.model)); } catch (e) { model.dispose(); throw e; }
-  return { model, info };
 }

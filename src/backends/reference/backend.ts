@@ -94,6 +94,10 @@ export function forEachIndex(shape: readonly number[], strides: readonly (readon
   }
 }
 
+/**
+ * The plain-TypeScript backend: the obvious loop for every kernel, accumulating in float64. Slow;
+ * the oracle every native kernel is tested against.
+ */
 export class ReferenceBackend implements Backend {
   readonly name: string = 'reference';
   readonly supportsFloat64: boolean = true;
