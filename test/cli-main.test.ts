@@ -49,10 +49,10 @@ describe('help and version', () => {
 
 describe('unknown commands and options', () => {
   const cases: [string[], string][] = [
-    [['trian'], "cubit: error: unknown command 'trian' (did you mean train?); commands: demo, bench, eval, experiment, generate, info, train"],
-    [['frobnicate'], "cubit: error: unknown command 'frobnicate'; commands: demo, bench, eval, experiment, generate, info, train"],
-    [['help', 'evl'], "cubit: error: unknown command 'evl' (did you mean eval?); commands: demo, bench, eval, experiment, generate, info, train"],
-    [['--bogus'], "cubit: error: unknown option '--bogus': cubit takes a command first (demo, bench, eval, experiment, generate, info, train); see 'cubit --help'"],
+    [['trian'], "cubit: error: unknown command 'trian' (did you mean train?); commands: demo, bench, eval, experiment, export, generate, import, info, train"],
+    [['frobnicate'], "cubit: error: unknown command 'frobnicate'; commands: demo, bench, eval, experiment, export, generate, import, info, train"],
+    [['help', 'evl'], "cubit: error: unknown command 'evl' (did you mean eval?); commands: demo, bench, eval, experiment, export, generate, import, info, train"],
+    [['--bogus'], "cubit: error: unknown option '--bogus': cubit takes a command first (demo, bench, eval, experiment, export, generate, import, info, train); see 'cubit --help'"],
     [['train', '--bogus'], "cubit: error: train: unknown option '--bogus'; see 'cubit train --help'"],
     [['train', '--stpes', '3'], "cubit: error: train: unknown option '--stpes' (did you mean --steps?); see 'cubit train --help'"],
     [['train', '-x'], "cubit: error: train: unknown option '-x'; see 'cubit train --help'"],

@@ -5,12 +5,13 @@ import { benchCommand } from './bench.ts';
 import { demoCommand } from './demo.ts';
 import { evalCommand } from './eval.ts';
 import { experimentCommand } from './experiment.ts';
+import { exportCommand, importCommand } from './export.ts';
 import { generateCommand } from './generate.ts';
 import { infoCommand } from './info.ts';
 import { trainCommand } from './train.ts';
 import { version } from './version.ts';
 
-const commands: Command[] = [demoCommand, benchCommand, evalCommand, experimentCommand, generateCommand, infoCommand, trainCommand];
+const commands: Command[] = [demoCommand, benchCommand, evalCommand, experimentCommand, exportCommand, generateCommand, importCommand, infoCommand, trainCommand];
 
 function topHelp(): string {
   return [

@@ -85,6 +85,38 @@ export class ByteTokenizer implements Tokenizer {
   }
 
   identity(): TokenizerIdentity { return { kind: 'byte', vocabSize: 256 }; }
+
+  /**
+   * This tokenizer as a Hugging Face tokenizer.json that gives the same ids (test/interop.test.ts
+   * checks it with @huggingface/tokenizers): a byte-level BPE without merges whose vocabulary maps
+   * the byte-level alphabet's character for byte b to id b, and no regex split, added tokens or
+   * normalisation. What `cubit export` writes for a byte-level model.
+   */
+  static hfJson(): string {
+    const vocab: Record<string, number> = {};
+    byteLevelAlphabet().forEach((ch, b) => { vocab[ch] = b; });
+    return JSON.stringify({
+      version: '1.0',
+      truncation: null,
+      padding: null,
+      added_tokens: [],
+      normalizer: null,
+      pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
+      post_processor: null,
+      decoder: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
+      model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges: [] },
+    }, null, 2) + '\n';
+  }
+}
+
+/**
+ * The byte-level alphabet of GPT-2 style tokenizers: byte b's printable stand-in character. The
+ * printable Latin-1 bytes stand for themselves; the others map, in byte order, to U+0100 onwards.
+ */
+function byteLevelAlphabet(): string[] {
+  const printable = (b: number): boolean => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+  let next = 0x100;
+  return Array.from({ length: 256 }, (_, b) => String.fromCodePoint(printable(b) ? b : next++));
 }
 
 /** Options of {@link HfTokenizer}. */

@@ -1,5 +1,6 @@
 // A model ready for inference: loadModel reads it with the trainer's checkpoint reader
-// (src/train/checkpoint.ts: a run folder's latest checkpoint, or a checkpoint folder) together with
+// (src/train/checkpoint.ts: a run folder's latest checkpoint, a checkpoint folder, or a model folder
+// that `cubit export` wrote) together with
 // its tokenizer. This is the one loader the library, the CLI and the experiments use. Also the
 // header-only summary that `cubit info <checkpoint>` prints.
 import * as fs from 'node:fs';
@@ -11,9 +12,7 @@ import {
 import { SafetensorsFile } from '../io/safetensors.ts';
 import { layerMixers, type MixerKind, type ModelConfig } from '../models/config.ts';
 import { Decoder } from '../models/decoder.ts';
-import {
-  CHECKPOINT_FILES, loadWeightsInto, readCheckpointInfo, resolveCheckpoint, type CheckpointInfo,
-} from '../train/checkpoint.ts';
+import { CHECKPOINT_FILES, loadWeightsInto, readModelInfo, type ModelInfo } from '../train/checkpoint.ts';
 
 /** What {@link loadModel} returns: a model in eval mode with the tokenizer it was trained with. */
 export interface LoadedModel {
@@ -55,7 +54,7 @@ function obj(v: unknown): Record<string, unknown> {
  * looked for in the checkpoint folder, the run folder, the recorded source and the training
  * config's data.tokenizer.
  */
-export function checkpointTokenizer(info: CheckpointInfo, given?: Tokenizer | string): Tokenizer {
+export function checkpointTokenizer(info: ModelInfo, given?: Tokenizer | string): Tokenizer {
   const where = `the checkpoint ${info.dir}`;
   const id: TokenizerIdentity = info.config.tokenizer;
   let tok: Tokenizer | null = null;
@@ -89,8 +88,8 @@ function positiveIntOrNull(v: unknown): number | null {
 }
 
 /**
- * Loads the model of a run folder's latest checkpoint (or of a checkpoint folder) with its
- * tokenizer, ready for {@link generateText}, {@link generate} and {@link evaluate}. The config,
+ * Loads the model of a run folder's latest checkpoint (or of a checkpoint folder, or of a model
+ * folder that {@link exportModel} wrote) with its tokenizer, ready for {@link generateText}, {@link generate} and {@link evaluate}. The config,
  * state and tokenizer are checked before any tensor is read; every problem is one Error line
  * naming the file.
  *
@@ -100,7 +99,7 @@ function positiveIntOrNull(v: unknown): number | null {
  * model.dispose();
  */
 export function loadModel(p: string, opts: LoadModelOptions = {}): LoadedModel {
-  const info = readCheckpointInfo(resolveCheckpoint(p));
+  const info = readModelInfo(p);
   const tokenizer = checkpointTokenizer(info, opts.tokenizer);
   const build = (): Decoder => {
     const model = new Decoder(info.config.model, 0);
@@ -142,18 +141,18 @@ export interface CheckpointSummary {
   /** Differences between model.safetensors and what config.json implies (empty: consistent). */
   problems: string[];
   training: Record<string, unknown>;
-  state: Record<string, unknown>;
+  /** The trainer state (null for a model folder). */
+  state: Record<string, unknown> | null;
 }
 
 /** Reads a checkpoint's config, state and tensor headers (no tensor data) and checks them against each other. */
 export function summarizeCheckpoint(p: string): CheckpointSummary {
-  const info = readCheckpointInfo(resolveCheckpoint(p));
+  const info = readModelInfo(p);
   const file = SafetensorsFile.open(path.join(info.dir, CHECKPOINT_FILES.model));
   try {
-    const safeName = { float32: 'F32', float64: 'F64', int32: 'I32' } as const;
     const tensors = file.names.map((name) => {
       const t = file.info(name);
-      return { name, dtype: safeName[t.dtype], shape: t.shape };
+      return { name, dtype: t.stored, shape: t.shape };
     });
     const problems: string[] = [];
     const have = new Map(tensors.map((t) => [t.name, t]));
@@ -162,7 +161,7 @@ export function summarizeCheckpoint(p: string): CheckpointSummary {
       const t = have.get(e.name);
       if (!t) problems.push(`missing tensor '${e.name}' [${e.shape.join(', ')}]`);
       else if (t.shape.join(',') !== e.shape.join(',')) problems.push(`tensor '${e.name}' is [${t.shape.join(', ')}], config.json implies [${e.shape.join(', ')}]`);
-      else if (t.dtype !== 'F32') problems.push(`tensor '${e.name}' is ${t.dtype}, parameters are F32`);
+      else if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') problems.push(`tensor '${e.name}' is ${t.dtype}, parameters are F32 (or F16/BF16, widened on load)`);
     }
     const names = new Set(expected.map((e) => e.name));
     for (const t of tensors) if (!names.has(t.name)) problems.push(`unexpected tensor '${t.name}'`);
@@ -182,7 +181,7 @@ export function summarizeCheckpoint(p: string): CheckpointSummary {
       tensors,
       problems,
       training,
-      state: info.state as unknown as Record<string, unknown>,
+      state: info.state as unknown as Record<string, unknown> | null,
     };
   } finally {
     file.close();
