@@ -163,6 +163,12 @@ console.log(rows.length, Decoder.name, config.mixer);
   const gen = cubit(['generate', 'runs/tiny-cubit', '--prompt', 'The jury said', '--max-new-tokens', '8', '--seed', '1']);
   assert.ok(gen.stdout.length > 0, 'generate printed nothing');
 
+  step('cubit export: a model folder, and one for PyTorch with the python/ files');
+  cubit(['export', 'runs/tiny-cubit', 'model']);
+  assert.ok(cubit(['generate', 'model', '--prompt', 'The ', '--max-new-tokens', '4']).stdout.length > 0, 'generate from the model folder printed nothing');
+  cubit(['export', 'runs/tiny-cubit', 'model-torch', '--to', 'pytorch']);
+  assert.ok(existsSync(path.join(app, 'model-torch', 'modeling_cubit.py')), 'export --to pytorch copied modeling_cubit.py from the package');
+
   step('cubit experiment with a shipped config (the smallest preset), report and figures');
   cubit(['experiment', 'length-scaling', '--preset', 'test', '--out', 'runs/length-scaling']);
   for (const f of ['report.md', 'report.html', 'results.json', path.join('figures', 'gain.svg')]) {
