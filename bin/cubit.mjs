@@ -1,7 +1,16 @@
 #!/usr/bin/env node
-// The `cubit` command. The package ships TypeScript sources; tsx compiles them on load.
-import { register } from 'tsx/esm/api';
+// The `cubit` command. An installed package runs the compiled dist/; a source checkout (src/ is
+// not in the package) runs the TypeScript sources through tsx, a devDependency, so that the CLI
+// always matches the code being edited and tested.
+import { existsSync } from 'node:fs';
 
-register();
-const { main } = await import('../src/cli/main.ts');
+const source = new URL('../src/cli/main.ts', import.meta.url);
+let main;
+if (existsSync(source)) {
+  const { register } = await import('tsx/esm/api');
+  register();
+  ({ main } = await import(source.href));
+} else {
+  ({ main } = await import('../dist/cli/main.js'));
+}
 process.exitCode = await main(process.argv.slice(2));

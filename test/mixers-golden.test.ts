@@ -1,5 +1,5 @@
-// The mixers against the float64 golden vectors of CUBIT.md §2 (../shared/golden, or
-// CUBIT_GOLDEN_DIR): outputs, the solution X and every gradient, in float64 on the reference
+// The mixers against the float64 golden vectors of docs/SPEC.md §2 (test/golden, see its README;
+// or CUBIT_GOLDEN_DIR): outputs, the solution X and every gradient, in float64 on the reference
 // backend (1e-9) and in float32 on both backends (1e-4).
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -19,7 +19,7 @@ interface GoldenCase {
 }
 
 export const goldenDir = process.env.CUBIT_GOLDEN_DIR
-  ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../shared/golden');
+  ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), 'golden');
 
 export function loadGolden(): GoldenCase[] {
   if (!existsSync(goldenDir)) throw new Error(`golden vectors not found at ${goldenDir} (set CUBIT_GOLDEN_DIR)`);

@@ -1,12 +1,14 @@
 // The TypeScript examples of the README and the docs must run: each ```ts block is written to a
-// temporary file in the repository (so that `import … from 'cubit'` resolves to this package) and
-// run with tsx; it must exit 0 and print something.
+// temporary file in the repository and run with tsx, its `from 'cubit'` pointed at src/index.ts
+// (the package's own name would resolve to the compiled dist/, which may be older than the
+// sources under test; scripts/consumer-test.mjs runs the installed package); it must exit 0 and
+// print something.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 
@@ -19,7 +21,7 @@ for (const doc of ['README.md', 'docs/MIXERS.md', 'docs/MODEL.md']) {
       const dir = mkdtempSync(path.join(root, 'test', '.example-'));
       try {
         const file = path.join(dir, 'example.ts');
-        writeFileSync(file, code);
+        writeFileSync(file, code.replaceAll(/from 'cubit'/g, `from ${JSON.stringify(pathToFileURL(path.join(root, 'src', 'index.ts')).href)}`));
         const r = spawnSync(process.execPath, ['--import', 'tsx', file], { cwd: root, encoding: 'utf8', timeout: 120_000 });
         assert.equal(r.status, 0, `example ${i + 1} failed:\n${r.stderr}`);
         assert.notEqual(r.stdout.trim(), '', `example ${i + 1} printed nothing`);

@@ -15,6 +15,21 @@ registerBackend('native', () => {
 
 let warned = false;
 
+/**
+ * The once-per-process warning when the default falls back to the reference backend. Loud on
+ * purpose: everything still works, only about 100 times slower, which is easy to miss.
+ */
+export function fallbackWarning(reason: string): string {
+  return [
+    'cubit: the native backend is unavailable, so the reference backend is used: about 100× slower',
+    '  (training the tiny models runs at ≈410 tokens/s instead of 35,000–44,000).',
+    `  why: ${reason}`,
+    '  fix: install a C compiler, make and Python 3 (Debian/Ubuntu: apt-get install build-essential python3),',
+    '  then rebuild the addon: `npm rebuild cubit` (pnpm: `pnpm rebuild cubit`; in a checkout: `npm run build:native`).',
+    '  `cubit info` shows which backend is in use; CUBIT_BACKEND=reference chooses the reference backend without this warning.',
+  ].join('\n');
+}
+
 function chooseDefault(): Backend {
   const env = process.env.CUBIT_BACKEND;
   if (env) {
@@ -24,7 +39,7 @@ function chooseDefault(): Backend {
   if (loadNativeAddon()) return backendByName('native');
   if (!warned) {
     warned = true;
-    process.emitWarning(`cubit: native backend unavailable (${nativeLoadError()}); using the slower reference backend`);
+    process.emitWarning(fallbackWarning(nativeLoadError() ?? 'unknown reason'));
   }
   return backendByName('reference');
 }

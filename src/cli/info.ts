@@ -2,7 +2,7 @@
 import os from 'node:os';
 import { backendNames, getBackend } from '../core/engine.ts';
 import { NativeBackend } from '../backends/native/backend.ts';
-import { nativeLoadError } from '../backends/native/addon.ts';
+import { loadNativeAddon, nativeAddonOrigin, nativeLoadError } from '../backends/native/addon.ts';
 import { summarizeCheckpoint } from '../eval/checkpoint.ts';
 import { type Command, UsageError } from './args.ts';
 import { version } from './version.ts';
@@ -33,8 +33,14 @@ export const infoCommand: Command = {
       cubit: version(), node: process.version, backend: b.name, backends: backendNames(),
       cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, platform: `${process.platform}-${process.arch}`,
     };
+    // native: where the addon came from ('prebuilt' | 'built from source'), or 'unavailable' (the
+    // default is then the reference backend; nativeError says why). Tried even when
+    // CUBIT_BACKEND=reference chose the backend, to show what the machine has.
+    const origin = loadNativeAddon() ? nativeAddonOrigin() : null;
+    info.native = origin ? origin.source : 'unavailable';
+    if (origin) info.nativePath = origin.path;
     if (b instanceof NativeBackend) { info.threads = b.threads(); info.isa = b.addon.isa(); }
-    else if (nativeLoadError()) info.nativeError = nativeLoadError();
+    if (!origin) info.nativeError = nativeLoadError();
     process.stdout.write(JSON.stringify(info, null, 2) + '\n');
     return 0;
   },

@@ -1,6 +1,7 @@
 // `cubit train`: trains a model from a JSON config into a run folder, or resumes one.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { getBackend, setBackend } from '../core/engine.ts';
 import { NativeBackend } from '../backends/native/backend.ts';
 import { train, type TrainEvent } from '../train/trainer.ts';
@@ -11,6 +12,19 @@ import { formatCount, formatDuration, Progress } from './progress.ts';
 function readConfigFile(file: string): unknown {
   if (!fs.existsSync(file)) throw new UsageError(`${file}: no such config file`);
   try { return readJsonFileSync(file); } catch (e) { throw new UsageError((e as Error).message); }
+}
+
+/**
+ * The config file as given or, when it does not exist and names one of the package's own configs
+ * (`configs/tiny-cubit.json`), that one: the README's commands then work from an installed package
+ * as from a checkout.
+ */
+function resolveConfigPath(file: string): string {
+  if (fs.existsSync(file) || path.isAbsolute(file)) return file;
+  const rel = path.normalize(file);
+  if (path.dirname(rel) !== 'configs') return file;
+  const shipped = path.join(path.dirname(path.dirname(path.dirname(fileURLToPath(import.meta.url)))), rel);
+  return fs.existsSync(shipped) ? shipped : file;
 }
 
 const num = (x: number, digits = 4): string => (Number.isFinite(x) ? x.toFixed(digits) : String(x));
@@ -39,7 +53,7 @@ export const trainCommand: Command = {
       if (!configPath) throw new UsageError('train: --resume needs --out (the run folder)');
       out = path.join('runs', path.basename(configPath).replace(/\.json$/i, ''));
     }
-    const config = configPath ? readConfigFile(configPath) : undefined;
+    const config = configPath ? readConfigFile(resolveConfigPath(configPath)) : undefined;
     const steps = values.steps === undefined ? undefined : intOption(values, 'steps', 0);
     const stopAt = values['stop-at'] === undefined ? undefined : intOption(values, 'stop-at', 0);
     if (values.backend) {

@@ -154,7 +154,7 @@ export interface Backend {
   /** In-place AdamW step on one parameter (decoupled weight decay). */
   adamw(param: Storage, grad: Storage, m: Storage, v: Storage, length: number, p: AdamWParams): void;
 
-  // sequence mixers (../shared/CUBIT.md §2–§3); the reference runs them dense, native streams them
+  // sequence mixers (docs/SPEC.md §2–§3); the reference runs them dense, native streams them
   /**
    * Causal KRR solve X = (W + λI)⁻¹ Y with W = masked row-softmax(r r̂ᵀ), λ = exp(logLambda[h]).
    * Writes X, the per-row log-sum-exp of the logits (B·H, T), and wxMinusX = W X − X (like X),

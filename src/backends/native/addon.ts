@@ -1,6 +1,9 @@
-// Loader for the native CPU addon (build/Release/cubit_native.node, built from native/src by
-// `npm run build:native`). Other kernels add their functions to NativeAddon as they register
-// them in native/src/addon.c.
+// Loader for the native CPU addon (native/src, N-API, so one binary serves every Node version).
+// It comes from one of two places, tried in order: build/Release/cubit_native.node, compiled
+// from source (`npm run build:native`, or the install script when no prebuilt binary fits), and
+// prebuilds/<platform>/cubit_native.node, the binary shipped inside the package. Other kernels
+// add their functions to NativeAddon as they register them in native/src/addon.c.
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
@@ -112,22 +115,48 @@ export interface NativeAddon {
     B: number, H: number, T: number, D: number, window: number, docIds: Int32Array | null, blockSize: number): void;
 }
 
-const addonPath = fileURLToPath(new URL('../../../build/Release/cubit_native.node', import.meta.url));
+/** Where the loaded addon came from. */
+export type NativeAddonSource = 'built from source' | 'prebuilt';
+
+/**
+ * The folder name of this platform's prebuilt binary under prebuilds/: `<platform>-<arch>`, and
+ * on Linux the C library too (`linux-x64-glibc`, `linux-x64-musl`), as a glibc binary does not
+ * load on musl.
+ */
+export function prebuildPlatform(): string {
+  const base = `${process.platform}-${process.arch}`;
+  if (process.platform !== 'linux') return base;
+  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+  return `${base}-${header?.glibcVersionRuntime ? 'glibc' : 'musl'}`;
+}
+
+const packageRoot = new URL('../../../', import.meta.url);
+const builtPath = fileURLToPath(new URL('build/Release/cubit_native.node', packageRoot));
 
 let cached: NativeAddon | null | undefined;
 let loadError: string | null = null;
+let loadedFrom: { source: NativeAddonSource; path: string } | null = null;
 
-/** Loads the addon once; null (see nativeLoadError) if it is missing or fails to load. */
+/** Loads the addon once; null (see nativeLoadError) if no candidate exists or loads. */
 export function loadNativeAddon(): NativeAddon | null {
   if (cached !== undefined) return cached;
-  try {
-    const require = createRequire(import.meta.url);
-    cached = require(addonPath) as NativeAddon;
-    loadError = null;
-  } catch (e) {
-    cached = null;
-    loadError = `cannot load ${addonPath}: ${e instanceof Error ? e.message : String(e)}`;
-  }
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  const tryLoad = (source: NativeAddonSource, path: string): NativeAddon | null => {
+    if (!existsSync(path)) { tried.push(`${path} does not exist`); return null; }
+    try {
+      const addon = require(path) as NativeAddon;
+      loadedFrom = { source, path };
+      return addon;
+    } catch (e) {
+      tried.push(`cannot load ${path}: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+      return null;
+    }
+  };
+  // The prebuilt path is only worked out when needed: finding the C library takes a few ms.
+  cached = tryLoad('built from source', builtPath)
+    ?? tryLoad('prebuilt', fileURLToPath(new URL(`prebuilds/${prebuildPlatform()}/cubit_native.node`, packageRoot)));
+  loadError = cached ? null : `no native addon for ${prebuildPlatform()} loaded (${tried.join('; ')})`;
   return cached;
 }
 
@@ -136,5 +165,7 @@ export function nativeLoadError(): string | null {
   return loadError;
 }
 
-/** Path the addon is loaded from. */
-export const nativeAddonPath = addonPath;
+/** Which candidate loadNativeAddon loaded and from where, or null if none (or not tried yet). */
+export function nativeAddonOrigin(): { source: NativeAddonSource; path: string } | null {
+  return loadedFrom;
+}

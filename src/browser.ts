@@ -1,0 +1,25 @@
+// `cubit/browser`: the layers that import no Node.js module, for bundlers and browsers: tensors,
+// ops, the reference backend (plain TypeScript, the only backend here), layers, mixers, and the
+// model with its sampling loop. Training, checkpoints, tokenizer files and the native backend
+// need Node and live in the package root ('cubit'). Use one entry or the other in a program, not
+// both: each sets the default backend.
+import { backendByName, registerBackend, setDefaultBackendChooser } from './core/engine.ts';
+import { ReferenceBackend } from './backends/reference/backend.ts';
+
+registerBackend('reference', () => new ReferenceBackend());
+setDefaultBackendChooser(() => backendByName('reference'));
+
+export type { Backend, MemoryStats, Storage } from './core/backend.ts';
+export type { DType, TypedArray } from './core/dtype.ts';
+export { backendNames, dispose, getBackend, isGradEnabled, keep, noGrad, setBackend, tidy, withBackend } from './core/engine.ts';
+export { Rng } from './core/random.ts';
+export { Tensor } from './core/tensor.ts';
+export * from './ops/index.ts';
+export { ReferenceBackend };
+export * from './nn/index.ts';
+export * from './mixers/index.ts';
+export { MIXER_KINDS, parseModelConfig, type MixerKind, type ModelConfig, type ModelConfigInput } from './models/config.ts';
+export { Decoder } from './models/decoder.ts';
+export {
+  generate, sampleToken, type GenerateOptions, type GenerateResult, type SamplingOptions, type StopReason,
+} from './models/generate.ts';
