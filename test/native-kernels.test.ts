@@ -19,7 +19,7 @@
 //   AdamW         computed in double in the reference's order: exact.
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import type { Backend, BinaryOp, Storage, UnaryOp } from '../src/core/backend.ts';
+import type { BinaryOp, Storage, UnaryOp } from '../src/core/backend.ts';
 import type { TypedArray } from '../src/core/dtype.ts';
 import { hash32 } from '../src/core/random.ts';
 import { Rng } from '../src/core/random.ts';
@@ -96,7 +96,7 @@ after(() => {
  * Runs body on the reference and on every native configuration, checking each output; body
  * builds its inputs from fixed arrays, so every run sees the same values.
  */
-function compare(name: string, body: (b: Backend) => Outputs, checks: Record<string, Check>): void {
+function compare(name: string, body: (b: ReferenceBackend) => Outputs, checks: Record<string, Check>): void {
   requireNative();
   const want = body(ref);
   let oneThread: Outputs | null = null;
@@ -149,17 +149,17 @@ function erfc(z: number): number {
   return Math.exp(-z * z) / Math.sqrt(Math.PI) / f;
 }
 
-function put(b: Backend, v: Float32Array | Int32Array): Storage {
+function put(b: ReferenceBackend, v: Float32Array | Int32Array): Storage {
   const s = b.alloc(v instanceof Int32Array ? 'int32' : 'float32', v.length);
   b.write(s, v);
   return s;
 }
-function zeros(b: Backend, n: number): Storage {
+function zeros(b: ReferenceBackend, n: number): Storage {
   const s = b.alloc('float32', n);
   b.write(s, new Float32Array(n));
   return s;
 }
-const get = (b: Backend, s: Storage): TypedArray => b.readSync(s, 0, s.length);
+const get = (b: ReferenceBackend, s: Storage): TypedArray => b.readSync(s, 0, s.length);
 
 // Row shapes: empty, one, odd, tails of every vector width, long rows.
 const ROW_SHAPES: [number, number][] = [[0, 5], [1, 1], [3, 1], [1, 7], [5, 17], [4, 33], [7, 100], [2, 1029], [3, 5000], [300, 257]];

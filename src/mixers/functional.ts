@@ -87,7 +87,7 @@ export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}):
     // r̂ and s ⊙ v are formed inside the solve's kernel (cubitSolve = normalizeReference,
     // lrrValues and causalKrrSolve in one op).
     const lrr = lrrLogits ? { logits: lrrLogits, lower: lrrLower!, range: lrrRange! } : null;
-    const mask = { window: options.window, docIds: options.docIds, blockSize: options.blockSize };
+    const mask = { window: options.window, docIds: options.docIds };
     const solution = cubitSolve(r, refScale, v, lrr, logLambda, { ...mask, eps });
     const output = softmaxAttention(q, k, solution, { ...mask, scale: 1 / Math.sqrt(D) });
     return { output, solution };

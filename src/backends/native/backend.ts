@@ -2,7 +2,7 @@
 // replaced by the C addon's (AVX-512 / AVX2 / portable C, chosen at run time). A kernel the addon
 // lacks falls through to the reference twin, which the tests compare it against.
 import type {
-  AdamWParams, BinaryOp, HeadsBlock, LrrGradStorages, LrrStorages, MatmulParams, MixerDims, ReduceOp, Storage, UnaryOp,
+  AdamWParams, BinaryOp, HeadsBlock, LrrGradStorages, LrrStorages, MatmulParams, MixerDims, ReduceOp, SavedState, Storage, UnaryOp,
 } from '../../core/backend.ts';
 import { ReferenceBackend } from '../reference/backend.ts';
 import type { CpuStorage } from '../cpu/memory.ts';
@@ -29,6 +29,12 @@ const MAX_RANK = 8;
 export class NativeBackend extends ReferenceBackend {
   override readonly name = 'native';
   override readonly supportsFloat64 = false;
+
+  /**
+   * Rows per streaming block of the mixer kernels: a cache knob of this backend (results do not
+   * depend on it beyond float rounding), not part of the kernel contract or of model configs.
+   */
+  blockSize = 64;
 
   constructor(readonly addon: NativeAddon) { super(); }
 
@@ -182,50 +188,58 @@ export class NativeBackend extends ReferenceBackend {
 
   // ---- sequence mixers (native/src/krr.c, attention.c): streamed, no T×T buffer; float32 only
 
-  override krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, lse: Storage, wxMinusX: Storage,
-    d: MixerDims): void {
-    if (!isF32(r, rHat, y, logLambda, x, lse, wxMinusX) || !idsOk(d)) return super.krrSolve(r, rHat, y, logLambda, x, lse, wxMinusX, d);
+  override krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, d: MixerDims): SavedState {
+    if (!isF32(r, rHat, y, logLambda, x) || !idsOk(d)) return super.krrSolve(r, rHat, y, logLambda, x, d);
+    const lse = this.alloc('float32', d.B * d.H * d.T), wxMinusX = this.alloc('float32', r.length);
     this.addon.krrSolve(f32(r), f32(rHat), f32(y), f32(logLambda), f32(x), f32(lse), f32(wxMinusX),
-      d.B, d.H, d.T, d.D, d.window, ids(d), d.blockSize);
+      d.B, d.H, d.T, d.D, d.window, ids(d), this.blockSize);
+    return { storages: [lse, wxMinusX] };
   }
-  override krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, lse: Storage, wxMinusX: Storage, g: Storage,
+  override krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, saved: SavedState, g: Storage,
     dr: Storage, drHat: Storage, dy: Storage, dLambda: Storage, d: MixerDims): void {
+    const [lse, wxMinusX] = saved.storages;
     if (!isF32(r, rHat, logLambda, x, lse, wxMinusX, g, dr, drHat, dy, dLambda) || !idsOk(d)) {
-      return super.krrSolveBackward(r, rHat, logLambda, x, lse, wxMinusX, g, dr, drHat, dy, dLambda, d);
+      return super.krrSolveBackward(r, rHat, logLambda, x, saved, g, dr, drHat, dy, dLambda, d);
     }
     this.addon.krrSolveBackward(f32(r), f32(rHat), f32(logLambda), f32(x), f32(lse), f32(wxMinusX), f32(g),
-      f32(dr), f32(drHat), f32(dy), f32(dLambda), d.B, d.H, d.T, d.D, d.window, ids(d), d.blockSize);
+      f32(dr), f32(drHat), f32(dy), f32(dLambda), d.B, d.H, d.T, d.D, d.window, ids(d), this.blockSize);
   }
   override cubitSolve(r: Storage, refScale: Storage, v: Storage, lrr: LrrStorages | null, logLambda: Storage, eps: number,
-    x: Storage, rHat: Storage, lse: Storage, wxMinusX: Storage, d: MixerDims): void {
-    if (!isF32(r, refScale, v, logLambda, x, rHat, lse, wxMinusX) || (lrr && !isF32(lrr.logits, lrr.lower, lrr.range)) || !idsOk(d)) {
-      return super.cubitSolve(r, refScale, v, lrr, logLambda, eps, x, rHat, lse, wxMinusX, d);
+    x: Storage, d: MixerDims): SavedState {
+    if (!isF32(r, refScale, v, logLambda, x) || (lrr && !isF32(lrr.logits, lrr.lower, lrr.range)) || !idsOk(d)) {
+      return super.cubitSolve(r, refScale, v, lrr, logLambda, eps, x, d);
     }
+    const rHat = this.alloc('float32', r.length), lse = this.alloc('float32', d.B * d.H * d.T), wxMinusX = this.alloc('float32', r.length);
     this.addon.cubitSolve(f32(r), f32(refScale), f32(v), lrr && f32(lrr.logits), lrr && f32(lrr.lower), lrr && f32(lrr.range),
-      f32(logLambda), eps, f32(x), f32(rHat), f32(lse), f32(wxMinusX), d.B, d.H, d.T, d.D, d.window, ids(d), d.blockSize);
+      f32(logLambda), eps, f32(x), f32(rHat), f32(lse), f32(wxMinusX), d.B, d.H, d.T, d.D, d.window, ids(d), this.blockSize);
+    return { storages: [rHat, lse, wxMinusX] };
   }
   override cubitSolveBackward(r: Storage, refScale: Storage, v: Storage, lrr: LrrStorages | null, logLambda: Storage, eps: number,
-    x: Storage, rHat: Storage, lse: Storage, wxMinusX: Storage, g: Storage,
+    x: Storage, saved: SavedState, g: Storage,
     dr: Storage, dv: Storage, dRefScale: Storage, lrrGrads: LrrGradStorages | null, dLambda: Storage, d: MixerDims): void {
+    const [rHat, lse, wxMinusX] = saved.storages;
     if (!isF32(r, refScale, v, logLambda, x, rHat, lse, wxMinusX, g, dr, dv, dRefScale, dLambda) ||
       (lrr && !isF32(lrr.logits, lrr.lower, lrr.range)) ||
       (lrrGrads && !isF32(lrrGrads.dLogits, lrrGrads.dLower, lrrGrads.dRange)) || !idsOk(d)) {
-      return super.cubitSolveBackward(r, refScale, v, lrr, logLambda, eps, x, rHat, lse, wxMinusX, g, dr, dv, dRefScale, lrrGrads, dLambda, d);
+      return super.cubitSolveBackward(r, refScale, v, lrr, logLambda, eps, x, saved, g, dr, dv, dRefScale, lrrGrads, dLambda, d);
     }
     this.addon.cubitSolveBackward(f32(r), f32(refScale), f32(v), lrr && f32(lrr.logits), lrr && f32(lrr.lower), lrr && f32(lrr.range),
       f32(logLambda), eps, f32(x), f32(rHat), f32(lse), f32(wxMinusX), f32(g), f32(dr), f32(dv), f32(dRefScale),
       lrrGrads && f32(lrrGrads.dLogits), lrrGrads && f32(lrrGrads.dLower), lrrGrads && f32(lrrGrads.dRange), f32(dLambda),
-      d.B, d.H, d.T, d.D, d.window, ids(d), d.blockSize);
+      d.B, d.H, d.T, d.D, d.window, ids(d), this.blockSize);
   }
-  override attention(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, scale: number, d: MixerDims): void {
-    if (!isF32(q, k, v, out, lse) || !idsOk(d)) return super.attention(q, k, v, out, lse, scale, d);
-    this.addon.attention(f32(q), f32(k), f32(v), f32(out), f32(lse), scale, d.B, d.H, d.T, d.D, d.window, ids(d), d.blockSize);
+  override attention(q: Storage, k: Storage, v: Storage, out: Storage, scale: number, d: MixerDims): SavedState {
+    if (!isF32(q, k, v, out) || !idsOk(d)) return super.attention(q, k, v, out, scale, d);
+    const lse = this.alloc('float32', d.B * d.H * d.T);
+    this.addon.attention(f32(q), f32(k), f32(v), f32(out), f32(lse), scale, d.B, d.H, d.T, d.D, d.window, ids(d), this.blockSize);
+    return { storages: [lse] };
   }
-  override attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, g: Storage, scale: number,
+  override attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, saved: SavedState, g: Storage, scale: number,
     dq: Storage, dk: Storage, dv: Storage, d: MixerDims): void {
-    if (!isF32(q, k, v, out, lse, g, dq, dk, dv) || !idsOk(d)) return super.attentionBackward(q, k, v, out, lse, g, scale, dq, dk, dv, d);
+    const [lse] = saved.storages;
+    if (!isF32(q, k, v, out, lse, g, dq, dk, dv) || !idsOk(d)) return super.attentionBackward(q, k, v, out, saved, g, scale, dq, dk, dv, d);
     this.addon.attentionBackward(f32(q), f32(k), f32(v), f32(out), f32(lse), f32(g), scale, f32(dq), f32(dk), f32(dv),
-      d.B, d.H, d.T, d.D, d.window, ids(d), d.blockSize);
+      d.B, d.H, d.T, d.D, d.window, ids(d), this.blockSize);
   }
 }
 
