@@ -337,6 +337,11 @@ for (const [B, H, T, D] of [[1, 1, 1, 1], [2, 3, 17, 5], [1, 2, 9, 33], [3, 1, 7
   add('softmaxAttention with packed documents', [floats([2, 2, 21, 6]), floats([2, 2, 21, 6]), floats([2, 2, 21, 6]), ids], (q, k, v, d) => op.softmaxAttention(q, k, v, { docIds: d }), Math.max(TRANS, red(21 * 6)));
   add('causalKrrSolve with packed documents', [floats([2, 2, 21, 6], { low: -1, high: 1 }), floats([2, 2, 21, 6], { low: -1, high: 1 }), floats([2, 2, 21, 6]), floats([2], { low: -0.5, high: 0.5 }), ids],
     (r, rh, y, ll, d) => op.causalKrrSolve(r, rh, y, ll, { docIds: d }), 10 * Math.max(TRANS, red(21 * 6)));
+  // Ids that recur after another document: the mask is "same id", whatever the layout.
+  const recurring: Input = { shape: [2, 21], values: Int32Array.from({ length: 2 * 21 }, (_, i) => [4, 4, 9, 4, 9, 9, 2][(i % 21) % 7] + (i >= 21 ? 1 : 0)), grad: false };
+  add('softmaxAttention with recurring document ids', [floats([2, 2, 21, 6]), floats([2, 2, 21, 6]), floats([2, 2, 21, 6]), recurring], (q, k, v, d) => op.softmaxAttention(q, k, v, { docIds: d }), Math.max(TRANS, red(21 * 6)));
+  add('cubitSolve with recurring document ids', [floats([2, 2, 21, 6], { low: -1, high: 1 }), floats([2], { low: 0.5, high: 2 }), floats([2, 2, 21, 6]), floats([2], { low: -0.5, high: 0.5 }), recurring],
+    (r, a, v, ll, d) => op.cubitSolve(r, a, v, null, ll, { docIds: d }), 10 * Math.max(TRANS, red(21 * 6)));
 }
 
 // ---- the runner ----

@@ -73,6 +73,24 @@ export interface MixerDims {
  */
 export interface SavedState { readonly storages: readonly Storage[] }
 
+/**
+ * A rule for checkValues: every value finite; exp(value) finite (a log-scale parameter); positive
+ * and finite; an index in [0, limit) (entries equal to `ignore` skipped).
+ */
+export type ValueRule =
+  | { kind: 'finite' } | { kind: 'expFinite' } | { kind: 'positive' }
+  | { kind: 'index'; limit: number; ignore: number | null };
+
+/** The error for value v at position i under `rule` (op and name say where), or null when it passes. */
+export function valueError(rule: ValueRule, op: string, name: string, i: number, v: number): string | null {
+  switch (rule.kind) {
+    case 'finite': return Number.isFinite(v) ? null : `${op}: ${name}[${i}] is ${v}; it must be finite`;
+    case 'expFinite': return Number.isFinite(Math.exp(v)) ? null : `${op}: ${name}[${i}] = ${v} makes λ = exp(${name}) overflow`;
+    case 'positive': return v > 0 && Number.isFinite(v) ? null : `${op}: ${name}[${i}] = ${v}; it must be positive`;
+    case 'index': return v === rule.ignore || (v >= 0 && v < rule.limit) ? null : `${op}: ${name} ${v} at position ${i} is outside [0, ${rule.limit})`;
+  }
+}
+
 /** Cubit's LRR inputs (CUBIT.md §2): s = lower + range · sigmoid(logits), logits (B·H·T), lower and range (H). */
 export interface LrrStorages { logits: Storage; lower: Storage; range: Storage }
 /** Their gradients in cubitSolveBackward: dLogits (B·H·T); dLower, dRange per (b, h) row (B·H). */
@@ -95,6 +113,14 @@ export interface CoreBackend {
   /** Synchronous read where the backend allows it (CPU backends); a GPU backend throws. */
   readSync(s: Storage, offset: number, length: number): TypedArray;
   read(s: Storage, offset: number, length: number): Promise<TypedArray>;
+  /** Reads back to the host so far (read and readSync calls): each is a pipeline drain on a GPU. */
+  readonly hostReads: number;
+  /**
+   * Validates the first `length` values of s under `rule` where they live, without a read: a CPU
+   * backend checks at once, a GPU backend sets an error flag that its next read reports. Either
+   * throws valueError(rule, op, name, …) for the first failing value.
+   */
+  checkValues(s: Storage, length: number, rule: ValueRule, op: string, name: string): void;
   memory(): MemoryStats;
   resetPeak(): void;
 

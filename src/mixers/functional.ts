@@ -176,8 +176,7 @@ function checkLocalLinear(op: string, q: Tensor, k: Tensor, v: Tensor, options: 
     requirePositiveFinite(op, 'ridge', ridge);
   } else {
     requireHeadParam(op, 'ridge', ridge, H, q.dtype);
-    const rv = ridge.dataSync();
-    for (let h = 0; h < H; h++) if (!(rv[h] > 0)) throw new Error(`${op}: ridge[${h}] = ${rv[h]}; it must be positive`);
+    ridge.backend.checkValues(ridge.storage, H, { kind: 'positive' }, op, 'ridge');
   }
   const P = options.projection ?? null;
   let m = D;

@@ -3,7 +3,7 @@
 // mixer needs. Tensors are (B, H, T, D) with heads on the second axis; per-head parameters are (H).
 import { hasKernel, type Backend, type MixerDims } from '../core/backend.ts';
 import type { DType } from '../core/dtype.ts';
-import { tidy } from '../core/engine.ts';
+import { getBackend, tidy } from '../core/engine.ts';
 import { formatShape, sameShape } from '../core/shape.ts';
 import { empty, record, tensorFrom, type Tensor } from '../core/tensor.ts';
 import { add, eq, exp, maximum, mul, neg, rsqrt, sigmoid, square, where } from './elementwise.ts';
@@ -19,8 +19,8 @@ export interface MixerOptions {
   window?: number | null;
   /**
    * Packed documents: int32 ids of shape (B, T), or (T) shared by every batch row. Query i sees key
-   * j only when their ids are equal. Each id must occupy one contiguous run of a row (as packing
-   * makes), so "same id" and "since the current document began" are the same mask.
+   * j only when their ids are equal. Packing makes each id one contiguous run of a row ("same id"
+   * is then "since the current document began"); an id may also recur, the rule is the same.
    */
   docIds?: Tensor | null;
 }
@@ -52,7 +52,7 @@ export function requireSameAs(op: string, name: string, x: Tensor, ref: Tensor, 
   if (x.dtype !== ref.dtype) throw new Error(`${op}: ${name} is ${x.dtype} but ${refName} is ${ref.dtype}; cast one first`);
 }
 
-/** Checks a per-head parameter: shape (H), the dtype of `ref`, and (when finite) no NaN/±∞. */
+/** Checks a per-head parameter: shape (H), the dtype of `ref`, and no NaN/±∞ (checked where it lives). */
 export function requireHeadParam(op: string, name: string, p: Tensor, H: number, dtype: DType): void {
   requireHeadShape(op, name, p, H, dtype);
   requireFinite(op, name, p);
@@ -69,12 +69,9 @@ export function requirePositiveFinite(op: string, name: string, x: number): void
   if (!(Number.isFinite(x) && x > 0)) throw new Error(`${op}: ${name} must be a positive finite number, got ${x}`);
 }
 
-/** Throws naming the first NaN/±∞ entry of a small tensor (per-head parameters: a host read). */
+/** Throws naming the first NaN/±∞ entry of a tensor: checked by its backend, no host read. */
 export function requireFinite(op: string, name: string, p: Tensor): void {
-  const v = p.dataSync();
-  for (let i = 0; i < v.length; i++) {
-    if (!Number.isFinite(v[i])) throw new Error(`${op}: ${name}[${i}] is ${v[i]}; it must be finite`);
-  }
+  p.backend.checkValues(p.storage, p.size, { kind: 'finite' }, op, name);
 }
 
 /** options.docIds when it is a live tensor, null when absent; throws for anything else. */
@@ -98,7 +95,6 @@ export function checkMaskOptions(op: string, B: number, T: number, options: Mixe
   const bt = docIds.rank === 2 && docIds.shape[0] === B && docIds.shape[1] === T;
   const t = docIds.rank === 1 && docIds.shape[0] === T;
   if (!bt && !t) throw new Error(`${op}: docIds must have shape [${B}, ${T}] or [${T}] (B, T of the inputs), got ${formatShape(docIds.shape)}`);
-  requireContiguousRuns(op, docIds.dataSync(), docIds.rank === 2 ? B : 1, T);
 }
 
 /**
@@ -113,18 +109,6 @@ export function resolveMask(op: string, B: number, H: number, T: number, D: numb
   else if (docIds) { ids = expandTo(docIds, [B, T]); owned = true; }
   const dims: MixerDims = { B, H, T, D, window: options.window ?? 0, docIds: ids?.storage ?? null };
   return { dims, docIds: ids, owned };
-}
-
-function requireContiguousRuns(op: string, ids: ArrayLike<number>, rows: number, T: number): void {
-  for (let b = 0; b < rows; b++) {
-    const seen = new Set<number>();
-    for (let t = 0; t < T; t++) {
-      const id = ids[b * T + t];
-      if (t > 0 && id === ids[b * T + t - 1]) continue;
-      if (seen.has(id)) throw new Error(`${op}: docIds id ${id} appears again at position ${t} of row ${b} after another document; each document must be one contiguous run`);
-      seen.add(id);
-    }
-  }
 }
 
 /**
@@ -143,7 +127,7 @@ export function softmaxAttention(q: Tensor, k: Tensor, v: Tensor, options: Atten
   const mask = resolveMask(op, B, H, T, D, options);
   const res = hasKernel(be, 'attention') && hasKernel(be, 'attentionBackward')
     ? attentionFused(be, q, k, v, scale, mask)
-    : tidy(() => matmul(softmax(where(maskTensor(mask, q.dtype, be), mul(matmul(q, k, { transB: true }), scale), -Infinity)), v));
+    : tidy(() => matmul(softmax(where(resolvedMask(mask, q.dtype, be), mul(matmul(q, k, { transB: true }), scale), -Infinity)), v));
   if (mask.owned) mask.docIds!.dispose();
   return res;
 }
@@ -163,18 +147,20 @@ function attentionFused(be: Backend & Required<Pick<Backend, 'attention' | 'atte
 }
 
 /**
- * The mask of `m` as a (B or 1, 1, T, T) 0/1 tensor in `dtype`, made on the device: a constant
- * causal/window pattern, times the equality of document ids (no host read).
+ * A (rows or 1, 1, T, T) 0/1 mask in `dtype`, made on the device: a constant causal/window
+ * pattern, times the equality of the (rows, T) document ids (no host read).
  */
-function maskTensor(m: ResolvedMask, dtype: DType, be: Backend): Tensor {
-  const { T, window } = m.dims;
+function maskTensor(T: number, window: number, ids: Tensor | null, dtype: DType, be: Backend): Tensor {
   const pattern = new Float64Array(T * T);
   for (let i = 0; i < T; i++) for (let j = 0; j <= i; j++) if (window <= 0 || j > i - window) pattern[i * T + j] = 1;
   const causal = tensorFrom(pattern, [1, 1, T, T], dtype, be);
-  if (!m.docIds) return causal;
-  const ids = m.docIds, rows = ids.shape[0];
+  if (!ids) return causal;
+  const rows = ids.shape[0];
   return tidy(() => mul(causal, eq(reshape(ids, [rows, 1, T, 1]), reshape(ids, [rows, 1, 1, T]))));
 }
+
+/** The mask of a resolved mixer call (see maskTensor). */
+const resolvedMask = (m: ResolvedMask, dtype: DType, be: Backend): Tensor => maskTensor(m.dims.T, m.dims.window, m.docIds, dtype, be);
 
 /** The (1, 1, n, n) lower-triangular 0/1 matrix (n of the trailing axes): what a triangular solve reads. */
 function lowerOnes(n: number, dtype: DType, be: Backend): Tensor {
@@ -210,14 +196,11 @@ export function solveLowerTriangular(l: Tensor, b: Tensor): Tensor {
   });
 }
 
-/** Checks logLambda (H): finite, and λ = exp(logLambda) finite too (a host read). */
+/** Checks logLambda (H): finite, and λ = exp(logLambda) finite too (by its backend, no host read). */
 function requireLogLambda(op: string, logLambda: Tensor, H: number, dtype: DType): void {
   requireHeadParam(op, 'logLambda', logLambda, H, dtype);
-  const ll = logLambda.dataSync();
-  for (let h = 0; h < H; h++) {
-    // λ = ∞ would zero X and make its gradient NaN; λ = 0 is fine (W's diagonal is positive).
-    if (!Number.isFinite(Math.exp(ll[h]))) throw new Error(`${op}: logLambda[${h}] = ${ll[h]} makes λ = exp(logLambda) overflow`);
-  }
+  // λ = ∞ would zero X and make its gradient NaN; λ = 0 is fine (W's diagonal is positive).
+  logLambda.backend.checkValues(logLambda.storage, H, { kind: 'expFinite' }, op, 'logLambda');
 }
 
 /** Checks LRR logits against the (B, H, T, D) tensor `of` named `ofName`: shape (B, H, T), same dtype. */
@@ -257,7 +240,7 @@ function krrSolveOp(be: Backend, r: Tensor, rHat: Tensor, y: Tensor, logLambda: 
   if (!hasKernel(be, 'krrSolve') || !hasKernel(be, 'krrSolveBackward')) {
     // A = W + λI is lower triangular under the causal mask: one triangular solve.
     return tidy(() => {
-      const w = softmax(where(maskTensor(mask, r.dtype, be), matmul(r, rHat, { transB: true }), -Infinity));
+      const w = softmax(where(resolvedMask(mask, r.dtype, be), matmul(r, rHat, { transB: true }), -Infinity));
       const eye = tensorFrom(Float64Array.from({ length: T * T }, (_, i) => (i % (T + 1) === 0 ? 1 : 0)), [1, 1, T, T], r.dtype, be);
       return solveLowerTriangular(add(w, mul(eye, reshape(exp(logLambda), [1, H, 1, 1]))), y);
     });
@@ -403,19 +386,7 @@ export function lrrValues(v: Tensor, lrrLogits: Tensor, lrrLower: Tensor, lrrRan
 export function mixerMask(B: number, T: number, options: MixerOptions = {}, dtype: DType = 'float32'): Tensor {
   checkMaskOptions('mixerMask', B, T, options);
   const ids = options.docIds ?? null;
-  const rows = ids && ids.rank === 2 ? B : 1;
-  const idv = ids?.dataSync() ?? null;
-  const w = options.window ?? 0;
-  const m = new Float64Array(rows * T * T);
-  for (let b = 0; b < rows; b++) {
-    for (let i = 0; i < T; i++) {
-      for (let j = 0; j <= i; j++) {
-        const ok = (w <= 0 || j > i - w) && (idv === null || idv[b * T + i] === idv[b * T + j]);
-        if (ok) m[(b * T + i) * T + j] = 1;
-      }
-    }
-  }
-  return tensorFrom(m, [rows, 1, T, T], dtype, ids?.backend);
+  return tidy(() => maskTensor(T, options.window ?? 0, ids && (ids.rank === 2 ? ids : reshape(ids, [1, T])), dtype, ids?.backend ?? getBackend()));
 }
 
 // ---- batched symmetric positive definite solve ----

@@ -4,7 +4,7 @@ import { hasKernel } from '../core/backend.ts';
 import { tidy } from '../core/engine.ts';
 import { formatShape, sameShape } from '../core/shape.ts';
 import { empty, record, tensorFrom, type Tensor } from '../core/tensor.ts';
-import { add, div, eq, exp, log, mul, neg, rsqrt, silu, square, sub, where } from './elementwise.ts';
+import { add, div, eq, exp, log, maximum, mul, ne, neg, rsqrt, silu, square, sub, where } from './elementwise.ts';
 import { max, mean, sum } from './reduce.ts';
 import { concat, detach, permute, reshape, slice } from './shape.ts';
 import { backendOf, requireDType, requireFloat } from './util.ts';
@@ -113,7 +113,7 @@ export function embedding(table: Tensor, ids: Tensor): Tensor {
   requireDType('embedding', 'ids', ids, 'int32');
   if (table.rank !== 2) throw new Error(`embedding: table must be 2-D (vocab, dim), got ${formatShape(table.shape)}`);
   const [vocab, cols] = table.shape;
-  checkIds('embedding', ids, vocab, null);
+  b.checkValues(ids.storage, ids.size, { kind: 'index', limit: vocab, ignore: null }, 'embedding', 'id');
   const out = empty([...ids.shape, cols], table.dtype, b);
   b.gather(table.storage, ids.storage, out.storage, ids.size, cols);
   return record(out, 'embedding', [table], [ids], (g) => {
@@ -122,14 +122,6 @@ export function embedding(table: Tensor, ids: Tensor): Tensor {
     b.scatterAdd(g.storage, ids.storage, dt.storage, ids.size, cols);
     return [dt];
   });
-}
-
-function checkIds(op: string, ids: Tensor, n: number, ignore: number | null): void {
-  const v = ids.dataSync();
-  for (let i = 0; i < v.length; i++) {
-    if (v[i] === ignore) continue;
-    if (v[i] < 0 || v[i] >= n) throw new Error(`${op}: id ${v[i]} at position ${i} is outside [0, ${n})`);
-  }
 }
 
 export interface CrossEntropyOptions {
@@ -149,7 +141,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   }
   const ignore = opts.ignoreIndex ?? -100;
   const [rows, cols] = rowsCols(logits);
-  checkIds('crossEntropy', targets, cols, ignore);
+  b.checkValues(targets.storage, targets.size, { kind: 'index', limit: cols, ignore }, 'crossEntropy', 'id');
   let perRow: Tensor;
   if (hasKernel(b, 'crossEntropy') && hasKernel(b, 'crossEntropyBackward')) {
     const losses = empty(targets.shape, logits.dtype, b), lse = empty([rows], logits.dtype, b);
@@ -173,10 +165,9 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   // perRow is an intermediate now: free it with the reduction's own (the node keeps what it needs).
   const out = tidy(() => {
     if (reduction === 'sum') return sum(perRow);
-    const t = targets.dataSync();
-    let counted = 0;
-    for (let i = 0; i < t.length; i++) if (t[i] !== ignore) counted++;
-    return counted === targets.size ? mean(perRow) : div(sum(perRow), Math.max(counted, 1));
+    // The mean over the targets that count, counted on the device (no read of the targets).
+    const counted = sum(ne(targets, tensorFrom([ignore], [], logits.dtype, b)));
+    return div(sum(perRow), maximum(counted, 1));
   });
   perRow.dispose();
   return out;

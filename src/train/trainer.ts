@@ -28,14 +28,15 @@ import { checkTokenizer, HfTokenizer, loadTokenizer, sameTokenizer, type Tokeniz
 import { Decoder } from '../models/decoder.ts';
 import { parseModelConfig } from '../models/config.ts';
 import { zeros, tensor } from '../ops/creation.ts';
-import { div } from '../ops/elementwise.ts';
+import { add, div } from '../ops/elementwise.ts';
+import { concat, detach, reshape } from '../ops/shape.ts';
 import { crossEntropy } from '../ops/nn.ts';
 import { writeFileAtomicSync } from '../util/atomic.ts';
 import {
   CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_OPTIONAL_FILES, CHECKPOINT_FORMAT_VERSION, loadOptimizerInto, loadWeightsInto, readCheckpointInfo,
   readRunPointer, resolveCheckpoint, RUN_FILES, saveCheckpoint, softwareVersion, type CheckpointConfig, type CheckpointInfo, type TrainState,
 } from './checkpoint.ts';
-import { clipGradNorm } from './clip.ts';
+import { clipGradNormOnDevice } from './clip.ts';
 import { parseTrainConfig, type TrainConfig } from './config.ts';
 import { AdamW } from './optimizer.ts';
 import { learningRate, scheduleOf, type LrSchedule } from './schedule.ts';
@@ -252,21 +253,30 @@ export class Trainer {
     const accum = this.config.gradAccum;
     const lr = learningRate(this.state.step, this.schedule);
     this.stepSeed = Math.floor(this.rng.next() * 4294967296);
-    let loss = 0;
+    // The loss and the gradient norm stay on the device until one read of both after clipping:
+    // the only read of a step (the skip decision below needs them on the host).
+    let lossSum: Tensor | null = null;
     for (let micro = 0; micro < accum; micro++) {
       this.batch = this.sampler.nextArrays(this.batch);
       const b = this.inputs.backend;
       b.write(this.inputs.storage, this.batch.inputs);
       b.write(this.targets.storage, this.batch.targets);
       b.write(this.docIds.storage, this.batch.docIds);
-      loss += tidy(() => {
+      const part = tidy(() => {
         const l = this.model.loss(this.inputs, this.targets, { docIds: this.docIds });
-        (accum > 1 ? div(l, accum) : l).backward();
-        return l.item();
-      }) / accum;
+        const scaled = accum > 1 ? div(l, accum) : l;
+        scaled.backward();
+        return detach(scaled);
+      });
+      const prev: Tensor | null = lossSum;
+      lossSum = prev ? noGrad(() => add(prev, part)).keep() : part.keep();
+      if (prev) { prev.dispose(); part.dispose(); }
     }
     hooks?.afterBackward?.(this.state.step, this.model);
-    const { norm } = clipGradNorm(this.params, this.config.clip);
+    const normT = clipGradNormOnDevice(this.params, this.config.clip);
+    const both = noGrad(() => tidy(() => concat([reshape(lossSum!, [1]), normT ? reshape(normT, [1]) : zeros([1], { dtype: lossSum!.dtype, backend: lossSum!.backend })])));
+    const [loss, norm] = both.dataSync();
+    for (const t of [both, lossSum!, normT]) t?.dispose();
     let skipped: string | null = null;
     if (!Number.isFinite(loss)) skipped = 'non-finite loss';
     else if (!Number.isFinite(norm)) skipped = 'non-finite gradient';
@@ -294,14 +304,20 @@ export class Trainer {
     let nats = 0;
     this.model.eval();
     try {
+      // Summed on the device (float32), read once at the end.
+      let total: Tensor | null = null;
       noGrad(() => {
         for (const arrays of set.batches) {
-          nats += tidy(() => {
+          const prev: Tensor | null = total;
+          total = tidy(() => {
             const b = batchTensors(arrays);
-            return crossEntropy(this.model.forward(b.inputs, { docIds: b.docIds }), b.targets, { reduction: 'sum' }).item();
-          });
+            const s = crossEntropy(this.model.forward(b.inputs, { docIds: b.docIds }), b.targets, { reduction: 'sum' });
+            return prev ? add(prev, s) : s;
+          }).keep();
+          prev?.dispose();
         }
       });
+      if (total) { nats = (total as Tensor).item(); (total as Tensor).dispose(); }
     } finally {
       this.model.train();
     }

@@ -1,8 +1,9 @@
 // The reference backend: plain TypeScript, float64 accumulation, float64 tensors allowed. It is the
 // oracle every fast kernel is tested against, so it favours the obvious loop over the fast one.
 import type {
-  AdamWParams, Backend, BinaryOp, FusedKernels, HeadsBlock, LrrGradStorages, LrrStorages, MatmulParams, MixerDims, ReduceOp, SavedState, Storage, UnaryOp,
+  AdamWParams, Backend, BinaryOp, FusedKernels, HeadsBlock, LrrGradStorages, LrrStorages, MatmulParams, MixerDims, ReduceOp, SavedState, Storage, UnaryOp, ValueRule,
 } from '../../core/backend.ts';
+import { valueError } from '../../core/backend.ts';
 import type { DType, TypedArray } from '../../core/dtype.ts';
 import { dropoutKeeps } from '../../core/random.ts';
 import { CpuPool, CpuStorage } from '../cpu/memory.ts';
@@ -106,8 +107,20 @@ export class ReferenceBackend implements Backend, FusedKernels {
     if (offset + values.length > a.length) throw new RangeError(`write: ${values.length} values at ${offset} overflow a storage of ${a.length}`);
     a.set(values as ArrayLike<number>, offset);
   }
-  readSync(s: Storage, offset: number, length: number): TypedArray { return arr(s).slice(offset, offset + length); }
+  hostReads = 0;
+  readSync(s: Storage, offset: number, length: number): TypedArray {
+    this.hostReads++;
+    return arr(s).slice(offset, offset + length);
+  }
   read(s: Storage, offset: number, length: number): Promise<TypedArray> { return Promise.resolve(this.readSync(s, offset, length)); }
+  // The values are in host memory already: checking them is a loop, not a read.
+  checkValues(s: Storage, length: number, rule: ValueRule, op: string, name: string): void {
+    const a = arr(s);
+    for (let i = 0; i < length; i++) {
+      const e = valueError(rule, op, name, i, a[i]);
+      if (e) throw new Error(e);
+    }
+  }
   memory() { return this.pool.stats(); }
   resetPeak(): void { this.pool.resetPeak(); }
   /** Releases pooled memory back to the garbage collector. */
