@@ -3,7 +3,6 @@
 // the training length and at 4× it, samples from each, and leaves a run folder with checkpoints,
 // logs and a report. It is the `demo` preset of the length-scaling experiment
 // (experiments/length-scaling.json), so every run is resumable and described in its report.
-import { setBackend } from '../core/engine.ts';
 import { noGrad } from '../core/engine.ts';
 import { loadForInference } from '../eval/checkpoint.ts';
 import { InterruptedError, runExperiment } from '../experiments/index.ts';
@@ -12,6 +11,7 @@ import { generate } from '../models/generate.ts';
 import { writeFileAtomicSync } from '../util/atomic.ts';
 import path from 'node:path';
 import { type Command, intOption, UsageError } from './args.ts';
+import { backendOption, useBackendOption } from './backend.ts';
 import { ExperimentPrinter } from './experiment-printer.ts';
 import { formatCount, formatDuration } from './progress.ts';
 
@@ -25,11 +25,11 @@ export const demoCommand: Command = {
     out: { type: 'string', description: 'run folder (default runs/demo; a finished demo there is reused)' } as never,
     'sample-bytes': { type: 'string', description: 'bytes to generate from each model (default 300)' } as never,
     seed: { type: 'string', description: 'sampling seed (default 0)' } as never,
-    backend: { type: 'string', description: 'reference or native (default: native when built)' } as never,
+    backend: backendOption,
     quiet: { type: 'boolean', description: 'only the results' } as never,
   },
   async run(values) {
-    if (values.backend) setBackend(String(values.backend));
+    useBackendOption(values.backend);
     const out = (values.out as string | undefined) ?? path.join('runs', 'demo');
     const sampleBytes = intOption(values, 'sample-bytes', 300, 0);
     const seed = intOption(values, 'seed', 0, 0);

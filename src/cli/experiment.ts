@@ -2,13 +2,14 @@
 // experiments/<name>.json at a preset, skipping runs already finished in its output folder, and
 // writes report.html, report.md, results.json and figures/ there. docs/EXPERIMENTS.md explains.
 import * as fs from 'node:fs';
-import { getBackend, setBackend } from '../core/engine.ts';
+import { getBackend } from '../core/engine.ts';
 import { NativeBackend } from '../backends/native/backend.ts';
 import {
   defaultOut, EXPERIMENT_NAMES, InterruptedError, presetNames, resolveConfig, runExperiment, type ExperimentName,
 } from '../experiments/index.ts';
 import { readExperimentFile, shippedConfigFile } from '../experiments/config.ts';
 import { type Command, intOption, UsageError } from './args.ts';
+import { backendOption, useBackendOption } from './backend.ts';
 import { ExperimentPrinter } from './experiment-printer.ts';
 import { formatDuration } from './progress.ts';
 
@@ -34,7 +35,7 @@ export const experimentCommand: Command = {
     'dry-run': { type: 'boolean', description: 'print the plan and the time estimate, run nothing' } as never,
     'no-estimate': { type: 'boolean', description: 'skip timing the models for the estimate' } as never,
     'print-config': { type: 'boolean', description: 'print the resolved configuration as JSON and exit' } as never,
-    backend: { type: 'string', description: 'reference or native (default: native when built)' } as never,
+    backend: backendOption,
     threads: { type: 'string', description: 'threads of the native backend (default: all CPUs)' } as never,
     quiet: { type: 'boolean', description: 'no progress output' } as never,
   },
@@ -54,11 +55,7 @@ export const experimentCommand: Command = {
       console.log(JSON.stringify(resolveConfig(name as ExperimentName, { preset, file, overrides }).config, null, 2));
       return 0;
     }
-    if (values.backend) {
-      const b = String(values.backend);
-      if (b !== 'native' && b !== 'reference') throw new UsageError(`--backend must be 'native' or 'reference', got '${b}'`);
-      setBackend(b);
-    }
+    useBackendOption(values.backend);
     if (values.threads !== undefined) {
       const b = getBackend();
       if (!(b instanceof NativeBackend)) throw new UsageError('--threads applies to the native backend only');

@@ -1,11 +1,11 @@
 // `cubit generate <run-or-checkpoint> --prompt TEXT`: continues a prompt, streaming the text to
 // stdout (or, with --json, one JSON object); --out also writes that object to a file.
 import * as fs from 'node:fs';
-import { setBackend } from '../core/engine.ts';
 import { loadForInference } from '../eval/checkpoint.ts';
 import { generate } from '../models/generate.ts';
 import { writeJsonAtomicSync } from '../util/atomic.ts';
 import { type Command, intOption, numberOption, UsageError } from './args.ts';
+import { backendOption, useBackendOption } from './backend.ts';
 
 export const generateCommand: Command = {
   name: 'generate',
@@ -22,7 +22,7 @@ export const generateCommand: Command = {
     'max-context': { type: 'string', description: 'most tokens the model may read, prompt included (default 4 × the training length; 0: no limit)' } as never,
     recompute: { type: 'boolean', description: 'rerun the whole forward each token instead of decode caches (slow; testing)' } as never,
     tokenizer: { type: 'string', description: "'byte' or a tokenizer.json (default: the checkpoint's own; must match it)" } as never,
-    backend: { type: 'string', description: 'reference or native (default: native when built)' } as never,
+    backend: backendOption,
     json: { type: 'boolean', description: 'print one JSON object (text, tokens, timings) instead of streaming the text' } as never,
     out: { type: 'string', description: 'also write that JSON object to this file (atomically)' } as never,
   },
@@ -45,7 +45,7 @@ export const generateCommand: Command = {
     if (!(topP > 0 && topP <= 1)) throw new UsageError(`--top-p must be in (0, 1], got '${values['top-p']}'`);
     const seed = intOption(values, 'seed', 0, 0);
     const maxContextOpt = values['max-context'] === undefined ? undefined : intOption(values, 'max-context', 0, 0);
-    if (values.backend) setBackend(String(values.backend));
+    useBackendOption(values.backend);
 
     const ck = loadForInference(positionals[0], { tokenizer: values.tokenizer as string | undefined });
     try {

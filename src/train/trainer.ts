@@ -61,7 +61,7 @@ export interface TrainOptions {
   stopAt?: number;
   /** Aborting ends the sitting after the current step, with a checkpoint. */
   signal?: AbortSignal;
-  /** 'native' or 'reference': made the active backend. Default: the active one. */
+  /** A registered backend's name ('native', 'reference', …): made the active backend. Default: the active one. */
   backend?: string;
   /** Progress events (the CLI prints them). */
   onEvent?: (e: TrainEvent) => void;
