@@ -36,3 +36,18 @@ test('CUBIT_BACKEND takes any registered name and rejects others naming them', (
   assert.equal(run('env-test'), 'env-test');
   assert.throws(() => run('nope'), /CUBIT_BACKEND must name a registered backend \('reference', 'native', 'env-test'\), got 'nope'/);
 });
+
+test('dataSync names the way out on a backend without synchronous reads; data() still reads', async () => {
+  // The reference backend seen without readSync, as a GPU backend would be.
+  const inner = backendByName('reference');
+  const asyncOnly = new Proxy(inner, {
+    get: (t, p) => (p === 'readSync' ? undefined : p === 'name' ? 'async-only' : Reflect.get(t, p, t)),
+  });
+  const x = tensor([1, 2, 3], [3], { backend: asyncOnly });
+  try {
+    assert.throws(() => x.dataSync(), /dataSync: backend 'async-only' has no synchronous reads; use 'await tensor.data\(\)'/);
+    assert.deepEqual(Array.from(await x.data()), [1, 2, 3]);
+  } finally {
+    x.dispose();
+  }
+});

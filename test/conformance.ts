@@ -18,7 +18,8 @@
 //   red(L) = 1e-6·√L     float32 accumulation of L terms (typical error u·√L; 16× margin):
 //                        reductions, softmax/norm rows, the broadcast-summing gradients.
 //   mm = red(max(m, n, k)) matmul and its gradients (inner dims k, n and m).
-//   A case's tolerance is the largest that applies to what it computes.
+//   A case's tolerance is the largest that applies to what it computes. A backend whose float32
+//   arithmetic is coarser declares its unitRoundoff; every tolerance then scales by it / 2⁻²⁴.
 // CUBIT_TEST_TRACE=1 names each case and variant on stderr as it starts (to find a hang);
 // CUBIT_TEST_VERBOSE=1 prints the cases closest to their tolerance.
 import assert from 'node:assert/strict';
@@ -429,17 +430,20 @@ export interface ConformanceOptions {
 export function conformance(name: string, options: ConformanceOptions = {}): void {
   const isNative = name === 'native';
   const floor = options.composites ? ARITH : 0;
+  // Tolerances are written for IEEE float32 (u = 2⁻²⁴); a backend with coarser arithmetic says so.
+  const scaleOf = (): number => (backend(name).unitRoundoff ?? 2 ** -24) / 2 ** -24;
   const opts = name.startsWith('native') ? nativeTestOptions() : {};
   describe(`conformance of '${name}' against the reference, float32`, () => {
     for (const c of cases) {
       test(c.name, opts, async () => {
         if (name.startsWith('native')) requireNative();
         const want = await runOn('reference', c);
+        const scale = scaleOf();
         for (const v of isNative ? variants() : [null]) {
           if (process.env.CUBIT_TEST_TRACE) process.stderr.write(`${c.name} [${v ? `${v.isa} ${v.threads}` : name}]\n`);
           const where = v ? `${v.isa}, ${v.threads} threads` : name;
           const got = v ? await withVariant(v, () => spying(backend('native'), () => runOn(name, c))) : await runOn(name, c);
-          const tc = { ...c, fwdTol: Math.max(c.fwdTol, floor), gradTol: Math.max(c.gradTol, floor) };
+          const tc = { ...c, fwdTol: scale * Math.max(c.fwdTol, floor), gradTol: scale * Math.max(c.gradTol, floor) };
           compare(tc, want, got, where);
           const e = Math.max(relErr(got.out, want.out) / (tc.fwdTol || Infinity), ...want.grads.map((g, i) => (g ? relErr(got.grads[i]!, g) / (tc.gradTol || Infinity) : 0)));
           worst.push({ name: `${c.name} [${where}]`, ratio: e });

@@ -7,19 +7,18 @@ import * as path from 'node:path';
 import { setBackend } from '../src/core/engine.ts';
 import { generate } from '../src/models/generate.ts';
 import { Trainer } from '../src/train/trainer.ts';
-import { noGrad } from '../src/index.ts';
 import { backend, nativeTestOptions, requireNative } from './helpers.ts';
 import { tinyConfig, tmpDir, writeCorpus } from './train-fixtures.ts';
 
 /** Host reads of the native backend while fn runs. */
-function readsOf(fn: () => void): number {
+async function readsOf(fn: () => Promise<unknown>): Promise<number> {
   const be = backend('native');
   const before = be.hostReads;
-  fn();
+  await fn();
   return be.hostReads - before;
 }
 
-test('native: a training step, an evaluation pass and a decoding step read back at most once each', nativeTestOptions(), () => {
+test('native: a training step, an evaluation pass and a decoding step read back at most once each', nativeTestOptions(), async () => {
   requireNative();
   setBackend('native');
   const dir = tmpDir('host-reads');
@@ -28,13 +27,13 @@ test('native: a training step, an evaluation pass and a decoding step read back 
   const model = { dModel: 16, nLayers: 2, nHeads: 2, ffnHidden: 32, mixer: ['cubit', 'softmax'] };
   const trainer = new Trainer({ config: tinyConfig(corpus, { model, gradAccum: 2, evalBatches: 3 }), out: path.join(dir, 'run'), durable: false });
   try {
-    trainer.step(); // warm-up
-    for (let i = 0; i < 3; i++) assert.equal(readsOf(() => trainer.step()), 1, 'reads in one training step');
-    assert.equal(readsOf(() => trainer.evaluate()), 1, 'reads in one evaluation pass (3 batches)');
+    await trainer.step(); // warm-up
+    for (let i = 0; i < 3; i++) assert.equal(await readsOf(() => trainer.step()), 1, 'reads in one training step');
+    assert.equal(await readsOf(() => trainer.evaluate()), 1, 'reads in one evaluation pass (3 batches)');
     trainer.model.eval();
     const prompt = [1, 2, 3, 4, 5];
-    const decode = (n: number): number => readsOf(() => noGrad(() => generate(trainer.model, prompt, { maxNewTokens: n, temperature: 1, seed: 1 })));
-    const one = decode(1), nine = decode(9);
+    const decode = (n: number): Promise<number> => readsOf(() => generate(trainer.model, prompt, { maxNewTokens: n, temperature: 1, seed: 1 }));
+    const one = await decode(1), nine = await decode(9);
     assert.ok((nine - one) / 8 <= 1, `reads per decoding step: ${(nine - one) / 8} (1 token: ${one}, 9 tokens: ${nine})`);
   } finally {
     trainer.dispose();

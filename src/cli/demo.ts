@@ -3,7 +3,6 @@
 // the training length and at 4× it, samples from each, and leaves a run folder with checkpoints,
 // logs and a report. It is the `demo` preset of the length-scaling experiment
 // (experiments/length-scaling.json), so every run is resumable and described in its report.
-import { noGrad } from '../core/engine.ts';
 import { loadForInference } from '../eval/checkpoint.ts';
 import { InterruptedError, runExperiment } from '../experiments/index.ts';
 import type { LmRunResult } from '../experiments/lm.ts';
@@ -67,7 +66,7 @@ export const demoCommand: Command = {
       try {
         const tok = ck.tokenizer;
         const prompt = [...(tok.bosId !== null ? [tok.bosId] : []), ...tok.encode(PROMPT)];
-        const g = noGrad(() => generate(ck.model, prompt, { maxNewTokens: sampleBytes, temperature: 0.8, topK: 40, seed, stopIds: tok.eosId !== null ? [tok.eosId] : [] }));
+        const g = await generate(ck.model, prompt, { maxNewTokens: sampleBytes, temperature: 0.8, topK: 40, seed, stopIds: tok.eosId !== null ? [tok.eosId] : [] });
         const text = PROMPT + tok.decode(g.tokens);
         samples.push(`--- ${o.def.labels.variant} (temperature 0.8, top-k 40, seed ${seed}) ---\n${text}\n`);
       } finally {

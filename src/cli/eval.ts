@@ -54,7 +54,7 @@ export const evalCommand: Command = {
     backend: backendOption,
     out: { type: 'string', description: 'write the JSON here (atomically) instead of stdout' } as never,
   },
-  run(values, positionals) {
+  async run(values, positionals) {
     if (positionals.length !== 1) throw new UsageError(`eval: give one run or checkpoint folder (see 'cubit eval --help')`);
     useBackendOption(values.backend);
     const split = String(values.split ?? 'validation');
@@ -98,7 +98,7 @@ export const evalCommand: Command = {
       const stream = tokenizeDocuments(part, ck.tokenizer, { bosId: ck.tokenizer.bosId });
 
       const t0 = performance.now();
-      const results = evaluate(ck.model, stream, {
+      const results = await evaluate(ck.model, stream, {
         contextLengths: lengths, stride, batchSize, trainSeqLen: ck.trainSeqLen,
         onProgress: ({ contextLength, batch, batches }) => {
           if (process.stderr.isTTY) process.stderr.write(`\reval: context ${contextLength}: batch ${batch}/${batches}${batch === batches ? '\n' : ''}`);

@@ -26,7 +26,7 @@ export const generateCommand: Command = {
     json: { type: 'boolean', description: 'print one JSON object (text, tokens, timings) instead of streaming the text' } as never,
     out: { type: 'string', description: 'also write that JSON object to this file (atomically)' } as never,
   },
-  run(values, positionals) {
+  async run(values, positionals) {
     if (positionals.length !== 1) throw new UsageError(`generate: give one run or checkpoint folder (see 'cubit generate --help')`);
     if (values.prompt !== undefined && values['prompt-file'] !== undefined) throw new UsageError('generate: give --prompt or --prompt-file, not both');
     let prompt: string;
@@ -59,7 +59,7 @@ export const generateCommand: Command = {
       }
       const json = values.json === true;
       const decoder = tok.streamDecoder();
-      const result = generate(ck.model, ids, {
+      const result = await generate(ck.model, ids, {
         maxNewTokens, temperature, topK, topP, seed, maxContext,
         mode: values.recompute ? 'recompute' : 'cached',
         stopIds: tok.eosId === null ? [] : [tok.eosId],

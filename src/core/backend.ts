@@ -104,14 +104,19 @@ export interface CoreBackend {
   readonly name: string;
   /** True when the backend computes float64 (the reference) — tests pick tolerances from it. */
   readonly supportsFloat64: boolean;
+  /**
+   * The unit roundoff of its float32 arithmetic when coarser than IEEE float32's 2⁻²⁴ (a GPU's
+   * TF32 matmuls or fast-math transcendentals): the conformance suite scales its tolerances by it.
+   */
+  readonly unitRoundoff?: number;
 
   // memory
   alloc(dtype: DType, length: number): Storage;
   /** Returns a storage whose refs reached 0 to the pool. */
   free(s: Storage): void;
   write(s: Storage, values: ArrayLike<number>, offset?: number): void;
-  /** Synchronous read where the backend allows it (CPU backends); a GPU backend throws. */
-  readSync(s: Storage, offset: number, length: number): TypedArray;
+  /** Synchronous read, where the backend has one (the CPU backends); a GPU backend leaves it out. */
+  readSync?(s: Storage, offset: number, length: number): TypedArray;
   read(s: Storage, offset: number, length: number): Promise<TypedArray>;
   /** Reads back to the host so far (read and readSync calls): each is a pipeline drain on a GPU. */
   readonly hostReads: number;

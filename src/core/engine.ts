@@ -53,10 +53,10 @@ export function setBackend(name: string): Backend {
   return active;
 }
 
-/** Runs fn with `name` as the active backend, then restores the previous one. */
-export function withBackend<T>(name: string, fn: () => T): T {
+/** Runs fn with `backend` (a name or an instance) as the active backend, then restores the previous one. */
+export function withBackend<T>(backend: string | Backend, fn: () => T): T {
   const prev = active;
-  active = backendByName(name);
+  active = typeof backend === 'string' ? backendByName(backend) : backend;
   try { return fn(); } finally { active = prev; }
 }
 

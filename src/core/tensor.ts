@@ -78,10 +78,12 @@ export class Tensor {
     return this.backend.read(this.storage, 0, this.size);
   }
 
-  /** Synchronous read, where the backend allows it (the CPU backends do). */
+  /** Synchronous read, where the backend has one (the CPU backends do); elsewhere use `await data()`. */
   dataSync(): TypedArray {
     this.assertLive('dataSync');
-    return this.backend.readSync(this.storage, 0, this.size);
+    const b = this.backend;
+    if (!b.readSync) throw new Error(`dataSync: backend '${b.name}' has no synchronous reads; use 'await tensor.data()'`);
+    return b.readSync(this.storage, 0, this.size);
   }
 
   /** The single element of a one-element tensor. */

@@ -248,8 +248,11 @@ export class Trainer {
 
   get parameters(): number { return this.model.numParameters(); }
 
-  /** One optimizer step: forward + backward over gradAccum micro-batches, clip, AdamW, zero grads. */
-  step(hooks?: TrainHooks): StepResult {
+  /**
+   * One optimizer step: forward + backward over gradAccum micro-batches, clip, AdamW, zero grads.
+   * Asynchronous: it awaits its one read (the loss and gradient norm, for the skip decision).
+   */
+  async step(hooks?: TrainHooks): Promise<StepResult> {
     const accum = this.config.gradAccum;
     const lr = learningRate(this.state.step, this.schedule);
     this.stepSeed = Math.floor(this.rng.next() * 4294967296);
@@ -275,8 +278,8 @@ export class Trainer {
     hooks?.afterBackward?.(this.state.step, this.model);
     const normT = clipGradNormOnDevice(this.params, this.config.clip);
     const both = noGrad(() => tidy(() => concat([reshape(lossSum!, [1]), normT ? reshape(normT, [1]) : zeros([1], { dtype: lossSum!.dtype, backend: lossSum!.backend })])));
-    const [loss, norm] = both.dataSync();
-    for (const t of [both, lossSum!, normT]) t?.dispose();
+    let loss: number, norm: number;
+    try { [loss, norm] = await both.data(); } finally { for (const t of [both, lossSum!, normT]) t?.dispose(); }
     let skipped: string | null = null;
     if (!Number.isFinite(loss)) skipped = 'non-finite loss';
     else if (!Number.isFinite(norm)) skipped = 'non-finite gradient';
@@ -297,8 +300,8 @@ export class Trainer {
     for (const p of this.params) if (p.grad) p.backend.fill(p.grad.storage, 0, 0, p.grad.size);
   }
 
-  /** Mean loss and bits per byte on the fixed validation batches. */
-  evaluate(): EvalResult | null {
+  /** Mean loss and bits per byte on the fixed validation batches (one read, awaited). */
+  async evaluate(): Promise<EvalResult | null> {
     const set = this.evalSet;
     if (!set) return null;
     let nats = 0;
@@ -317,15 +320,16 @@ export class Trainer {
           prev?.dispose();
         }
       });
-      if (total) { nats = (total as Tensor).item(); (total as Tensor).dispose(); }
+      const sum = total as Tensor | null;
+      if (sum) { try { nats = (await sum.data())[0]; } finally { sum.dispose(); } }
     } finally {
       this.model.train();
     }
     return { loss: nats / set.tokens, bpb: nats / Math.LN2 / set.bytes, tokens: set.tokens };
   }
 
-  /** Writes a checkpoint of the current step; returns its folder. */
-  save(): string {
+  /** Writes a checkpoint of the current step; resolves to its folder. */
+  async save(): Promise<string> {
     const { step } = this.state;
     const { model, ...training } = this.config;
     const config: CheckpointConfig = {
@@ -339,7 +343,7 @@ export class Trainer {
       tokenizer: this.tokenizer.identity(),
     };
     const state: TrainState = { ...this.state, rng: { state: this.rng.state }, sampler: this.sampler.state() };
-    this.lastCheckpoint = saveCheckpoint(this.out, { step, model: this.model, optimizer: this.optimizer, config, state, ...this.tokenizerFiles, durable: this.durable });
+    this.lastCheckpoint = await saveCheckpoint(this.out, { step, model: this.model, optimizer: this.optimizer, config, state, ...this.tokenizerFiles, durable: this.durable });
     return this.lastCheckpoint;
   }
 
@@ -453,15 +457,15 @@ export async function train(opts: TrainOptions): Promise<TrainSummary> {
   let lastEval: EvalResult | null = null;
   let stopped: TrainSummary['stopped'] = 'completed';
 
-  const evaluate = (): void => {
-    const r = trainer.evaluate();
+  const evaluate = async (): Promise<void> => {
+    const r = await trainer.evaluate();
     if (!r) return;
     lastEval = r;
     metrics.write({ kind: 'eval', step: trainer.state.step, evalLoss: round(r.loss), evalBpb: round(r.bpb), evalTokens: r.tokens, time: time() });
     emit({ kind: 'eval', step: trainer.state.step, loss: r.loss, bpb: r.bpb });
   };
-  const checkpoint = (): void => {
-    const p = trainer.save();
+  const checkpoint = async (): Promise<void> => {
+    const p = await trainer.save();
     emit({ kind: 'checkpoint', step: trainer.state.step, path: p });
   };
 
@@ -470,7 +474,7 @@ export async function train(opts: TrainOptions): Promise<TrainSummary> {
     while (trainer.state.step < end) {
       if (opts.signal?.aborted) { stopped = 'aborted'; break; }
       const t0 = performance.now();
-      const r = trainer.step(opts.hooks);
+      const r = await trainer.step(opts.hooks);
       const dt = (performance.now() - t0) / 1000;
       const step = trainer.state.step;
       trainer.state.elapsedSeconds += dt;
@@ -497,15 +501,15 @@ export async function train(opts: TrainOptions): Promise<TrainSummary> {
         window = { loss: 0, gradNorm: 0, finite: 0, seconds: 0, tokens: 0 };
       }
       emit({ kind: 'step', step, steps: config.steps, end, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, tokensPerSec: rate || trainTokens / trainSeconds, skippedSteps: trainer.state.skippedSteps });
-      if (config.evalEvery > 0 && step % config.evalEvery === 0 && step !== end) evaluate();
+      if (config.evalEvery > 0 && step % config.evalEvery === 0 && step !== end) await evaluate();
       // No periodic checkpoint in the middle of a non-finite streak: the latest stays a healthy one.
-      if (config.checkpointEvery > 0 && step % config.checkpointEvery === 0 && step !== end && trainer.state.nonFiniteInARow === 0) checkpoint();
+      if (config.checkpointEvery > 0 && step % config.checkpointEvery === 0 && step !== end && trainer.state.nonFiniteInARow === 0) await checkpoint();
       await nextTick(); // lets signals (Ctrl-C) and output through
     }
     if (stopped === 'completed' && end < config.steps) stopped = 'stop-at';
     if (trainer.state.step > startStep) {
-      evaluate();
-      checkpoint();
+      await evaluate();
+      await checkpoint();
     }
     return {
       out: opts.out,

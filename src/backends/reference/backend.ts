@@ -112,7 +112,10 @@ export class ReferenceBackend implements Backend, FusedKernels {
     this.hostReads++;
     return arr(s).slice(offset, offset + length);
   }
-  read(s: Storage, offset: number, length: number): Promise<TypedArray> { return Promise.resolve(this.readSync(s, offset, length)); }
+  read(s: Storage, offset: number, length: number): Promise<TypedArray> {
+    this.hostReads++;
+    return Promise.resolve(arr(s).slice(offset, offset + length));
+  }
   // The values are in host memory already: checking them is a loop, not a read.
   checkValues(s: Storage, length: number, rule: ValueRule, op: string, name: string): void {
     const a = arr(s);
