@@ -165,7 +165,7 @@ def cubit_mixer(p, h, cfg, mask):
     v = split_heads(linear(h, p["wv.weight"]), H)
     r = k if c["sharedKey"] else rotary(split_heads(linear(h, p["wr.weight"]), H), base)
     B, _, T, D = q.shape
-    alpha = p["refScale"].reshape(1, H, 1, 1)
+    alpha = np.abs(p["refScale"]).reshape(1, H, 1, 1)  # alpha = |refScale| keeps W's diagonal the row's largest
     lam = np.exp(p["logLambda"]).reshape(1, H, 1, 1)
     norm = np.sqrt(np.sum(r * r, axis=-1, keepdims=True))
     r_hat = alpha * r / np.maximum(norm, REF_NORM_EPS)

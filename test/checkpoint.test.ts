@@ -9,8 +9,9 @@ import { after, describe, test } from 'node:test';
 import { getBackend } from '../src/index.ts';
 import { HfTokenizer } from '../src/data/tokenizer.ts';
 import { readSafetensorsSync } from '../src/io/safetensors.ts';
+import { loadModel } from '../src/eval/checkpoint.ts';
 import {
-  CHECKPOINT_FILE_LIST, CHECKPOINT_FILES, CHECKPOINT_OPTIONAL_FILES, checkpointName, loadModel, readCheckpointInfo,
+  CHECKPOINT_FILE_LIST, CHECKPOINT_FILES, CHECKPOINT_OPTIONAL_FILES, checkpointName, readCheckpointInfo,
   readRunPointer, resolveCheckpoint, RUN_FILES, train, type TrainSummary,
 } from '../src/train/index.ts';
 import { assertSameCheckpoint, metricsWithoutTimes, tinyBpeJson, tinyConfig, tmpDir, writeCorpus } from './train-fixtures.ts';

@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { generate } from '../src/models/generate.ts';
 import { ByteTokenizer, loadTokenizer } from '../src/data/tokenizer.ts';
 import { Decoder } from '../src/models/decoder.ts';
-import { loadForInference } from '../src/eval/checkpoint.ts';
+import { loadModel } from '../src/eval/checkpoint.ts';
 import { cli, cliInProcess, perturbedModel, saveRun, tmpDir, type CliResult } from './inference-fixtures.ts';
 
 let dir = '';
@@ -98,7 +98,7 @@ describe('cubit generate', () => {
     assert.equal(ra.stopReason, 'length');
     assert.deepEqual(rb.tokens, ra.tokens);
     assert.equal(rb.mode, 'recompute');
-    const ck = loadForInference(run);
+    const ck = loadModel(run);
     try {
       const want = await generate(ck.model, new ByteTokenizer().encode('The quick'), { maxNewTokens: 12, temperature: 0.8, topK: 20, seed: 4 });
       assert.deepEqual(ra.tokens, want.tokens);
@@ -231,7 +231,10 @@ describe('user errors: one line, non-zero exit, no stack trace', () => {
       [['generate', run, '--prompt', 'a', '--top-p', '0'], /--top-p must be in \(0, 1\], got '0'/],
       [['generate', run, '--prompt', 'a', '--top-k', '2.5'], /--top-k must be an integer ≥ 0, got '2.5'/],
       [['generate', run, '--prompt', 'a', '-n', 'many'], /--max-new-tokens must be an integer ≥ 0, got 'many'/],
-      [['generate', run, '--prompt', 'a', '--bogus'], /Unknown option '--bogus'/],
+      [['generate', run, '--prompt', 'a', '--bogus'], /generate: unknown option '--bogus'; see 'cubit generate --help'$/],
+      [['generate', run, '--prompt', 'a', '--temprature', '1'], /unknown option '--temprature' \(did you mean --temperature\?\)/],
+      [['generate', run, '--prompt'], /generate: --prompt needs a value/],
+      [['generate', run, '--prompt', 'a', '--json=yes'], /generate: --json takes no value/],
       [['eval', run, '--context', '8,x'], /--context: 'x' is not a positive integer/],
       [['eval', run, '--context', '8', '--stride', '0'], /--stride must be a positive integer number of tokens, got '0'/],
       [['eval', run, '--context', '8', '--stride', '1.5'], /--stride as a fraction must be in \(0, 1\], got '1.5'/],

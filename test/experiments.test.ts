@@ -11,8 +11,11 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tmpDir } from './helpers.ts';
 import { Rng } from '../src/index.ts';
+import os from 'node:os';
+import { gzipSync } from 'node:zlib';
+import { packExperiment, unpackExperiment } from '../src/experiments/pack.ts';
 import {
-  InterruptedError, linearFit, meanInterval, pairedInterval, runExperiment, runGrid, tCdf, tQuantile, welchInterval,
+  InterruptedError, linearFit, lockOutput, meanInterval, pairedInterval, runExperiment, runGrid, tCdf, tQuantile, welchInterval,
   type ExperimentEvent, type RunDef,
 } from '../src/experiments/index.ts';
 import { deepMerge, EXPERIMENT_NAMES, presetNames, resolveConfig } from '../src/experiments/config.ts';
@@ -177,7 +180,7 @@ test('runGrid stops between runs when aborted, keeping finished runs', async () 
 test('every shipped preset of every experiment resolves; presets, overrides and null removal apply', () => {
   for (const name of EXPERIMENT_NAMES) {
     const presets = presetNames(name);
-    for (const p of ['smoke', 'cpu', 'paper', 'test']) assert.ok(presets.includes(p), `${name} has preset ${p}`);
+    for (const p of ['smoke', 'cpu', 'gpu', 'paper', 'test']) assert.ok(presets.includes(p), `${name} has preset ${p}`);
     for (const p of presets) resolveConfig(name, { preset: p });
   }
   const c = resolveConfig('length-scaling', { preset: 'smoke', overrides: ['optimizer.lr=0.01', 'seeds=[4]', 'data.corpus=my.txt'] }).config as { optimizer: { lr: number; warmupSteps: number }; seeds: number[]; data: { corpus: string } };
@@ -286,16 +289,96 @@ test('cubit experiment length-scaling --preset test from the CLI: report, figure
   const cli = (): ReturnType<typeof spawnSync> => spawnSync(process.execPath, [path.join(root, 'bin/cubit.mjs'), 'experiment', 'length-scaling', '--preset', 'test', '--out', out], { encoding: 'utf8', cwd: root, timeout: 240_000 });
   const r = cli();
   assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
-  assert.match(String(r.stdout), /plan: 8 runs, 0 finished on disk, 8 to run; estimated/);
-  assert.match(String(r.stdout), /report: /);
+  // Progress on stderr, one line per quarter of a run off a terminal; the conclusion on stdout.
+  const err = String(r.stderr);
+  assert.match(err, /^experiment length-scaling, preset test .*; learning-rate sweep: 6 runs\nplan: 6 runs, 0 finished on disk, 6 to run; estimated/);
+  assert.match(err, /\ngrid: 12 runs; learning rates from the sweep: transformer [\d.]+, (transformer-matched|cubit) [\d.]+/);
+  assert.match(err, /\nplan: 12 runs, 0 finished on disk, 12 to run/);
+  assert.match(err, /\nreport: .*report\.html \(and .*report\.md, .*results\.json\)\n/);
+  assert.match(err, /\n\[1\/6\] tune-transformer-lr[\d.]+: step \d\/4 · loss \d\.\d+ · \d+ tok\/s · ETA \d+s\n/);
+  const lines = err.trimEnd().split('\n');
+  assert.equal(new Set(lines).size, lines.length, 'no line twice');
+  assert.ok(lines.every((l) => (l.match(/ETA/g) ?? []).length <= 1), 'one ETA per line');
+  assert.ok(!err.includes('\r'), 'no bar redraws off a TTY');
+  assert.match(String(r.stdout), /cubit .* transformer/);
   const results = checkReport(out, 'length-scaling', 'test').results as Record<string, unknown>;
   const cells = (results as { cells: { trainLength: number; multiplier: number; gain: { n: number } | null }[] }).cells;
   assert.deepEqual(cells.map((c) => [c.trainLength, c.multiplier]), [[16, 1], [16, 2], [32, 1], [32, 2]]);
   assert.ok(cells.every((c) => c.gain && c.gain.n === 2), 'paired gains over the 2 seeds');
+  // The sweep: every variant at both rates on the tuning seed, at the lower middle length (16), evaluated on validation.
+  const tuning = (results as { tuning: { seed: number; seqLen: number; rates: Record<string, number>; variants: { variant: string; points: { lr: number; bpb: number | null }[]; chosen: number }[] } }).tuning;
+  assert.equal(tuning.seed, 100);
+  assert.equal(tuning.seqLen, 16);
+  assert.deepEqual(Object.keys(tuning.rates).sort(), ['cubit', 'transformer', 'transformer-matched']);
+  for (const v of tuning.variants) {
+    const best = v.points.reduce((a, b) => (b.bpb! < a.bpb! ? b : a));
+    assert.equal(v.chosen, best.lr, `${v.variant}: the rate with the lowest validation bpb`);
+    const spec = JSON.parse(fs.readFileSync(path.join(out, `${v.variant}-T32-seed1`, 'run.json'), 'utf8')).spec as LmRunSpec;
+    assert.equal(spec.optimizer.lr, v.chosen, 'the grid trains at the chosen rate');
+    assert.equal(spec.eval.split, 'test');
+    const sweepSpec = JSON.parse(fs.readFileSync(path.join(out, `tune-${v.variant}-lr0.005`, 'run.json'), 'utf8')).spec as LmRunSpec;
+    assert.equal(sweepSpec.eval.split, 'validation');
+    assert.equal(sweepSpec.seed, 100);
+  }
+  // The matched baseline has Cubit's parameter count (to within one SwiGLU unit: 3 · dModel · layers).
+  const runsP = (results as { runs: { variant: string; parameters: number }[] }).runs;
+  const params = (v: string) => runsP.find((x) => x.variant === v)!.parameters;
+  assert.ok(Math.abs(params('transformer-matched') - params('cubit')) <= 3 * 16, `${params('transformer-matched')} vs ${params('cubit')}`);
+  assert.ok(params('transformer') < params('cubit') - 3 * 16);
+  assert.ok(fs.existsSync(path.join(out, 'figures', 'lr-sweep.svg')) && fs.existsSync(path.join(out, 'figures', 'loss-curves.svg')));
   assert.ok(['supported', 'contradicted', 'not resolved'].includes((results as { verdict: string }).verdict));
   const again = cli();
   assert.equal(again.status, 0, String(again.stderr));
-  assert.match(String(again.stdout), /plan: 8 runs, 8 finished on disk, 0 to run/);
+  assert.match(String(again.stderr), /plan: 12 runs, 12 finished on disk, 0 to run/);
+  // The README section generated from it names the verdict and links the report.
+  const summary = spawnSync(process.execPath, [path.join(root, 'bin/cubit.mjs'), 'experiment', 'summary', path.join(out, 'results.json')], { encoding: 'utf8', cwd: root, timeout: 60_000 });
+  assert.equal(summary.status, 0, summary.stderr);
+  assert.match(summary.stdout, /grows with the training length\. Status: \*(supported|contradicted|not resolved)\* at this scale/);
+  assert.match(summary.stdout, /parameter count \(transformer-matched/);
+  assert.ok(summary.stdout.includes(`](${path.relative(root, path.join(out, 'report.md'))})`), summary.stdout);
+});
+
+test('--jobs 2 gives the results of a serial run; a run stopped part-way, packed and unpacked elsewhere resumes to the same result', async () => {
+  const serial = path.join(tmp(), 'serial'), parallel = path.join(tmp(), 'parallel'), moved = path.join(tmp(), 'moved');
+  await runExperiment('ablations', { preset: 'test', out: serial, estimate: false });
+  // Stop the parallel run as soon as a main-grid run has trained a step (the sweep is done by then).
+  const ctl = new AbortController();
+  await assert.rejects(runExperiment('ablations', {
+    preset: 'test', out: parallel, estimate: false, jobs: 2, worker: { threads: 1 }, signal: ctl.signal,
+    onEvent: (e) => { if (e.kind === 'run-progress' && !e.id.startsWith('tune-') && e.fraction > 0.3) ctl.abort(); },
+  }), InterruptedError);
+  const unfinished = fs.readdirSync(parallel).filter((d) => fs.existsSync(path.join(parallel, d, 'run.json')) && !fs.existsSync(path.join(parallel, d, 'result.json')));
+  assert.ok(unfinished.length > 0, 'some run was stopped part-way');
+  const parts = packExperiment(parallel, path.join(tmp(), 'packs'), 'abl', { maxPartBytes: 4096 });
+  assert.ok(parts.length > 1 && parts.every((p) => fs.statSync(p).size <= 4096), 'parts of at most the size asked for');
+  assert.throws(() => unpackExperiment(parts.slice(1), moved), /expected part/);
+  assert.throws(() => unpackExperiment(parts.slice(0, -1), moved), /not a complete pack|ends early/);
+  unpackExperiment(parts, moved);
+  const done = await runExperiment('ablations', { preset: 'test', out: moved, estimate: false, jobs: 2, worker: { threads: 1 } });
+  const strip = (dir: string) => Object.fromEntries(fs.readdirSync(dir).filter((d) => fs.existsSync(path.join(dir, d, 'result.json'))).map((d) => {
+    const r = JSON.parse(fs.readFileSync(path.join(dir, d, 'result.json'), 'utf8')).result;
+    delete r.tokensPerSec;
+    return [d, r];
+  }));
+  assert.equal(done.outcomes.length, 8);
+  assert.deepEqual(strip(moved), strip(serial));
+});
+
+test('the output lock: a live holder refuses a second experiment; a dead one is taken over', () => {
+  const out = tmp();
+  const release = lockOutput(out);
+  assert.throws(() => lockOutput(out), /in use by another cubit experiment|could not take/);
+  release();
+  fs.writeFileSync(path.join(out, '.lock'), JSON.stringify({ pid: 2 ** 22 + 12345, host: os.hostname() }));
+  lockOutput(out)();
+  assert.ok(!fs.existsSync(path.join(out, '.lock')));
+});
+
+test('unpack refuses paths that leave the folder', () => {
+  const dir = tmp();
+  const evil = Buffer.concat([Buffer.from('cubit-experiment-pack 1\n{"path":"../x","size":1}\nx{"end":true,"files":1}\n')]);
+  fs.writeFileSync(path.join(dir, 'p.000'), gzipSync(evil));
+  assert.throws(() => unpackExperiment([path.join(dir, 'p.000')], path.join(dir, 'out')), /bad file path "\.\.\/x"/);
 });
 
 test('noise and ablations --preset test through the API; a half-finished training run resumes from its checkpoint', async () => {
@@ -307,13 +390,22 @@ test('noise and ablations --preset test through the API; a half-finished trainin
     assert.ok(events.some((e) => e.kind === 'run-progress'), `${name}: progress events`);
     const results = checkReport(out, name, 'test').results as Record<string, unknown>;
     if (name === 'noise') {
-      const res = results as unknown as { regression: unknown[]; lm: { bpb: unknown }[]; robustnessGain: unknown[] };
+      const res = results as unknown as { regression: unknown[]; lm: { bpb: unknown }[]; robustnessGain: unknown[]; matchedGain: { baseline: string; gains: { gain: unknown }[] }; tuning: { rates: Record<string, number> } };
       assert.equal(res.regression.length, 2 * 2 * 3, 'families × noise levels × estimators');
-      assert.equal(res.lm.length, 2 * 2, 'fractions × variants');
+      assert.equal(res.lm.length, 2 * 3, 'fractions × variants (with the parameter-matched Transformer)');
       assert.ok(res.lm.every((x) => x.bpb));
+      assert.equal(res.matchedGain.baseline, 'transformer-matched');
+      assert.ok(res.matchedGain.gains.at(-1)!.gain, 'the degradation is compared with the matched baseline too');
+      assert.deepEqual(Object.keys(res.tuning.rates).sort(), ['cubit', 'transformer', 'transformer-matched']);
     } else {
       const res = results as unknown as { cells: { variant: string; lr: string; runs: number }[] };
       assert.deepEqual(res.cells.map((c) => `${c.variant}/${c.lr}/${c.runs}`), ['lrr-on/normal/2', 'lrr-off/normal/2', 'lrr-on/high/2', 'lrr-off/high/2']);
+      // Only the reference is tuned; 'high' keeps its ratio (10×) to the tuned 'normal' rate.
+      const t = (results as unknown as { tuning: { rates: Record<string, number> } }).tuning;
+      assert.deepEqual(Object.keys(t.rates), ['lrr-on']);
+      const lrs = Object.fromEntries((res.cells as unknown as { lr: string; lrValue: number }[]).map((c) => [c.lr, c.lrValue]));
+      assert.equal(lrs.normal, t.rates['lrr-on']);
+      close(lrs.high, 10 * t.rates['lrr-on'], 1e-12, 'high = 10 × normal');
       // Simulate a run killed mid-training: no result, and a training folder stopped at step 2 of 4.
       const dir = path.join(out, 'lrr-off-lr_high-seed1');
       const before = JSON.parse(fs.readFileSync(path.join(dir, 'result.json'), 'utf8')).result;

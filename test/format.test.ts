@@ -75,6 +75,24 @@ describe('checkpoint format: an independent NumPy forward reproduces the logits'
     });
   }
 
+  test('cubit with negative refScale: both read α as |refScale|', opts, async () => {
+    const model = perturbedModel({ ...base, mixer: 'cubit' }, 3);
+    const run = tmpDir('format');
+    try {
+      noGrad(() => {
+        for (const [name, p] of model.namedParameters()) {
+          if (name.endsWith('refScale')) p.backend.write(p.storage, Float64Array.from(p.dataSync(), (v, i) => (i % 2 === 0 ? -v : v)));
+        }
+      });
+      await saveRun(run, model);
+      const e = relErr(tsLogits(model), pyLogits(run));
+      assert.ok(e < 1e-4, `logits relErr ${e.toExponential(2)} ≥ 1e-4`);
+    } finally {
+      model.dispose();
+      fs.rmSync(run, { recursive: true, force: true });
+    }
+  });
+
   test('the comparison resolves a 5% change of one per-head scalar or of one head of a projection', opts, async () => {
     const model = perturbedModel({ ...base, mixer: 'cubit' }, 3);
     const run = tmpDir('format');

@@ -175,7 +175,8 @@ test('corrupt headers give a clear error naming the problem', () => {
   rejects(raw('[1, 2, 3]'), /does not start with '\{'/);
   rejects(raw('{"w": 3}'), /tensor 'w': entry must be an object/);
   rejects(Buffer.concat([Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]), four]), /header length \d+ is implausible/);
-  rejects(handMade({ w: { dtype: 'BF16', shape: [8], data_offsets: [0, 16] } }, four), /tensor 'w': unknown or unsupported dtype 'BF16'/);
+  rejects(handMade({ w: { dtype: 'F8_E4M3', shape: [16], data_offsets: [0, 16] } }, four), /tensor 'w': unknown or unsupported dtype 'F8_E4M3'/);
+  rejects(handMade({ w: { dtype: 'BF16', shape: [4], data_offsets: [0, 16] } }, four), /shape \[4\] × BF16 needs 8 bytes, data_offsets \[0, 16\] hold 16/);
   rejects(handMade({ w: { shape: [4], data_offsets: [0, 16] } }, four), /tensor 'w': missing dtype/);
   rejects(handMade({ w: { dtype: 'F32', shape: [3], data_offsets: [0, 16] } }, four), /shape \[3\] × F32 needs 12 bytes, data_offsets \[0, 16\] hold 16/);
   rejects(handMade({ w: { dtype: 'F64', shape: [4], data_offsets: [0, 16] } }, four), /× F64 needs 32 bytes/);
@@ -198,4 +199,43 @@ test('a missing file is one clear error', () => {
   const file = path.join(tmpdir(), 'absent.safetensors');
   assert.throws(() => readSafetensorsSync(file), new RegExp(`safetensors ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: no such file`));
   assert.throws(() => openSafetensorsSync(file), /no such file/);
+});
+
+test('F16 and BF16 tensors load widened to float32, exactly, including subnormals, ±0, ±∞ and NaN', () => {
+  // Half bit patterns and their exact values (IEEE 754 binary16).
+  const half: [number, number][] = [
+    [0x3c00, 1], [0xc000, -2], [0x3555, 0.333251953125], [0x7bff, 65504], [0x0400, 2 ** -14],
+    [0x0001, 2 ** -24], [0x03ff, 1023 * 2 ** -24], [0x8001, -(2 ** -24)], [0x0000, 0], [0x8000, -0],
+    [0x7c00, Infinity], [0xfc00, -Infinity], [0x7e00, NaN],
+  ];
+  // bfloat16 is the top half of a float32: pick float32 values whose low 16 bits are zero.
+  // (1, -2.5, 3.140625, a subnormal, -0, ∞, NaN, the smallest subnormal)
+  const bfBits = [0x3f80, 0xc020, 0x4049, 0x0011, 0x8000, 0x7f80, 0x7fc0, 0x0001];
+  const bfValues = new Float32Array(new Uint32Array(bfBits.map((b) => b << 16)).buffer);
+  assert.equal(bfValues[2], 3.140625);
+  const data = Buffer.alloc(half.length * 2 + bfBits.length * 2);
+  half.forEach(([h], i) => data.writeUInt16LE(h, 2 * i));
+  bfBits.forEach((b, i) => data.writeUInt16LE(b, half.length * 2 + 2 * i));
+  const file = handMade({
+    h: { dtype: 'F16', shape: [half.length], data_offsets: [0, half.length * 2] },
+    b: { dtype: 'BF16', shape: [2, 4], data_offsets: [half.length * 2, data.length] },
+  }, data);
+  const got = decodeSafetensors(file, 'halves');
+  const h = got.tensors.get('h')!, b = got.tensors.get('b')!;
+  assert.equal(h.dtype, 'float32');
+  assert.ok(h.data instanceof Float32Array);
+  half.forEach(([, v], i) => assert.ok(Object.is(h.data[i], v), `half 0x${half[i][0].toString(16)}: ${h.data[i]} ≠ ${v}`));
+  assert.deepEqual(b.shape, [2, 4]);
+  assert.deepEqual(bits(b.data), bits(bfValues));
+  // The same through the lazy file reader, which also reports the stored dtype.
+  const dir = tmpdir();
+  fs.writeFileSync(path.join(dir, 'h.safetensors'), file);
+  const f = openSafetensorsSync(path.join(dir, 'h.safetensors'));
+  try {
+    assert.equal(f.info('h').stored, 'F16');
+    assert.equal(f.info('b').stored, 'BF16');
+    assert.equal(f.info('b').dtype, 'float32');
+    assert.deepEqual(bits(f.read('h')), bits(h.data));
+  } finally { f.close(); }
+  fs.rmSync(dir, { recursive: true, force: true });
 });

@@ -375,11 +375,12 @@ describe('cubit train (CLI)', () => {
     const bin = path.join(import.meta.dirname, '..', 'bin', 'cubit.mjs');
     const r = spawnSync(process.execPath, [bin, 'train', '--config', cfg, '--out', out, '--backend', getBackend().name], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /new run in .*: .* parameters, 64 tokens\/step, steps 0 → 20, backend/);
-    assert.match(r.stdout, /\nstep 10\/20 \(50%\) loss \d\.\d+ · lr .* · tok\/s .*\n/);
-    assert.match(r.stdout, /\nstep 10: eval loss \d\.\d+ · \d\.\d+ bits\/byte\n/);
-    assert.match(r.stdout, /\ndone: step 20\/20, loss .*, eval loss .*checkpoint .*step-00000020\n$/);
-    assert.ok(!r.stdout.includes('\r'), 'no bar redraws off a TTY');
+    // Progress and messages on stderr; stdout has the summary line alone.
+    assert.match(r.stderr, /^new run in .*: .* parameters, 64 tokens\/step, steps 0 → 20, backend/);
+    assert.match(r.stderr, /\nstep 10\/20 \(50%\) loss \d\.\d+ · lr .* · tok\/s .*\n/);
+    assert.match(r.stderr, /\nstep 10: eval loss \d\.\d+ · \d\.\d+ bits\/byte\n/);
+    assert.match(r.stdout, /^done: step 20\/20, loss .*, eval loss .*checkpoint .*step-00000020\n$/);
+    assert.ok(!r.stderr.includes('\r'), 'no bar redraws off a TTY');
     const again = await cli('train', '--out', out, '--resume');
     assert.equal(again.code, 0);
     assert.match(again.out, /already at step 20 of 20; nothing to do/);
@@ -394,14 +395,14 @@ describe('cubit train (CLI)', () => {
     const bin = path.join(import.meta.dirname, '..', 'bin', 'cubit.mjs');
     const child = spawn(process.execPath, [bin, 'train', '--config', cfg, '--out', out, '--backend', getBackend().name], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '', stderr = '', sent = false;
-    child.stdout.on('data', (d) => {
-      stdout += String(d);
-      if (!sent && /\nstep 3\/100000/.test(stdout)) { sent = true; child.kill('SIGINT'); }
+    child.stdout.on('data', (d) => { stdout += String(d); });
+    child.stderr.on('data', (d) => {
+      stderr += String(d);
+      if (!sent && /\nstep 3\/100000/.test(stderr)) { sent = true; child.kill('SIGINT'); }
     });
-    child.stderr.on('data', (d) => { stderr += String(d); });
     const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
     assert.equal(code, 130, stderr);
-    assert.match(stdout, /interrupted: finishing the step and writing a checkpoint/);
+    assert.match(stderr, /interrupted: finishing the step and writing a checkpoint/);
     assert.match(stdout, /interrupted \(resume with --resume\): step (\d+)\/100000/);
     const step = Number(/interrupted \(resume with --resume\): step (\d+)/.exec(stdout)![1]);
     assert.ok(step >= 3, `stopped at step ${step}`);

@@ -3,10 +3,10 @@
 // the training length and at 4× it, samples from each, and leaves a run folder with checkpoints,
 // logs and a report. It is the `demo` preset of the length-scaling experiment
 // (experiments/length-scaling.json), so every run is resumable and described in its report.
-import { loadForInference } from '../eval/checkpoint.ts';
+import { loadModel } from '../eval/checkpoint.ts';
 import { InterruptedError, runExperiment } from '../experiments/index.ts';
 import type { LmRunResult } from '../experiments/lm.ts';
-import { generate } from '../models/generate.ts';
+import { generateText } from '../eval/generate-text.ts';
 import { writeFileAtomicSync } from '../util/atomic.ts';
 import path from 'node:path';
 import { type Command, intOption, UsageError } from './args.ts';
@@ -32,7 +32,7 @@ export const demoCommand: Command = {
     const out = (values.out as string | undefined) ?? path.join('runs', 'demo');
     const sampleBytes = intOption(values, 'sample-bytes', 300, 0);
     const seed = intOption(values, 'seed', 0, 0);
-    const printer = new ExperimentPrinter('length-scaling', Boolean(values.quiet));
+    const printer = new ExperimentPrinter('length-scaling', { quiet: Boolean(values.quiet), report: false });
     const t0 = performance.now();
     const abort = new AbortController();
     const onSigint = (): void => { process.off('SIGINT', onSigint); printer.say('interrupted: finishing the current step'); abort.abort(); };
@@ -52,7 +52,7 @@ export const demoCommand: Command = {
     const lengths = [...new Set(done.flatMap((o) => (o.result as LmRunResult).eval.map((e) => e.contextLength)))].sort((a, b) => a - b);
 
     const lines: string[] = [];
-    lines.push('', `Held-out bits per byte (lower is better), Brown validation text; trained at ${lengths[0]} bytes:`, '');
+    lines.push(`Held-out bits per byte (lower is better), Brown validation text; trained at ${lengths[0]} bytes:`);
     lines.push(['model'.padEnd(14), 'parameters'.padStart(10), 'train tok/s'.padStart(12), ...lengths.map((L) => `bpb @${L}`.padStart(10))].join(' '));
     for (const o of done) {
       const res = o.result as LmRunResult;
@@ -62,12 +62,9 @@ export const demoCommand: Command = {
     }
     const samples: string[] = [];
     for (const o of done) {
-      const ck = loadForInference(path.join(out, o.def.id, 'train'));
+      const ck = loadModel(path.join(out, o.def.id, 'train'));
       try {
-        const tok = ck.tokenizer;
-        const prompt = [...(tok.bosId !== null ? [tok.bosId] : []), ...tok.encode(PROMPT)];
-        const g = await generate(ck.model, prompt, { maxNewTokens: sampleBytes, temperature: 0.8, topK: 40, seed, stopIds: tok.eosId !== null ? [tok.eosId] : [] });
-        const text = PROMPT + tok.decode(g.tokens);
+        const text = PROMPT + (await generateText(ck, PROMPT, { maxNewTokens: sampleBytes, temperature: 0.8, topK: 40, seed })).text;
         samples.push(`--- ${o.def.labels.variant} (temperature 0.8, top-k 40, seed ${seed}) ---\n${text}\n`);
       } finally {
         ck.model.dispose();

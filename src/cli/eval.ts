@@ -3,7 +3,7 @@
 import { layerMixers } from '../models/config.ts';
 import { loadCorpus, splitCorpus, type CorpusOptions, type Document, type SplitOptions } from '../data/corpus.ts';
 import { tokenizeDocuments } from '../data/batches.ts';
-import { loadForInference } from '../eval/checkpoint.ts';
+import { loadModel } from '../eval/checkpoint.ts';
 import { evaluate, type StrideSpec } from '../eval/evaluate.ts';
 import { writeJsonAtomicSync } from '../util/atomic.ts';
 import { type Command, intOption, UsageError } from './args.ts';
@@ -64,7 +64,7 @@ export const evalCommand: Command = {
     const batchSize = values['batch-size'] === undefined ? undefined : intOption(values, 'batch-size', 1, 1);
     const explicitLengths = values.context === undefined ? null : parseLengths(values.context);
 
-    const ck = loadForInference(positionals[0], { tokenizer: values.tokenizer as string | undefined });
+    const ck = loadModel(positionals[0], { tokenizer: values.tokenizer as string | undefined });
     try {
       const lengths = explicitLengths ?? (ck.trainSeqLen ? [ck.trainSeqLen, 2 * ck.trainSeqLen, 4 * ck.trainSeqLen] : null);
       if (!lengths) throw new UsageError(`eval: the checkpoint does not record its training length; give --context, e.g. --context 128,256`);

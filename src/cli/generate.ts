@@ -1,8 +1,8 @@
 // `cubit generate <run-or-checkpoint> --prompt TEXT`: continues a prompt, streaming the text to
 // stdout (or, with --json, one JSON object); --out also writes that object to a file.
 import * as fs from 'node:fs';
-import { loadForInference } from '../eval/checkpoint.ts';
-import { generate } from '../models/generate.ts';
+import { loadModel } from '../eval/checkpoint.ts';
+import { generateText, promptIds } from '../eval/generate-text.ts';
 import { writeJsonAtomicSync } from '../util/atomic.ts';
 import { type Command, intOption, numberOption, UsageError } from './args.ts';
 import { backendOption, useBackendOption } from './backend.ts';
@@ -47,30 +47,22 @@ export const generateCommand: Command = {
     const maxContextOpt = values['max-context'] === undefined ? undefined : intOption(values, 'max-context', 0, 0);
     useBackendOption(values.backend);
 
-    const ck = loadForInference(positionals[0], { tokenizer: values.tokenizer as string | undefined });
+    const ck = loadModel(positionals[0], { tokenizer: values.tokenizer as string | undefined });
     try {
-      const tok = ck.tokenizer;
-      // Training documents start with the tokenizer's BOS token, when it has one: so does the prompt.
-      const ids = [...(tok.bosId === null ? [] : [tok.bosId]), ...tok.encode(prompt)];
-      if (ids.length === 0) throw new UsageError(`generate: the prompt is empty and ${tok.name} has no begin-of-text token to start from; give some text`);
+      let ids: number[];
+      try { ids = promptIds(ck.tokenizer, prompt); } catch (e) { throw new UsageError(`generate: ${(e as Error).message}`); }
       const maxContext = maxContextOpt === undefined ? (ck.trainSeqLen ? 4 * ck.trainSeqLen : null) : maxContextOpt === 0 ? null : maxContextOpt;
       if (maxContext !== null && ids.length > maxContext) {
         throw new UsageError(`generate: the prompt is ${ids.length} tokens, more than the ${maxContext} allowed (--max-context${maxContextOpt === undefined ? ', default 4 × the training length' : ''})`);
       }
       const json = values.json === true;
-      const decoder = tok.streamDecoder();
-      const result = await generate(ck.model, ids, {
+      const result = await generateText(ck, prompt, {
         maxNewTokens, temperature, topK, topP, seed, maxContext,
         mode: values.recompute ? 'recompute' : 'cached',
-        stopIds: tok.eosId === null ? [] : [tok.eosId],
-        onToken: json ? undefined : (id) => {
-          if (id === tok.eosId) return;
-          const s = decoder.push(id);
-          if (s) process.stdout.write(s);
-        },
+        onText: json ? undefined : (s) => process.stdout.write(s),
       });
-      if (!json) process.stdout.write(decoder.flush() + '\n');
-      const text = tok.decode(result.tokens.filter((id) => id !== tok.eosId));
+      if (!json) process.stdout.write('\n');
+      const text = result.text;
       const report = {
         checkpoint: ck.dir,
         step: ck.step,

@@ -1,20 +1,26 @@
-// Progress of a long command: a one-line bar redrawn in place (count, fields, rate, ETA) when the
-// output is a terminal, plain periodic lines otherwise (logs, CI, pipes). Rates and the ETA are
-// measured from the first update of this sitting, so a resumed run's earlier steps do not count.
+// Progress of a long command, on stderr (stdout carries results): a one-line bar redrawn in place
+// (count, fields, ETA) when stderr is a terminal, otherwise one plain line each time the count
+// passes a multiple of `every` (logs, CI, pipes) — never two lines for the same step of `every`, one
+// counter and one ETA per line. The ETA is measured from the first update of this sitting (a
+// resumed run's earlier steps do not count), unless the caller knows better and passes its own.
 
 export interface ProgressOptions {
   /** Items to reach (steps). */
   total: number;
-  /** Where to write (default process.stdout). */
+  /** Where to write (default process.stderr). */
   stream?: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
   /** Force bar (true) or plain lines (false); default: whether the stream is a TTY. */
   tty?: boolean;
-  /** Plain mode: print a line every this many items (and at done()); default 1. */
+  /** Plain mode: print a line each time the count passes a multiple of this (and at the total); default 1. */
   every?: number;
   /** TTY mode: redraw at most this often (ms; default 100). */
   redrawMs?: number;
   /** Name of an item in plain lines (default 'step'). */
   unit?: string;
+  /** Show `current/total (pct%)` (default true); false when one of the fields carries the count already. */
+  count?: boolean;
+  /** Plain mode: print a line on reaching the total (default true); false when the caller prints its own closing line. */
+  finalLine?: boolean;
 }
 
 export type ProgressFields = readonly (readonly [string, string])[];
@@ -50,33 +56,52 @@ export class Progress {
   private barShown = false;
   private current = 0;
   private fields: ProgressFields = [];
+  private givenEta: number | null | undefined = undefined;
+  /** Plain mode: the last multiple of `every` printed (or passed before the first update). */
+  private lastBucket = -1;
+  private finalPrinted = false;
 
   constructor(readonly opts: ProgressOptions) {
-    this.stream = opts.stream ?? process.stdout;
+    this.stream = opts.stream ?? process.stderr;
     this.tty = opts.tty ?? Boolean(this.stream.isTTY);
     this.every = Math.max(1, Math.floor(opts.every ?? 1));
     this.redrawMs = opts.redrawMs ?? 100;
     this.unit = opts.unit ?? 'step';
   }
 
-  /** Seconds left at the rate seen so far this sitting (NaN before two updates). */
+  /** Seconds left: the caller's estimate, else the rate seen so far this sitting (NaN before two updates). */
   eta(): number {
+    if (this.givenEta !== undefined) return this.givenEta ?? NaN;
     if (this.firstCount < 0 || this.current <= this.firstCount) return NaN;
     const rate = (this.current - this.firstCount) / ((performance.now() - this.firstTime) / 1000);
     return (this.opts.total - this.current) / rate;
   }
 
-  /** Reports reaching item `current`, with fields to show (name, formatted value). */
-  update(current: number, fields: ProgressFields = []): void {
-    if (this.firstCount < 0) { this.firstCount = current; this.firstTime = performance.now(); }
+  /**
+   * Reports reaching item `current`, with fields to show (name, formatted value; an empty value
+   * shows the name alone). `eta`, when given, is the seconds left as the caller estimates them
+   * (null: unknown) and replaces the rate-based estimate.
+   */
+  update(current: number, fields: ProgressFields = [], eta?: number | null): void {
+    if (this.firstCount < 0) {
+      this.firstCount = current;
+      this.firstTime = performance.now();
+      // The multiple of `every` reached before this sitting's first item is not printed again.
+      this.lastBucket = Math.floor(Math.max(0, current - 1) / this.every);
+    }
     this.current = current;
     this.fields = fields;
+    this.givenEta = eta;
     if (this.tty) {
       const now = performance.now();
       if (now - this.lastDraw >= this.redrawMs || current >= this.opts.total) { this.lastDraw = now; this.drawBar(); }
-    } else if (current % this.every === 0 || current >= this.opts.total) {
-      this.writeLine(this.plainLine());
+      return;
     }
+    const bucket = Math.floor(current / this.every);
+    if (current >= this.opts.total) {
+      if ((this.opts.finalLine ?? true) && !this.finalPrinted) { this.finalPrinted = true; this.writeLine(this.plainLine()); }
+    } else if (bucket > this.lastBucket) this.writeLine(this.plainLine());
+    this.lastBucket = Math.max(this.lastBucket, bucket);
   }
 
   /** Prints a line of its own (above the bar in TTY mode). */
@@ -92,26 +117,27 @@ export class Progress {
   }
 
   private text(): string {
-    const parts = this.fields.map(([k, v]) => `${k} ${v}`);
+    const parts = this.fields.map(([k, v]) => (v ? `${k} ${v}` : k));
     const eta = this.eta();
     if (this.current < this.opts.total && Number.isFinite(eta)) parts.push(`ETA ${formatDuration(eta)}`);
     return parts.join(' · ');
   }
 
   private plainLine(): string {
-    const pct = this.opts.total > 0 ? ` (${((100 * this.current) / this.opts.total).toFixed(0)}%)` : '';
     const rest = this.text();
+    if (this.opts.count === false) return `${this.unit}${rest ? ' ' + rest : ''}`;
+    const pct = this.opts.total > 0 ? ` (${((100 * this.current) / this.opts.total).toFixed(0)}%)` : '';
     return `${this.unit} ${this.current}/${this.opts.total}${pct}${rest ? ' ' + rest : ''}`;
   }
 
   private drawBar(): void {
     const cols = this.stream.columns ?? 100;
-    const count = `${this.current}/${this.opts.total}`;
+    const count = this.opts.count === false ? '' : `${this.current}/${this.opts.total}`;
     const rest = this.text();
     const width = Math.max(10, Math.min(30, cols - count.length - rest.length - 6));
     const frac = this.opts.total > 0 ? Math.min(1, this.current / this.opts.total) : 1;
     const filled = Math.round(frac * width);
-    let line = `[${'█'.repeat(filled)}${'░'.repeat(width - filled)}] ${count}${rest ? ' ' + rest : ''}`;
+    let line = `[${'█'.repeat(filled)}${'░'.repeat(width - filled)}]${count ? ' ' + count : ''}${rest ? ' ' + rest : ''}`;
     if (line.length > cols - 1) line = line.slice(0, cols - 1);
     this.stream.write(`\r\x1b[2K${line}`);
     this.barShown = true;

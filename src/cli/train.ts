@@ -56,13 +56,14 @@ export const trainCommand: Command = {
 
     const quiet = Boolean(values.quiet);
     let progress: Progress | null = null;
-    const say = (line: string): void => { if (!quiet) progress ? progress.log(line) : console.log(line); };
+    // Progress and messages go to stderr; stdout gets the summary line only.
+    const say = (line: string): void => { if (!quiet) progress ? progress.log(line) : console.error(line); };
     const onEvent = (e: TrainEvent): void => {
       if (quiet) return;
       switch (e.kind) {
         case 'start': {
           const what = e.resumedFrom ? `resuming ${e.resumedFrom} at step ${e.step}` : `new run in ${out}`;
-          console.log(`${what}: ${formatCount(e.parameters)} parameters, ${e.tokensPerStep} tokens/step, steps ${e.step} → ${e.end}${e.end < e.steps ? ` (of ${e.steps})` : ''}, backend ${e.backend}`);
+          say(`${what}: ${formatCount(e.parameters)} parameters, ${e.tokensPerStep} tokens/step, steps ${e.step} → ${e.end}${e.end < e.steps ? ` (of ${e.steps})` : ''}, backend ${e.backend}`);
           progress = new Progress({ total: e.end, every: e.logEvery });
           break;
         }
@@ -82,7 +83,7 @@ export const trainCommand: Command = {
     const abort = new AbortController();
     const onSigint = (): void => {
       process.off('SIGINT', onSigint);
-      if (!quiet) (progress ? progress.log.bind(progress) : console.log)('interrupted: finishing the step and writing a checkpoint (Ctrl-C again to quit at once)');
+      say('interrupted: finishing the step and writing a checkpoint (Ctrl-C again to quit at once)');
       abort.abort();
     };
     process.on('SIGINT', onSigint);

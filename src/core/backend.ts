@@ -45,6 +45,7 @@ export interface AdamWParams {
   bc1: number; bc2: number;
 }
 
+/** A backend's memory use (`backend.memory()`), in bytes. */
 export interface MemoryStats {
   /** Bytes held by live storages. */
   bytesInUse: number;

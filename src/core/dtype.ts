@@ -1,6 +1,9 @@
-// Element types. float32 is the working type; float64 exists for the reference backend's oracles
-// and gradient checks; int32 holds token ids, document ids and masks.
+/**
+ * Element types. float32 is the working type; float64 exists for the reference backend's oracles
+ * and gradient checks; int32 holds token ids, document ids and masks.
+ */
 export type DType = 'float32' | 'float64' | 'int32';
+/** The typed array behind each dtype: Float32Array, Float64Array or Int32Array. */
 export type TypedArray = Float32Array | Float64Array | Int32Array;
 
 export function arrayFor(dtype: DType, length: number): TypedArray {

@@ -14,10 +14,20 @@ const instances = new Map<string, Backend>();
 let active: Backend | null = null;
 let defaultChooser: (() => Backend) | null = null;
 
+/**
+ * Makes a backend available by name to setBackend, withBackend, CUBIT_BACKEND, the CLI's --backend
+ * and `cubit info`; `factory` runs on first use. A backend needs only the core kernels
+ * (CoreBackend); docs/ARCHITECTURE.md says how to add one.
+ *
+ * @example
+ * registerBackend('reference-2', () => new ReferenceBackend());
+ * setBackend('reference-2');
+ */
 export function registerBackend(name: string, factory: Factory): void {
   factories.set(name, factory);
 }
 
+/** The names of the registered backends ('reference', and 'native' when its addon loads). */
 export function backendNames(): string[] {
   return [...factories.keys()];
 }
@@ -39,6 +49,10 @@ export function setDefaultBackendChooser(choose: () => Backend): void {
   defaultChooser = choose;
 }
 
+/**
+ * The active backend: the one set by setBackend, else the default (native when its addon loads,
+ * else reference; `CUBIT_BACKEND` overrides).
+ */
 export function getBackend(): Backend {
   if (!active) {
     if (!defaultChooser) throw new Error('no backend registered: import the package root (src/index.ts)');
@@ -64,6 +78,7 @@ export function withBackend<T>(backend: string | Backend, fn: () => T): T {
 
 let gradEnabled = true;
 
+/** Whether ops record gradients now (false inside {@link noGrad}). */
 export function isGradEnabled(): boolean {
   return gradEnabled;
 }

@@ -44,6 +44,12 @@ export class GradNode {
 
 let nextId = 0;
 
+/**
+ * An n-dimensional array on a backend, with reverse-mode autodiff (`requiresGrad`, `backward()`,
+ * `grad`). Make one with {@link tensor}, {@link zeros}, {@link randn}, …; every op is also a
+ * method (`a.matmul(b).softmax()`); read values with `await t.data()`, `t.dataSync()` or
+ * `t.toArray()`; free it with `dispose()` or {@link tidy}.
+ */
 export class Tensor {
   readonly isTensor = true as const;
   readonly id = nextId++;

@@ -23,8 +23,13 @@ import { tensor } from '../ops/creation.ts';
 import type { Document } from './corpus.ts';
 import type { Tokenizer } from './tokenizer.ts';
 
+/** The target id that losses skip (padding, a document's first token): −100, as PyTorch. */
 export const IGNORE_INDEX = -100;
 
+/**
+ * Tokenized documents, concatenated, with where each starts: what {@link evaluate} and the batch
+ * samplers read. Made by {@link tokenizeDocuments}.
+ */
 export interface TokenStream {
   /** Every document's tokens, concatenated. */
   tokens: Int32Array;
@@ -41,6 +46,7 @@ export interface TokenStream {
   vocabSize: number;
 }
 
+/** Options of {@link tokenizeDocuments}. */
 export interface TokenizeOptions {
   /** Prepended to every document (a BOS token), so its first real token is predicted too. */
   bosId?: number | null;
@@ -48,6 +54,7 @@ export interface TokenizeOptions {
 
 const utf8Length = (s: string): number => Buffer.byteLength(s, 'utf8');
 
+/** Tokenizes documents into one {@link TokenStream} (each document after `bosId`, when given). */
 export function tokenizeDocuments(docs: readonly Document[], tokenizer: Tokenizer, opts: TokenizeOptions = {}): TokenStream {
   const bos = opts.bosId ?? null;
   if (bos !== null && !(Number.isInteger(bos) && bos >= 0 && bos < tokenizer.vocabSize)) {
@@ -114,6 +121,7 @@ export interface Batch {
   targetCount: number;
 }
 
+/** A batch's arrays as int32 (B, T) tensors on `backend` (default the active one). */
 export function batchTensors(b: BatchArrays, backend?: Backend): Batch {
   const opts = { dtype: 'int32' as const, backend };
   return {
@@ -124,6 +132,7 @@ export function batchTensors(b: BatchArrays, backend?: Backend): Batch {
   };
 }
 
+/** Options of {@link BatchSampler}. */
 export interface SamplerOptions {
   batchSize: number;
   seqLen: number;
@@ -150,6 +159,11 @@ function positiveInt(name: string, v: number): void {
   if (!Number.isInteger(v) || v <= 0) throw new Error(`BatchSampler: ${name} must be a positive integer, got ${v}`);
 }
 
+/**
+ * Training batches from a {@link TokenStream}: 'packed' (rows cut from the concatenated documents,
+ * each document masked to itself) or 'padded' (one document per row); seeded, epoch by epoch,
+ * resumable exactly (`state()` / `setState()`).
+ */
 export class BatchSampler {
   readonly B: number;
   readonly T: number;
@@ -311,6 +325,7 @@ export class BatchSampler {
 
 // ---- evaluation ----
 
+/** Options of {@link EvalWindows}. */
 export interface EvalOptions {
   /** Input tokens per window (the context length evaluated). */
   contextLength: number;
@@ -322,6 +337,7 @@ export interface EvalOptions {
   padId?: number;
 }
 
+/** What a set of {@link EvalWindows} scores, in all. */
 export interface EvalTotals {
   documents: number;
   windows: number;

@@ -15,6 +15,7 @@ import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import { Rng, hash32 } from '../core/random.ts';
 
+/** One document of a corpus: its id and text. */
 export interface Document {
   /** Stable name: 'ca01' for Brown, a relative path for folders, 'file.jsonl:12' for JSONL lines. */
   id: string;
@@ -139,11 +140,16 @@ function readText(file: string): string {
   }
 }
 
+/** Options of {@link loadTextFile}. */
 export interface TextFileOptions {
   /** 'whole' (default): the file is one document; 'blank-lines': each blank-line-separated section is one. */
   split?: 'whole' | 'blank-lines';
 }
 
+/**
+ * The documents of a text file: the whole file, or each blank-line-separated section (`split:
+ * 'blank-lines'`).
+ */
 export function loadTextFile(file: string, opts: TextFileOptions = {}): Document[] {
   const text = readText(file).replace(/\r\n?/g, '\n');
   const name = path.basename(file);
@@ -157,6 +163,7 @@ export function loadTextFile(file: string, opts: TextFileOptions = {}): Document
     .map((s, i) => ({ id: `${name}#${i}`, text: s + '\n' }));
 }
 
+/** Options of {@link loadFolder}. */
 export interface FolderOptions {
   /** File name endings that count as documents (default ['.txt', '.md']). */
   extensions?: string[];
@@ -193,6 +200,7 @@ export function loadFolder(dir: string, opts: FolderOptions = {}): Document[] {
     .filter((d) => d.text.trim() !== '');
 }
 
+/** Options of {@link loadJsonl}. */
 export interface JsonlOptions {
   /** The field holding each document's text (default 'text'). */
   field?: string;
@@ -220,6 +228,7 @@ export function loadJsonl(file: string, opts: JsonlOptions = {}): Document[] {
   return docs;
 }
 
+/** Options of {@link loadCorpus}: those of the loader the spec picks. */
 export interface CorpusOptions extends TextFileOptions, FolderOptions, JsonlOptions {}
 
 /** 'brown', a folder, a .jsonl / .ndjson file, or a text file (see the top of this file). */
@@ -238,6 +247,7 @@ export function loadCorpus(spec: string, opts: CorpusOptions = {}): Document[] {
 
 // ---- splits ----
 
+/** Options of {@link splitCorpus}. */
 export interface SplitOptions {
   /** Shuffling seed of the split by document (default 0). */
   seed?: number;
@@ -252,6 +262,7 @@ export interface SplitOptions {
   by?: 'document' | 'position' | 'auto';
 }
 
+/** What {@link splitCorpus} returns: the train, validation and test documents. */
 export interface CorpusSplit {
   train: Document[];
   validation: Document[];

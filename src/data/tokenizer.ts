@@ -15,6 +15,10 @@ export type TokenizerIdentity =
   | { kind: 'byte'; vocabSize: 256 }
   | { kind: 'hf'; vocabSize: number; sha256: string; source?: string };
 
+/**
+ * Text ↔ token ids. {@link ByteTokenizer} (UTF-8 bytes) and {@link HfTokenizer} (a Hugging Face
+ * tokenizer.json) implement it; {@link loadTokenizer} makes either.
+ */
 export interface Tokenizer {
   /** Short human name: 'byte', or 'hf:<file>'. */
   readonly name: string;
@@ -31,6 +35,10 @@ export interface Tokenizer {
   identity(): TokenizerIdentity;
 }
 
+/**
+ * Decodes ids one at a time (for streaming generated text): holds back an incomplete UTF-8
+ * sequence until it is complete.
+ */
 export interface StreamDecoder {
   push(id: number): string;
   /** Whatever is still held back (an incomplete UTF-8 sequence decodes to U+FFFD). */
@@ -77,8 +85,41 @@ export class ByteTokenizer implements Tokenizer {
   }
 
   identity(): TokenizerIdentity { return { kind: 'byte', vocabSize: 256 }; }
+
+  /**
+   * This tokenizer as a Hugging Face tokenizer.json that gives the same ids (test/interop.test.ts
+   * checks it with @huggingface/tokenizers): a byte-level BPE without merges whose vocabulary maps
+   * the byte-level alphabet's character for byte b to id b, and no regex split, added tokens or
+   * normalisation. What `cubit export` writes for a byte-level model.
+   */
+  static hfJson(): string {
+    const vocab: Record<string, number> = {};
+    byteLevelAlphabet().forEach((ch, b) => { vocab[ch] = b; });
+    return JSON.stringify({
+      version: '1.0',
+      truncation: null,
+      padding: null,
+      added_tokens: [],
+      normalizer: null,
+      pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
+      post_processor: null,
+      decoder: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
+      model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges: [] },
+    }, null, 2) + '\n';
+  }
 }
 
+/**
+ * The byte-level alphabet of GPT-2 style tokenizers: byte b's printable stand-in character. The
+ * printable Latin-1 bytes stand for themselves; the others map, in byte order, to U+0100 onwards.
+ */
+function byteLevelAlphabet(): string[] {
+  const printable = (b: number): boolean => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+  let next = 0x100;
+  return Array.from({ length: 256 }, (_, b) => String.fromCodePoint(printable(b) ? b : next++));
+}
+
+/** Options of {@link HfTokenizer}. */
 export interface HfTokenizerOptions {
   /** Add the tokenizer's special tokens (e.g. BOS) when encoding (default false: raw text). */
   addSpecialTokens?: boolean;
@@ -206,6 +247,10 @@ function describe(id: TokenizerIdentity): string {
   return id.kind === 'byte' ? `the byte tokenizer (vocab 256)` : `${id.source ?? 'a tokenizer.json'} (vocab ${id.vocabSize}, sha256 ${id.sha256.slice(0, 12)}…)`;
 }
 
+/**
+ * Whether two tokenizer identities name the same tokenizer (kind, vocabulary size and, for
+ * tokenizer.json, its sha256).
+ */
 export function sameTokenizer(a: TokenizerIdentity, b: TokenizerIdentity): boolean {
   if (a.kind !== b.kind || a.vocabSize !== b.vocabSize) return false;
   return a.kind === 'byte' || (b.kind === 'hf' && a.sha256 === b.sha256);

@@ -1,6 +1,8 @@
-// A checkpoint ready for inference: the model, read with the trainer's checkpoint reader
-// (src/train/checkpoint.ts: a run folder's latest checkpoint, or a checkpoint folder), and its
-// tokenizer. Also the header-only summary that `cubit info <checkpoint>` prints.
+// A model ready for inference: loadModel reads it with the trainer's checkpoint reader
+// (src/train/checkpoint.ts: a run folder's latest checkpoint, a checkpoint folder, or a model folder
+// that `cubit export` wrote) together with
+// its tokenizer. This is the one loader the library, the CLI and the experiments use. Also the
+// header-only summary that `cubit info <checkpoint>` prints.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { withBackend } from '../core/engine.ts';
@@ -10,25 +12,28 @@ import {
 import { SafetensorsFile } from '../io/safetensors.ts';
 import { layerMixers, type MixerKind, type ModelConfig } from '../models/config.ts';
 import { Decoder } from '../models/decoder.ts';
-import {
-  CHECKPOINT_FILES, loadWeightsInto, readCheckpointInfo, resolveCheckpoint, type CheckpointInfo,
-} from '../train/checkpoint.ts';
+import { CHECKPOINT_FILES, loadWeightsInto, readModelInfo, type ModelInfo } from '../train/checkpoint.ts';
 
-export interface InferenceCheckpoint {
-  /** The checkpoint folder. */
-  dir: string;
-  info: CheckpointInfo;
+/** What {@link loadModel} returns: a model in eval mode with the tokenizer it was trained with. */
+export interface LoadedModel {
+  /** The model, on the backend it was loaded on; `model.dispose()` frees its weights. */
   model: Decoder;
-  config: ModelConfig;
+  /** The tokenizer the model was trained with: text → ids for the model, ids → text back. */
   tokenizer: Tokenizer;
+  /** The model's config (sizes, mixers). */
+  config: ModelConfig;
+  /** The folder the weights were read from (a run folder's latest checkpoint). */
+  dir: string;
+  /** Optimizer steps the model was trained for. */
   step: number;
   /** The training sequence length (evaluation flags the lengths beyond it), when recorded. */
   trainSeqLen: number | null;
-  /** The training config without its model (data.corpus, data.split, seqLen, …). */
+  /** The training config without its model (data.corpus, data.split, seqLen, …); empty when unknown. */
   training: Record<string, unknown>;
 }
 
-export interface InferenceLoadOptions {
+/** Options of {@link loadModel}. */
+export interface LoadModelOptions {
   /** 'byte' or a tokenizer.json path (or a Tokenizer) instead of the checkpoint's own; it must match. */
   tokenizer?: Tokenizer | string;
   /** Backend to build the model on (default: the active one). */
@@ -49,7 +54,7 @@ function obj(v: unknown): Record<string, unknown> {
  * looked for in the checkpoint folder, the run folder, the recorded source and the training
  * config's data.tokenizer.
  */
-export function checkpointTokenizer(info: CheckpointInfo, given?: Tokenizer | string): Tokenizer {
+export function checkpointTokenizer(info: ModelInfo, given?: Tokenizer | string): Tokenizer {
   const where = `the checkpoint ${info.dir}`;
   const id: TokenizerIdentity = info.config.tokenizer;
   let tok: Tokenizer | null = null;
@@ -83,12 +88,18 @@ function positiveIntOrNull(v: unknown): number | null {
 }
 
 /**
- * Loads the model of a run folder's latest checkpoint (or of a checkpoint folder) with its
- * tokenizer. The config, state and tokenizer are checked before any tensor is read; every problem
- * is one Error line naming the file.
+ * Loads the model of a run folder's latest checkpoint (or of a checkpoint folder, or of a model
+ * folder that {@link exportModel} wrote) with its tokenizer, ready for {@link generateText}, {@link generate} and {@link evaluate}. The config,
+ * state and tokenizer are checked before any tensor is read; every problem is one Error line
+ * naming the file.
+ *
+ * @example
+ * const { model, tokenizer } = loadModel('runs/tiny-cubit');
+ * const { text } = await generateText({ model, tokenizer }, 'The jury said', { maxNewTokens: 40 });
+ * model.dispose();
  */
-export function loadForInference(p: string, opts: InferenceLoadOptions = {}): InferenceCheckpoint {
-  const info = readCheckpointInfo(resolveCheckpoint(p));
+export function loadModel(p: string, opts: LoadModelOptions = {}): LoadedModel {
+  const info = readModelInfo(p);
   const tokenizer = checkpointTokenizer(info, opts.tokenizer);
   const build = (): Decoder => {
     const model = new Decoder(info.config.model, 0);
@@ -98,7 +109,7 @@ export function loadForInference(p: string, opts: InferenceLoadOptions = {}): In
   const model = opts.backend ? withBackend(opts.backend, build) : build();
   const training = obj(info.config.training);
   return {
-    dir: info.dir, info, model, config: info.config.model, tokenizer, step: info.config.step,
+    model, tokenizer, config: info.config.model, dir: info.dir, step: info.config.step,
     trainSeqLen: positiveIntOrNull(training.seqLen), training,
   };
 }
@@ -130,18 +141,18 @@ export interface CheckpointSummary {
   /** Differences between model.safetensors and what config.json implies (empty: consistent). */
   problems: string[];
   training: Record<string, unknown>;
-  state: Record<string, unknown>;
+  /** The trainer state (null for a model folder). */
+  state: Record<string, unknown> | null;
 }
 
 /** Reads a checkpoint's config, state and tensor headers (no tensor data) and checks them against each other. */
 export function summarizeCheckpoint(p: string): CheckpointSummary {
-  const info = readCheckpointInfo(resolveCheckpoint(p));
+  const info = readModelInfo(p);
   const file = SafetensorsFile.open(path.join(info.dir, CHECKPOINT_FILES.model));
   try {
-    const safeName = { float32: 'F32', float64: 'F64', int32: 'I32' } as const;
     const tensors = file.names.map((name) => {
       const t = file.info(name);
-      return { name, dtype: safeName[t.dtype], shape: t.shape };
+      return { name, dtype: t.stored, shape: t.shape };
     });
     const problems: string[] = [];
     const have = new Map(tensors.map((t) => [t.name, t]));
@@ -150,7 +161,7 @@ export function summarizeCheckpoint(p: string): CheckpointSummary {
       const t = have.get(e.name);
       if (!t) problems.push(`missing tensor '${e.name}' [${e.shape.join(', ')}]`);
       else if (t.shape.join(',') !== e.shape.join(',')) problems.push(`tensor '${e.name}' is [${t.shape.join(', ')}], config.json implies [${e.shape.join(', ')}]`);
-      else if (t.dtype !== 'F32') problems.push(`tensor '${e.name}' is ${t.dtype}, parameters are F32`);
+      else if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') problems.push(`tensor '${e.name}' is ${t.dtype}, parameters are F32 (or F16/BF16, widened on load)`);
     }
     const names = new Set(expected.map((e) => e.name));
     for (const t of tensors) if (!names.has(t.name)) problems.push(`unexpected tensor '${t.name}'`);
@@ -170,7 +181,7 @@ export function summarizeCheckpoint(p: string): CheckpointSummary {
       tensors,
       problems,
       training,
-      state: info.state as unknown as Record<string, unknown>,
+      state: info.state as unknown as Record<string, unknown> | null,
     };
   } finally {
     file.close();

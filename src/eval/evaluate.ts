@@ -15,6 +15,7 @@ import type { Decoder } from '../models/decoder.ts';
 /** Stride in tokens, or as a fraction of each context length (rounded, at least 1). */
 export type StrideSpec = number | { fraction: number };
 
+/** Options of {@link evaluate}. */
 export interface EvaluateOptions {
   /** Context lengths (input tokens per window) to evaluate, each a positive integer. */
   contextLengths: readonly number[];
@@ -30,6 +31,7 @@ export interface EvaluateOptions {
   onProgress?: (p: { contextLength: number; batch: number; batches: number }) => void;
 }
 
+/** What {@link evaluate} measured at one context length. */
 export interface LengthResult {
   contextLength: number;
   stride: number;
@@ -54,6 +56,7 @@ export interface LengthResult {
   tokensPerSecond: number;
 }
 
+/** The stride in tokens that `spec` gives at `contextLength` (at least 1, at most contextLength). */
 export function resolveStride(spec: StrideSpec, contextLength: number): number {
   if (typeof spec === 'number') {
     if (!(Number.isInteger(spec) && spec > 0)) throw new Error(`stride must be a positive integer number of tokens, got ${spec}`);

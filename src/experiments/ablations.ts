@@ -4,26 +4,42 @@
 // divergences (training stopped after maxNonFinite non-finite steps in a row), loss spikes (steps
 // whose loss exceeds the median of the previous `window` steps by more than `threshold` nats) and
 // the largest gradient norm; and each variant against the reference variant, paired by seed.
-import { fmt, fmtInterval, type Block } from './report.ts';
-import { lineChartSvg, type ChartPoint } from './figures.ts';
-import { completed, estimateRuns, intervalOf, lmSpec, pairBySeed, plural, variantModel } from './common.ts';
+import { fmt, fmtInterval, num, type Block } from './report.ts';
+import { lineChartSvg } from './figures.ts';
+import { completed, estimateRuns, intervalOf, lmRun, lossCurveFigure, pairBySeed, plural, resolveVariants, sweepRuns, type TunedRates } from './common.ts';
 import { deepMerge, type AblationsConfig } from './config.ts';
-import { lossSpikes, runLm, trainPart, type LmRunResult, type LmRunSpec, type SpikeSummary } from './lm.ts';
+import { lossSpikes, type LmRunResult, type LmRunSpec, type SpikeSummary } from './lm.ts';
+import type { TuningResult } from './tuning.ts';
 import type { RunDef, RunOutcome } from './runner.ts';
 import { pairedInterval, signOf, type Interval } from './stats.ts';
 import type { Experiment, ReportParts } from './types.ts';
 
 interface Labels { variant: string; lr: string; seed: number }
 
-function plan(c: AblationsConfig): RunDef<unknown>[] {
+function models(c: AblationsConfig) {
   if (!(c.reference in c.variants)) throw new Error(`ablations: reference '${c.reference}' is not one of the variants (${Object.keys(c.variants).join(', ')})`);
-  const models = Object.fromEntries(Object.entries(c.variants).map(([name, o]) => [name, variantModel(c.model, o, name)]));
+  if (c.tuning && !('normal' in c.learningRates)) throw new Error(`ablations: with tuning, learningRates must name a 'normal' rate (the others are multiples of it), got ${Object.keys(c.learningRates).join(', ')}`);
+  return resolveVariants(c.model, c.variants);
+}
+
+/**
+ * The named learning rates. With a sweep, 'normal' is the rate tuned for the reference variant and
+ * every other named rate keeps its ratio to 'normal' in the config (high = 10 × normal by default).
+ */
+export function ratesOf(c: AblationsConfig, tuned?: TunedRates): Record<string, number> {
+  const t = tuned?.[c.reference];
+  if (t === undefined || !c.tuning) return c.learningRates;
+  return Object.fromEntries(Object.entries(c.learningRates).map(([k, v]) => [k, Number((t * (v / c.learningRates.normal)).toPrecision(6))]));
+}
+
+function plan(c: AblationsConfig, tuned?: TunedRates): RunDef<unknown>[] {
+  const m = models(c);
   const defs: RunDef<unknown>[] = [];
-  for (const [lrName, lr] of Object.entries(c.learningRates)) {
-    for (const seed of c.seeds) {
+  // Seeds outermost: a grid cut short still covers every variant and rate with the seeds it finished.
+  for (const seed of c.seeds) {
+    for (const [lrName, lr] of Object.entries(ratesOf(c, tuned))) {
       for (const variant of Object.keys(c.variants)) {
-        const spec = lmSpec(c, { model: models[variant], seqLen: c.seqLen, seed, evalLengths: [c.seqLen], lr });
-        defs.push({ id: `${variant}-lr_${lrName}-seed${seed}`, labels: { variant, lr: lrName, seed } satisfies Labels, seed, spec, workSpec: trainPart(spec), execute: (ctx) => runLm(spec, ctx) });
+        defs.push(lmRun(c, { id: `${variant}-lr_${lrName}-seed${seed}`, labels: { variant, lr: lrName, seed } satisfies Labels, model: m[variant], seqLen: c.seqLen, seed, evalLengths: [c.seqLen], lr }));
       }
     }
   }
@@ -53,7 +69,7 @@ export interface AblationResults {
   verdict: { lrr: string };
 }
 
-function analyse(c: AblationsConfig, outcomes: RunOutcome<unknown>[]): AblationResults {
+function analyse(c: AblationsConfig, outcomes: RunOutcome<unknown>[], rates: Record<string, number>): AblationResults {
   const cells: AblationCell[] = [];
   const bpbOf = (variant: string, lr: string): Map<number, number> => {
     const m = new Map<number, number>();
@@ -63,7 +79,7 @@ function analyse(c: AblationsConfig, outcomes: RunOutcome<unknown>[]): AblationR
     }
     return m;
   };
-  for (const [lr, lrValue] of Object.entries(c.learningRates)) {
+  for (const [lr, lrValue] of Object.entries(rates)) {
     for (const variant of Object.keys(c.variants)) {
       const mine = outcomes.filter((o) => { const l = o.def.labels as unknown as Labels; return l.variant === variant && l.lr === lr; });
       const results = mine.filter((o) => o.result).map((o) => ({ seed: (o.def.labels as unknown as Labels).seed, r: o.result as LmRunResult }));
@@ -87,9 +103,9 @@ function analyse(c: AblationsConfig, outcomes: RunOutcome<unknown>[]): AblationR
   return { reference: c.reference, cells, verdict: { lrr: 'not tested' } };
 }
 
-function conclusionOf(c: AblationsConfig, res: AblationResults): string {
+function conclusionOf(c: AblationsConfig, res: AblationResults, rates: Record<string, number>): string {
   const parts: string[] = [];
-  const lrs = Object.entries(c.learningRates).sort((a, b) => a[1] - b[1]);
+  const lrs = Object.entries(rates).sort((a, b) => a[1] - b[1]);
   const [highName, highLr] = lrs[lrs.length - 1];
   const isLrrOff = (v: string) => (deepMerge(c.model, c.variants[v]) as { cubit?: { lrr?: boolean } }).cubit?.lrr === false;
   const offs = Object.keys(c.variants).filter(isLrrOff);
@@ -118,35 +134,10 @@ function conclusionOf(c: AblationsConfig, res: AblationResults): string {
   return parts.join(' ');
 }
 
-/** The mean over seeds of each variant's loss, averaged in at most `bins` bins of steps. */
-function curvePoints(outcomes: RunOutcome<unknown>[], lr: string, facet: string, bins = 120): ChartPoint[] {
-  const byVariant = new Map<string, LmRunResult[]>();
-  for (const o of outcomes) {
-    const l = o.def.labels as unknown as Labels;
-    if (l.lr !== lr || !o.result) continue;
-    if (!byVariant.has(l.variant)) byVariant.set(l.variant, []);
-    byVariant.get(l.variant)!.push(o.result as LmRunResult);
-  }
-  const pts: ChartPoint[] = [];
-  for (const [variant, rs] of byVariant) {
-    const maxStep = Math.max(...rs.flatMap((r) => r.curve.map((x) => x[0])), 1);
-    const width = Math.max(1, Math.ceil(maxStep / bins));
-    const sums = new Map<number, { s: number; n: number }>();
-    for (const r of rs) for (const [step, loss] of r.curve) {
-      if (loss === null) continue;
-      const b = Math.floor((step - 1) / width);
-      const e = sums.get(b) ?? { s: 0, n: 0 };
-      e.s += loss; e.n++;
-      sums.set(b, e);
-    }
-    for (const [b, e] of [...sums].sort((x, y) => x[0] - y[0])) pts.push({ x: (b + 0.5) * width, y: e.s / e.n, series: variant, facet });
-  }
-  return pts;
-}
-
-async function report(c: AblationsConfig, outcomes: RunOutcome<unknown>[]): Promise<ReportParts> {
-  const res = analyse(c, outcomes);
-  const conclusion = conclusionOf(c, res);
+async function report(c: AblationsConfig, outcomes: RunOutcome<unknown>[], tuning: TuningResult | null): Promise<ReportParts> {
+  const rates = ratesOf(c, tuning?.rates);
+  const res = analyse(c, outcomes, rates);
+  const conclusion = conclusionOf(c, res, rates);
   const blocks: Block[] = [];
   const variants = Object.keys(c.variants);
   const spec0 = outcomes[0]?.def.spec as LmRunSpec | undefined;
@@ -154,19 +145,12 @@ async function report(c: AblationsConfig, outcomes: RunOutcome<unknown>[]): Prom
   blocks.push({
     kind: 'list', items: [
       `Base model ${JSON.stringify(c.model)}; variants: ${Object.entries(c.variants).map(([k, v]) => `\`${k}\` ${JSON.stringify(v)}`).join(', ')}; reference \`${c.reference}\`.`,
-      `Learning rates: ${Object.entries(c.learningRates).map(([k, v]) => `${k} = ${v}`).join(', ')} (peak; ${c.optimizer.warmupSteps} warm-up steps, cosine to lr/10${c.optimizer.minLr !== undefined ? ` or ${c.optimizer.minLr}` : ''}, clip ${c.optimizer.clip}, weight decay ${c.optimizer.weightDecay}).`,
+      `Learning rates: ${Object.entries(rates).map(([k, v]) => `${k} = ${v}`).join(', ')}${tuning ? ` (normal: tuned for \`${c.reference}\` and used for every variant; the others keep their ratio to it in the config)` : ''} (peak; ${c.optimizer.warmupSteps} warm-up steps, cosine to lr/10${c.optimizer.minLr !== undefined ? ` or ${c.optimizer.minLr}` : ''}, clip ${c.optimizer.clip}, weight decay ${c.optimizer.weightDecay}).`,
       `Training at length ${c.seqLen} on ${c.data.corpus}, ${fmt(c.tokensPerRun, 0)} tokens in ${spec0?.steps ?? '?'} steps of ${c.tokensPerStep}; seeds ${c.seeds.join(', ')}. A run diverges when the training loop meets several non-finite steps in a row and stops.`,
       `Loss spike: a step whose training loss exceeds the median of the previous ${c.spikes.window} steps by more than ${c.spikes.threshold} nats (consecutive such steps count once).`,
     ],
   });
-  const lrNames = Object.keys(c.learningRates);
-  blocks.push({
-    kind: 'figure', name: 'loss-curves', caption: 'Training loss (nats per byte, mean over seeds, binned) by step; one panel per learning rate.',
-    svg: await lineChartSvg({
-      title: 'training loss', xTitle: 'step', yTitle: 'loss (nats)', points: lrNames.flatMap((n) => curvePoints(outcomes, n, `lr ${n} = ${c.learningRates[n]}`)),
-      seriesOrder: variants, width: 380, height: 240, columns: 2, showPoints: false,
-    }),
-  });
+  blocks.push(await lossCurveFigure(outcomes, (o) => { const l = o.def.labels as unknown as Labels; return { series: l.variant, facet: `lr ${l.lr} = ${rates[l.lr]}` }; }, () => c.tokensPerStep, { seriesOrder: variants, columns: 2 }));
   blocks.push({
     kind: 'figure', name: 'bpb-by-lr', caption: 'Held-out bits per byte against the peak learning rate (completed runs; mean over seeds, 95% t intervals).',
     svg: await lineChartSvg({
@@ -200,6 +184,8 @@ export const ablations: Experiment<AblationsConfig> = {
   name: 'ablations',
   title: 'Ablations: LRR, reference projection and λ initialisation, at normal and high learning rates',
   plan,
+  sweep: (c) => (c.tuning ? sweepRuns(c, { [c.reference]: models(c)[c.reference] }, c.seqLen) : []),
+  tuningNote: (c) => `Only the reference \`${c.reference}\` is tuned, and its rate is the 'normal' rate of every variant: the ablations compare variants at the same rate (a rate of their own would change two things at once), and the 'high' rate stays a fixed multiple (${Object.entries(c.learningRates).filter(([k]) => k !== 'normal').map(([k, v]) => `${k} = ${num(v / (c.learningRates.normal ?? v))} × normal`).join(', ')}) because it exists to provoke instability, not to be good.`,
   estimate(c, runs, onCalibrate) { estimateRuns(runs, (d) => d.spec as LmRunSpec, onCalibrate); },
   report,
 };

@@ -55,7 +55,23 @@ const evalSchema = z.strictObject({
   stride: z.number().gt(0).max(1).default(0.5),
   /** Input tokens per forward pass. */
   batchTokens: positiveInt.default(8192),
+  /** The split the reported numbers come from; the learning-rate sweep always uses 'validation'. */
+  split: z.enum(['validation', 'test']).default('test'),
 }).prefault({});
+
+/**
+ * The learning-rate sweep (tuning.ts): every tuned variant trains at each rate on the tuning seed
+ * (not one of the main seeds), is evaluated on the validation split, and the rate with the lowest
+ * validation bits per byte is used for the main grid's seeds.
+ */
+const tuningSchema = z.strictObject({
+  /** Peak learning rates to try (log-spaced). */
+  learningRates: z.array(positive).min(2),
+  /** The seed of the sweep runs (must not be one of `seeds`). */
+  seed: z.number().int().nonnegative(),
+  /** length-scaling: the training length the sweep runs at (default: the median training length). */
+  length: positiveInt.optional(),
+}).optional();
 
 /** What every trained run shares: data, base model, budget, optimiser, evaluation. */
 const trainingFields = {
@@ -71,6 +87,7 @@ const trainingFields = {
   /** Checkpoint every N steps (a resumed run restarts from the last one; 0: only at the end). */
   checkpointEvery: z.number().int().nonnegative().default(200),
   seeds,
+  tuning: tuningSchema,
 };
 
 const variantsSchema = z.record(z.string().regex(/^[a-z0-9][a-z0-9_.-]*$/i, 'variant names are letters, digits, ".", "-" or "_"'), z.record(z.string(), z.unknown()));
@@ -81,6 +98,8 @@ export const lengthScalingSchema = z.strictObject({
   variants: variantsSchema.default({ transformer: { mixer: 'softmax' }, cubit: { mixer: 'cubit' } }),
   /** gain = baseline bpb − candidate bpb. */
   baseline: z.string().default('transformer'),
+  /** A second baseline the candidate is also compared with: the Transformer with Cubit's parameter count (variants' matchParameters). */
+  matchedBaseline: z.string().optional(),
   candidate: z.string().default('cubit'),
   trainLengths: z.array(positiveInt).nonempty(),
   /** Evaluation lengths as multiples of the training length (1 = the training length). */
@@ -113,6 +132,7 @@ export const noiseSchema = z.strictObject({
     ...trainingFields,
     variants: variantsSchema.default({ transformer: { mixer: 'softmax' }, cubit: { mixer: 'cubit' } }),
     baseline: z.string().default('transformer'),
+    matchedBaseline: z.string().optional(),
     candidate: z.string().default('cubit'),
     seqLen: positiveInt.default(128),
     corruption: z.strictObject({

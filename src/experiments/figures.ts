@@ -38,6 +38,8 @@ export interface LineChart {
   seriesOrder?: string[];
   /** Draw a dot at each point (default true; off for long curves). */
   showPoints?: boolean;
+  /** Draw the intervals as a shaded band along each line instead of bars (for curves). */
+  band?: boolean;
 }
 
 /** The Vega-Lite spec of a line chart (exported for tests and for users who want to restyle it). */
@@ -46,7 +48,7 @@ export function lineChartSpec(c: LineChart): vl.TopLevelSpec {
   const order = c.seriesOrder ?? [...new Set(points.map((p) => p.series))];
   // Series with confidence bars are drawn slightly apart along x (dodged) so that the bars do not
   // overlap; the axis keeps the true x values as ticks.
-  const hasBars = points.some((p) => p.lo !== undefined && p.lo !== null && p.hi !== undefined && p.hi !== null);
+  const hasBars = !c.band && points.some((p) => p.lo !== undefined && p.lo !== null && p.hi !== undefined && p.hi !== null);
   const logX = c.xScale === 'log2' || c.xScale === 'log10';
   const xsAll = [...new Set(points.map((p) => p.x))].sort((a, b) => a - b);
   const step = xsAll.length > 1 ? Math.min(...xsAll.slice(1).map((v, i) => (logX ? Math.log(v / xsAll[i]) : v - xsAll[i]))) : 1;
@@ -67,7 +69,13 @@ export function lineChartSpec(c: LineChart): vl.TopLevelSpec {
   const layers: unknown[] = [
     { mark: { type: 'line', point: c.showPoints === false ? false : { filled: true, size: 45 }, strokeWidth: c.showPoints === false ? 1.2 : 1.8 }, encoding: { x, y: { field: 'y', type: 'quantitative', title: c.yTitle, scale: yScale }, color } },
   ];
-  if (values.some((v) => v.lo !== null && v.hi !== null)) {
+  if (c.band && values.some((v) => v.lo !== null && v.hi !== null)) {
+    layers.unshift({
+      transform: [{ filter: 'datum.lo !== null && datum.hi !== null' }],
+      mark: { type: 'area', opacity: 0.2 },
+      encoding: { x, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' }, color },
+    });
+  } else if (values.some((v) => v.lo !== null && v.hi !== null)) {
     layers.push({
       transform: [{ filter: 'datum.lo !== null && datum.hi !== null' }],
       mark: { type: 'rule', strokeWidth: 1.4, opacity: 0.75 },

@@ -12,9 +12,10 @@
 // log2(training length), with its t interval (n − 2 degrees of freedom).
 import { fmt, fmtCount, fmtInterval, num, type Block } from './report.ts';
 import { lineChartSvg } from './figures.ts';
-import { bpbAt, completed, estimateRuns, intervalOf, lmSpec, pairBySeed, plural, variantModel } from './common.ts';
+import { bpbAt, completed, estimateRuns, intervalOf, lmRun, lossCurveFigure, pairBySeed, plural, resolveVariants, sweepRuns, type TunedRates } from './common.ts';
 import type { LengthScalingConfig } from './config.ts';
-import { runLm, trainPart, type LmRunResult, type LmRunSpec } from './lm.ts';
+import type { LmRunResult, LmRunSpec } from './lm.ts';
+import type { TuningResult } from './tuning.ts';
 import type { RunDef, RunOutcome } from './runner.ts';
 import { linearFit, pairedInterval, signOf, welchInterval, type Interval, type LinearFit } from './stats.ts';
 import type { Experiment, ReportParts } from './types.ts';
@@ -25,22 +26,30 @@ function evalLengthsOf(c: LengthScalingConfig, T: number): number[] {
   return c.evalMultipliers.map((m) => Math.max(1, Math.round(m * T)));
 }
 
-function plan(c: LengthScalingConfig): RunDef<unknown>[] {
-  for (const v of [c.baseline, c.candidate]) if (!(v in c.variants)) throw new Error(`length-scaling: '${v}' is not one of the variants (${Object.keys(c.variants).join(', ')})`);
-  const models = Object.fromEntries(Object.entries(c.variants).map(([name, o]) => [name, variantModel(c.model, o, name)]));
+function models(c: LengthScalingConfig) {
+  for (const v of [c.baseline, c.candidate, ...(c.matchedBaseline ? [c.matchedBaseline] : [])]) if (!(v in c.variants)) throw new Error(`length-scaling: '${v}' is not one of the variants (${Object.keys(c.variants).join(', ')})`);
+  return resolveVariants(c.model, c.variants);
+}
+
+function plan(c: LengthScalingConfig, tuned?: TunedRates): RunDef<unknown>[] {
+  const m = models(c);
   const defs: RunDef<unknown>[] = [];
-  for (const T of c.trainLengths) {
-    for (const seed of c.seeds) {
+  // Seeds outermost: a grid cut short (budget, --stop-after, --report-only) still covers every
+  // length and variant with the seeds it finished.
+  for (const seed of c.seeds) {
+    for (const T of c.trainLengths) {
       for (const variant of Object.keys(c.variants)) {
-        const spec = lmSpec(c, { model: models[variant], seqLen: T, seed, evalLengths: evalLengthsOf(c, T) });
-        defs.push({
-          id: `${variant}-T${T}-seed${seed}`, labels: { variant, trainLength: T, seed } satisfies Labels, seed, spec, workSpec: trainPart(spec),
-          execute: (ctx) => runLm(spec, ctx),
-        });
+        defs.push(lmRun(c, { id: `${variant}-T${T}-seed${seed}`, labels: { variant, trainLength: T, seed } satisfies Labels, model: m[variant], seqLen: T, seed, evalLengths: evalLengthsOf(c, T), lr: tuned?.[variant] }));
       }
     }
   }
   return defs;
+}
+
+/** The sweep's training length: tuning.length, or the median training length (the lower middle one). */
+function tuningLength(c: LengthScalingConfig): number {
+  const sorted = [...c.trainLengths].sort((a, b) => a - b);
+  return c.tuning?.length ?? sorted[Math.floor((sorted.length - 1) / 2)];
 }
 
 export interface GainCell {
@@ -67,7 +76,8 @@ export interface LengthScalingResults {
   runs: { id: string; variant: string; trainLength: number; seed: number; status: string; bpb: Record<string, number | null>; finalTrainLoss: number | null; parameters: number | null; tokensPerSec: number | null }[];
 }
 
-export function analyse(c: LengthScalingConfig, outcomes: RunOutcome<unknown>[]): LengthScalingResults {
+/** The comparison of the candidate with `baseline` (default: the config's; also its matched baseline). */
+export function analyse(c: LengthScalingConfig, outcomes: RunOutcome<unknown>[], baseline = c.baseline): LengthScalingResults {
   const ok = completed(outcomes);
   const byKey = new Map<string, Map<number, LmRunResult>>(); // `${variant}/${T}` → seed → result
   for (const o of ok) {
@@ -86,7 +96,7 @@ export function analyse(c: LengthScalingConfig, outcomes: RunOutcome<unknown>[])
   for (const T of c.trainLengths) {
     c.evalMultipliers.forEach((mult, i) => {
       const L = evalLengthsOf(c, T)[i];
-      const a = bpbBySeed(c.baseline, T, L), b = bpbBySeed(c.candidate, T, L);
+      const a = bpbBySeed(baseline, T, L), b = bpbBySeed(c.candidate, T, L);
       const p = pairBySeed(a, b);
       const gain = p.seeds.length ? pairedInterval(p.a, p.b) : null;
       const gainWelch = a.size && b.size ? welchInterval([...a.values()], [...b.values()]) : null;
@@ -111,7 +121,7 @@ export function analyse(c: LengthScalingConfig, outcomes: RunOutcome<unknown>[])
       finalTrainLoss: r?.finalTrainLoss ?? null, parameters: r?.parameters ?? null, tokensPerSec: r?.tokensPerSec ?? null,
     };
   });
-  return { baseline: c.baseline, candidate: c.candidate, cells, trend, verdict, runs };
+  return { baseline, candidate: c.candidate, cells, trend, verdict, runs };
 }
 
 function conclusionOf(c: LengthScalingConfig, res: LengthScalingResults, outcomes: RunOutcome<unknown>[]): string {
@@ -138,8 +148,9 @@ function conclusionOf(c: LengthScalingConfig, res: LengthScalingResults, outcome
   return parts.join(' ');
 }
 
-async function report(c: LengthScalingConfig, outcomes: RunOutcome<unknown>[]): Promise<ReportParts> {
+async function report(c: LengthScalingConfig, outcomes: RunOutcome<unknown>[], tuning: TuningResult | null): Promise<ReportParts> {
   const res = analyse(c, outcomes);
+  const matched = c.matchedBaseline ? analyse(c, outcomes, c.matchedBaseline) : null;
   const blocks: Block[] = [];
   const multLabel = (m: number): string => (m === 1 ? 'at the training length' : `at ${m}× the training length`);
   const spec0 = outcomes[0]?.def.spec as LmRunSpec | undefined;
@@ -148,12 +159,16 @@ async function report(c: LengthScalingConfig, outcomes: RunOutcome<unknown>[]): 
     kind: 'list', items: [
       `Variants: ${Object.entries(c.variants).map(([k, v]) => `\`${k}\` ${JSON.stringify(v)}`).join(', ')} over the base model ${JSON.stringify(c.model)}.`,
       `Training lengths ${c.trainLengths.join(', ')}; ${fmtCount(c.tokensPerRun)} training tokens per run in steps of ${c.tokensPerStep} tokens (${spec0?.steps ?? '?'} steps; rows per step = ${c.tokensPerStep} / length).`,
-      `Optimiser (every run): AdamW lr ${num(c.optimizer.lr)}, min lr ${num(c.optimizer.minLr ?? c.optimizer.lr / 10)}, ${c.optimizer.warmupSteps} warm-up steps then cosine, weight decay ${c.optimizer.weightDecay}, β = (${c.optimizer.beta1}, ${c.optimizer.beta2}), clip ${c.optimizer.clip}.`,
-      `Evaluation: the first ${fmt(c.eval.maxBytes, 0)} bytes of the ${c.data.corpus} validation split, sliding windows moving by ${c.eval.stride} × the length, at ${c.evalMultipliers.map((m) => `${m}×`).join(', ')} the training length.`,
+      `Optimiser (every run): AdamW ${tuning ? `peak lr tuned per variant (${Object.entries(tuning.rates).map(([v, lr]) => `${v} ${num(lr)}`).join(', ')}; see "Learning-rate tuning"), min lr = lr/10` : `lr ${num(c.optimizer.lr)}, min lr ${num(c.optimizer.minLr ?? c.optimizer.lr / 10)}`}, ${c.optimizer.warmupSteps} warm-up steps then cosine, weight decay ${c.optimizer.weightDecay}, β = (${c.optimizer.beta1}, ${c.optimizer.beta2}), clip ${c.optimizer.clip}.`,
+      `Parameters: ${[...new Set(res.runs.filter((r) => r.parameters).map((r) => `${r.variant} ${r.parameters}`))].join(', ')}.`,
+      `Evaluation: the first ${fmt(c.eval.maxBytes, 0)} bytes of the ${c.data.corpus} ${c.eval.split} split, sliding windows moving by ${c.eval.stride} × the length, at ${c.evalMultipliers.map((m) => `${m}×`).join(', ')} the training length.`,
       `Gain = bpb(${c.baseline}) − bpb(${c.candidate}): positive when ${c.candidate} is better. Intervals: 95% t intervals over seeds, the gain paired by seed (a seed fixes the batch order for both variants).`,
     ],
   });
-  const gainPoints = res.cells.filter((x) => x.gain).map((x) => ({ x: x.trainLength, y: x.gain!.mean, lo: x.gain!.lo, hi: x.gain!.hi, series: multLabel(x.multiplier) }));
+  const gainPoints = [
+    ...res.cells.filter((x) => x.gain).map((x) => ({ x: x.trainLength, y: x.gain!.mean, lo: x.gain!.lo, hi: x.gain!.hi, series: multLabel(x.multiplier) })),
+    ...(matched?.cells.filter((x) => x.gain && x.multiplier === 1).map((x) => ({ x: x.trainLength, y: x.gain!.mean, lo: x.gain!.lo, hi: x.gain!.hi, series: `vs ${matched.baseline}, at the training length` })) ?? []),
+  ];
   blocks.push({ kind: 'heading', text: 'Gain against training length' });
   blocks.push({
     kind: 'figure', name: 'gain', caption: `Gain in bits per byte (${c.baseline} − ${c.candidate}; above zero: ${c.candidate} better) against the training length, with 95% confidence intervals paired by seed.`,
@@ -171,19 +186,27 @@ async function report(c: LengthScalingConfig, outcomes: RunOutcome<unknown>[]): 
       x.seeds.length,
     ]),
   });
+  if (matched) {
+    blocks.push({
+      kind: 'table', caption: `Against the parameter-matched baseline \`${matched.baseline}\`: bits per byte and the gain ${matched.baseline} − ${c.candidate}, paired by seed.`,
+      columns: ['train length', 'eval length', matched.baseline, c.candidate, 'gain (paired)', 'seeds'],
+      rows: matched.cells.map((x) => [x.trainLength, x.evalLength, x.baseline ? fmtInterval(x.baseline.mean, x.baseline.lo, x.baseline.hi) : '—', x.candidate ? fmtInterval(x.candidate.mean, x.candidate.lo, x.candidate.hi) : '—', x.gain ? fmtInterval(x.gain.mean, x.gain.lo, x.gain.hi) : '—', x.seeds.length]),
+    });
+  }
   if (res.trend) {
     const t = res.trend;
     blocks.push({ kind: 'paragraph', text: `Trend: least-squares fit of the per-seed gain at the training length on log2(training length): slope ${t.slopeLo === null ? fmt(t.slope, 4) : fmtInterval(t.slope, t.slopeLo, t.slopeHi, 4)} bpb per doubling (95% t interval, ${t.n - 2} degrees of freedom), intercept ${fmt(t.intercept, 4)}.` });
   }
   // bpb per variant against training length (at the training length).
-  const bpbPoints = res.cells.filter((x) => x.multiplier === 1).flatMap((x) => [
+  const bpbPoints = res.cells.filter((x) => x.multiplier === 1).flatMap((x, i) => [
     ...(x.baseline ? [{ x: x.trainLength, y: x.baseline.mean, lo: x.baseline.lo, hi: x.baseline.hi, series: c.baseline }] : []),
+    ...(matched?.cells.filter((m) => m.multiplier === 1)[i]?.baseline ? [((m) => ({ x: m.trainLength, y: m.baseline!.mean, lo: m.baseline!.lo, hi: m.baseline!.hi, series: matched.baseline }))(matched.cells.filter((m) => m.multiplier === 1)[i])] : []),
     ...(x.candidate ? [{ x: x.trainLength, y: x.candidate.mean, lo: x.candidate.lo, hi: x.candidate.hi, series: c.candidate }] : []),
   ]);
   blocks.push({ kind: 'heading', text: 'Bits per byte' });
   blocks.push({
     kind: 'figure', name: 'bpb', caption: 'Held-out bits per byte at the training length, mean over seeds with 95% t intervals.',
-    svg: await lineChartSvg({ title: 'bits per byte at the training length', xTitle: 'training length (bytes)', yTitle: 'bits per byte', xScale: 'log2', points: bpbPoints, seriesOrder: [c.baseline, c.candidate] }),
+    svg: await lineChartSvg({ title: 'bits per byte at the training length', xTitle: 'training length (bytes)', yTitle: 'bits per byte', xScale: 'log2', points: bpbPoints, seriesOrder: [c.baseline, ...(matched ? [matched.baseline] : []), c.candidate] }),
   });
   const longPoints = res.cells.flatMap((x) => [
     ...(x.baseline ? [{ x: x.evalLength, y: x.baseline.mean, lo: x.baseline.lo, hi: x.baseline.hi, series: c.baseline, facet: `trained at ${x.trainLength}` }] : []),
@@ -195,6 +218,8 @@ async function report(c: LengthScalingConfig, outcomes: RunOutcome<unknown>[]): 
       svg: await lineChartSvg({ title: 'bits per byte against evaluation length', xTitle: 'evaluation context (bytes)', yTitle: 'bits per byte', xScale: 'log2', points: longPoints, seriesOrder: [c.baseline, c.candidate], width: 260, height: 200, columns: Math.min(4, c.trainLengths.length) }),
     });
   }
+  blocks.push({ kind: 'heading', text: 'Training loss' });
+  blocks.push(await lossCurveFigure(outcomes, (o) => { const l = o.def.labels as unknown as Labels; return { series: l.variant, facet: `trained at ${l.trainLength}` }; }, () => c.tokensPerStep, { seriesOrder: Object.keys(c.variants), columns: Math.min(4, c.trainLengths.length) }));
   blocks.push({ kind: 'heading', text: 'Per-run results' });
   const lengths = [...new Set(res.runs.flatMap((r) => Object.keys(r.bpb)))].map(Number).sort((a, b) => a - b);
   blocks.push({
@@ -202,13 +227,25 @@ async function report(c: LengthScalingConfig, outcomes: RunOutcome<unknown>[]): 
     columns: ['run', 'status', 'parameters', 'tokens/s', 'final train loss', ...lengths.map((L) => `bpb @${L}`)],
     rows: res.runs.map((r) => [r.id, r.status, r.parameters ?? '—', r.tokensPerSec === null ? '—' : Math.round(r.tokensPerSec), fmt(r.finalTrainLoss), ...lengths.map((L) => fmt(r.bpb[String(L)] ?? null))]),
   });
-  return { conclusion: conclusionOf(c, res, outcomes), blocks, results: res };
+  let conclusion = conclusionOf(c, res, outcomes);
+  if (matched) {
+    const gains = matched.cells.filter((x) => x.multiplier === 1).map((x) => `${x.trainLength}: ${x.gain ? fmtInterval(x.gain.mean, x.gain.lo, x.gain.hi, 3) : '—'}`).join('; ');
+    const t = matched.trend;
+    conclusion += ` Against the parameter-matched \`${matched.baseline}\` (${matched.runs.find((r) => r.variant === matched.baseline && r.parameters)?.parameters ?? '?'} parameters; ${c.candidate} ${res.runs.find((r) => r.variant === c.candidate && r.parameters)?.parameters ?? '?'}) the gain by training length was ${gains}${t ? `, changing by ${t.slopeLo === null ? fmt(t.slope, 4) : fmtInterval(t.slope, t.slopeLo, t.slopeHi, 4)} bpb per doubling` : ''}: by the same rule the claim is ${matched.verdict === 'not resolved' ? 'not resolved' : matched.verdict} against it.`;
+  }
+  return { conclusion, blocks, results: { ...res, matched } };
 }
 
 export const lengthScaling: Experiment<LengthScalingConfig> = {
   name: 'length-scaling',
   title: 'Length scaling: Transformer against Cubit by training length',
   plan,
+  sweep: (c) => {
+    if (!c.tuning) return [];
+    const m = models(c);
+    return sweepRuns(c, m, tuningLength(c));
+  },
+  tuningNote: (c) => `Every variant is tuned, at one training length (${tuningLength(c)}) rather than at each: with the same tokens per step, width and depth at every length, the best rate is expected to move little with the length, and a sweep at each length would multiply the sweep's cost by ${c.trainLengths.length}.`,
   estimate(c, runs, onCalibrate) { estimateRuns(runs, (d) => d.spec as LmRunSpec, onCalibrate); },
   report,
 };

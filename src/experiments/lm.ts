@@ -13,7 +13,8 @@ import { Decoder } from '../models/decoder.ts';
 import { parseModelConfig, type ModelConfigInput } from '../models/config.ts';
 import { tensor } from '../ops/creation.ts';
 import { crossEntropy } from '../ops/nn.ts';
-import { loadModel, readRunPointer } from '../train/checkpoint.ts';
+import { loadModel } from '../eval/checkpoint.ts';
+import { readRunPointer } from '../train/checkpoint.ts';
 import { NonFiniteError, train, type TrainEvent } from '../train/trainer.ts';
 import { readMetrics } from './metrics.ts';
 import type { RunContext } from './runner.ts';
@@ -40,8 +41,10 @@ export interface EvalSpec {
   /** Window stride as a fraction of the length. */
   stride: number;
   batchTokens: number;
-  /** Held-out bytes used (the first of the validation split). */
+  /** Held-out bytes used (the first of the split). */
   maxBytes: number;
+  /** The held-out split (absent: 'validation', as specs written before the field had). */
+  split?: 'validation' | 'test';
 }
 
 export interface CorruptionSpec {
@@ -97,15 +100,15 @@ export interface LmRunResult {
 
 const docCache = new Map<string, Document[]>();
 
-/** The first `maxBytes` (UTF-16 length as a proxy, cut at the end) of the validation split, tokenized. */
-export function heldOutStream(data: DataSpec, maxBytes: number): TokenStream {
-  const key = `${data.corpus}\0${data.split.seed}\0${data.split.validation}\0${data.split.test}`;
+/** The first `maxBytes` (UTF-16 length as a proxy, cut at the end) of a held-out split, tokenized. */
+export function heldOutStream(data: DataSpec, maxBytes: number, split: 'validation' | 'test' = 'validation'): TokenStream {
+  const key = `${data.corpus}\0${data.split.seed}\0${data.split.validation}\0${data.split.test}\0${split}`;
   let docs = docCache.get(key);
   if (!docs) {
-    docs = splitCorpus(loadCorpus(data.corpus), { ...data.split, by: 'auto' }).validation;
+    docs = splitCorpus(loadCorpus(data.corpus), { ...data.split, by: 'auto' })[split];
     docCache.set(key, docs);
   }
-  if (docs.length === 0) throw new Error(`corpus '${data.corpus}': the validation split is empty`);
+  if (docs.length === 0) throw new Error(`corpus '${data.corpus}': the ${split} split is empty`);
   const picked: Document[] = [];
   let left = maxBytes;
   for (const d of docs) {
@@ -207,7 +210,7 @@ export async function runLm(spec: LmRunSpec, ctx: RunContext): Promise<LmRunResu
         if (e.kind === 'start') parameters = e.parameters;
         if (e.kind === 'step') {
           if (Number.isFinite(e.loss)) lastLoss = e.loss;
-          ctx.progress(trainShare * (e.step / e.steps), `step ${e.step}/${e.steps} loss ${Number.isFinite(lastLoss) ? lastLoss.toFixed(3) : 'nan'} ${Math.round(e.tokensPerSec)} tok/s`);
+          ctx.progress(trainShare * (e.step / e.steps), `step ${e.step}/${e.steps} · loss ${Number.isFinite(lastLoss) ? lastLoss.toFixed(3) : 'nan'} · ${Math.round(e.tokensPerSec)} tok/s`);
         }
       },
     });
@@ -233,9 +236,8 @@ export async function runLm(spec: LmRunSpec, ctx: RunContext): Promise<LmRunResu
 
   const { model } = loadModel(out);
   try {
-    model.eval();
     if (!result.parameters) result.parameters = model.numParameters();
-    const stream = heldOutStream(spec.data, spec.eval.maxBytes);
+    const stream = heldOutStream(spec.data, spec.eval.maxBytes, spec.eval.split);
     let done = 0;
     const step = (what: string): void => { done++; ctx.progress(trainShare + (1 - trainShare) * (done / Math.max(1, evalCount)), what); };
     for (const L of spec.eval.lengths) {

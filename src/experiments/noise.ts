@@ -11,9 +11,10 @@
 //     the variants' degradations are compared paired by seed (t intervals over seeds).
 import { fmt, fmtInterval, type Block } from './report.ts';
 import { lineChartSvg, type ChartPoint } from './figures.ts';
-import { completed, estimateRuns, intervalOf, lmSpec, pairBySeed, plural, variantModel } from './common.ts';
+import { completed, estimateRuns, intervalOf, lmRun, lossCurveFigure, pairBySeed, plural, resolveVariants, sweepRuns, type TunedRates } from './common.ts';
 import type { NoiseConfig } from './config.ts';
-import { runLm, trainPart, type LmRunResult, type LmRunSpec } from './lm.ts';
+import type { LmRunResult, LmRunSpec } from './lm.ts';
+import type { TuningResult } from './tuning.ts';
 import { gridOf, runRegressionCell, type Estimator, type EstimatorParams, type EstimatorResult, type FunctionFamily } from './regression.ts';
 import type { RunDef, RunOutcome } from './runner.ts';
 import { meanInterval, pairedInterval, signOf, type Interval } from './stats.ts';
@@ -23,7 +24,14 @@ type Labels =
   | { part: 'regression'; family: FunctionFamily; noise: number; seed: number }
   | { part: 'lm'; variant: string; seed: number };
 
-function plan(c: NoiseConfig): RunDef<unknown>[] {
+function lmModels(c: NoiseConfig) {
+  const l = c.lm;
+  if (!l) throw new Error("noise: parts include 'lm' but the config has no 'lm' section");
+  for (const v of [l.baseline, l.candidate, ...(l.matchedBaseline ? [l.matchedBaseline] : [])]) if (!(v in l.variants)) throw new Error(`noise: lm baseline/candidate '${v}' is not one of the variants (${Object.keys(l.variants).join(', ')})`);
+  return resolveVariants(l.model, l.variants);
+}
+
+function plan(c: NoiseConfig, tuned?: TunedRates): RunDef<unknown>[] {
   const defs: RunDef<unknown>[] = [];
   if (c.parts.includes('regression')) {
     const r = c.regression;
@@ -36,25 +44,25 @@ function plan(c: NoiseConfig): RunDef<unknown>[] {
             family, noise, seed, points: r.points, tasks: r.tasks, tuneTasks: r.tuneTasks, interiorQueries: r.interiorQueries,
             interior: r.interior, edgeDistances: r.edgeDistances, grid: r.grid, estimators: r.estimators, dtype: r.dtype,
           };
+          const cell = { ...spec, interior: [spec.interior[0], spec.interior[1]] as [number, number] };
           defs.push({
             id: `regression-${family}-noise${noise}-seed${seed}`, labels: { part: 'regression', family, noise, seed }, seed, spec,
-            execute: (ctx) => { ctx.progress(0, 'fitting'); return runRegressionCell({ ...spec, interior: [spec.interior[0], spec.interior[1]] }); },
+            task: { kind: 'regression', arg: cell },
+            execute: (ctx) => { ctx.progress(0, 'fitting'); return runRegressionCell(cell); },
           });
         }
       }
     }
   }
   if (c.parts.includes('lm')) {
-    const l = c.lm;
-    if (!l) throw new Error("noise: parts include 'lm' but the config has no 'lm' section");
-    for (const v of [l.baseline, l.candidate]) if (!(v in l.variants)) throw new Error(`noise: lm.${v === l.baseline ? 'baseline' : 'candidate'} '${v}' is not one of the variants (${Object.keys(l.variants).join(', ')})`);
+    const l = c.lm!;
+    const m = lmModels(c);
     for (const seed of l.seeds) {
-      for (const [variant, o] of Object.entries(l.variants)) {
-        const spec = lmSpec(l, {
-          model: variantModel(l.model, o, variant), seqLen: l.seqLen, seed, evalLengths: [l.seqLen],
-          corruption: { ...l.corruption, contextLength: l.seqLen },
-        });
-        defs.push({ id: `lm-${variant}-seed${seed}`, labels: { part: 'lm', variant, seed }, seed, spec, workSpec: trainPart(spec), execute: (ctx) => runLm(spec, ctx) });
+      for (const variant of Object.keys(l.variants)) {
+        defs.push(lmRun(l, {
+          id: `lm-${variant}-seed${seed}`, labels: { part: 'lm', variant, seed }, model: m[variant], seqLen: l.seqLen, seed, evalLengths: [l.seqLen],
+          corruption: { ...l.corruption, contextLength: l.seqLen }, lr: tuned?.[variant],
+        }));
       }
     }
   }
@@ -99,7 +107,9 @@ export interface NoiseResults {
   lm: LmCorruptionStats[];
   /** Per fraction: degradation(baseline) − degradation(candidate), paired by seed (> 0: candidate more robust). */
   robustnessGain: { fraction: number; gain: Interval | null; seeds: number[] }[];
-  verdicts: { noise: string; boundary: string; lm: string };
+  /** The same against the parameter-matched baseline (lm.matchedBaseline), when there is one. */
+  matchedGain: { baseline: string; gains: { fraction: number; gain: Interval | null; seeds: number[] }[] } | null;
+  verdicts: { noise: string; boundary: string; lm: string; lmMatched?: string };
 }
 
 function analyseRegression(c: NoiseConfig, outcomes: RunOutcome<unknown>[]): RegressionCellStats[] {
@@ -134,7 +144,7 @@ function analyseRegression(c: NoiseConfig, outcomes: RunOutcome<unknown>[]): Reg
   return stats;
 }
 
-function analyseLm(c: NoiseConfig, outcomes: RunOutcome<unknown>[]) {
+function analyseLm(c: NoiseConfig, outcomes: RunOutcome<unknown>[], baseline = c.lm?.baseline ?? '') {
   const l = c.lm;
   const lm: LmCorruptionStats[] = [];
   const robustnessGain: NoiseResults['robustnessGain'] = [];
@@ -160,7 +170,7 @@ function analyseLm(c: NoiseConfig, outcomes: RunOutcome<unknown>[]) {
     for (const variant of Object.keys(l.variants)) {
       lm.push({ fraction: f, variant, bpb: intervalOf([...bpb(variant, f).values()]), degradation: intervalOf([...degradation(variant, f).values()]) });
     }
-    const p = pairBySeed(degradation(l.baseline, f), degradation(l.candidate, f));
+    const p = pairBySeed(degradation(baseline, f), degradation(l.candidate, f));
     robustnessGain.push({ fraction: f, gain: p.seeds.length && f !== f0 ? pairedInterval(p.a, p.b) : null, seeds: p.seeds });
   }
   return { lm, robustnessGain };
@@ -228,11 +238,19 @@ function logPoint(x: number, i: Interval, series: string, facet: string): ChartP
   return { x, y: i.mean, lo: i.lo === null ? null : i.lo > 0 ? i.lo : i.mean / 10, hi: i.hi, series, facet };
 }
 
-async function report(c: NoiseConfig, outcomes: RunOutcome<unknown>[]): Promise<ReportParts> {
+async function report(c: NoiseConfig, outcomes: RunOutcome<unknown>[], tuning: TuningResult | null): Promise<ReportParts> {
   const regression = c.parts.includes('regression') ? analyseRegression(c, outcomes) : [];
   const { lm, robustnessGain } = analyseLm(c, outcomes);
-  const res: NoiseResults = { regression, edgeDistances: c.regression.edgeDistances, lm, robustnessGain, verdicts: { noise: 'not tested', boundary: 'not tested', lm: 'not tested' } };
-  const conclusion = conclusionOf(c, res);
+  const mb = c.parts.includes('lm') ? c.lm?.matchedBaseline : undefined;
+  const matchedGain = mb ? { baseline: mb, gains: analyseLm(c, outcomes, mb).robustnessGain } : null;
+  const res: NoiseResults = { regression, edgeDistances: c.regression.edgeDistances, lm, robustnessGain, matchedGain, verdicts: { noise: 'not tested', boundary: 'not tested', lm: 'not tested' } };
+  let conclusion = conclusionOf(c, res);
+  const topM = matchedGain?.gains.filter((g) => g.gain).at(-1);
+  if (matchedGain && topM?.gain) {
+    const s = signOf(topM.gain.lo, topM.gain.hi);
+    res.verdicts.lmMatched = s === 'above' ? 'supported' : s === 'below' ? 'contradicted' : 'not resolved';
+    conclusion += ` Against the parameter-matched \`${matchedGain.baseline}\` the difference of degradations at ${fmt(100 * topM.fraction, 0)}% was ${fmtInterval(topM.gain.mean, topM.gain.lo, topM.gain.hi)} (${res.verdicts.lmMatched}).`;
+  }
   const blocks: Block[] = [];
   const r = c.regression;
   if (regression.length) {
@@ -272,8 +290,8 @@ async function report(c: NoiseConfig, outcomes: RunOutcome<unknown>[]): Promise<
     blocks.push({ kind: 'heading', text: '(b) Language models with corrupted context' });
     blocks.push({
       kind: 'list', items: [
-        `Variants ${Object.entries(l.variants).map(([k, v]) => `\`${k}\` ${JSON.stringify(v)}`).join(', ')} over ${JSON.stringify(l.model)}, trained on clean ${l.data.corpus} text at length ${l.seqLen}, ${fmt(l.tokensPerRun, 0)} tokens, seeds ${l.seeds.join(', ')}; lr ${l.optimizer.lr}.`,
-        `Evaluation at length ${l.seqLen} on the first ${fmt(l.eval.maxBytes, 0)} validation bytes: a fraction p of the input bytes is replaced by a random ${l.corruption.replacement === 'printable' ? 'printable ASCII byte' : 'byte'} (always a different one; the same positions and replacements for every model, seed ${l.corruption.seed}); the targets stay clean.`,
+        `Variants ${Object.entries(l.variants).map(([k, v]) => `\`${k}\` ${JSON.stringify(v)}`).join(', ')} over ${JSON.stringify(l.model)}, trained on clean ${l.data.corpus} text at length ${l.seqLen}, ${fmt(l.tokensPerRun, 0)} tokens, seeds ${l.seeds.join(', ')}; ${tuning ? `peak lr tuned per variant: ${Object.entries(tuning.rates).map(([v, r]) => `${v} ${r}`).join(', ')}` : `lr ${l.optimizer.lr}`}.`,
+        `Evaluation at length ${l.seqLen} on the first ${fmt(l.eval.maxBytes, 0)} bytes of the ${l.eval.split} split: a fraction p of the input bytes is replaced by a random ${l.corruption.replacement === 'printable' ? 'printable ASCII byte' : 'byte'} (always a different one; the same positions and replacements for every model, seed ${l.corruption.seed}); the targets stay clean.`,
       ],
     });
     blocks.push({
@@ -299,6 +317,14 @@ async function report(c: NoiseConfig, outcomes: RunOutcome<unknown>[]): Promise<
         ];
       }),
     });
+    if (matchedGain) {
+      blocks.push({
+        kind: 'table', caption: `Against the parameter-matched baseline \`${matchedGain.baseline}\`: its degradation − ${l.candidate}'s, paired by seed (positive: ${l.candidate} degrades less).`,
+        columns: ['p', 'difference', 'seeds'],
+        rows: matchedGain.gains.map((g) => [g.fraction, g.gain ? fmtInterval(g.gain.mean, g.gain.lo, g.gain.hi) : '—', g.seeds.length]),
+      });
+    }
+    blocks.push(await lossCurveFigure(outcomes, (o) => { const lab = o.def.labels as Labels; return lab.part === 'lm' ? { series: lab.variant } : null; }, () => l.tokensPerStep, { seriesOrder: Object.keys(l.variants) }));
     const lmRuns = outcomes.filter((o) => (o.def.labels as Labels).part === 'lm');
     blocks.push({
       kind: 'table', caption: 'Language-model runs.',
@@ -316,6 +342,8 @@ export const noise: Experiment<NoiseConfig> = {
   name: 'noise',
   title: 'Noise and boundary robustness: softmax, Cubit and local linear mixers',
   plan,
+  sweep: (c) => (c.parts.includes('lm') && c.lm?.tuning ? sweepRuns(c.lm, lmModels(c), c.lm.seqLen) : []),
+  tuningNote: () => 'Every language-model variant is tuned at the training length; the regression part has no learning rate (its estimators are tuned per cell on tuning tasks).',
   estimate,
   report,
 };

@@ -15,8 +15,10 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as os from 'node:os';
 import { readJsonSync, writeJsonAtomicSync } from '../util/atomic.ts';
 import type { RunStatus } from './report.ts';
+import { WorkerPool, type WorkerSetup } from './pool.ts';
 
 export interface RunContext {
   /** The run's own folder (exists). */
@@ -45,11 +47,16 @@ export interface RunDef<R = unknown> {
   workSpec?: unknown;
   /** Estimated seconds (for the plan and the ETA). */
   estimate?: number;
+  /**
+   * The same work as `execute`, as data that a worker process can run (worker.ts names the
+   * kinds): with `jobs` > 1 such runs go to worker processes, the others run here one at a time.
+   */
+  task?: { kind: string; arg: unknown };
   execute(ctx: RunContext): Promise<R> | R;
 }
 
 export type RunnerEvent =
-  | { kind: 'plan'; total: number; finished: number; toRun: number; estimateSeconds: number }
+  | { kind: 'plan'; total: number; finished: number; toRun: number; estimateSeconds: number; jobs: number }
   | { kind: 'run-start'; index: number; total: number; id: string; resuming: boolean; estimate: number | null }
   | { kind: 'run-progress'; id: string; fraction: number; detail: string; etaSeconds: number | null }
   | { kind: 'run-end'; id: string; status: 'done' | 'failed'; seconds: number; error?: string }
@@ -65,6 +72,17 @@ export interface RunOutcome<R> {
 export interface GridOptions {
   onEvent?: (e: RunnerEvent) => void;
   signal?: AbortSignal;
+  /**
+   * Runs at once (default 1): runs with a `task` are executed by up to this many worker
+   * processes, each the only owner of its run folder; the bookkeeping (run.json, result.json,
+   * stale folders) stays in this process. Every run is deterministic given its spec, so the
+   * results are those of a serial run.
+   */
+  jobs?: number;
+  /** How the worker processes set up their backend (default: the native backend's defaults). */
+  worker?: WorkerSetup;
+  /** Once aborted, no further run starts; the running ones finish (then InterruptedError if any are left). */
+  drain?: AbortSignal;
 }
 
 /** Thrown when the signal stops a grid between or inside runs; finished runs stay on disk. */
@@ -122,80 +140,153 @@ function moveStale(out: string, id: string): string {
   return dest;
 }
 
-/** Executes the runs not finished on disk, in order; returns every run's outcome. */
+/** The lock file of an output folder: one experiment process at a time owns a folder. */
+export const LOCK_FILE = '.lock';
+
+/**
+ * Takes <out>/.lock (pid and host) or throws if a live process holds it. A lock left by a process
+ * that is gone (killed, or on another machine: the host differs) is taken over. Returns the release.
+ */
+export function lockOutput(out: string): () => void {
+  const file = path.join(out, LOCK_FILE);
+  const mine = JSON.stringify({ pid: process.pid, host: os.hostname(), started: new Date().toISOString() });
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(file, mine, { flag: 'wx' });
+      return () => { try { if (fs.readFileSync(file, 'utf8') === mine) fs.rmSync(file); } catch { /* already gone */ } };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      let held: { pid?: number; host?: string } = {};
+      try { held = JSON.parse(fs.readFileSync(file, 'utf8')) as typeof held; } catch { /* torn or empty: stale */ }
+      if (held.host === os.hostname() && typeof held.pid === 'number' && (held.pid === process.pid || isAlive(held.pid))) {
+        throw new Error(`${out} is in use by another cubit experiment (pid ${held.pid}); wait for it or stop it (its lock: ${file})`);
+      }
+      fs.rmSync(file, { force: true });
+    }
+  }
+  throw new Error(`${out}: could not take the lock ${file}`);
+}
+
+function isAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
+/** Decides whether a run folder holds finished, resumable or stale work, and prepares it. */
+function prepareRun<R>(out: string, def: RunDef<R>, hash: string, emit: (e: RunnerEvent) => void): boolean {
+  const dir = path.join(out, def.id);
+  let resuming = false;
+  const workHash = specHash(def.workSpec ?? def.spec);
+  if (fs.existsSync(path.join(dir, RUN_FILE))) {
+    let previous: { specHash?: string; workHash?: string } | null = null;
+    try { previous = readJsonSync<{ specHash?: string; workHash?: string }>(path.join(dir, RUN_FILE)); } catch { previous = null; }
+    if (previous?.specHash === hash) resuming = true;
+    else if (previous?.workHash === workHash) {
+      resuming = true;
+      fs.rmSync(path.join(dir, RESULT_FILE), { force: true });
+      emit({ kind: 'log', message: `${def.id}: its configuration changed in a way that keeps its work; running it again on that work` });
+    } else emit({ kind: 'log', message: `${def.id}: its configuration changed; the old folder moved to ${moveStale(out, def.id)}` });
+  } else if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) {
+    emit({ kind: 'log', message: `${def.id}: the folder holds no run record; moved to ${moveStale(out, def.id)}` });
+  }
+  fs.mkdirSync(dir, { recursive: true });
+  fs.rmSync(path.join(dir, ERROR_FILE), { force: true });
+  writeJsonAtomicSync(path.join(dir, RUN_FILE), { id: def.id, labels: def.labels, seed: def.seed, specHash: hash, workHash, started: new Date().toISOString(), spec: def.spec }, { durable: false });
+  return resuming;
+}
+
+/**
+ * Executes the runs not finished on disk (up to `jobs` at once, started in grid order) and returns
+ * every run's outcome in grid order. The output folder is locked while it runs.
+ */
 export async function runGrid<R>(out: string, defs: readonly RunDef<R>[], opts: GridOptions = {}): Promise<RunOutcome<R>[]> {
   checkIds(defs);
   fs.mkdirSync(out, { recursive: true });
+  const release = lockOutput(out);
+  const jobs = Math.max(1, Math.floor(opts.jobs ?? 1));
+  const pool = jobs > 1 && defs.some((d) => d.task) ? new WorkerPool(jobs, opts.worker ?? {}) : null;
+  try {
+    return await runAll(out, defs, opts, jobs, pool);
+  } finally {
+    pool?.close();
+    release();
+  }
+}
+
+async function runAll<R>(out: string, defs: readonly RunDef<R>[], opts: GridOptions, jobs: number, pool: WorkerPool | null): Promise<RunOutcome<R>[]> {
   const emit = opts.onEvent ?? (() => {});
   const hashes = defs.map((d) => specHash(d.spec));
   const finished = defs.map((d, i) => readFinished<R>(path.join(out, d.id), hashes[i]));
-  const pending = defs.filter((_, i) => !finished[i]);
+  const pendingIdx = defs.map((_, i) => i).filter((i) => !finished[i]);
   const estimateOf = (d: RunDef<R>): number => d.estimate ?? 0;
-  emit({ kind: 'plan', total: defs.length, finished: defs.length - pending.length, toRun: pending.length, estimateSeconds: pending.reduce((s, d) => s + estimateOf(d), 0) });
+  let remainingEstimate = pendingIdx.reduce((s, i) => s + estimateOf(defs[i]), 0);
+  emit({ kind: 'plan', total: defs.length, finished: defs.length - pendingIdx.length, toRun: pendingIdx.length, estimateSeconds: remainingEstimate, jobs });
 
-  const outcomes: RunOutcome<R>[] = [];
-  // ETA: the remaining estimate scaled by how the runs so far compared with their estimates.
-  let spentActual = 0, spentEstimate = 0;
-  let remainingEstimate = pending.reduce((s, d) => s + estimateOf(d), 0);
-  let index = 0;
-  for (let i = 0; i < defs.length; i++) {
-    const def = defs[i], hash = hashes[i], dir = path.join(out, def.id);
+  const outcomes: (RunOutcome<R> | undefined)[] = defs.map((def, i) => {
     const done = finished[i];
-    if (done) {
-      outcomes.push({ def, status: { id: def.id, status: 'skipped', seconds: done.seconds }, result: done.result });
-      continue;
-    }
-    if (opts.signal?.aborted) throw new InterruptedError(outcomes.filter((o) => o.status.status !== 'failed').length, defs.length);
-    index++;
-    let resuming = false;
-    const workHash = specHash(def.workSpec ?? def.spec);
-    if (fs.existsSync(path.join(dir, RUN_FILE))) {
-      let previous: { specHash?: string; workHash?: string } | null = null;
-      try { previous = readJsonSync<{ specHash?: string; workHash?: string }>(path.join(dir, RUN_FILE)); } catch { previous = null; }
-      if (previous?.specHash === hash) resuming = true;
-      else if (previous?.workHash === workHash) {
-        resuming = true;
-        fs.rmSync(path.join(dir, RESULT_FILE), { force: true });
-        emit({ kind: 'log', message: `${def.id}: its configuration changed in a way that keeps its work; running it again on that work` });
-      } else emit({ kind: 'log', message: `${def.id}: its configuration changed; the old folder moved to ${moveStale(out, def.id)}` });
-    } else if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) {
-      emit({ kind: 'log', message: `${def.id}: the folder holds no run record; moved to ${moveStale(out, def.id)}` });
-    }
-    fs.mkdirSync(dir, { recursive: true });
-    fs.rmSync(path.join(dir, ERROR_FILE), { force: true });
-    writeJsonAtomicSync(path.join(dir, RUN_FILE), { id: def.id, labels: def.labels, seed: def.seed, specHash: hash, workHash, started: new Date().toISOString(), spec: def.spec }, { durable: false });
+    return done ? { def, status: { id: def.id, status: 'skipped', seconds: done.seconds }, result: done.result } : undefined;
+  });
+  // ETA: the remaining estimate (spread over the jobs) scaled by how the runs so far compared with their estimates.
+  let spentActual = 0, spentEstimate = 0;
+  const ratio = (): number => (spentEstimate > 0 ? spentActual / spentEstimate : 1);
+  let interrupted = false;
+  let index = 0;
+  let inProcessBusy = false; // runs without a task execute here, one at a time
+
+  const runOne = async (i: number): Promise<void> => {
+    const def = defs[i], hash = hashes[i], dir = path.join(out, def.id);
+    const resuming = prepareRun(out, def, hash, emit);
     const est = def.estimate ?? null;
-    emit({ kind: 'run-start', index, total: pending.length, id: def.id, resuming, estimate: est });
+    emit({ kind: 'run-start', index: ++index, total: pendingIdx.length, id: def.id, resuming, estimate: est });
     const t0 = performance.now();
-    const ratio = (): number => (spentEstimate > 0 ? spentActual / spentEstimate : 1);
     const ctx: RunContext = {
       dir, resuming, signal: opts.signal,
       progress: (fraction, detail) => {
         const f = Math.min(1, Math.max(0, fraction));
         const elapsed = (performance.now() - t0) / 1000;
         const thisLeft = f > 0.02 ? (elapsed / f) * (1 - f) : est !== null ? est * ratio() * (1 - f) : null;
-        const othersLeft = (remainingEstimate - estimateOf(def)) * ratio();
+        const othersLeft = ((remainingEstimate - estimateOf(def)) * ratio()) / jobs;
         emit({ kind: 'run-progress', id: def.id, fraction: f, detail, etaSeconds: thisLeft === null ? null : thisLeft + othersLeft });
       },
       log: (message) => emit({ kind: 'log', message: `${def.id}: ${message}` }),
     };
     try {
-      const result = await def.execute(ctx);
+      const result = pool && def.task ? await pool.execute(def.task, ctx) as R : await def.execute(ctx);
       const seconds = (performance.now() - t0) / 1000;
-      if (opts.signal?.aborted) throw new InterruptedError(outcomes.length, defs.length);
+      if (opts.signal?.aborted) throw new InterruptedError(0, defs.length);
       writeJsonAtomicSync(path.join(dir, RESULT_FILE), { id: def.id, specHash: hash, seconds, finished: new Date().toISOString(), result } satisfies ResultRecord<R>);
-      outcomes.push({ def, status: { id: def.id, status: 'done', seconds }, result });
+      outcomes[i] = { def, status: { id: def.id, status: 'done', seconds }, result };
       emit({ kind: 'run-end', id: def.id, status: 'done', seconds });
       if (est !== null && est > 0) { spentActual += seconds; spentEstimate += est; }
     } catch (e) {
-      if (e instanceof InterruptedError || opts.signal?.aborted) throw new InterruptedError(outcomes.filter((o) => o.status.status !== 'failed').length, defs.length);
+      if (e instanceof InterruptedError || opts.signal?.aborted) { interrupted = true; return; }
       const seconds = (performance.now() - t0) / 1000;
       const message = e instanceof Error ? e.message : String(e);
       writeJsonAtomicSync(path.join(dir, ERROR_FILE), { id: def.id, specHash: hash, message, stack: e instanceof Error ? e.stack : undefined, time: new Date().toISOString() }, { durable: false });
-      outcomes.push({ def, status: { id: def.id, status: 'failed', seconds, error: message.split('\n')[0] }, result: null });
+      outcomes[i] = { def, status: { id: def.id, status: 'failed', seconds, error: message.split('\n')[0] }, result: null };
       emit({ kind: 'run-end', id: def.id, status: 'failed', seconds, error: message });
+    } finally {
+      remainingEstimate -= estimateOf(def);
     }
-    remainingEstimate -= estimateOf(def);
+  };
+
+  // A simple scheduler: keep up to `jobs` runs going, in grid order; a run without a task waits
+  // until no other such run is going (it shares this process).
+  const queue = [...pendingIdx];
+  const running = new Set<Promise<void>>();
+  while (queue.length || running.size) {
+    while (!interrupted && !opts.signal?.aborted && !opts.drain?.aborted && queue.length && running.size < jobs) {
+      const k = queue.findIndex((i) => (pool && defs[i].task) || !inProcessBusy);
+      if (k < 0) break;
+      const [i] = queue.splice(k, 1);
+      const local = !(pool && defs[i].task);
+      if (local) inProcessBusy = true;
+      const p: Promise<void> = runOne(i).finally(() => { if (local) inProcessBusy = false; running.delete(p); });
+      running.add(p);
+    }
+    if (!running.size) break;
+    await Promise.race(running);
   }
-  return outcomes;
+  const completedCount = outcomes.filter((o) => o && o.status.status !== 'failed').length;
+  if (interrupted || opts.signal?.aborted || queue.length) throw new InterruptedError(completedCount, defs.length);
+  return outcomes as RunOutcome<R>[];
 }

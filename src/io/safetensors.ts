@@ -8,7 +8,9 @@
 // it so the buffer starts on an 8-byte boundary. Tensors tile the buffer exactly: no overlaps, no
 // holes, nothing after the last one (what the reference implementation checks). We write F64
 // tensors first, then the 4-byte ones, each group by name, so every tensor starts aligned to its
-// element size. Supported dtypes: F32, F64 and I32 (what cubit's tensors hold).
+// element size. Supported dtypes: F32, F64 and I32 (what cubit's tensors hold); the reader also
+// accepts F16 and BF16 (what PyTorch and Hugging Face models are often shared in), widened exactly
+// to float32 on load (every half and bfloat16 value is a float32 value).
 import * as fs from 'node:fs';
 import { endianness } from 'node:os';
 import type { DType, TypedArray } from '../core/dtype.ts';
@@ -16,11 +18,16 @@ import { tensorFrom, type Tensor } from '../core/tensor.ts';
 import type { Backend } from '../core/backend.ts';
 import { writeFileAtomicSync, type AtomicWriteOptions } from '../util/atomic.ts';
 
+/** A safetensors dtype name this reader and writer handle. */
 export type SafeDType = 'F32' | 'F64' | 'I32';
+/** What the reader accepts: the written dtypes plus the 16-bit floats, which load as float32. */
+export type StoredDType = SafeDType | 'F16' | 'BF16';
 
 const SAFE_OF: Record<DType, SafeDType> = { float32: 'F32', float64: 'F64', int32: 'I32' };
 const DTYPE_OF: Record<SafeDType, DType> = { F32: 'float32', F64: 'float64', I32: 'int32' };
-const BYTES: Record<SafeDType, number> = { F32: 4, F64: 8, I32: 4 };
+const BYTES: Record<StoredDType, number> = { F32: 4, F64: 8, I32: 4, F16: 2, BF16: 2 };
+/** The dtype each stored dtype loads as. */
+const LOADED_AS: Record<StoredDType, DType> = { ...DTYPE_OF, F16: 'float32', BF16: 'float32' };
 /** The reference implementation refuses larger headers; so do we (a corrupt length reads as huge). */
 const MAX_HEADER = 100_000_000;
 
@@ -34,14 +41,19 @@ export interface TensorRecord {
 /** Where one tensor lies in a file. begin/end are absolute byte offsets in the file. */
 export interface TensorInfo {
   name: string;
+  /** The dtype it loads as (F16 and BF16 load as float32). */
   dtype: DType;
+  /** The dtype in the file. */
+  stored: StoredDType;
   shape: number[];
   begin: number;
   end: number;
 }
 
+/** Tensors to write, by name: Tensors or plain {@link TensorRecord}s, in a Map or an object. */
 export type TensorSource = Map<string, Tensor | TensorRecord> | Record<string, Tensor | TensorRecord>;
 
+/** A whole safetensors file read into memory: its metadata and its tensors as typed arrays. */
 export interface SafetensorsContents {
   metadata: Record<string, string>;
   tensors: Map<string, { dtype: DType; shape: number[]; data: TypedArray }>;
@@ -174,7 +186,7 @@ function parseHeader(headBytes: Uint8Array, dataStart: number, fileSize: number,
     if (!v || typeof v !== 'object' || Array.isArray(v)) fail(label, `tensor '${name}': entry must be an object`);
     const { dtype, shape, data_offsets: offs } = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     if (typeof dtype !== 'string') fail(label, `tensor '${name}': missing dtype`);
-    if (!(dtype in DTYPE_OF)) fail(label, `tensor '${name}': unknown or unsupported dtype '${dtype}' (supported: F32, F64, I32)`);
+    if (!(dtype in LOADED_AS)) fail(label, `tensor '${name}': unknown or unsupported dtype '${dtype}' (supported: F32, F64, I32, F16, BF16)`);
     if (!Array.isArray(shape)) fail(label, `tensor '${name}': missing shape`);
     const n = countOf(shape as number[], label, name);
     if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => typeof o === 'number' && Number.isSafeInteger(o) && o >= 0)) {
@@ -182,14 +194,14 @@ function parseHeader(headBytes: Uint8Array, dataStart: number, fileSize: number,
     }
     const [b, e] = offs as number[];
     if (e < b) fail(label, `tensor '${name}': data_offsets [${b}, ${e}] end before they begin`);
-    const sd = dtype as SafeDType;
+    const sd = dtype as StoredDType;
     if (e - b !== n * BYTES[sd]) {
       fail(label, `tensor '${name}': shape [${(shape as number[]).join(', ')}] × ${sd} needs ${n * BYTES[sd]} bytes, data_offsets [${b}, ${e}] hold ${e - b}`);
     }
     if (e > bufferSize) {
       fail(label, `tensor '${name}': data_offsets [${b}, ${e}] run past the end of the data (${bufferSize} bytes; file truncated?)`);
     }
-    infos.push({ name, dtype: DTYPE_OF[sd], shape: shape as number[], begin: dataStart + b, end: dataStart + e });
+    infos.push({ name, dtype: LOADED_AS[sd], stored: sd, shape: shape as number[], begin: dataStart + b, end: dataStart + e });
   }
   const byOffset = [...infos].sort((x, y) => x.begin - y.begin || x.end - y.end);
   let at = dataStart;
@@ -215,7 +227,32 @@ function headerLength(first8: Uint8Array, fileSize: number, label: string): numb
   return len;
 }
 
-function typedFrom(dtype: DType, bytes: Uint8Array): TypedArray {
+/** float32 bits of an IEEE half: exact (normals, subnormals, ±0, ±∞, NaN with its payload). */
+function halfToFloatBits(h: number): number {
+  const sign = (h & 0x8000) << 16, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
+  if (exp === 0x1f) return sign | 0x7f800000 | (frac << 13);
+  if (exp !== 0) return sign | ((exp + 112) << 23) | (frac << 13);
+  if (frac === 0) return sign;
+  // Subnormal half: normalise the fraction into float32's implicit-one form.
+  let e = 113, f = frac;
+  while ((f & 0x400) === 0) { f <<= 1; e--; }
+  return sign | (e << 23) | ((f & 0x3ff) << 13);
+}
+
+/** F16 or BF16 little-endian bytes widened to float32 (exact). */
+function widen16(stored: 'F16' | 'BF16', bytes: Uint8Array): Float32Array {
+  const n = bytes.length >> 1;
+  const out = new Float32Array(n);
+  const bitsOut = new Uint32Array(out.buffer);
+  for (let i = 0; i < n; i++) {
+    const h = bytes[2 * i] | (bytes[2 * i + 1] << 8);
+    bitsOut[i] = stored === 'BF16' ? (h << 16) >>> 0 : halfToFloatBits(h) >>> 0;
+  }
+  return out;
+}
+
+function typedFrom(dtype: DType, bytes: Uint8Array, stored?: StoredDType): TypedArray {
+  if (stored === 'F16' || stored === 'BF16') return widen16(stored, bytes);
   // View the bytes when they are a whole, fresh buffer (what readExact returns); otherwise copy
   // into an aligned one (the source may be unaligned, or part of a bigger buffer to be freed).
   let own = bytes;
@@ -233,7 +270,7 @@ export function decodeSafetensors(bytes: Uint8Array, label = '<buffer>'): Safete
   const len = headerLength(bytes.subarray(0, 8), bytes.length, label);
   const h = parseHeader(bytes.subarray(8, 8 + len), 8 + len, bytes.length, label);
   const tensors = new Map<string, { dtype: DType; shape: number[]; data: TypedArray }>();
-  for (const t of h.infos) tensors.set(t.name, { dtype: t.dtype, shape: t.shape, data: typedFrom(t.dtype, bytes.subarray(t.begin, t.end)) });
+  for (const t of h.infos) tensors.set(t.name, { dtype: t.dtype, shape: t.shape, data: typedFrom(t.dtype, bytes.subarray(t.begin, t.end), t.stored) });
   return { metadata: h.metadata, tensors };
 }
 
@@ -301,7 +338,7 @@ export class SafetensorsFile {
   read(name: string): TypedArray {
     const t = this.info(name);
     if (this.fd === null) fail(this.path, 'file is closed');
-    return typedFrom(t.dtype, readExact(this.fd, t.begin, t.end - t.begin, this.path));
+    return typedFrom(t.dtype, readExact(this.fd, t.begin, t.end - t.begin, this.path), t.stored);
   }
 
   /** Reads one tensor into a Tensor on `backend` (the active one by default). */

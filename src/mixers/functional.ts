@@ -34,11 +34,13 @@ export interface CubitInputs {
   refScale: Tensor; logLambda: Tensor; lrrLower?: Tensor | null; lrrRange?: Tensor | null;
 }
 
+/** Options of {@link cubitAttention}. */
 export interface CubitOptions extends MixerOptions {
   /** The floor of ‖r‖ when normalising r̂ (default 1e-6, as the reproduction). */
   normEps?: number;
 }
 
+/** What {@link cubitAttention} returns. */
 export interface CubitResult {
   /** A X: the mixer's output per head (B, H, T, D), before heads are merged and W_o applied. */
   output: Tensor;
@@ -61,6 +63,8 @@ export interface CubitResult {
  *
  * Returns both the output and the solution X. The same mask (causal, options.window, options.docIds)
  * applies to W and to attention. Per-head parameters must be finite (checked: a host read of H values).
+ * α is used as given: α ≥ 0 keeps every pivot W_ii + λ ≳ 1/(keys seen), while α < 0 makes X grow
+ * exponentially along the sequence (docs/MIXERS.md, "Conditioning"); CubitMixer passes α = |refScale|.
  */
 export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}): CubitResult {
   const op = 'cubitAttention';
@@ -94,6 +98,7 @@ export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}):
   });
 }
 
+/** Options of {@link localLinearAttention}. */
 export interface LocalLinearOptions extends MixerOptions {
   /** Ridge ρ > 0 of the local covariance (default 1): a number, or an (H) tensor (differentiable). */
   ridge?: number | Tensor;

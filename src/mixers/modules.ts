@@ -4,7 +4,7 @@
 import { keep, noGrad, tidy } from '../core/engine.ts';
 import { formatShape } from '../core/shape.ts';
 import { empty, type Tensor } from '../core/tensor.ts';
-import { add, div, exp, mul, sub } from '../ops/elementwise.ts';
+import { add, div, exp, ge, mul, neg, sub, where } from '../ops/elementwise.ts';
 import { matmul, matmulRows } from '../ops/matmul.ts';
 import { softmax } from '../ops/nn.ts';
 import { concat, reshape, slice } from '../ops/shape.ts';
@@ -16,6 +16,7 @@ import { Rotary } from '../nn/rotary.ts';
 import { cubitAttention, localLinearAttention, localLinearDecode } from './functional.ts';
 import { lrrValues, normalizeReference, softmaxAttention } from '../ops/mixers.ts';
 
+/** Sizes and options every token-mixer module takes. */
 export interface MixerConfig {
   dModel: number;
   nHeads: number;
@@ -30,6 +31,7 @@ export interface MixerConfig {
   outStd?: number;
 }
 
+/** Options of a mixer module's forward pass. */
 export interface MixerForwardOptions {
   /** Packed documents: int32 (B, T) or (T); tokens attend within their own document only. */
   docIds?: Tensor | null;
@@ -310,10 +312,11 @@ export class SoftmaxMixer extends TokenMixer {
   }
 }
 
+/** The sizes and options of a {@link CubitMixer}. */
 export interface CubitMixerConfig extends MixerConfig {
   /** Shared-key ablation: r = k, no W_r (default false: r = W_r x, the paper's stronger default). */
   sharedKey?: boolean;
-  /** Initial α (default 1). */
+  /** Initial value of the refScale parameter ρ (default 1); the mixer uses α = |ρ| (see CubitMixer). */
   refScale?: number;
   /** Initial λ (default 1e-6; log-parameterised). */
   lambda?: number;
@@ -328,9 +331,14 @@ export interface CubitMixerConfig extends MixerConfig {
 
 /**
  * Cubit (CUBIT.md §2): attention over X = (W + λI)⁻¹ (s ⊙ v). Parameters: wq, wk, wv, wr (unless
- * sharedKey), wlrr (dModel → H), wo, and per head refScale (α), logLambda, lrrLower, lrrRange.
- * Rotary turns q, k and r; r̂ is normalised from the turned r (rotation keeps the norm). Decoding
- * caches (k, r̂, X) per head (§4): X_t = (s_t v_t − Σ_{j<t} w_j X_j) / (w_t + λ).
+ * sharedKey), wlrr (dModel → H), wo, and per head refScale (ρ, with α = |ρ|), logLambda, lrrLower,
+ * lrrRange. Rotary turns q, k and r; r̂ is normalised from the turned r (rotation keeps the norm).
+ * Decoding caches (k, r̂, X) per head (§4): X_t = (s_t v_t − Σ_{j<t} w_j X_j) / (w_t + λ).
+ *
+ * α = |ρ| keeps the solve well conditioned (docs/MIXERS.md, "Conditioning"): with α ≥ 0 each
+ * pivot W_ii + λ is at least about 1/(visible keys), for any λ ≥ 0; with α < 0 the self-similarity
+ * is the row's smallest logit, the pivots fall towards λ and X grows exponentially along the
+ * sequence (float32 overflows within tens to hundreds of tokens). It is the identity for ρ ≥ 0.
  */
 export class CubitMixer extends TokenMixer {
   readonly kind = 'cubit';
@@ -369,7 +377,15 @@ export class CubitMixer extends TokenMixer {
     // The LRR logits come out as H heads of one feature: (B, H, n, 1) → (B, H, n).
     const z = this.wlrr ? heads[heads.length - 1] : null;
     const lrrLogits = z ? reshape(z, z.shape.slice(0, 3)) : null;
-    return { q, k, v, r, lrrLogits, refScale: this.refScale, logLambda: this.logLambda, lrrLower: this.lrrLower, lrrRange: this.lrrRange };
+    return { q, k, v, r, lrrLogits, refScale: this.alpha(), logLambda: this.logLambda, lrrLower: this.lrrLower, lrrRange: this.lrrRange };
+  }
+
+  /**
+   * α = |ρ| per head (H), the reference scale the mixer uses. Its derivative is taken as +1 at
+   * ρ = 0 (abs's would be 0), so a head started at α = 0 can still learn.
+   */
+  alpha(): Tensor {
+    return where(ge(this.refScale, 0), this.refScale, neg(this.refScale));
   }
 
   protected mix(x: Tensor, options: MixerForwardOptions): Tensor {
@@ -380,15 +396,15 @@ export class CubitMixer extends TokenMixer {
     const inp = this.inputs(x, 0);
     const { output, solution } = cubitAttention(inp, { ...this.maskOptions({}), normEps: this.normEps });
     this.append(state, 'k', inp.k, true);
-    this.append(state, 'rHat', normalizeReference(inp.r, this.refScale, this.normEps), true);
+    this.append(state, 'rHat', normalizeReference(inp.r, inp.refScale, this.normEps), true);
     this.append(state, 'x', solution, true);
     return output;
   }
 
   protected decodeOne(x: Tensor, state: MixerState): Tensor {
     const H = this.nHeads;
-    const { q, k, v, r, lrrLogits } = this.inputs(x, state.position);
-    this.append(state, 'rHat', normalizeReference(r, this.refScale, this.normEps), false);
+    const { q, k, v, r, lrrLogits, refScale } = this.inputs(x, state.position);
+    this.append(state, 'rHat', normalizeReference(r, refScale, this.normEps), false);
     const rHat = state.rows('rHat');
     const L = rHat.end - rHat.start; // visible positions, this one included
     const w = softmax(matmulRows(r, rHat.buf, rHat.start, rHat.end, { transB: true })); // (B, H, 1, L): row t of W
@@ -404,6 +420,7 @@ export class CubitMixer extends TokenMixer {
   }
 }
 
+/** The sizes and options of a {@link LocalLinearMixer}. */
 export interface LocalLinearMixerConfig extends MixerConfig {
   /** Ridge ρ (default 1). */
   ridge?: number;

@@ -2,7 +2,9 @@
 // impossible shape is one clear error before any tensor is made. docs/MODEL.md documents it.
 import { z } from 'zod';
 
+/** The token mixers a model layer can use. */
 export const MIXER_KINDS = ['softmax', 'cubit', 'local_linear'] as const;
+/** One of {@link MIXER_KINDS}: 'softmax' (attention), 'cubit' or 'local_linear'. */
 export type MixerKind = (typeof MIXER_KINDS)[number];
 
 const positiveInt = z.number().int().positive();
@@ -52,7 +54,9 @@ export const modelConfigSchema = z.strictObject({
   localLinear: localLinearOptions.default(localLinearOptions.parse({})),
 });
 
+/** A model config as written in JSON (defaults may be left out); {@link parseModelConfig} checks it. */
 export type ModelConfigInput = z.input<typeof modelConfigSchema>;
+/** A checked model config with every default filled in (what {@link Decoder} takes). */
 export type ModelConfig = Omit<z.output<typeof modelConfigSchema>, 'blockSize'> & { ffnHidden: number };
 
 /** Validates a config object; throws one line naming the field on error. */

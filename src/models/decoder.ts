@@ -48,6 +48,13 @@ function makeMixer(kind: MixerKind, cfg: ModelConfig, base: ConstructorParameter
   }
 }
 
+/**
+ * The decoder-only language model: token embedding, pre-norm blocks (token mixer + SwiGLU
+ * feed-forward), a final RMSNorm and the output projection. `forward(ids)` gives logits;
+ * `loss(inputs, targets)` the cross-entropy; `initStates()`/`step()` decode token by token with
+ * O(context) caches. Build it from a {@link ModelConfigInput}, or get a trained one from {@link
+ * loadModel}.
+ */
 export class Decoder extends Module {
   readonly config: ModelConfig;
   readonly embed: Embedding;

@@ -14,6 +14,7 @@ import { slice } from '../ops/shape.ts';
 import type { MixerState } from '../mixers/modules.ts';
 import type { Decoder } from './decoder.ts';
 
+/** How {@link sampleToken} picks a token from logits. */
 export interface SamplingOptions {
   /** Logits are divided by it before sampling; 0 picks the most likely token (greedy). Default 1. */
   temperature?: number;
@@ -23,6 +24,7 @@ export interface SamplingOptions {
   topP?: number;
 }
 
+/** Options of {@link generate}. */
 export interface GenerateOptions extends SamplingOptions {
   /** Tokens to generate at most (≥ 0). */
   maxNewTokens: number;
@@ -43,8 +45,10 @@ export interface GenerateOptions extends SamplingOptions {
   keepLogits?: boolean;
 }
 
+/** Why generation stopped: a stop id ('stop'), maxNewTokens ('length') or maxContext ('context'). */
 export type StopReason = 'stop' | 'length' | 'context';
 
+/** What {@link generate} returns. */
 export interface GenerateResult {
   /** The generated ids (the prompt excluded; a stop id, when hit, is the last one). */
   tokens: number[];

@@ -4,10 +4,12 @@ import type { Rng } from '../core/random.ts';
 import { full, randn } from '../ops/creation.ts';
 import type { Tensor } from '../core/tensor.ts';
 
+/** A tensor of normal(0, std) values drawn from `rng` (default std 0.02, as GPT-2). */
 export function normalInit(shape: readonly number[], rng: Rng, std = 0.02): Tensor {
   return randn(shape, { rng, std });
 }
 
+/** A tensor of `shape` filled with `value` (e.g. RMSNorm weights 1). */
 export function constantInit(shape: readonly number[], value: number): Tensor {
   return full(shape, value);
 }

@@ -17,6 +17,7 @@ export class Linear extends Module {
   }
 }
 
+/** A (vocab, dim) lookup table: ids → rows. */
 export class Embedding extends Module {
   readonly weight: Tensor;
   constructor(readonly vocab: number, readonly dim: number, rng: Rng, std = 0.02) {
@@ -28,6 +29,7 @@ export class Embedding extends Module {
   }
 }
 
+/** Root-mean-square normalisation over the last axis, with a learned per-feature scale. */
 export class RMSNorm extends Module {
   readonly weight: Tensor;
   constructor(readonly dim: number, readonly eps = 1e-6) {

@@ -3,6 +3,10 @@
 // how checkpoints store them.
 import type { Tensor } from '../core/tensor.ts';
 
+/**
+ * A named tree of parameters and sub-modules, as in PyTorch: `namedParameters()` gives the dotted
+ * names checkpoints use, `train()`/`eval()` switch modes, `dispose()` frees the weights.
+ */
 export abstract class Module {
   private readonly ownParams = new Map<string, Tensor>();
   private readonly ownChildren = new Map<string, Module>();

@@ -9,6 +9,7 @@ import type { Tensor } from '../core/tensor.ts';
 import { tensor } from '../ops/creation.ts';
 import { rotary } from '../ops/nn.ts';
 
+/** Rotary position embedding tables (cos, sin), grown on demand and cached; rotate-half convention. */
 export class Rotary {
   private cos: Tensor | null = null;
   private sin: Tensor | null = null;

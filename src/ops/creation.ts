@@ -6,6 +6,10 @@ import { Rng } from '../core/random.ts';
 import { checkShape, sizeOf, type Shape } from '../core/shape.ts';
 import { empty, Tensor, tensorFrom } from '../core/tensor.ts';
 
+/**
+ * Options of the tensor constructors ({@link tensor}, {@link zeros}, …): dtype (default float32),
+ * requiresGrad, backend (default the active one), name.
+ */
 export interface TensorOptions {
   dtype?: DType;
   requiresGrad?: boolean;
@@ -46,15 +50,19 @@ export function tensor(values: TypedArray | Nested, shape?: Shape, opts: TensorO
   return finish(tensorFrom(flat, s, dtype, opts.backend ?? getBackend()), opts);
 }
 
+/** A tensor of `shape` filled with `value`. */
 export function full(shape: Shape, value: number, opts: TensorOptions = {}): Tensor {
   const t = empty(shape, opts.dtype ?? 'float32', opts.backend ?? getBackend());
   t.backend.fill(t.storage, value, 0, t.size);
   return finish(t, opts);
 }
 
+/** A tensor of `shape` filled with 0. */
 export const zeros = (shape: Shape, opts: TensorOptions = {}): Tensor => full(shape, 0, opts);
+/** A tensor of `shape` filled with 1. */
 export const ones = (shape: Shape, opts: TensorOptions = {}): Tensor => full(shape, 1, opts);
 
+/** Zeros with the shape, dtype and backend of `t`. */
 export function zerosLike(t: Tensor): Tensor { return full(t.shape, 0, { dtype: t.dtype, backend: t.backend }); }
 
 /** 0, 1, … n−1 (int32 by default). */

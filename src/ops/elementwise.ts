@@ -5,6 +5,7 @@ import { broadcastShapes, broadcastStrides } from '../core/shape.ts';
 import { empty, record, tensorFrom, type Tensor } from '../core/tensor.ts';
 import { backendOf, broadcastPair, requireFloat, resultDType, sumToShape } from './util.ts';
 
+/** An operand of a binary op: a tensor, or a number (a one-element tensor of the other operand's dtype). */
 export type Operand = Tensor | number;
 
 function unaryOp(op: UnaryOp, x: Tensor, scalar = 0): Tensor {
@@ -19,20 +20,33 @@ function unaryOp(op: UnaryOp, x: Tensor, scalar = 0): Tensor {
   });
 }
 
+/** −x, elementwise. */
 export const neg = (x: Tensor): Tensor => unaryOp('neg', x);
+/** |x|, elementwise. */
 export const abs = (x: Tensor): Tensor => unaryOp('abs', x);
+/** eˣ, elementwise. */
 export const exp = (x: Tensor): Tensor => unaryOp('exp', x);
+/** The natural logarithm, elementwise. */
 export const log = (x: Tensor): Tensor => unaryOp('log', x);
+/** √x, elementwise. */
 export const sqrt = (x: Tensor): Tensor => unaryOp('sqrt', x);
+/** 1/√x, elementwise. */
 export const rsqrt = (x: Tensor): Tensor => unaryOp('rsqrt', x);
+/** tanh x, elementwise. */
 export const tanh = (x: Tensor): Tensor => unaryOp('tanh', x);
+/** 1/(1 + e⁻ˣ), elementwise. */
 export const sigmoid = (x: Tensor): Tensor => unaryOp('sigmoid', x);
+/** x·sigmoid(x) (SiLU / swish), elementwise. */
 export const silu = (x: Tensor): Tensor => unaryOp('silu', x);
 /** GELU with the exact normal CDF. */
 export const gelu = (x: Tensor): Tensor => unaryOp('gelu', x);
+/** max(x, 0), elementwise. */
 export const relu = (x: Tensor): Tensor => unaryOp('relu', x);
+/** x², elementwise. */
 export const square = (x: Tensor): Tensor => unaryOp('square', x);
+/** 1/x, elementwise. */
 export const reciprocal = (x: Tensor): Tensor => unaryOp('reciprocal', x);
+/** The sign of x (−1, 0 or 1), elementwise; its gradient is 0. */
 export const sign = (x: Tensor): Tensor => unaryOp('sign', x);
 
 /** x ** p: a number exponent uses the unary kernel; a tensor exponent the binary one. */
@@ -102,18 +116,29 @@ function binaryGradB(op: BinaryOp, g: Tensor, a: Tensor, b: Tensor): Tensor {
   }
 }
 
+/** a + b, broadcasting like NumPy. */
 export const add = (a: Operand, b: Operand): Tensor => binaryOp('add', a, b);
+/** a − b, broadcasting like NumPy. */
 export const sub = (a: Operand, b: Operand): Tensor => binaryOp('sub', a, b);
+/** a · b, broadcasting like NumPy. */
 export const mul = (a: Operand, b: Operand): Tensor => binaryOp('mul', a, b);
+/** a / b, broadcasting like NumPy. */
 export const div = (a: Operand, b: Operand): Tensor => binaryOp('div', a, b);
+/** The larger of a and b, broadcasting like NumPy. */
 export const maximum = (a: Operand, b: Operand): Tensor => binaryOp('maximum', a, b);
+/** The smaller of a and b, broadcasting like NumPy. */
 export const minimum = (a: Operand, b: Operand): Tensor => binaryOp('minimum', a, b);
 /** Comparisons give 1/0 in the operands' float dtype and carry no gradient. */
 export const gt = (a: Operand, b: Operand): Tensor => binaryOp('gt', a, b);
+/** a ≥ b as 1 or 0 (no gradient), broadcasting. */
 export const ge = (a: Operand, b: Operand): Tensor => binaryOp('ge', a, b);
+/** a < b as 1 or 0 (no gradient), broadcasting. */
 export const lt = (a: Operand, b: Operand): Tensor => binaryOp('lt', a, b);
+/** a ≤ b as 1 or 0 (no gradient), broadcasting. */
 export const le = (a: Operand, b: Operand): Tensor => binaryOp('le', a, b);
+/** a = b as 1 or 0 (no gradient), broadcasting. */
 export const eq = (a: Operand, b: Operand): Tensor => binaryOp('eq', a, b);
+/** a ≠ b as 1 or 0 (no gradient), broadcasting. */
 export const ne = (a: Operand, b: Operand): Tensor => binaryOp('ne', a, b);
 
 /** cond ? a : b elementwise with broadcasting; cond is any tensor (nonzero = true). */

@@ -20,6 +20,7 @@ export interface HeadsPart {
   rotate?: boolean;
 }
 
+/** Options of {@link splitHeads}: rotary tables to apply while splitting. */
 export interface SplitHeadsOptions {
   /** cos and sin tables (≥ offset + T, dim/2) of the rotated parts; constants (no gradient). */
   cos?: Tensor | null;

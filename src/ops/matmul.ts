@@ -5,6 +5,7 @@ import { empty, record, type Tensor } from '../core/tensor.ts';
 import { reshape, slice } from './shape.ts';
 import { backendOf, broadcastTo, requireFloat, sumToShape } from './util.ts';
 
+/** Options of {@link matmul}. */
 export interface MatmulOptions {
   /** Use the transpose of a's (or b's) last two axes, without copying it. */
   transA?: boolean;

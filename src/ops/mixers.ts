@@ -25,6 +25,7 @@ export interface MixerOptions {
   docIds?: Tensor | null;
 }
 
+/** Options of {@link softmaxAttention}. */
 export interface AttentionOptions extends MixerOptions {
   /** Logit scale (default 1/√D). */
   scale?: number;

@@ -124,6 +124,7 @@ export function embedding(table: Tensor, ids: Tensor): Tensor {
   });
 }
 
+/** Options of {@link crossEntropy}. */
 export interface CrossEntropyOptions {
   /** Targets equal to this are skipped (default −100, as PyTorch). */
   ignoreIndex?: number;
@@ -185,6 +186,7 @@ export function dropout(x: Tensor, p: number, seed: number, training = true): Te
   return y;
 }
 
+/** Options of {@link rotary}. */
 export interface RotaryOptions {
   /** Position of the first row along T (decoding continues a sequence). Default 0. */
   offset?: number;

@@ -7,6 +7,7 @@ import { div, eq, exp, log, mul, sub, add } from './elementwise.ts';
 import { detach, reshape } from './shape.ts';
 import { backendOf, expandTo, requireFloat } from './util.ts';
 
+/** Options of the reductions ({@link sum}, {@link mean}, {@link max}, …). */
 export interface ReduceOptions {
   /** Keep the reduced axes as size 1 (default false). */
   keepDims?: boolean;
@@ -53,10 +54,14 @@ function reduceMany(op: ReduceOp, x: Tensor, axis: Axes, opts: ReduceOptions): T
   });
 }
 
+/** The sum over `axis` (a number, a list, or all axes when omitted). */
 export const sum = (x: Tensor, axis?: Axes, opts: ReduceOptions = {}): Tensor => reduceMany('sum', x, axis, opts);
+/** The largest value over `axis` (all axes when omitted); the gradient goes to the first maximum. */
 export const max = (x: Tensor, axis?: Axes, opts: ReduceOptions = {}): Tensor => reduceMany('max', x, axis, opts);
+/** The smallest value over `axis` (all axes when omitted); the gradient goes to the first minimum. */
 export const min = (x: Tensor, axis?: Axes, opts: ReduceOptions = {}): Tensor => reduceMany('min', x, axis, opts);
 
+/** The mean over `axis` (a number, a list, or all axes when omitted). */
 export function mean(x: Tensor, axis?: Axes, opts: ReduceOptions = {}): Tensor {
   const n = axesOf(x, axis, 'mean').reduce((p, a) => p * x.shape[a], 1);
   return tidy(() => div(sum(x, axis, opts), n));

@@ -20,8 +20,10 @@ export function reshape(x: Tensor, shape: Shape): Tensor {
   return record(out, 'reshape', [x], [], (g) => [view(g, x.shape)]);
 }
 
+/** x as one axis of x.size elements. */
 export function flatten(x: Tensor): Tensor { return reshape(x, [x.size]); }
 
+/** x with a new axis of size 1 at `axis` (negative counts from the end). */
 export function unsqueeze(x: Tensor, axis: number): Tensor {
   const a = normalizeAxis(axis < 0 ? axis + x.rank + 1 : axis, x.rank + 1, 'unsqueeze');
   const s = [...x.shape];
@@ -29,6 +31,7 @@ export function unsqueeze(x: Tensor, axis: number): Tensor {
   return reshape(x, s);
 }
 
+/** x without `axis` (which must have size 1), or without every axis of size 1 when omitted. */
 export function squeeze(x: Tensor, axis?: number): Tensor {
   if (axis === undefined) return reshape(x, x.shape.filter((d) => d !== 1));
   const a = normalizeAxis(axis, x.rank, 'squeeze');

@@ -27,11 +27,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Tensor } from '../core/tensor.ts';
-import { checkTokenizer, type Tokenizer, type TokenizerIdentity } from '../data/tokenizer.ts';
+import type { TokenizerIdentity } from '../data/tokenizer.ts';
 import type { SamplerState } from '../data/batches.ts';
 import { SafetensorsFile, writeSafetensorsSync, type TensorRecord } from '../io/safetensors.ts';
 import { parseModelConfig, type ModelConfig } from '../models/config.ts';
-import { Decoder } from '../models/decoder.ts';
+import type { Decoder } from '../models/decoder.ts';
 import { readJsonSync, removeStaleTemps, writeDirAtomicSync, writeFileAtomicSync, writeJsonAtomicSync } from '../util/atomic.ts';
 import type { AdamW, MomentRecord } from './optimizer.ts';
 
@@ -63,8 +63,11 @@ export const CHECKPOINT_OPTIONAL_FILES = {
   tokenizerConfig: 'tokenizer_config.json',
 } as const;
 
+/** The `format` of a checkpoint's config.json. */
 export const CHECKPOINT_FORMAT = 'cubit-checkpoint';
+/** The `format` of a run folder's latest.json. */
 export const RUN_POINTER_FORMAT = 'cubit-run';
+/** The `format` in optimizer.safetensors' metadata. */
 export const OPTIMIZER_FORMAT = 'cubit-adamw';
 /** Bumped when a checkpoint written now could not be read by an older reader. */
 export const CHECKPOINT_FORMAT_VERSION = 1;
@@ -105,6 +108,7 @@ export interface TrainState {
   elapsedSeconds: number;
 }
 
+/** latest.json of a run folder: which checkpoint is the latest. */
 export interface RunPointer {
   format: typeof RUN_POINTER_FORMAT;
   /** The checkpoint folder, relative to the run folder. */
@@ -136,6 +140,7 @@ function crashPoint(point: string): void {
 
 // ---- saving ----
 
+/** What {@link saveCheckpoint} writes. */
 export interface SaveCheckpointInput {
   step: number;
   model: Decoder;
@@ -211,6 +216,7 @@ export async function saveCheckpoint(runDir: string, input: SaveCheckpointInput)
 
 // ---- loading ----
 
+/** A checkpoint folder's checked config.json and state.json (its tensors are read later). */
 export interface CheckpointInfo {
   /** The checkpoint folder. */
   dir: string;
@@ -241,14 +247,10 @@ function bad(dir: string, file: string, problem: string): never {
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0;
 
-/** Reads and checks a checkpoint folder's config.json and state.json (the tensors are read later). */
-export function readCheckpointInfo(dir: string): CheckpointInfo {
-  for (const f of CHECKPOINT_FILE_LIST) {
-    if (!fs.existsSync(path.join(dir, f))) bad(dir, f, 'missing (incomplete checkpoint)');
-  }
-  const config = readJsonSync<CheckpointConfig>(path.join(dir, CHECKPOINT_FILES.config));
+/** Checks a parsed config.json of a checkpoint (format CHECKPOINT_FORMAT) or a model folder (MODEL_FOLDER_FORMAT). */
+function checkConfig(dir: string, config: CheckpointConfig, format: string): void {
   const cf = CHECKPOINT_FILES.config;
-  if (!isObject(config) || config.format !== CHECKPOINT_FORMAT) bad(dir, cf, `not a cubit checkpoint config (format is not '${CHECKPOINT_FORMAT}')`);
+  if (!isObject(config) || config.format !== format) bad(dir, cf, `not a cubit ${format === CHECKPOINT_FORMAT ? 'checkpoint' : 'model folder'} config (format is not '${format}')`);
   if (!isCount(config.formatVersion) || config.formatVersion > CHECKPOINT_FORMAT_VERSION) {
     bad(dir, cf, `format version ${String(config.formatVersion)} is newer than this cubit (${softwareVersion()}) reads (${CHECKPOINT_FORMAT_VERSION})`);
   }
@@ -256,7 +258,17 @@ export function readCheckpointInfo(dir: string): CheckpointInfo {
   if (!isObject(config.training)) bad(dir, cf, "'training' must be an object");
   const tok = config.tokenizer as unknown;
   if (!isObject(tok) || (tok.kind !== 'byte' && tok.kind !== 'hf') || !isCount(tok.vocabSize)) bad(dir, cf, "'tokenizer' is not a tokenizer identity");
+  if (tok.kind === 'hf' && typeof tok.sha256 !== 'string') bad(dir, cf, "'tokenizer.sha256' must be a string");
   try { config.model = parseModelConfig(config.model); } catch (e) { bad(dir, cf, (e as Error).message); }
+}
+
+/** Reads and checks a checkpoint folder's config.json and state.json (the tensors are read later). */
+export function readCheckpointInfo(dir: string): CheckpointInfo {
+  for (const f of CHECKPOINT_FILE_LIST) {
+    if (!fs.existsSync(path.join(dir, f))) bad(dir, f, 'missing (incomplete checkpoint)');
+  }
+  const config = readJsonSync<CheckpointConfig>(path.join(dir, CHECKPOINT_FILES.config));
+  checkConfig(dir, config, CHECKPOINT_FORMAT);
 
   const sf = CHECKPOINT_FILES.state;
   const state = readJsonSync<TrainState>(path.join(dir, sf));
@@ -314,20 +326,70 @@ export function loadOptimizerInto(optimizer: AdamW, file: string): void {
   }
 }
 
-export interface LoadedModel {
-  model: Decoder;
-  info: CheckpointInfo;
+// ---- model folders ----
+//
+// A model folder is what a trained model needs to be shared on its own (`cubit export`):
+//
+//   <folder>/
+//     model.safetensors   the weights (as in a checkpoint; F16/BF16 tensors are widened on load)
+//     config.json         {"format":"cubit-model","model_type":"cubit",…}: a checkpoint's config.json
+//                         with another format name and the Hugging Face keys model_type/architectures
+//     tokenizer.json      the tokenizer as a Hugging Face tokenizer.json (for the byte tokenizer, one
+//                         that reproduces its ids exactly; cubit itself still uses ByteTokenizer)
+//
+// No optimizer state and no trainer state: it can be evaluated and generated from, not resumed.
+
+/** The `format` of a model folder's config.json. */
+export const MODEL_FOLDER_FORMAT = 'cubit-model';
+/** The files of a model folder. */
+export const MODEL_FOLDER_FILES = {
+  model: CHECKPOINT_FILES.model,
+  config: CHECKPOINT_FILES.config,
+  tokenizer: CHECKPOINT_OPTIONAL_FILES.tokenizer,
+} as const;
+
+/** config.json of a model folder. */
+export interface ModelFolderConfig extends Omit<CheckpointConfig, 'format'> {
+  format: typeof MODEL_FOLDER_FORMAT;
+  /** Hugging Face's name of the architecture family. */
+  model_type: string;
+  architectures: string[];
 }
 
-/**
- * Loads the model of a run folder's latest checkpoint (or of a checkpoint folder) on the active
- * backend, for evaluation and generation. With `tokenizer`, checks that it is the one the model
- * was trained with.
- */
-export function loadModel(p: string, opts: { tokenizer?: Tokenizer } = {}): LoadedModel {
-  const info = readCheckpointInfo(resolveCheckpoint(p));
-  if (opts.tokenizer) checkTokenizer(info.config.tokenizer, opts.tokenizer, info.dir);
-  const model = new Decoder(info.config.model);
-  try { loadWeightsInto(model, path.join(info.dir, CHECKPOINT_FILES.model)); } catch (e) { model.dispose(); throw e; }
-  return { model, info };
+/** A checkpoint or a model folder, ready to load a model from (state is null for a model folder). */
+export interface ModelInfo {
+  dir: string;
+  config: CheckpointConfig | ModelFolderConfig;
+  state: TrainState | null;
+}
+
+/** True when `dir` holds a config.json that says it is a model folder. */
+export function isModelFolder(dir: string): boolean {
+  const file = path.join(dir, CHECKPOINT_FILES.config);
+  if (!fs.existsSync(file) || fs.existsSync(path.join(dir, RUN_FILES.pointer))) return false;
+  try { return (JSON.parse(fs.readFileSync(file, 'utf8')) as { format?: unknown }).format === MODEL_FOLDER_FORMAT; } catch { return false; }
+}
+
+/** Reads and checks a model folder's config.json (the tensors are read later). */
+export function readModelFolderInfo(dir: string): ModelInfo {
+  for (const f of [MODEL_FOLDER_FILES.model, MODEL_FOLDER_FILES.config]) {
+    if (!fs.existsSync(path.join(dir, f))) bad(dir, f, 'missing (incomplete model folder)');
+  }
+  const config = readJsonSync<ModelFolderConfig>(path.join(dir, CHECKPOINT_FILES.config));
+  checkConfig(dir, config as unknown as CheckpointConfig, MODEL_FOLDER_FORMAT);
+  return { dir, config, state: null };
+}
+
+/** A run folder's latest checkpoint, a checkpoint folder or a model folder: what inference can load. */
+export function readModelInfo(p: string): ModelInfo {
+  if (fs.existsSync(p) && isModelFolder(p)) return readModelFolderInfo(p);
+  const dir = resolveCheckpoint(p);
+  const cfg = path.join(dir, CHECKPOINT_FILES.config);
+  let foreign: unknown = null;
+  try {
+    const raw = JSON.parse(fs.readFileSync(cfg, 'utf8')) as { format?: unknown; model_type?: unknown };
+    if (raw.format === undefined && raw.model_type !== undefined) foreign = raw.model_type;
+  } catch { /* readCheckpointInfo reports it */ }
+  if (foreign !== null) bad(dir, CHECKPOINT_FILES.config, `a Hugging Face model (model_type ${JSON.stringify(foreign)}), not a cubit checkpoint or model folder (export without --to llama for cubit)`);
+  return readCheckpointInfo(dir);
 }

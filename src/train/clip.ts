@@ -35,6 +35,7 @@ export function scaleGradients(params: readonly Tensor[], factor: number | Tenso
   });
 }
 
+/** What {@link clipGradNorm} did. */
 export interface ClipResult {
   /** The global norm before clipping (NaN/∞ when a gradient is not finite; nothing is scaled then). */
   norm: number;

@@ -9,6 +9,7 @@ const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
 const fraction = z.number().min(0).lt(1);
 
+/** The zod schema of a training config's `data` section (corpus, tokenizer, split, mode). */
 export const dataConfigSchema = z.strictObject({
   /** 'brown', a folder of .txt/.md files, a .jsonl file, or a text file (see data/corpus.ts). */
   corpus: z.string().min(1).default('brown'),
@@ -31,6 +32,7 @@ export const dataConfigSchema = z.strictObject({
   extensions: z.array(z.string().min(1)).nonempty().optional(),
 });
 
+/** The zod schema of a training config (configs/*.json); {@link parseTrainConfig} applies it. */
 export const trainConfigSchema = z.strictObject({
   /** The model (models/config.ts). vocabSize, when omitted, is the tokenizer's. */
   model: z.record(z.string(), z.unknown()),
@@ -72,7 +74,9 @@ export const trainConfigSchema = z.strictObject({
   maxNonFinite: positiveInt.default(5),
 });
 
+/** A checked `data` section of a training config, defaults filled in. */
 export type DataConfig = z.output<typeof dataConfigSchema>;
+/** A training config as written in JSON (configs/*.json; defaults may be left out). */
 export type TrainConfigInput = z.input<typeof trainConfigSchema>;
 /**
  * A validated training config; `model` is the fully parsed model config. minLr and lrDecaySteps

@@ -5,3 +5,4 @@ export * from './schedule.ts';
 export * from './clip.ts';
 export * from './checkpoint.ts';
 export * from './trainer.ts';
+export * from './interop.ts';

@@ -13,6 +13,7 @@ import type { Tensor } from '../core/tensor.ts';
 import { zeros } from '../ops/creation.ts';
 import { adamwUpdate } from '../ops/optim.ts';
 
+/** AdamW's hyperparameters. */
 export interface AdamWOptions {
   beta1: number;
   beta2: number;
@@ -41,6 +42,10 @@ export interface MomentRecord {
   data: Float32Array | Float64Array;
 }
 
+/**
+ * The AdamW optimizer (decoupled weight decay, bias-corrected moments), over a model's named
+ * parameters; its moments are saved in checkpoints.
+ */
 export class AdamW {
   readonly slots: AdamWSlot[];
   /** Updates taken (the t of the bias corrections); skipped steps do not count. */

@@ -2,6 +2,10 @@
 // floor, then the floor. Step numbers count from 0 (the first update uses lr(0)).
 import type { TrainConfig } from './config.ts';
 
+/**
+ * A learning-rate schedule: linear warm-up to `lr`, cosine decay to `minLr`, then `minLr`. {@link
+ * scheduleOf} makes one from a training config; {@link learningRate} evaluates it.
+ */
 export interface LrSchedule {
   /** Peak learning rate. */
   lr: number;

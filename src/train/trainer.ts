@@ -41,11 +41,13 @@ import { parseTrainConfig, type TrainConfig } from './config.ts';
 import { AdamW } from './optimizer.ts';
 import { learningRate, scheduleOf, type LrSchedule } from './schedule.ts';
 
+/** Test hooks into the training step. */
 export interface TrainHooks {
   /** Called after a step's backward passes, before clipping (tests inject non-finite gradients here). */
   afterBackward?(step: number, model: Decoder): void;
 }
 
+/** Options of {@link train}. */
 export interface TrainOptions {
   /** The training config (config.ts); required for a new run, optional on resume (the checkpoint's is used). */
   config?: unknown;
@@ -70,6 +72,10 @@ export interface TrainOptions {
   durable?: boolean;
 }
 
+/**
+ * Progress events of {@link train} (`onEvent`): the start, each step, a skipped step, an
+ * evaluation, a checkpoint.
+ */
 export type TrainEvent =
   | { kind: 'start'; step: number; steps: number; end: number; parameters: number; tokensPerStep: number; logEvery: number; resumedFrom: string | null; backend: string }
   | { kind: 'step'; step: number; steps: number; end: number; loss: number; lr: number; gradNorm: number; tokensPerSec: number; skippedSteps: number }
@@ -77,6 +83,7 @@ export type TrainEvent =
   | { kind: 'eval'; step: number; loss: number; bpb: number }
   | { kind: 'checkpoint'; step: number; path: string };
 
+/** What {@link train} returns when a sitting ends. */
 export interface TrainSummary {
   out: string;
   /** The checkpoint written last (null when the run had nothing to do and had none). */
@@ -102,6 +109,7 @@ export class NonFiniteError extends Error {
   constructor(message: string, readonly step: number, readonly checkpoint: string | null) { super(message); }
 }
 
+/** What one {@link Trainer} step did. */
 export interface StepResult {
   /** Mean loss over the micro-batches (nats per target). */
   loss: number;
@@ -112,6 +120,7 @@ export interface StepResult {
   skipped: string | null;
 }
 
+/** The validation loss {@link Trainer} measures every evalEvery steps. */
 export interface EvalResult {
   /** Mean loss in nats per scored token. */
   loss: number;

@@ -26,6 +26,11 @@ const REDUCE_CODE: Record<ReduceOp, number> = { sum: 0, max: 1, min: 2 };
 /** Highest rank of the addon's strided kernels (NN_MAX_RANK); beyond it the reference runs. */
 const MAX_RANK = 8;
 
+/**
+ * The C backend (build/Release/cubit_native.node): packed GEMM, streaming Cubit and attention
+ * kernels and a thread pool (`setThreads`), chosen per CPU at run time. Kernels it does not
+ * override run as in {@link ReferenceBackend}.
+ */
 export class NativeBackend extends ReferenceBackend {
   override readonly name = 'native';
   override readonly supportsFloat64 = false;

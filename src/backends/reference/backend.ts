@@ -95,6 +95,10 @@ export function forEachIndex(shape: readonly number[], strides: readonly (readon
   }
 }
 
+/**
+ * The plain-TypeScript backend: the obvious loop for every kernel, core and fused, accumulating in
+ * float64. Slow; the oracle every native kernel is tested against.
+ */
 export class ReferenceBackend implements Backend, FusedKernels {
   readonly name: string = 'reference';
   readonly supportsFloat64: boolean = true;
