@@ -6,7 +6,7 @@
 // Issue 2's cases are softmax and RMSNorm on 4096×1024, forward and forward+backward; --all adds
 // log-softmax, LayerNorm, cross-entropy, GELU, AdamW, a broadcast add and a transposed copy.
 // Usage: node --import tsx bench/ops-nn.ts [--threads=1,2] [--isa=avx2] [--all] [--no-reference] [--min-ms=300]
-import type { Backend, Storage } from '../src/core/backend.ts';
+import type { Storage } from '../src/core/backend.ts';
 import { loadNativeAddon, nativeLoadError } from '../src/backends/native/addon.ts';
 import { NativeBackend } from '../src/backends/native/backend.ts';
 import { ReferenceBackend } from '../src/backends/reference/backend.ts';
@@ -30,11 +30,11 @@ interface Case {
   /** Bytes read and written once by one call. */
   bytes: number;
   /** Prepares storages on a backend and returns the call to time. */
-  setup: (b: Backend) => () => void;
+  setup: (b: ReferenceBackend) => () => void;
 }
 
 const rng = new Rng(7);
-function randomStorage(b: Backend, n: number, scale = 1): Storage {
+function randomStorage(b: ReferenceBackend, n: number, scale = 1): Storage {
   const s = b.alloc('float32', n);
   const v = new Float32Array(n);
   for (let i = 0; i < n; i++) v[i] = scale * (rng.next() * 2 - 1);
@@ -158,7 +158,7 @@ function medianCpuMs(fn: () => void, runs: number): number {
   return t[t.length >> 1];
 }
 
-function measure(c: Case, b: Backend, extra: Record<string, unknown>): void {
+function measure(c: Case, b: ReferenceBackend, extra: Record<string, unknown>): void {
   const call = c.setup(b);
   const ms = medianMs(call, { minMs, warmup: 2, minRuns: 5 });
   const cpu = medianCpuMs(call, Math.max(5, Math.min(50, Math.ceil(minMs / ms))));

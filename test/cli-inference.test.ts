@@ -28,11 +28,11 @@ function assertUserError(r: CliResult, pattern: RegExp, what: string): void {
   assert.equal(r.stdout, '', `${what}: stdout should be empty`);
 }
 
-before(() => {
+before(async () => {
   dir = tmpDir('cli');
   run = path.join(dir, 'run');
   const model = perturbedModel({ vocabSize: 256, dModel: 16, nLayers: 2, nHeads: 2, ffnHidden: 24, mixer: 'cubit', window: 8 }, 3, 0.3);
-  try { saveRun(run, model, { seqLen: 16, step: 42 }); } finally { model.dispose(); }
+  try { await saveRun(run, model, { seqLen: 16, step: 42 }); } finally { model.dispose(); }
   corpus = path.join(dir, 'held-out.txt');
   fs.writeFileSync(corpus, 'The quick brown fox jumps over the lazy dog.\n\nPack my box with five dozen liquor jugs!\n\nSphinx of black quartz, judge my vow.\n');
 });
@@ -100,7 +100,7 @@ describe('cubit generate', () => {
     assert.equal(rb.mode, 'recompute');
     const ck = loadModel(run);
     try {
-      const want = generate(ck.model, new ByteTokenizer().encode('The quick'), { maxNewTokens: 12, temperature: 0.8, topK: 20, seed: 4 });
+      const want = await generate(ck.model, new ByteTokenizer().encode('The quick'), { maxNewTokens: 12, temperature: 0.8, topK: 20, seed: 4 });
       assert.deepEqual(ra.tokens, want.tokens);
       assert.equal(ra.text, ck.tokenizer.decode(want.tokens));
     } finally {
@@ -153,7 +153,7 @@ describe('a Hugging Face tokenizer', () => {
       p.backend.write(p.storage, v);
     }
     const hfRun = path.join(dir, 'hf-run');
-    try { saveRun(hfRun, model, { tokenizer: tok.identity(), data: { corpus: 'brown', tokenizer: tokDir } }); } finally { model.dispose(); }
+    try { await saveRun(hfRun, model, { tokenizer: tok.identity(), data: { corpus: 'brown', tokenizer: tokDir } }); } finally { model.dispose(); }
     const r = await cliInProcess(['generate', hfRun, '--prompt', 'the fox', '--temperature', '0', '--json']);
     assert.equal(r.code, 0, r.stderr);
     const rep = JSON.parse(r.stdout);

@@ -41,11 +41,11 @@ function bruteForce(model: Decoder, s: TokenStream, L: number, S: number): { sum
 }
 
 describe('evaluate', () => {
-  test('a model with all-zero weights is uniform: loss ln V, perplexity V, 8 bits per byte', () => {
+  test('a model with all-zero weights is uniform: loss ln V, perplexity V, 8 bits per byte', async () => {
     const model = new Decoder({ vocabSize: 256, dModel: 16, nLayers: 1, nHeads: 2, mixer: 'cubit' }, 1);
     try {
       for (const [, p] of model.namedParameters()) p.backend.write(p.storage, new Float32Array(p.size));
-      const [r] = evaluate(model, stream, { contextLengths: [8], stride: 3 });
+      const [r] = await evaluate(model, stream, { contextLengths: [8], stride: 3 });
       assert.ok(Math.abs(r.loss - Math.log(256)) < 1e-5, `loss ${r.loss}`);
       assert.ok(Math.abs(r.perplexity - 256) < 1e-2);
       assert.ok(Math.abs(r.bitsPerByte - 8) < 1e-5);
@@ -57,11 +57,11 @@ describe('evaluate', () => {
   });
 
   for (const mixer of ['softmax', 'cubit', 'local_linear'] as const) {
-    test(`${mixer}: totals equal a brute-force forward of each target's context (sliding and disjoint windows)`, () => {
+    test(`${mixer}: totals equal a brute-force forward of each target's context (sliding and disjoint windows)`, async () => {
       const model = perturbedModel({ vocabSize: 256, dModel: 16, nLayers: 2, nHeads: 2, ffnHidden: 24, mixer }, 4, 0.3);
       try {
         for (const [L, S] of [[8, 3], [8, 8], [12, 1], [64, 32]]) {
-          const [r] = evaluate(model, stream, { contextLengths: [L], stride: S, batchSize: 5 });
+          const [r] = await evaluate(model, stream, { contextLengths: [L], stride: S, batchSize: 5 });
           const want = bruteForce(model, stream, L, S);
           assert.equal(r.tokens, want.count);
           assert.equal(r.stride, S);
@@ -74,12 +74,12 @@ describe('evaluate', () => {
     });
   }
 
-  test('batch size does not change the result; more context does not hurt a model that uses it', () => {
+  test('batch size does not change the result; more context does not hurt a model that uses it', async () => {
     const model = perturbedModel({ vocabSize: 256, dModel: 16, nLayers: 1, nHeads: 2, ffnHidden: 24, mixer: 'softmax' }, 6, 0.3);
     try {
-      const [a] = evaluate(model, stream, { contextLengths: [10], stride: 4, batchSize: 1 });
-      const [b] = evaluate(model, stream, { contextLengths: [10], stride: 4, batchSize: 7 });
-      const [c] = evaluate(model, stream, { contextLengths: [10], stride: 4, batchTokens: 30 });
+      const [a] = await evaluate(model, stream, { contextLengths: [10], stride: 4, batchSize: 1 });
+      const [b] = await evaluate(model, stream, { contextLengths: [10], stride: 4, batchSize: 7 });
+      const [c] = await evaluate(model, stream, { contextLengths: [10], stride: 4, batchTokens: 30 });
       assert.equal(c.batchSize, 3);
       assert.ok(Math.abs(a.loss - b.loss) < 1e-6 * a.loss && Math.abs(a.loss - c.loss) < 1e-6 * a.loss);
       assert.equal(a.windows, b.windows);
@@ -89,12 +89,12 @@ describe('evaluate', () => {
     }
   });
 
-  test('bits per byte divides the summed loss in bits by the bytes the targets stand for', () => {
+  test('bits per byte divides the summed loss in bits by the bytes the targets stand for', async () => {
     const model = perturbedModel({ vocabSize: 256, dModel: 16, nLayers: 1, nHeads: 2, ffnHidden: 24 }, 7, 0.3);
     try {
       const twoBytes: TokenStream = { ...stream, scoredBytes: stream.scoredBytes.map((b) => 2 * b) };
-      const [r1] = evaluate(model, stream, { contextLengths: [16] });
-      const [r2] = evaluate(model, twoBytes, { contextLengths: [16] });
+      const [r1] = await evaluate(model, stream, { contextLengths: [16] });
+      const [r2] = await evaluate(model, twoBytes, { contextLengths: [16] });
       assert.ok(Math.abs(r1.bitsPerByte - r1.bitsPerToken) < 1e-9, 'byte tokens: bits per byte = bits per token');
       assert.ok(Math.abs(r2.bitsPerByte - r1.bitsPerToken / 2) < 1e-9);
       assert.equal(r2.bytes, 2 * r1.bytes);
@@ -105,33 +105,33 @@ describe('evaluate', () => {
     }
   });
 
-  test('several lengths in one call, flagged against the training length; stride as a fraction', () => {
+  test('several lengths in one call, flagged against the training length; stride as a fraction', async () => {
     const model = perturbedModel({ vocabSize: 256, dModel: 16, nLayers: 1, nHeads: 2, ffnHidden: 24, mixer: 'softmax', window: 6 }, 8, 0.3);
     try {
-      const rs = evaluate(model, stream, { contextLengths: [8, 16, 32], trainSeqLen: 16, stride: { fraction: 0.25 } });
+      const rs = await evaluate(model, stream, { contextLengths: [8, 16, 32], trainSeqLen: 16, stride: { fraction: 0.25 } });
       assert.deepEqual(rs.map((r) => r.contextLength), [8, 16, 32]);
       assert.deepEqual(rs.map((r) => r.beyondTraining), [false, false, true]);
       assert.deepEqual(rs.map((r) => r.stride), [2, 4, 8]);
       // One layer of window-6 attention sees 6 tokens whatever the length: with stride ≤ L − 6 every
       // scored target has its full window (not so for Cubit: the solve carries X from earlier tokens).
       assert.ok(Math.abs(rs[1].loss - rs[2].loss) < 1e-5 * rs[1].loss, `${rs[1].loss} vs ${rs[2].loss}`);
-      assert.deepEqual(evaluate(model, stream, { contextLengths: [8] }).map((r) => r.beyondTraining), [null]);
+      assert.deepEqual((await evaluate(model, stream, { contextLengths: [8] })).map((r) => r.beyondTraining), [null]);
     } finally {
       model.dispose();
     }
   });
 
-  test('bad options are one clear error', () => {
+  test('bad options are one clear error', async () => {
     const model = new Decoder({ vocabSize: 256, dModel: 16, nLayers: 1, nHeads: 2 }, 1);
     try {
-      assert.throws(() => evaluate(model, stream, { contextLengths: [] }), /contextLengths must list at least one length/);
-      assert.throws(() => evaluate(model, stream, { contextLengths: [0] }), /context length must be a positive integer, got 0/);
-      assert.throws(() => evaluate(model, stream, { contextLengths: [8], stride: 0 }), /stride must be a positive integer number of tokens, got 0/);
-      assert.throws(() => evaluate(model, stream, { contextLengths: [8], stride: { fraction: 1.5 } }), /stride fraction must be in \(0, 1\], got 1.5/);
-      assert.throws(() => evaluate(model, stream, { contextLengths: [8], batchSize: 0 }), /batchSize must be a positive integer/);
-      assert.throws(() => evaluate(model, { ...stream, vocabSize: 300 }, { contextLengths: [8] }), /the data's tokenizer has 300 tokens but the model's vocabulary is 256/);
+      await assert.rejects(evaluate(model, stream, { contextLengths: [] }), /contextLengths must list at least one length/);
+      await assert.rejects(evaluate(model, stream, { contextLengths: [0] }), /context length must be a positive integer, got 0/);
+      await assert.rejects(evaluate(model, stream, { contextLengths: [8], stride: 0 }), /stride must be a positive integer number of tokens, got 0/);
+      await assert.rejects(evaluate(model, stream, { contextLengths: [8], stride: { fraction: 1.5 } }), /stride fraction must be in \(0, 1\], got 1.5/);
+      await assert.rejects(evaluate(model, stream, { contextLengths: [8], batchSize: 0 }), /batchSize must be a positive integer/);
+      await assert.rejects(evaluate(model, { ...stream, vocabSize: 300 }, { contextLengths: [8] }), /the data's tokenizer has 300 tokens but the model's vocabulary is 256/);
       const empty = tokenizeDocuments([{ id: 'x', text: 'x' }], new ByteTokenizer());
-      assert.throws(() => evaluate(model, empty, { contextLengths: [8] }), /no targets to score/);
+      await assert.rejects(evaluate(model, empty, { contextLengths: [8] }), /no targets to score/);
       assert.equal(resolveStride(100, 8), 8);
       assert.equal(resolveStride({ fraction: 0.01 }, 8), 1);
     } finally {

@@ -58,11 +58,11 @@ function pyLogits(run: string): Float64Array {
 
 describe('checkpoint format: an independent NumPy forward reproduces the logits', () => {
   for (const c of cases) {
-    test(c.name, opts, () => {
+    test(c.name, opts, async () => {
       const model = perturbedModel({ ...base, ...c.config }, 3);
       const run = tmpDir('format');
       try {
-        saveRun(run, model);
+        await saveRun(run, model);
         const want = pyLogits(run);
         const got = tsLogits(model);
         assert.equal(got.length, B * T * model.config.vocabSize);
@@ -75,7 +75,7 @@ describe('checkpoint format: an independent NumPy forward reproduces the logits'
     });
   }
 
-  test('cubit with negative refScale: both read α as |refScale|', opts, () => {
+  test('cubit with negative refScale: both read α as |refScale|', opts, async () => {
     const model = perturbedModel({ ...base, mixer: 'cubit' }, 3);
     const run = tmpDir('format');
     try {
@@ -84,7 +84,7 @@ describe('checkpoint format: an independent NumPy forward reproduces the logits'
           if (name.endsWith('refScale')) p.backend.write(p.storage, Float64Array.from(p.dataSync(), (v, i) => (i % 2 === 0 ? -v : v)));
         }
       });
-      saveRun(run, model);
+      await saveRun(run, model);
       const e = relErr(tsLogits(model), pyLogits(run));
       assert.ok(e < 1e-4, `logits relErr ${e.toExponential(2)} ≥ 1e-4`);
     } finally {
@@ -93,11 +93,11 @@ describe('checkpoint format: an independent NumPy forward reproduces the logits'
     }
   });
 
-  test('the comparison resolves a 5% change of one per-head scalar or of one head of a projection', opts, () => {
+  test('the comparison resolves a 5% change of one per-head scalar or of one head of a projection', opts, async () => {
     const model = perturbedModel({ ...base, mixer: 'cubit' }, 3);
     const run = tmpDir('format');
     try {
-      saveRun(run, model);
+      await saveRun(run, model);
       const want = pyLogits(run);
       const nudge = (name: string, pick: (i: number) => boolean): number => {
         const p = model.namedParameters().find(([n]) => n === name)![1];

@@ -86,7 +86,7 @@ async function cliSubprocessCases(): Promise<{ cases: number; fails: string[] }>
   const preload = path.join(dir, 'rss.mjs');
   fs.writeFileSync(preload, "import fs from 'node:fs';\nprocess.on('exit', () => { fs.writeFileSync(process.env.CUBIT_FUZZ_RSS_FILE, String(process.resourceUsage().maxRSS / 1024)); });\n");
   const model = perturbedModel({ vocabSize: 256, dModel: 16, nLayers: 1, nHeads: 2, ffnHidden: 32, mixer: 'cubit' });
-  const good = saveRun(path.join(dir, 'good'), model, { seqLen: 16 });
+  const good = await saveRun(path.join(dir, 'good'), model, { seqLen: 16 });
   model.dispose();
   const variant = (name: string, damage: (ck: string) => void): string => {
     const out = path.join(dir, name);

@@ -36,9 +36,9 @@ function on<T>(backend: string, fn: () => T): T {
 }
 
 /** Cached vs recomputed runs of the same options: same tokens, logits within 1e-4 at each step. */
-function assertSameGeneration(model: Decoder, opts: GenerateOptions, what: string): number[] {
-  const cached = generate(model, prompt, { ...opts, keepLogits: true });
-  const full = generate(model, prompt, { ...opts, keepLogits: true, mode: 'recompute' });
+async function assertSameGeneration(model: Decoder, opts: GenerateOptions, what: string): Promise<number[]> {
+  const cached = await generate(model, prompt, { ...opts, keepLogits: true });
+  const full = await generate(model, prompt, { ...opts, keepLogits: true, mode: 'recompute' });
   assert.deepEqual(cached.tokens, full.tokens, `${what}: tokens differ`);
   assert.equal(cached.logits!.length, cached.tokens.length);
   cached.logits!.forEach((l, i) => {
@@ -51,14 +51,14 @@ function assertSameGeneration(model: Decoder, opts: GenerateOptions, what: strin
 describe('cached generation equals full recomputation', () => {
   for (const be of backends) {
     for (const m of models) {
-      test(`${m.name}, ${be.name}`, be.opts, () => on(be.name, () => {
+      test(`${m.name}, ${be.name}`, be.opts, () => on(be.name, async () => {
         // Unit-gain mixers (a random init is near uniform), embeddings at 0.3 so that sampling still has choices.
         const model = perturbedModel({ ...base, ...m.config }, 11, 0.3);
         try {
-          const greedy = assertSameGeneration(model, { maxNewTokens: 14, temperature: 0 }, 'greedy');
+          const greedy = await assertSameGeneration(model, { maxNewTokens: 14, temperature: 0 }, 'greedy');
           assert.equal(greedy.length, 14);
-          const sampled = assertSameGeneration(model, { maxNewTokens: 14, temperature: 1, seed: 5 }, 'sampled');
-          assertSameGeneration(model, { maxNewTokens: 14, temperature: 0.7, topK: 10, topP: 0.9, seed: 9 }, 'top-k/top-p');
+          const sampled = await assertSameGeneration(model, { maxNewTokens: 14, temperature: 1, seed: 5 }, 'sampled');
+          await assertSameGeneration(model, { maxNewTokens: 14, temperature: 0.7, topK: 10, topP: 0.9, seed: 9 }, 'top-k/top-p');
           assert.notDeepEqual(greedy, sampled, 'sampling at temperature 1 should not follow the greedy path');
         } finally {
           model.dispose();
@@ -67,11 +67,11 @@ describe('cached generation equals full recomputation', () => {
     }
   }
 
-  test('the first step equals the full forward of the prompt (prefill only)', () => {
+  test('the first step equals the full forward of the prompt (prefill only)', async () => {
     const model = perturbedModel({ ...base, mixer: 'cubit' }, 2);
     try {
-      const a = generate(model, prompt, { maxNewTokens: 1, temperature: 0, keepLogits: true });
-      const b = generate(model, prompt, { maxNewTokens: 1, temperature: 0, keepLogits: true, mode: 'recompute' });
+      const a = await generate(model, prompt, { maxNewTokens: 1, temperature: 0, keepLogits: true });
+      const b = await generate(model, prompt, { maxNewTokens: 1, temperature: 0, keepLogits: true, mode: 'recompute' });
       assert.ok(relErr(a.logits![0], b.logits![0]) < 1e-5);
     } finally {
       model.dispose();
@@ -80,17 +80,17 @@ describe('cached generation equals full recomputation', () => {
 });
 
 describe('seeds', () => {
-  test('the same seed reproduces the tokens; other seeds give other tokens', () => {
+  test('the same seed reproduces the tokens; other seeds give other tokens', async () => {
     const model = new Decoder({ ...base, mixer: 'softmax' }, 3); // the training init: near-uniform logits
     try {
-      const run = (seed: number): number[] => generate(model, prompt, { maxNewTokens: 24, seed }).tokens;
-      const a = run(1);
-      assert.deepEqual(run(1), a);
-      assert.notDeepEqual(run(2), a);
-      assert.notDeepEqual(run(3), a);
+      const run = async (seed: number): Promise<number[]> => (await generate(model, prompt, { maxNewTokens: 24, seed })).tokens;
+      const a = await run(1);
+      assert.deepEqual(await run(1), a);
+      assert.notDeepEqual(await run(2), a);
+      assert.notDeepEqual(await run(3), a);
       // Greedy ignores the seed.
-      const g = (seed: number): number[] => generate(model, prompt, { maxNewTokens: 8, temperature: 0, seed }).tokens;
-      assert.deepEqual(g(1), g(2));
+      const g = async (seed: number): Promise<number[]> => (await generate(model, prompt, { maxNewTokens: 8, temperature: 0, seed })).tokens;
+      assert.deepEqual(await g(1), await g(2));
     } finally {
       model.dispose();
     }
@@ -172,38 +172,38 @@ describe('sampleToken', () => {
 describe('generate: limits, stops, errors, memory', () => {
   const model = new Decoder({ ...base, mixer: 'cubit', window: 4 }, 5);
 
-  test('stops after a stop id (included), at maxNewTokens, or when the context is full', () => {
-    const greedy = generate(model, prompt, { maxNewTokens: 6, temperature: 0 });
+  test('stops after a stop id (included), at maxNewTokens, or when the context is full', async () => {
+    const greedy = await generate(model, prompt, { maxNewTokens: 6, temperature: 0 });
     assert.equal(greedy.stopReason, 'length');
     assert.equal(greedy.promptTokens, prompt.length);
     const third = greedy.tokens[2];
-    const stopped = generate(model, prompt, { maxNewTokens: 6, temperature: 0, stopIds: [third] });
+    const stopped = await generate(model, prompt, { maxNewTokens: 6, temperature: 0, stopIds: [third] });
     assert.equal(stopped.stopReason, 'stop');
     assert.deepEqual(stopped.tokens, greedy.tokens.slice(0, greedy.tokens.indexOf(third) + 1));
     // The model may read 12 tokens: 9 of prompt, then 3 generated are fed back, and a 4th is drawn from them.
-    const ctx = generate(model, prompt, { maxNewTokens: 50, temperature: 0, maxContext: 12 });
+    const ctx = await generate(model, prompt, { maxNewTokens: 50, temperature: 0, maxContext: 12 });
     assert.equal(ctx.stopReason, 'context');
     assert.equal(ctx.tokens.length, 12 - prompt.length + 1);
-    assert.deepEqual(ctx.tokens, generate(model, prompt, { maxNewTokens: 4, temperature: 0 }).tokens);
-    assert.deepEqual(generate(model, prompt, { maxNewTokens: 0 }).tokens, []);
+    assert.deepEqual(ctx.tokens, (await generate(model, prompt, { maxNewTokens: 4, temperature: 0 })).tokens);
+    assert.deepEqual((await generate(model, prompt, { maxNewTokens: 0 })).tokens, []);
   });
 
-  test('bad prompts and options are one clear error', () => {
-    assert.throws(() => generate(model, [], { maxNewTokens: 3 }), /the prompt is empty/);
-    assert.throws(() => generate(model, prompt, { maxNewTokens: 3, maxContext: 8 }), /the prompt has 9 tokens, more than the 8 allowed/);
-    assert.throws(() => generate(model, [1, 97], { maxNewTokens: 3 }), /prompt token 1 is 97, outside the vocabulary \[0, 97\)/);
-    assert.throws(() => generate(model, prompt, { maxNewTokens: -1 }), /maxNewTokens must be an integer ≥ 0/);
-    assert.throws(() => generate(model, prompt, { maxNewTokens: 2, topP: 2 }), /topP must be in \(0, 1\]/);
-    assert.throws(() => generate(model, prompt, { maxNewTokens: 2, mode: 'fast' as never }), /mode must be 'cached' or 'recompute'/);
+  test('bad prompts and options are one clear error', async () => {
+    await assert.rejects(generate(model, [], { maxNewTokens: 3 }), /the prompt is empty/);
+    await assert.rejects(generate(model, prompt, { maxNewTokens: 3, maxContext: 8 }), /the prompt has 9 tokens, more than the 8 allowed/);
+    await assert.rejects(generate(model, [1, 97], { maxNewTokens: 3 }), /prompt token 1 is 97, outside the vocabulary \[0, 97\)/);
+    await assert.rejects(generate(model, prompt, { maxNewTokens: -1 }), /maxNewTokens must be an integer ≥ 0/);
+    await assert.rejects(generate(model, prompt, { maxNewTokens: 2, topP: 2 }), /topP must be in \(0, 1\]/);
+    await assert.rejects(generate(model, prompt, { maxNewTokens: 2, mode: 'fast' as never }), /mode must be 'cached' or 'recompute'/);
   });
 
-  test('frees everything it makes, decode states included, also when a callback throws', () => {
+  test('frees everything it makes, decode states included, also when a callback throws', async () => {
     const b = getBackend();
-    generate(model, prompt, { maxNewTokens: 3 }); // warm the rotary tables
+    await generate(model, prompt, { maxNewTokens: 3 }); // warm the rotary tables
     const before = b.memory().bytesInUse;
-    generate(model, prompt, { maxNewTokens: 10, topK: 5 });
-    generate(model, prompt, { maxNewTokens: 10, mode: 'recompute' });
-    assert.throws(() => generate(model, prompt, { maxNewTokens: 10, onToken: (_, i) => { if (i === 4) throw new Error('stop here'); } }), /stop here/);
+    await generate(model, prompt, { maxNewTokens: 10, topK: 5 });
+    await generate(model, prompt, { maxNewTokens: 10, mode: 'recompute' });
+    await assert.rejects(generate(model, prompt, { maxNewTokens: 10, onToken: (_, i) => { if (i === 4) throw new Error('stop here'); } }), /stop here/);
     assert.equal(b.memory().bytesInUse, before);
   });
 });

@@ -323,12 +323,12 @@ describe('6. limits with clear messages for every size', () => {
       const stream = tokenizeDocuments(loadCorpus(corpus).slice(0, 3), new ByteTokenizer());
       const longest = Math.max(...Array.from({ length: 3 }, (_, d) => stream.offsets[d + 1] - stream.offsets[d]));
       const t0 = performance.now();
-      const [huge] = evaluate(ck.model, stream, { contextLengths: [100000], stride: 100000 });
+      const [huge] = await evaluate(ck.model, stream, { contextLengths: [100000], stride: 100000 });
       assert.ok(performance.now() - t0 < 5000);
       assert.ok(huge.positions <= stream.tokens.length, `ran ${huge.positions} positions for ${stream.tokens.length} tokens`);
-      const [exact] = evaluate(ck.model, stream, { contextLengths: [longest], stride: longest });
+      const [exact] = await evaluate(ck.model, stream, { contextLengths: [longest], stride: longest });
       assert.equal(huge.loss, exact.loss);
-      assert.throws(() => evaluate(ck.model, stream, { contextLengths: [MAX_CONTEXT + 1] }), /context length 1048577 is over the limit 1048576/);
+      await assert.rejects(evaluate(ck.model, stream, { contextLengths: [MAX_CONTEXT + 1] }), /context length 1048577 is over the limit 1048576/);
     } finally { ck.model.dispose(); }
   });
 

@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { backendByName } from '../src/core/engine.ts';
+import { backendByName, getBackend } from '../src/core/engine.ts';
+import { NativeBackend } from '../src/backends/native/backend.ts';
 import { loadNativeAddon, nativeLoadError } from '../src/backends/native/addon.ts';
 import { noGrad, Rng, tensor, tidy, withBackend, type Backend, type DType, type Tensor } from '../src/index.ts';
 
@@ -219,4 +220,13 @@ export function requireNative(): void {
 
 export function backend(name: string): Backend {
   return backendByName(name);
+}
+
+/** Runs fn with the active backend's streaming block size at `rows` when it has one (native). */
+export function withBlockSize<T>(rows: number, fn: () => T): T {
+  const be = getBackend();
+  if (!(be instanceof NativeBackend)) return fn();
+  const prev = be.blockSize;
+  be.blockSize = rows;
+  try { return fn(); } finally { be.blockSize = prev; }
 }

@@ -53,11 +53,11 @@ export interface FixtureOptions {
 }
 
 /** Saves `model` as a run folder (latest.json → checkpoints/step-…) with the trainer's writer; returns the run folder. */
-export function saveRun(runDir: string, model: Decoder, opts: FixtureOptions = {}): string {
+export async function saveRun(runDir: string, model: Decoder, opts: FixtureOptions = {}): Promise<string> {
   const step = opts.step ?? 7;
   const optimizer = new AdamW(model.namedParameters(), { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 });
   try {
-    saveCheckpoint(runDir, {
+    await saveCheckpoint(runDir, {
       step,
       model,
       optimizer,

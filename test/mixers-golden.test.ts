@@ -7,7 +7,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { cubitAttention, softmaxAttention, tensor, tidy, withBackend, type DType, type Tensor } from '../src/index.ts';
-import { nativeTestOptions, relErr, requireNative } from './helpers.ts';
+import { nativeTestOptions, relErr, requireNative, withBlockSize } from './helpers.ts';
 
 interface Json { shape: number[]; data: number[] }
 interface GoldenCase {
@@ -39,8 +39,8 @@ const inputNames: Record<string, string> = {
 interface Got { outputs: Record<string, Float64Array>; grads: Record<string, Float64Array> }
 
 /** Runs Cubit and plain attention on a case and returns float64 copies of everything compared. */
-function runCase(c: GoldenCase, dtype: DType, blockSize?: number): Got {
-  return tidy(() => {
+function runCase(c: GoldenCase, dtype: DType, blockSize = 64): Got {
+  return withBlockSize(blockSize, () => tidy(() => {
     const t: Record<string, Tensor> = {};
     for (const [g, name] of Object.entries(inputNames)) {
       const j = c.inputs[g];
@@ -48,7 +48,7 @@ function runCase(c: GoldenCase, dtype: DType, blockSize?: number): Got {
       t[name] = tensor(Float64Array.from(j.data), j.shape, { dtype, requiresGrad: true });
     }
     const docIds = c.config.doc_ids ? tensor(Int32Array.from(c.config.doc_ids), [c.config.T]) : null;
-    const options = { window: c.config.window, docIds, blockSize, normEps: c.config.norm_eps };
+    const options = { window: c.config.window, docIds, normEps: c.config.norm_eps };
     const { output, solution } = cubitAttention({
       q: t.q, k: t.k, v: t.v, r: t.r ?? null, lrrLogits: t.lrrLogits,
       refScale: t.refScale, logLambda: t.logLambda, lrrLower: t.lrrLower, lrrRange: t.lrrRange,
@@ -70,7 +70,7 @@ function runCase(c: GoldenCase, dtype: DType, blockSize?: number): Got {
       x.grad = null;
     }
     return got;
-  });
+  }));
 }
 
 function compare(c: GoldenCase, got: Got, tol: number, label: string): void {

@@ -8,7 +8,7 @@ import {
   causalKrrSolve, cubitAttention, cubitSolve, dispose, getBackend, localLinearAttention, lrrValues, noGrad, normalizeReference, softmaxAttention,
   solveSpd, tensor, tidy, withBackend, type DType, type MixerOptions, type Tensor,
 } from '../src/index.ts';
-import { gradcheck, nativeTestOptions, randTensor, randValues, relErr, requireNative } from './helpers.ts';
+import { gradcheck, nativeTestOptions, randTensor, randValues, relErr, requireNative, withBlockSize } from './helpers.ts';
 
 // ---- inputs as plain float64 arrays, so the same values can be loaded on any backend/dtype ----
 
@@ -85,8 +85,8 @@ const masks: { name: string; window?: number; docs?: Int32Array }[] = [
   { name: 'documents + window 9', window: 9, docs: docs(25, 2, 48, 25) },
 ];
 
-function maskOptions(m: typeof masks[number], blockSize?: number): MixerOptions {
-  return { window: m.window, docIds: m.docs ? tensor(m.docs, [m.docs.length]) : null, blockSize };
+function maskOptions(m: typeof masks[number]): MixerOptions {
+  return { window: m.window, docIds: m.docs ? tensor(m.docs, [m.docs.length]) : null };
 }
 
 const backends: { name: string; dtype: DType; opts: { skip?: string } }[] = [
@@ -109,8 +109,10 @@ describe('the streaming block size changes nothing beyond rounding', () => {
       test(`${be.name} ${be.dtype}, ${m.name}: block sizes 1, 7, 64, T, T + 5`, be.opts, () => {
         onBackend(be.name, () => {
           const tol = be.dtype === 'float64' ? 1e-12 : 2e-5;
-          const base = runCubit(val, be.dtype, maskOptions(m, 64));
-          for (const bs of [1, 7, val.T, val.T + 5]) assertRunsClose(runCubit(val, be.dtype, maskOptions(m, bs)), base, tol, `blockSize ${bs} vs 64`);
+          const base = withBlockSize(64, () => runCubit(val, be.dtype, maskOptions(m)));
+          for (const bs of [1, 7, val.T, val.T + 5]) {
+            assertRunsClose(withBlockSize(bs, () => runCubit(val, be.dtype, maskOptions(m))), base, tol, `blockSize ${bs} vs 64`);
+          }
         });
       });
     }
@@ -369,7 +371,7 @@ describe('cubitSolve equals normalizeReference + lrrValues + causalKrrSolve', ()
         const z = mk(val.z, [val.B, val.H, val.T]), lo = mk(val.lower, [val.H]), ra = mk(val.range, [val.H]);
         const g = tensor(Float64Array.from(val.g), shape, { dtype: be.dtype });
         const leaves = lrrOn ? [r, a, v, z, lo, ra, ll] : [r, a, v, ll];
-        const opts = { window: 50, blockSize: 16 };
+        const opts = { window: 50 };
         const run = (fused: boolean): Float64Array[] => {
           for (const t of leaves) { t.grad?.dispose(); t.grad = null; }
           const x = fused

@@ -19,7 +19,7 @@
 //   AdamW         computed in double in the reference's order: exact.
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import type { Backend, BinaryOp, Storage, UnaryOp } from '../src/core/backend.ts';
+import type { BinaryOp, Storage, UnaryOp } from '../src/core/backend.ts';
 import type { TypedArray } from '../src/core/dtype.ts';
 import { hash32 } from '../src/core/random.ts';
 import { Rng } from '../src/core/random.ts';
@@ -96,7 +96,7 @@ after(() => {
  * Runs body on the reference and on every native configuration, checking each output; body
  * builds its inputs from fixed arrays, so every run sees the same values.
  */
-function compare(name: string, body: (b: Backend) => Outputs, checks: Record<string, Check>): void {
+function compare(name: string, body: (b: ReferenceBackend) => Outputs, checks: Record<string, Check>): void {
   requireNative();
   const want = body(ref);
   let oneThread: Outputs | null = null;
@@ -149,17 +149,17 @@ function erfc(z: number): number {
   return Math.exp(-z * z) / Math.sqrt(Math.PI) / f;
 }
 
-function put(b: Backend, v: Float32Array | Int32Array): Storage {
+function put(b: ReferenceBackend, v: Float32Array | Int32Array): Storage {
   const s = b.alloc(v instanceof Int32Array ? 'int32' : 'float32', v.length);
   b.write(s, v);
   return s;
 }
-function zeros(b: Backend, n: number): Storage {
+function zeros(b: ReferenceBackend, n: number): Storage {
   const s = b.alloc('float32', n);
   b.write(s, new Float32Array(n));
   return s;
 }
-const get = (b: Backend, s: Storage): TypedArray => b.readSync(s, 0, s.length);
+const get = (b: ReferenceBackend, s: Storage): TypedArray => b.readSync(s, 0, s.length);
 
 // Row shapes: empty, one, odd, tails of every vector width, long rows.
 const ROW_SHAPES: [number, number][] = [[0, 5], [1, 1], [3, 1], [1, 7], [5, 17], [4, 33], [7, 100], [2, 1029], [3, 5000], [300, 257]];
@@ -516,5 +516,15 @@ describe('native non-GEMM kernels vs reference, float32', nativeTestOptions(), (
     assert.throws(() => a.unary(99, x, o, 1, 0), /unary: argument 1 \(op\)/);
     assert.throws(() => a.softmax(new Float64Array(4) as unknown as Float32Array, o, 1, 4, false), /softmax: argument 1 \(x\) must be a Float32Array/);
     assert.throws(() => a.rmsNorm(x, new Float32Array(3), o, o, 2, 5, 1e-6), /rmsNorm: w is too short/);
+    // Through the argument tables (kernels_nn_napi.c): offsets, optional arrays, products of sizes, counts.
+    assert.throws(() => a.copy(x, 8, o, 0, 3), /copy: src is too short: 3 elements from offset 8 reach past its length 10/);
+    assert.throws(() => a.lrrValuesBackward!(x, x, x, x, x, null, new Float32Array(4), null, null, 1, 1, 5, 2),
+      /lrrValuesBackward: dz is too short: 5 elements/);
+    assert.doesNotThrow(() => a.lrrValuesBackward!(x, x, x, x, x, null, null, null, null, 1, 1, 5, 2));
+    assert.throws(() => a.adamw(x, x, x, new Float32Array(9), 10, 1e-3, 0.9, 0.95, 1e-8, 0, 1, 1), /adamw: v is too short/);
+    assert.throws(() => a.reduce(0, x, o, 2, 3, 2), /reduce: x is too short: 12 elements/);
+    assert.throws(() => a.where(new Float64Array(10) as unknown as Float32Array, [1], x, [1], x, [1], o, [10]), /where: argument 1 \(cond\) must be a Float32Array or an Int32Array/);
+    assert.throws(() => (a.swiglu as (...args: unknown[]) => void)(x, x, o), /swiglu: expected 4 arguments, got 3/);
+    assert.throws(() => a.rotary!(x, x, x, o, 1, 1, 1, 3, 0, false, false, false), /rotary: argument 8 \(D\) must be even/);
   });
 });

@@ -14,7 +14,7 @@
 // The backward kernels get the same X / out on both sides (the reference uses them as given).
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import type { Backend, MixerDims, Storage } from '../src/core/backend.ts';
+import type { MixerDims, SavedState, Storage } from '../src/core/backend.ts';
 import type { DType, TypedArray } from '../src/core/dtype.ts';
 import { Rng } from '../src/core/random.ts';
 import { loadNativeAddon, type NativeAddon, type NativeIsa } from '../src/backends/native/addon.ts';
@@ -84,16 +84,17 @@ function makeInputs(c: Case): Inputs {
 }
 
 /** A storage of `be` holding `values` (as float64 on the reference, so it computes in float64). */
-function store(be: Backend, values: ArrayLike<number>, dtype: DType): Storage {
+function store(be: ReferenceBackend, values: ArrayLike<number>, dtype: DType): Storage {
   const s = be.alloc(dtype, values.length);
   be.write(s, values);
   return s;
 }
 
 /** The kernels' shape and mask for case c, its document ids (if any) stored on `be`. */
-function mixerDims(be: Backend, c: Case, inp: Inputs): MixerDims {
+function mixerDims(be: ReferenceBackend, c: Case, inp: Inputs): MixerDims {
   const docIds = inp.docIds ? store(be, inp.docIds, 'int32') : null;
-  return { B: c.B, H: c.H, T: c.T, D: c.D, window: c.window, docIds, blockSize: c.blockSize };
+  if (be instanceof NativeBackend) be.blockSize = c.blockSize;
+  return { B: c.B, H: c.H, T: c.T, D: c.D, window: c.window, docIds };
 }
 
 type Outputs = Record<string, TypedArray>;
@@ -102,7 +103,7 @@ type Outputs = Record<string, TypedArray>;
  * All four kernels on one backend. The backward kernels read `given` (X and out) when passed, so
  * that both sides differentiate at the same point; otherwise their own forward's.
  */
-function runKernels(be: Backend, c: Case, inp: Inputs, given?: Outputs): Outputs {
+function runKernels(be: ReferenceBackend, c: Case, inp: Inputs, given?: Outputs): Outputs {
   const f = be.name === 'native' ? 'float32' : 'float64';
   const { B, H, T, D } = c;
   const n = B * H * T * D;
@@ -111,17 +112,20 @@ function runKernels(be: Backend, c: Case, inp: Inputs, given?: Outputs): Outputs
   const d = mixerDims(be, c, inp);
   const read = (s: Storage): TypedArray => be.readSync(s, 0, s.length).slice();
   const r = S(inp.r), rHat = S(inp.rHat), y = S(inp.y), ll = S(inp.logLambda), g = S(inp.g);
-  const x = Z(n), lse = Z(B * H * T), wx = Z(n);
-  be.krrSolve(r, rHat, y, ll, x, lse, wx, d);
+  // The CPU backends' saved state (backend.ts: [lse, W X − X] and [lse]) is read and, for the
+  // backward at the other side's point, replaced here: a test of the CPU kernels may know it.
+  const x = Z(n);
+  const [lse, wx] = be.krrSolve(r, rHat, y, ll, x, d).storages;
   const xs = given ? S(given.x) : x, wxs = given ? S(given.wxMinusX) : wx;
   const dr = Z(n), drHat = Z(n), dy = Z(n), dl = Z(B * H);
-  be.krrSolveBackward(r, rHat, ll, xs, lse, wxs, g, dr, drHat, dy, dl, d);
+  be.krrSolveBackward(r, rHat, ll, xs, { storages: [lse, wxs] }, g, dr, drHat, dy, dl, d);
   const q = S(inp.q), k = S(inp.k), v = S(inp.v);
-  const out = Z(n), lse2 = Z(B * H * T);
-  be.attention(q, k, v, out, lse2, inp.scale, d);
+  const out = Z(n);
+  const attnState: SavedState = be.attention(q, k, v, out, inp.scale, d);
+  const [lse2] = attnState.storages;
   const outs = given ? S(given.out) : out;
   const dq = Z(n), dk = Z(n), dv = Z(n);
-  be.attentionBackward(q, k, v, outs, lse2, g, inp.scale, dq, dk, dv, d);
+  be.attentionBackward(q, k, v, outs, attnState, g, inp.scale, dq, dk, dv, d);
   return {
     x: read(x), lse: read(lse), wxMinusX: read(wx), dr: read(dr), drHat: read(drHat), dy: read(dy), dLambda: read(dl),
     out: read(out), attnLse: read(lse2), dq: read(dq), dk: read(dk), dv: read(dv),
@@ -344,7 +348,7 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
       { B: 3, H: 2, T: 40, D: 16, window: 0, blockSize: 64, docs: 'none', seed: 74, lrr: false },
       { B: 4, H: 4, T: 50, D: 8, window: 0, blockSize: 16, docs: 'runs', seed: 75, lrr: true },
     ];
-    const run = (be: Backend, c: Case & { lrr: boolean }, inp: Inputs, extra: { alpha: Float32Array; z: Float32Array; lower: Float32Array; range: Float32Array },
+    const run = (be: ReferenceBackend, c: Case & { lrr: boolean }, inp: Inputs, extra: { alpha: Float32Array; z: Float32Array; lower: Float32Array; range: Float32Array },
       given?: Outputs): Outputs => {
       const f = be.name === 'native' ? 'float32' : 'float64';
       const { B, H, T, D } = c, n = B * H * T * D;
@@ -354,12 +358,12 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
       const read = (s: Storage): TypedArray => be.readSync(s, 0, s.length).slice();
       const r = S(inp.r), alpha = S(extra.alpha), v = S(inp.y), ll = S(inp.logLambda), g = S(inp.g);
       const lrr = c.lrr ? { logits: S(extra.z), lower: S(extra.lower), range: S(extra.range) } : null;
-      const x = Z(n), rHat = Z(n), lse = Z(B * H * T), wx = Z(n);
-      be.cubitSolve(r, alpha, v, lrr, ll, 1e-6, x, rHat, lse, wx, d);
+      const x = Z(n);
+      const [rHat, lse, wx] = be.cubitSolve(r, alpha, v, lrr, ll, 1e-6, x, d).storages;
       const at = (key: string, s: Storage): Storage => (given ? S(given[key]) : s);
       const dr = Z(n), dv = Z(n), dAlpha = Z(B * H), dLambda = Z(B * H);
       const lrrGrads = c.lrr ? { dLogits: Z(B * H * T), dLower: Z(B * H), dRange: Z(B * H) } : null;
-      be.cubitSolveBackward(r, alpha, v, lrr, ll, 1e-6, at('x', x), at('rHat', rHat), lse, at('wxMinusX', wx), g, dr, dv, dAlpha, lrrGrads, dLambda, d);
+      be.cubitSolveBackward(r, alpha, v, lrr, ll, 1e-6, at('x', x), { storages: [at('rHat', rHat), lse, at('wxMinusX', wx)] }, g, dr, dv, dAlpha, lrrGrads, dLambda, d);
       const out: Outputs = { x: read(x), rHat: read(rHat), lse: read(lse), wxMinusX: read(wx), dr: read(dr), dv: read(dv), dAlpha: read(dAlpha), dLambda: read(dLambda) };
       if (lrrGrads) Object.assign(out, { dz: read(lrrGrads.dLogits), dLower: read(lrrGrads.dLower), dRange: read(lrrGrads.dRange) });
       return out;
@@ -368,12 +372,12 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
     // weights its terms by σ) may cancel to far below their terms (here dAlpha ~1e-3 from terms of
     // ~1), so their error is measured against the terms' size: Σ_t ‖∂r̂_t‖ and Σ_t ‖Z_t‖‖v_t‖,
     // from the float64 reference's unfused backward at the same point.
-    const sumScales = (ref: Backend, c: Case, inp: Inputs, at: Outputs): Record<string, number[]> => {
+    const sumScales = (ref: ReferenceBackend, c: Case, inp: Inputs, at: Outputs): Record<string, number[]> => {
       const { B, H, T, D } = c, n = B * H * T * D;
       const S = (v: ArrayLike<number>): Storage => store(ref, v, 'float64');
       const d = mixerDims(ref, c, inp);
       const dr = ref.alloc('float64', n), drHat = ref.alloc('float64', n), dy = ref.alloc('float64', n), dl = ref.alloc('float64', B * H);
-      ref.krrSolveBackward(S(inp.r), S(at.rHat), S(inp.logLambda), S(at.x), S(at.lse), S(at.wxMinusX), S(inp.g), dr, drHat, dy, dl, d);
+      ref.krrSolveBackward(S(inp.r), S(at.rHat), S(inp.logLambda), S(at.x), { storages: [S(at.lse), S(at.wxMinusX)] }, S(inp.g), dr, drHat, dy, dl, d);
       const gh = ref.readSync(drHat, 0, n), z = ref.readSync(dy, 0, n);
       const norm = (a: ArrayLike<number>, o: number): number => { let q = 0; for (let j = 0; j < D; j++) q += a[o + j] ** 2; return Math.sqrt(q); };
       const alphaScale: number[] = [], lrrScale: number[] = [];

@@ -199,18 +199,18 @@ describe('the training loop', () => {
     assert.equal(resolveCheckpoint(out), s.checkpoint);
   });
 
-  test('gradient accumulation: two micro-batches of B rows give the gradient of one batch of 2B rows', () => {
+  test('gradient accumulation: two micro-batches of B rows give the gradient of one batch of 2B rows', async () => {
     // One long document (no document boundaries inside rows), so every micro-batch counts the same targets.
     const single = writeCorpus(path.join(root, 'single'), 1, 3000, 11);
-    const grads = (over: Record<string, unknown>): Float32Array[] => {
+    const grads = async (over: Record<string, unknown>): Promise<Float32Array[]> => {
       const t = new Trainer({ config: tinyConfig(single, { evalBatches: 0, ...over }), out: runDir('accum') });
       let g: Float32Array[] = [];
-      t.step({ afterBackward: (_, model) => { g = model.parameters().map((p) => p.grad!.dataSync() as Float32Array); } });
+      await t.step({ afterBackward: (_, model) => { g = model.parameters().map((p) => p.grad!.dataSync() as Float32Array); } });
       t.dispose();
       return g;
     };
-    const one = grads({ batchSize: 4, gradAccum: 1 }), two = grads({ batchSize: 2, gradAccum: 2 });
-    const other = grads({ batchSize: 2, gradAccum: 1 });
+    const one = await grads({ batchSize: 4, gradAccum: 1 }), two = await grads({ batchSize: 2, gradAccum: 2 });
+    const other = await grads({ batchSize: 2, gradAccum: 1 });
     one.forEach((g, i) => assert.ok(relErr(two[i], g) < 1e-5, `parameter ${i}: relErr ${relErr(two[i], g)}`));
     assert.ok(one.some((g, i) => relErr(other[i], g) > 1e-2), 'and half the batch alone differs (the test can fail)');
   });
@@ -247,29 +247,29 @@ describe('the training loop', () => {
 
     // A skipped step changes nothing: weights and moments stay, gradients are zeroed, the step counts.
     const t2 = new Trainer({ config: tinyConfig(corpus, { evalBatches: 0 }), out: runDir('nan2') });
-    t2.step(); t2.step();
+    await t2.step(); await t2.step();
     const before = t2.model.parameters().map((p) => Array.from(p.dataSync()));
     const moments = [...t2.optimizer.stateTensors().values()].map((x) => Array.from(x.dataSync()));
-    const r = t2.step({ afterBackward: (_, model) => { const g = model.parameters()[0].grad!; g.backend.write(g.storage, [Infinity], 0); } });
+    const r = await t2.step({ afterBackward: (_, model) => { const g = model.parameters()[0].grad!; g.backend.write(g.storage, [Infinity], 0); } });
     assert.equal(r.skipped, 'non-finite gradient');
     assert.deepEqual(t2.model.parameters().map((p) => Array.from(p.dataSync())), before);
     assert.deepEqual([...t2.optimizer.stateTensors().values()].map((x) => Array.from(x.dataSync())), moments);
     assert.equal(t2.optimizer.step, 2);
     assert.equal(t2.state.step, 3);
     assert.ok(t2.model.parameters().every((p) => p.grad!.dataSync().every((v) => v === 0)), 'gradients zeroed after a skip');
-    const ok = t2.step();
+    const ok = await t2.step();
     assert.equal(ok.skipped, null);
     assert.equal(t2.optimizer.step, 3);
     t2.dispose();
   });
 
-  test('steady state: after warm-up a step takes nothing new from the system and hands back all it took', () => {
+  test('steady state: after warm-up a step takes nothing new from the system and hands back all it took', async () => {
     const t = new Trainer({ config: tinyConfig(corpus, { evalBatches: 0, gradAccum: 2, model: { dModel: 16, nLayers: 1, nHeads: 2, ffnHidden: 32, mixer: 'cubit' } }), out: runDir('mem') });
     const b = t.model.parameters()[0].backend;
-    for (let i = 0; i < 3; i++) t.step();
+    for (let i = 0; i < 3; i++) await t.step();
     const inUse = b.memory().bytesInUse, allocated = b.memory().bytesAllocated;
     for (let i = 0; i < 5; i++) {
-      t.step();
+      await t.step();
       assert.equal(b.memory().bytesInUse, inUse, `step ${i + 4}: bytes in use return to the baseline`);
     }
     assert.equal(b.memory().bytesAllocated, allocated, 'the pool served every allocation');
@@ -422,7 +422,7 @@ describe('cubit train (CLI)', () => {
       [['train', '--resume', '--out', runDir('none')], /no such run|no checkpoint to resume/],
       [['train', '--resume'], /--resume needs --out/],
       [['train', '--config', writeConfig('ok.json', ok), '--steps', 'x'], /--steps must be an integer/],
-      [['train', '--config', writeConfig('ok2.json', ok), '--backend', 'gpu'], /--backend must be 'native' or 'reference'/],
+      [['train', '--config', writeConfig('ok2.json', ok), '--backend', 'gpu'], /--backend must be one of 'reference', 'native', got 'gpu'/],
     ];
     for (const [argv, re] of cases) {
       const r = await cli(...argv);

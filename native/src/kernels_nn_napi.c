@@ -1,36 +1,13 @@
-/* N-API layer of the non-GEMM kernels: reads and checks the arguments (every view must lie
- * inside its typed array, so a bad call throws instead of touching foreign memory), then calls
- * the C API of kernels_nn.h. */
+/* N-API layer of the non-GEMM kernels. Each kernel is declared once, as a table of its
+ * arguments (kind, name, and for an array the element count it must hold), from which one
+ * marshaller reads and checks them: every view must lie inside its typed array, so a bad call
+ * throws instead of touching foreign memory. The kernel's entry point then calls the C API of
+ * kernels_nn.h with the values, after any check the table cannot say (ids, overlaps). */
 #include "kernels_nn_napi.h"
 
 #include "kernels_nn.h"
 
-/* ---- argument helpers --------------------------------------------------------------------- */
-
-/* A Float32Array, or null / undefined for an optional one (NULL, length 0). */
-static bool arg_f32_opt(napi_env env, napi_value *argv, int i, const char *fn, const char *name,
-                        float **data, size_t *len) {
-  napi_valuetype t;
-  if (napi_typeof(env, argv[i], &t) == napi_ok && (t == napi_null || t == napi_undefined)) {
-    *data = NULL;
-    *len = 0;
-    return true;
-  }
-  return cubit_arg_f32(env, argv, i, fn, name, data, len);
-}
-
-/* An operation code in [0, count). */
-static bool arg_op(napi_env env, napi_value *argv, int i, const char *fn, int count, int *op) {
-  int64_t v;
-  if (!cubit_arg_index(env, argv, i, fn, "op", &v)) return false;
-  if (v >= count) {
-    cubit_throw(env, CUBIT_RANGE_ERROR, "%s: argument %d (op) must be an op code below %d, got %lld",
-                fn, i + 1, count, (long long)v);
-    return false;
-  }
-  *op = (int)v;
-  return true;
-}
+/* ---- checks shared by the table and the kernels --------------------------------------------- */
 
 /* a * b without overflow. */
 static bool mul_ok(napi_env env, const char *fn, int64_t a, int64_t b, int64_t *out) {
@@ -123,515 +100,6 @@ static napi_value bad_id(napi_env env, const char *fn, const char *what, size_t 
                      what, (int)v, pos, limit);
 }
 
-/* ---- data movement ------------------------------------------------------------------------ */
-
-/* fill(out, value, offset, length) */
-CUBIT_NAPI(cubit_napi_nn_fill) {
-  static const char *fn = "fill";
-  napi_value argv[4];
-  float *out;
-  size_t len;
-  double value;
-  int64_t off, n;
-  if (!cubit_get_args(env, info, fn, 4, argv) || !cubit_arg_f32(env, argv, 0, fn, "out", &out, &len) ||
-      !cubit_arg_double(env, argv, 1, fn, "value", &value) ||
-      !cubit_arg_index(env, argv, 2, fn, "offset", &off) ||
-      !cubit_arg_index(env, argv, 3, fn, "length", &n) || !need(env, fn, "out", len, off, n))
-    return NULL;
-  cubit_nn_fill(out + off, (float)value, (size_t)n);
-  return cubit_undefined(env);
-}
-
-/* copy(src, srcOffset, out, outOffset, length) */
-CUBIT_NAPI(cubit_napi_nn_copy) {
-  static const char *fn = "copy";
-  napi_value argv[5];
-  float *src, *out;
-  size_t slen, olen;
-  int64_t soff, ooff, n;
-  if (!cubit_get_args(env, info, fn, 5, argv) || !cubit_arg_f32(env, argv, 0, fn, "src", &src, &slen) ||
-      !cubit_arg_index(env, argv, 1, fn, "srcOffset", &soff) ||
-      !cubit_arg_f32(env, argv, 2, fn, "out", &out, &olen) ||
-      !cubit_arg_index(env, argv, 3, fn, "outOffset", &ooff) ||
-      !cubit_arg_index(env, argv, 4, fn, "length", &n) || !need(env, fn, "src", slen, soff, n) ||
-      !need(env, fn, "out", olen, ooff, n))
-    return NULL;
-  cubit_nn_copy(src + soff, out + ooff, (size_t)n);
-  return cubit_undefined(env);
-}
-
-/* stridedCopy(src, srcOffset, shape, srcStrides, out, outOffset) */
-CUBIT_NAPI(cubit_napi_nn_strided_copy) {
-  static const char *fn = "stridedCopy";
-  napi_value argv[6];
-  float *src, *out;
-  size_t slen, olen;
-  int64_t soff, ooff, shape[NN_MAX_RANK], st[NN_MAX_RANK];
-  int rank, r2;
-  if (!cubit_get_args(env, info, fn, 6, argv) || !cubit_arg_f32(env, argv, 0, fn, "src", &src, &slen) ||
-      !cubit_arg_index(env, argv, 1, fn, "srcOffset", &soff) ||
-      !arg_dims(env, argv, 2, fn, "shape", true, shape, &rank) ||
-      !arg_dims(env, argv, 3, fn, "srcStrides", false, st, &r2) ||
-      !same_rank(env, fn, "srcStrides", r2, rank) ||
-      !cubit_arg_f32(env, argv, 4, fn, "out", &out, &olen) ||
-      !cubit_arg_index(env, argv, 5, fn, "outOffset", &ooff) ||
-      !need_strided(env, fn, "src", slen, soff, shape, st, rank) ||
-      !need(env, fn, "out", olen, ooff, numel(shape, rank)))
-    return NULL;
-  cubit_nn_strided_copy(src + soff, shape, st, rank, out + ooff);
-  return cubit_undefined(env);
-}
-
-/* ---- elementwise -------------------------------------------------------------------------- */
-
-/* unary(op, x, out, length, scalar) */
-CUBIT_NAPI(cubit_napi_nn_unary) {
-  static const char *fn = "unary";
-  napi_value argv[5];
-  int op;
-  float *x, *out;
-  size_t xl, ol;
-  int64_t n;
-  double scalar;
-  if (!cubit_get_args(env, info, fn, 5, argv) || !arg_op(env, argv, 0, fn, NN_UNARY_COUNT, &op) ||
-      !cubit_arg_f32(env, argv, 1, fn, "x", &x, &xl) ||
-      !cubit_arg_f32(env, argv, 2, fn, "out", &out, &ol) ||
-      !cubit_arg_index(env, argv, 3, fn, "length", &n) ||
-      !cubit_arg_double(env, argv, 4, fn, "scalar", &scalar) || !need(env, fn, "x", xl, 0, n) ||
-      !need(env, fn, "out", ol, 0, n))
-    return NULL;
-  cubit_nn_unary(op, x, out, (size_t)n, scalar);
-  return cubit_undefined(env);
-}
-
-/* unaryBackward(op, x, y, dy, dx, length, scalar) */
-CUBIT_NAPI(cubit_napi_nn_unary_bwd) {
-  static const char *fn = "unaryBackward";
-  napi_value argv[7];
-  int op;
-  float *x, *y, *dy, *dx;
-  size_t xl, yl, gl, dl;
-  int64_t n;
-  double scalar;
-  if (!cubit_get_args(env, info, fn, 7, argv) || !arg_op(env, argv, 0, fn, NN_UNARY_COUNT, &op) ||
-      !cubit_arg_f32(env, argv, 1, fn, "x", &x, &xl) || !cubit_arg_f32(env, argv, 2, fn, "y", &y, &yl) ||
-      !cubit_arg_f32(env, argv, 3, fn, "dy", &dy, &gl) ||
-      !cubit_arg_f32(env, argv, 4, fn, "dx", &dx, &dl) ||
-      !cubit_arg_index(env, argv, 5, fn, "length", &n) ||
-      !cubit_arg_double(env, argv, 6, fn, "scalar", &scalar) || !need(env, fn, "x", xl, 0, n) ||
-      !need(env, fn, "y", yl, 0, n) || !need(env, fn, "dy", gl, 0, n) ||
-      !need(env, fn, "dx", dl, 0, n))
-    return NULL;
-  cubit_nn_unary_bwd(op, x, y, dy, dx, (size_t)n, scalar);
-  return cubit_undefined(env);
-}
-
-/* binary(op, a, aStrides, b, bStrides, out, shape) */
-CUBIT_NAPI(cubit_napi_nn_binary) {
-  static const char *fn = "binary";
-  napi_value argv[7];
-  int op, rank, ra, rb;
-  float *a, *b, *out;
-  size_t al, bl, ol;
-  int64_t as[NN_MAX_RANK], bs[NN_MAX_RANK], shape[NN_MAX_RANK];
-  if (!cubit_get_args(env, info, fn, 7, argv) || !arg_op(env, argv, 0, fn, NN_BINARY_COUNT, &op) ||
-      !cubit_arg_f32(env, argv, 1, fn, "a", &a, &al) ||
-      !arg_dims(env, argv, 2, fn, "aStrides", false, as, &ra) ||
-      !cubit_arg_f32(env, argv, 3, fn, "b", &b, &bl) ||
-      !arg_dims(env, argv, 4, fn, "bStrides", false, bs, &rb) ||
-      !cubit_arg_f32(env, argv, 5, fn, "out", &out, &ol) ||
-      !arg_dims(env, argv, 6, fn, "shape", true, shape, &rank) ||
-      !same_rank(env, fn, "aStrides", ra, rank) || !same_rank(env, fn, "bStrides", rb, rank) ||
-      !need_strided(env, fn, "a", al, 0, shape, as, rank) ||
-      !need_strided(env, fn, "b", bl, 0, shape, bs, rank) ||
-      !need(env, fn, "out", ol, 0, numel(shape, rank)))
-    return NULL;
-  cubit_nn_binary(op, a, as, b, bs, out, shape, rank);
-  return cubit_undefined(env);
-}
-
-/* where(cond, cStrides, a, aStrides, b, bStrides, out, shape); cond is a Float32Array or an
- * Int32Array (nonzero = true) */
-CUBIT_NAPI(cubit_napi_nn_where) {
-  static const char *fn = "where";
-  napi_value argv[8];
-  int rank, rc, ra, rb;
-  bool is_ta = false;
-  napi_typedarray_type ctype;
-  void *cond = NULL;
-  float *a, *b, *out;
-  size_t cl = 0, al, bl, ol;
-  int64_t cs[NN_MAX_RANK], as[NN_MAX_RANK], bs[NN_MAX_RANK], shape[NN_MAX_RANK];
-  if (!cubit_get_args(env, info, fn, 8, argv)) return NULL;
-  if (napi_is_typedarray(env, argv[0], &is_ta) != napi_ok || !is_ta ||
-      napi_get_typedarray_info(env, argv[0], &ctype, &cl, &cond, NULL, NULL) != napi_ok ||
-      (ctype != napi_float32_array && ctype != napi_int32_array))
-    return cubit_throw(env, CUBIT_TYPE_ERROR, "%s: argument 1 (cond) must be a Float32Array or an Int32Array", fn);
-  if (!arg_dims(env, argv, 1, fn, "cStrides", false, cs, &rc) ||
-      !cubit_arg_f32(env, argv, 2, fn, "a", &a, &al) ||
-      !arg_dims(env, argv, 3, fn, "aStrides", false, as, &ra) ||
-      !cubit_arg_f32(env, argv, 4, fn, "b", &b, &bl) ||
-      !arg_dims(env, argv, 5, fn, "bStrides", false, bs, &rb) ||
-      !cubit_arg_f32(env, argv, 6, fn, "out", &out, &ol) ||
-      !arg_dims(env, argv, 7, fn, "shape", true, shape, &rank) ||
-      !same_rank(env, fn, "cStrides", rc, rank) || !same_rank(env, fn, "aStrides", ra, rank) ||
-      !same_rank(env, fn, "bStrides", rb, rank) ||
-      !need_strided(env, fn, "cond", cl, 0, shape, cs, rank) ||
-      !need_strided(env, fn, "a", al, 0, shape, as, rank) ||
-      !need_strided(env, fn, "b", bl, 0, shape, bs, rank) ||
-      !need(env, fn, "out", ol, 0, numel(shape, rank)))
-    return NULL;
-  cubit_nn_where((const uint32_t *)cond, ctype == napi_int32_array, cs, a, as, b, bs, out, shape, rank);
-  return cubit_undefined(env);
-}
-
-/* reduce(op, x, out, outer, len, inner) */
-CUBIT_NAPI(cubit_napi_nn_reduce) {
-  static const char *fn = "reduce";
-  napi_value argv[6];
-  int op;
-  float *x, *out;
-  size_t xl, ol;
-  int64_t outer, len, inner, on, n;
-  if (!cubit_get_args(env, info, fn, 6, argv) || !arg_op(env, argv, 0, fn, NN_REDUCE_COUNT, &op) ||
-      !cubit_arg_f32(env, argv, 1, fn, "x", &x, &xl) ||
-      !cubit_arg_f32(env, argv, 2, fn, "out", &out, &ol) ||
-      !cubit_arg_index(env, argv, 3, fn, "outer", &outer) ||
-      !cubit_arg_index(env, argv, 4, fn, "len", &len) ||
-      !cubit_arg_index(env, argv, 5, fn, "inner", &inner) ||
-      !mul_ok(env, fn, outer, inner, &on) || !mul_ok(env, fn, on, len, &n) ||
-      !need(env, fn, "x", xl, 0, n) || !need(env, fn, "out", ol, 0, on))
-    return NULL;
-  cubit_nn_reduce(op, x, out, (size_t)outer, (size_t)len, (size_t)inner);
-  return cubit_undefined(env);
-}
-
-/* ---- fused row kernels -------------------------------------------------------------------- */
-
-/* rows, cols at argv[i], argv[i+1], and rows*cols in *n */
-static bool arg_rows_cols(napi_env env, napi_value *argv, int i, const char *fn, int64_t *rows,
-                          int64_t *cols, int64_t *n) {
-  return cubit_arg_index(env, argv, i, fn, "rows", rows) &&
-         cubit_arg_index(env, argv, i + 1, fn, "cols", cols) && mul_ok(env, fn, *rows, *cols, n);
-}
-
-/* softmax(x, out, rows, cols, log) */
-CUBIT_NAPI(cubit_napi_nn_softmax) {
-  static const char *fn = "softmax";
-  napi_value argv[5];
-  float *x, *out;
-  size_t xl, ol;
-  int64_t rows, cols, n;
-  bool log;
-  if (!cubit_get_args(env, info, fn, 5, argv) || !cubit_arg_f32(env, argv, 0, fn, "x", &x, &xl) ||
-      !cubit_arg_f32(env, argv, 1, fn, "out", &out, &ol) ||
-      !arg_rows_cols(env, argv, 2, fn, &rows, &cols, &n) ||
-      !cubit_arg_bool(env, argv, 4, fn, "log", &log) || !need(env, fn, "x", xl, 0, n) ||
-      !need(env, fn, "out", ol, 0, n))
-    return NULL;
-  cubit_nn_softmax(x, out, (size_t)rows, (size_t)cols, log);
-  return cubit_undefined(env);
-}
-
-/* softmaxBackward(y, dy, dx, rows, cols, log) */
-CUBIT_NAPI(cubit_napi_nn_softmax_bwd) {
-  static const char *fn = "softmaxBackward";
-  napi_value argv[6];
-  float *y, *dy, *dx;
-  size_t yl, gl, dl;
-  int64_t rows, cols, n;
-  bool log;
-  if (!cubit_get_args(env, info, fn, 6, argv) || !cubit_arg_f32(env, argv, 0, fn, "y", &y, &yl) ||
-      !cubit_arg_f32(env, argv, 1, fn, "dy", &dy, &gl) ||
-      !cubit_arg_f32(env, argv, 2, fn, "dx", &dx, &dl) ||
-      !arg_rows_cols(env, argv, 3, fn, &rows, &cols, &n) ||
-      !cubit_arg_bool(env, argv, 5, fn, "log", &log) || !need(env, fn, "y", yl, 0, n) ||
-      !need(env, fn, "dy", gl, 0, n) || !need(env, fn, "dx", dl, 0, n))
-    return NULL;
-  cubit_nn_softmax_bwd(y, dy, dx, (size_t)rows, (size_t)cols, log);
-  return cubit_undefined(env);
-}
-
-/* rmsNorm(x, w | null, out, rstd, rows, cols, eps) */
-CUBIT_NAPI(cubit_napi_nn_rmsnorm) {
-  static const char *fn = "rmsNorm";
-  napi_value argv[7];
-  float *x, *w, *out, *rstd;
-  size_t xl, wl, ol, rl;
-  int64_t rows, cols, n;
-  double eps;
-  if (!cubit_get_args(env, info, fn, 7, argv) || !cubit_arg_f32(env, argv, 0, fn, "x", &x, &xl) ||
-      !arg_f32_opt(env, argv, 1, fn, "w", &w, &wl) ||
-      !cubit_arg_f32(env, argv, 2, fn, "out", &out, &ol) ||
-      !cubit_arg_f32(env, argv, 3, fn, "rstd", &rstd, &rl) ||
-      !arg_rows_cols(env, argv, 4, fn, &rows, &cols, &n) ||
-      !cubit_arg_double(env, argv, 6, fn, "eps", &eps) || !need(env, fn, "x", xl, 0, n) ||
-      (w && !need(env, fn, "w", wl, 0, cols)) || !need(env, fn, "out", ol, 0, n) ||
-      !need(env, fn, "rstd", rl, 0, rows))
-    return NULL;
-  cubit_nn_rmsnorm(x, w, out, rstd, (size_t)rows, (size_t)cols, eps);
-  return cubit_undefined(env);
-}
-
-/* rmsNormBackward(x, w | null, rstd, dy, dx, dw | null, rows, cols) */
-CUBIT_NAPI(cubit_napi_nn_rmsnorm_bwd) {
-  static const char *fn = "rmsNormBackward";
-  napi_value argv[8];
-  float *x, *w, *rstd, *dy, *dx, *dw;
-  size_t xl, wl, rl, gl, dl, dwl;
-  int64_t rows, cols, n;
-  if (!cubit_get_args(env, info, fn, 8, argv) || !cubit_arg_f32(env, argv, 0, fn, "x", &x, &xl) ||
-      !arg_f32_opt(env, argv, 1, fn, "w", &w, &wl) ||
-      !cubit_arg_f32(env, argv, 2, fn, "rstd", &rstd, &rl) ||
-      !cubit_arg_f32(env, argv, 3, fn, "dy", &dy, &gl) ||
-      !cubit_arg_f32(env, argv, 4, fn, "dx", &dx, &dl) ||
-      !arg_f32_opt(env, argv, 5, fn, "dw", &dw, &dwl) ||
-      !arg_rows_cols(env, argv, 6, fn, &rows, &cols, &n) || !need(env, fn, "x", xl, 0, n) ||
-      (w && !need(env, fn, "w", wl, 0, cols)) || !need(env, fn, "rstd", rl, 0, rows) ||
-      !need(env, fn, "dy", gl, 0, n) || !need(env, fn, "dx", dl, 0, n) ||
-      (dw && !need(env, fn, "dw", dwl, 0, cols)))
-    return NULL;
-  if (cubit_nn_rmsnorm_bwd(x, w, rstd, dy, dx, dw, (size_t)rows, (size_t)cols) != NN_OK)
-    return cubit_throw(env, CUBIT_ERROR, "%s: out of memory for the weight-gradient scratch", fn);
-  return cubit_undefined(env);
-}
-
-/* layerNorm(x, w | null, b | null, out, mean, rstd, rows, cols, eps) */
-CUBIT_NAPI(cubit_napi_nn_layernorm) {
-  static const char *fn = "layerNorm";
-  napi_value argv[9];
-  float *x, *w, *b, *out, *mean, *rstd;
-  size_t xl, wl, bl, ol, ml, rl;
-  int64_t rows, cols, n;
-  double eps;
-  if (!cubit_get_args(env, info, fn, 9, argv) || !cubit_arg_f32(env, argv, 0, fn, "x", &x, &xl) ||
-      !arg_f32_opt(env, argv, 1, fn, "w", &w, &wl) || !arg_f32_opt(env, argv, 2, fn, "b", &b, &bl) ||
-      !cubit_arg_f32(env, argv, 3, fn, "out", &out, &ol) ||
-      !cubit_arg_f32(env, argv, 4, fn, "mean", &mean, &ml) ||
-      !cubit_arg_f32(env, argv, 5, fn, "rstd", &rstd, &rl) ||
-      !arg_rows_cols(env, argv, 6, fn, &rows, &cols, &n) ||
-      !cubit_arg_double(env, argv, 8, fn, "eps", &eps) || !need(env, fn, "x", xl, 0, n) ||
-      (w && !need(env, fn, "w", wl, 0, cols)) || (b && !need(env, fn, "b", bl, 0, cols)) ||
-      !need(env, fn, "out", ol, 0, n) || !need(env, fn, "mean", ml, 0, rows) ||
-      !need(env, fn, "rstd", rl, 0, rows))
-    return NULL;
-  cubit_nn_layernorm(x, w, b, out, mean, rstd, (size_t)rows, (size_t)cols, eps);
-  return cubit_undefined(env);
-}
-
-/* layerNormBackward(x, w | null, mean, rstd, dy, dx, dw | null, db | null, rows, cols) */
-CUBIT_NAPI(cubit_napi_nn_layernorm_bwd) {
-  static const char *fn = "layerNormBackward";
-  napi_value argv[10];
-  float *x, *w, *mean, *rstd, *dy, *dx, *dw, *db;
-  size_t xl, wl, ml, rl, gl, dl, dwl, dbl;
-  int64_t rows, cols, n;
-  if (!cubit_get_args(env, info, fn, 10, argv) || !cubit_arg_f32(env, argv, 0, fn, "x", &x, &xl) ||
-      !arg_f32_opt(env, argv, 1, fn, "w", &w, &wl) ||
-      !cubit_arg_f32(env, argv, 2, fn, "mean", &mean, &ml) ||
-      !cubit_arg_f32(env, argv, 3, fn, "rstd", &rstd, &rl) ||
-      !cubit_arg_f32(env, argv, 4, fn, "dy", &dy, &gl) ||
-      !cubit_arg_f32(env, argv, 5, fn, "dx", &dx, &dl) ||
-      !arg_f32_opt(env, argv, 6, fn, "dw", &dw, &dwl) ||
-      !arg_f32_opt(env, argv, 7, fn, "db", &db, &dbl) ||
-      !arg_rows_cols(env, argv, 8, fn, &rows, &cols, &n) || !need(env, fn, "x", xl, 0, n) ||
-      (w && !need(env, fn, "w", wl, 0, cols)) || !need(env, fn, "mean", ml, 0, rows) ||
-      !need(env, fn, "rstd", rl, 0, rows) || !need(env, fn, "dy", gl, 0, n) ||
-      !need(env, fn, "dx", dl, 0, n) || (dw && !need(env, fn, "dw", dwl, 0, cols)) ||
-      (db && !need(env, fn, "db", dbl, 0, cols)))
-    return NULL;
-  if (cubit_nn_layernorm_bwd(x, w, mean, rstd, dy, dx, dw, db, (size_t)rows, (size_t)cols) != NN_OK)
-    return cubit_throw(env, CUBIT_ERROR, "%s: out of memory for the weight-gradient scratch", fn);
-  return cubit_undefined(env);
-}
-
-/* gather(table, ids, out, count, cols) */
-CUBIT_NAPI(cubit_napi_nn_gather) {
-  static const char *fn = "gather";
-  napi_value argv[5];
-  float *table, *out;
-  int32_t *ids;
-  size_t tl, il, ol, pos = 0;
-  int64_t count, cols, n;
-  if (!cubit_get_args(env, info, fn, 5, argv) ||
-      !cubit_arg_f32(env, argv, 0, fn, "table", &table, &tl) ||
-      !cubit_arg_i32(env, argv, 1, fn, "ids", &ids, &il) ||
-      !cubit_arg_f32(env, argv, 2, fn, "out", &out, &ol) ||
-      !cubit_arg_index(env, argv, 3, fn, "count", &count) ||
-      !cubit_arg_index(env, argv, 4, fn, "cols", &cols) || !mul_ok(env, fn, count, cols, &n) ||
-      !need(env, fn, "ids", il, 0, count) || !need(env, fn, "out", ol, 0, n))
-    return NULL;
-  if (cols == 0) return cubit_undefined(env);
-  size_t vocab = tl / (size_t)cols;
-  if (cubit_nn_gather(table, vocab, ids, out, (size_t)count, (size_t)cols, &pos) != NN_OK)
-    return bad_id(env, fn, "id", pos, ids[pos], vocab);
-  return cubit_undefined(env);
-}
-
-/* scatterAdd(dy, ids, dtable, count, cols) */
-CUBIT_NAPI(cubit_napi_nn_scatter_add) {
-  static const char *fn = "scatterAdd";
-  napi_value argv[5];
-  float *dy, *dt;
-  int32_t *ids;
-  size_t gl, il, tl, pos = 0;
-  int64_t count, cols, n;
-  if (!cubit_get_args(env, info, fn, 5, argv) || !cubit_arg_f32(env, argv, 0, fn, "dy", &dy, &gl) ||
-      !cubit_arg_i32(env, argv, 1, fn, "ids", &ids, &il) ||
-      !cubit_arg_f32(env, argv, 2, fn, "dtable", &dt, &tl) ||
-      !cubit_arg_index(env, argv, 3, fn, "count", &count) ||
-      !cubit_arg_index(env, argv, 4, fn, "cols", &cols) || !mul_ok(env, fn, count, cols, &n) ||
-      !need(env, fn, "ids", il, 0, count) || !need(env, fn, "dy", gl, 0, n))
-    return NULL;
-  if (cols == 0) return cubit_undefined(env);
-  size_t vocab = tl / (size_t)cols;
-  if (cubit_nn_scatter_add(dy, ids, dt, vocab, (size_t)count, (size_t)cols, &pos) != NN_OK)
-    return bad_id(env, fn, "id", pos, ids[pos], vocab);
-  return cubit_undefined(env);
-}
-
-/* crossEntropy(logits, targets, losses, lse, rows, cols, ignoreIndex) */
-CUBIT_NAPI(cubit_napi_nn_xent) {
-  static const char *fn = "crossEntropy";
-  napi_value argv[7];
-  float *x, *losses, *lse;
-  int32_t *t;
-  size_t xl, tl, ll, sl, pos = 0;
-  int64_t rows, cols, n, ignore;
-  if (!cubit_get_args(env, info, fn, 7, argv) || !cubit_arg_f32(env, argv, 0, fn, "logits", &x, &xl) ||
-      !cubit_arg_i32(env, argv, 1, fn, "targets", &t, &tl) ||
-      !cubit_arg_f32(env, argv, 2, fn, "losses", &losses, &ll) ||
-      !cubit_arg_f32(env, argv, 3, fn, "lse", &lse, &sl) ||
-      !arg_rows_cols(env, argv, 4, fn, &rows, &cols, &n) ||
-      !cubit_arg_int(env, argv, 6, fn, "ignoreIndex", &ignore) || !need(env, fn, "logits", xl, 0, n) ||
-      !need(env, fn, "targets", tl, 0, rows) || !need(env, fn, "losses", ll, 0, rows) ||
-      !need(env, fn, "lse", sl, 0, rows))
-    return NULL;
-  int32_t ig;
-  if (ignore < INT32_MIN || ignore > INT32_MAX) { /* matches no int32 target */
-    for (int64_t r = 0; r < rows; r++)
-      if (t[r] < 0 || t[r] >= cols) return bad_id(env, fn, "target", (size_t)r, t[r], (size_t)cols);
-    ig = -1;
-  } else {
-    ig = (int32_t)ignore;
-  }
-  if (cubit_nn_xent(x, t, losses, lse, (size_t)rows, (size_t)cols, ig, &pos) != NN_OK)
-    return bad_id(env, fn, "target", pos, t[pos], (size_t)cols);
-  return cubit_undefined(env);
-}
-
-/* crossEntropyBackward(logits, targets, lse, dloss, dlogits, rows, cols, ignoreIndex) */
-CUBIT_NAPI(cubit_napi_nn_xent_bwd) {
-  static const char *fn = "crossEntropyBackward";
-  napi_value argv[8];
-  float *x, *lse, *dloss, *dx;
-  int32_t *t;
-  size_t xl, tl, sl, gl, dl, pos = 0;
-  int64_t rows, cols, n, ignore;
-  if (!cubit_get_args(env, info, fn, 8, argv) || !cubit_arg_f32(env, argv, 0, fn, "logits", &x, &xl) ||
-      !cubit_arg_i32(env, argv, 1, fn, "targets", &t, &tl) ||
-      !cubit_arg_f32(env, argv, 2, fn, "lse", &lse, &sl) ||
-      !cubit_arg_f32(env, argv, 3, fn, "dloss", &dloss, &gl) ||
-      !cubit_arg_f32(env, argv, 4, fn, "dlogits", &dx, &dl) ||
-      !arg_rows_cols(env, argv, 5, fn, &rows, &cols, &n) ||
-      !cubit_arg_int(env, argv, 7, fn, "ignoreIndex", &ignore) || !need(env, fn, "logits", xl, 0, n) ||
-      !need(env, fn, "targets", tl, 0, rows) || !need(env, fn, "lse", sl, 0, rows) ||
-      !need(env, fn, "dloss", gl, 0, rows) || !need(env, fn, "dlogits", dl, 0, n))
-    return NULL;
-  int32_t ig;
-  if (ignore < INT32_MIN || ignore > INT32_MAX) { /* matches no int32 target */
-    for (int64_t r = 0; r < rows; r++)
-      if (t[r] < 0 || t[r] >= cols) return bad_id(env, fn, "target", (size_t)r, t[r], (size_t)cols);
-    ig = -1;
-  } else {
-    ig = (int32_t)ignore;
-  }
-  if (cubit_nn_xent_bwd(x, t, lse, dloss, dx, (size_t)rows, (size_t)cols, ig, &pos) != NN_OK)
-    return bad_id(env, fn, "target", pos, t[pos], (size_t)cols);
-  return cubit_undefined(env);
-}
-
-/* ---- dropout / AdamW ---------------------------------------------------------------------- */
-
-/* dropoutMask(out, length, p, seed); seed is taken modulo 2^32 as in core/random.ts */
-CUBIT_NAPI(cubit_napi_nn_dropout) {
-  static const char *fn = "dropoutMask";
-  napi_value argv[4];
-  float *out;
-  size_t ol;
-  int64_t n, seed;
-  double p;
-  if (!cubit_get_args(env, info, fn, 4, argv) || !cubit_arg_f32(env, argv, 0, fn, "out", &out, &ol) ||
-      !cubit_arg_index(env, argv, 1, fn, "length", &n) ||
-      !cubit_arg_double(env, argv, 2, fn, "p", &p) || !cubit_arg_int(env, argv, 3, fn, "seed", &seed) ||
-      !need(env, fn, "out", ol, 0, n))
-    return NULL;
-  if (!(p >= 0 && p < 1)) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: p must be in [0, 1), got %g", fn, p);
-  cubit_nn_dropout(out, (size_t)n, p, (uint32_t)(uint64_t)seed);
-  return cubit_undefined(env);
-}
-
-/* adamw(param, grad, m, v, length, lr, beta1, beta2, eps, weightDecay, bc1, bc2) */
-CUBIT_NAPI(cubit_napi_nn_adamw) {
-  static const char *fn = "adamw";
-  napi_value argv[12];
-  float *p, *g, *m, *v;
-  size_t pl, gl, ml, vl;
-  int64_t n;
-  double h[7];
-  static const char *names[7] = {"lr", "beta1", "beta2", "eps", "weightDecay", "bc1", "bc2"};
-  if (!cubit_get_args(env, info, fn, 12, argv) || !cubit_arg_f32(env, argv, 0, fn, "param", &p, &pl) ||
-      !cubit_arg_f32(env, argv, 1, fn, "grad", &g, &gl) || !cubit_arg_f32(env, argv, 2, fn, "m", &m, &ml) ||
-      !cubit_arg_f32(env, argv, 3, fn, "v", &v, &vl) || !cubit_arg_index(env, argv, 4, fn, "length", &n) ||
-      !need(env, fn, "param", pl, 0, n) || !need(env, fn, "grad", gl, 0, n) ||
-      !need(env, fn, "m", ml, 0, n) || !need(env, fn, "v", vl, 0, n))
-    return NULL;
-  for (int i = 0; i < 7; i++)
-    if (!cubit_arg_double(env, argv, 5 + i, fn, names[i], &h[i])) return NULL;
-  cubit_nn_adamw(p, g, m, v, (size_t)n, h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
-  return cubit_undefined(env);
-}
-
-/* rotary(x, cos, sin, out, B, T, H, D, offset, inverse, xHeadsFirst, outHeadsFirst) */
-CUBIT_NAPI(cubit_napi_nn_rotary) {
-  static const char *fn = "rotary";
-  napi_value argv[12];
-  float *x, *cs, *sn, *out;
-  size_t xl, cl, sl, ol;
-  int64_t dims[5], n, bt, half_rows;
-  static const char *names[5] = {"B", "T", "H", "D", "offset"};
-  bool inverse, xhf, ohf;
-  if (!cubit_get_args(env, info, fn, 12, argv) || !cubit_arg_f32(env, argv, 0, fn, "x", &x, &xl) ||
-      !cubit_arg_f32(env, argv, 1, fn, "cos", &cs, &cl) ||
-      !cubit_arg_f32(env, argv, 2, fn, "sin", &sn, &sl) ||
-      !cubit_arg_f32(env, argv, 3, fn, "out", &out, &ol))
-    return NULL;
-  for (int i = 0; i < 5; i++)
-    if (!cubit_arg_index(env, argv, 4 + i, fn, names[i], &dims[i])) return NULL;
-  if (!cubit_arg_bool(env, argv, 9, fn, "inverse", &inverse) ||
-      !cubit_arg_bool(env, argv, 10, fn, "xHeadsFirst", &xhf) ||
-      !cubit_arg_bool(env, argv, 11, fn, "outHeadsFirst", &ohf))
-    return NULL;
-  if (dims[3] % 2 != 0) {
-    cubit_throw(env, CUBIT_RANGE_ERROR, "%s: argument 8 (D) must be even, got %lld", fn, (long long)dims[3]);
-    return NULL;
-  }
-  if (!mul_ok(env, fn, dims[0], dims[1], &bt) || !mul_ok(env, fn, bt, dims[2], &n) ||
-      !mul_ok(env, fn, n, dims[3], &n) ||
-      !mul_ok(env, fn, dims[4] + dims[1], dims[3] / 2, &half_rows) ||
-      !need(env, fn, "x", xl, 0, n) || !need(env, fn, "out", ol, 0, n) ||
-      !need(env, fn, "cos", cl, 0, half_rows) || !need(env, fn, "sin", sl, 0, half_rows))
-    return NULL;
-  if (n == 0) return cubit_undefined(env);
-  if (x < out + n && out < x + n) {
-    cubit_throw(env, CUBIT_RANGE_ERROR, "%s: out must not overlap x", fn);
-    return NULL;
-  }
-  cubit_nn_rotary(x, cs, sn, out, (size_t)dims[0], (size_t)dims[1], (size_t)dims[2],
-                  (size_t)dims[3], (size_t)dims[4], inverse, xhf, ohf);
-  return cubit_undefined(env);
-}
-
 /* The output's elements [0, n) must not overlap those of any array in `others`. */
 static bool disjoint(napi_env env, const char *fn, const float *o, const float *const *others,
                      int count, int64_t n) {
@@ -643,158 +111,431 @@ static bool disjoint(napi_env env, const char *fn, const float *o, const float *
   return true;
 }
 
-/* swiglu(a, b, out, length) */
-CUBIT_NAPI(cubit_napi_nn_swiglu) {
-  static const char *fn = "swiglu";
-  napi_value argv[4];
-  float *a, *b, *o;
-  size_t al, bl, ol;
-  int64_t n;
-  if (!cubit_get_args(env, info, fn, 4, argv) || !cubit_arg_f32(env, argv, 0, fn, "a", &a, &al) ||
-      !cubit_arg_f32(env, argv, 1, fn, "b", &b, &bl) || !cubit_arg_f32(env, argv, 2, fn, "out", &o, &ol) ||
-      !cubit_arg_index(env, argv, 3, fn, "length", &n) || !need(env, fn, "a", al, 0, n) ||
-      !need(env, fn, "b", bl, 0, n) || !need(env, fn, "out", ol, 0, n))
-    return NULL;
-  if (n == 0) return cubit_undefined(env);
-  const float *in[2] = {a, b};
-  if (!disjoint(env, fn, o, in, 2, n)) return NULL;
-  cubit_nn_swiglu(a, b, o, (size_t)n);
+/* ---- the argument table -------------------------------------------------------------------- */
+
+typedef enum {
+  ARG_F32,     /* Float32Array */
+  ARG_F32_OPT, /* Float32Array, or null / undefined (NULL) */
+  ARG_I32,     /* Int32Array */
+  ARG_ANY,     /* Float32Array or Int32Array (where's cond) */
+  ARG_INDEX,   /* non-negative integer */
+  ARG_INT,     /* integer */
+  ARG_NUMBER,  /* number */
+  ARG_BOOL,    /* boolean (or 0 / 1) */
+  ARG_OP,      /* op code below `ops` */
+  ARG_SHAPE,   /* array of at most NN_MAX_RANK non-negative integers */
+  ARG_STRIDES, /* array of at most NN_MAX_RANK integers */
+} arg_kind;
+
+/* An array's `size` lists argument positions (hex digits) whose integer values multiply to the
+ * element count it must hold; "o+…" first reads an offset from argument o. NULL: no check here. */
+typedef struct {
+  arg_kind kind;
+  const char *name;
+  const char *size;
+  int ops;
+} arg_spec;
+
+#define MAX_ARGS 13
+
+typedef struct {
+  const char *fn;
+  int count;
+  arg_spec args[MAX_ARGS];
+} kernel_spec;
+
+typedef struct {
+  void *data;  /* arrays */
+  size_t len;  /* arrays: elements; shapes: rank */
+  int64_t n;   /* integers, op codes; arrays: the offset read by their size */
+  double x;    /* numbers */
+  bool b;      /* booleans; ARG_ANY: true for an Int32Array */
+  bool absent; /* ARG_F32_OPT given as null / undefined */
+  int64_t dims[NN_MAX_RANK];
+} arg_value;
+
+#define F32(name, size) {ARG_F32, name, size, 0}
+#define F32_OPT(name, size) {ARG_F32_OPT, name, size, 0}
+#define I32(name, size) {ARG_I32, name, size, 0}
+#define INDEX(name) {ARG_INDEX, name, NULL, 0}
+#define INT(name) {ARG_INT, name, NULL, 0}
+#define NUMBER(name) {ARG_NUMBER, name, NULL, 0}
+#define BOOL(name) {ARG_BOOL, name, NULL, 0}
+#define OP(count) {ARG_OP, "op", NULL, count}
+#define SHAPE(name) {ARG_SHAPE, name, NULL, 0}
+#define STRIDES(name) {ARG_STRIDES, name, NULL, 0}
+
+static int position(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
+
+static bool arg_one(napi_env env, napi_value *argv, int i, const char *fn, const arg_spec *a,
+                    arg_value *v) {
+  napi_valuetype t;
+  switch (a->kind) {
+    case ARG_F32_OPT:
+      v->absent = napi_typeof(env, argv[i], &t) == napi_ok && (t == napi_null || t == napi_undefined);
+      if (v->absent) {
+        v->data = NULL;
+        v->len = 0;
+        return true;
+      }
+      /* fall through */
+    case ARG_F32: return cubit_arg_f32(env, argv, i, fn, a->name, (float **)&v->data, &v->len);
+    case ARG_I32: return cubit_arg_i32(env, argv, i, fn, a->name, (int32_t **)&v->data, &v->len);
+    case ARG_ANY: {
+      bool is_ta = false;
+      napi_typedarray_type type;
+      if (napi_is_typedarray(env, argv[i], &is_ta) != napi_ok || !is_ta ||
+          napi_get_typedarray_info(env, argv[i], &type, &v->len, &v->data, NULL, NULL) != napi_ok ||
+          (type != napi_float32_array && type != napi_int32_array)) {
+        cubit_throw(env, CUBIT_TYPE_ERROR, "%s: argument %d (%s) must be a Float32Array or an Int32Array", fn, i + 1, a->name);
+        return false;
+      }
+      v->b = type == napi_int32_array;
+      return true;
+    }
+    case ARG_INDEX: return cubit_arg_index(env, argv, i, fn, a->name, &v->n);
+    case ARG_INT: return cubit_arg_int(env, argv, i, fn, a->name, &v->n);
+    case ARG_NUMBER: return cubit_arg_double(env, argv, i, fn, a->name, &v->x);
+    case ARG_BOOL: return cubit_arg_bool(env, argv, i, fn, a->name, &v->b);
+    case ARG_OP:
+      if (!cubit_arg_index(env, argv, i, fn, "op", &v->n)) return false;
+      if (v->n >= a->ops) {
+        cubit_throw(env, CUBIT_RANGE_ERROR, "%s: argument %d (op) must be an op code below %d, got %lld",
+                    fn, i + 1, a->ops, (long long)v->n);
+        return false;
+      }
+      return true;
+    case ARG_SHAPE:
+    case ARG_STRIDES: {
+      int rank;
+      if (!arg_dims(env, argv, i, fn, a->name, a->kind == ARG_SHAPE, v->dims, &rank)) return false;
+      v->len = (size_t)rank;
+      return true;
+    }
+  }
+  return false;
+}
+
+/* Reads every argument of `k` into v, then checks each array against its size. */
+static bool marshal(napi_env env, napi_callback_info info, const kernel_spec *k, arg_value *v) {
+  napi_value argv[MAX_ARGS];
+  if (!cubit_get_args(env, info, k->fn, (size_t)k->count, argv)) return false;
+  for (int i = 0; i < k->count; i++) {
+    v[i].absent = false;
+    if (!arg_one(env, argv, i, k->fn, &k->args[i], &v[i])) return false;
+  }
+  for (int i = 0; i < k->count; i++) {
+    const arg_spec *a = &k->args[i];
+    const char *s = a->size;
+    if (!s || v[i].absent) continue;
+    int64_t off = 0, n = 1;
+    if (s[0] && s[1] == '+') {
+      off = v[position(s[0])].n;
+      s += 2;
+    }
+    for (; *s; s++)
+      if (!mul_ok(env, k->fn, n, v[position(*s)].n, &n)) return false;
+    if (!need(env, k->fn, a->name, v[i].len, off, n)) return false;
+    v[i].n = off;
+  }
+  return true;
+}
+
+/* Declares kernel `name`'s table and entry point; the body sees `v` (the values) and `fn`. */
+#define KERNEL(name, js, count, ...)                                                            \
+  static napi_value name##_body(napi_env env, const char *fn, arg_value *v);                   \
+  static const kernel_spec name##_spec = {js, count, {__VA_ARGS__}};                           \
+  CUBIT_NAPI(name) {                                                                           \
+    arg_value v[count];                                                                        \
+    if (!marshal(env, info, &name##_spec, v)) return NULL;                                     \
+    return name##_body(env, name##_spec.fn, v);                                                \
+  }                                                                                            \
+  static napi_value name##_body(napi_env env, const char *fn, arg_value *v)
+
+#define F(i) ((float *)v[i].data)
+#define I(i) ((int32_t *)v[i].data)
+#define N(i) (v[i].n)
+#define Z(i) ((size_t)v[i].n)
+#define X(i) (v[i].x)
+#define B(i) (v[i].b)
+
+/* ---- data movement ------------------------------------------------------------------------ */
+
+KERNEL(cubit_napi_nn_fill, "fill", 4, F32("out", "2+3"), NUMBER("value"), INDEX("offset"), INDEX("length")) {
+  (void)fn;
+  cubit_nn_fill(F(0) + N(2), (float)X(1), Z(3));
   return cubit_undefined(env);
 }
 
-/* swigluBackward(a, b, dy, da, db, length) */
-CUBIT_NAPI(cubit_napi_nn_swiglu_bwd) {
-  static const char *fn = "swigluBackward";
-  napi_value argv[6];
-  float *a, *b, *g, *da, *db;
-  size_t al, bl, gl, dal, dbl;
-  int64_t n;
-  if (!cubit_get_args(env, info, fn, 6, argv) || !cubit_arg_f32(env, argv, 0, fn, "a", &a, &al) ||
-      !cubit_arg_f32(env, argv, 1, fn, "b", &b, &bl) || !cubit_arg_f32(env, argv, 2, fn, "dy", &g, &gl) ||
-      !cubit_arg_f32(env, argv, 3, fn, "da", &da, &dal) ||
-      !cubit_arg_f32(env, argv, 4, fn, "db", &db, &dbl) ||
-      !cubit_arg_index(env, argv, 5, fn, "length", &n) || !need(env, fn, "a", al, 0, n) ||
-      !need(env, fn, "b", bl, 0, n) || !need(env, fn, "dy", gl, 0, n) ||
-      !need(env, fn, "da", dal, 0, n) || !need(env, fn, "db", dbl, 0, n))
+KERNEL(cubit_napi_nn_copy, "copy", 5, F32("src", "1+4"), INDEX("srcOffset"), F32("out", "3+4"),
+       INDEX("outOffset"), INDEX("length")) {
+  (void)fn;
+  cubit_nn_copy(F(0) + N(1), F(2) + N(3), Z(4));
+  return cubit_undefined(env);
+}
+
+KERNEL(cubit_napi_nn_strided_copy, "stridedCopy", 6, F32("src", NULL), INDEX("srcOffset"),
+       SHAPE("shape"), STRIDES("srcStrides"), F32("out", NULL), INDEX("outOffset")) {
+  int rank = (int)v[2].len;
+  if (!same_rank(env, fn, "srcStrides", (int)v[3].len, rank) ||
+      !need_strided(env, fn, "src", v[0].len, N(1), v[2].dims, v[3].dims, rank) ||
+      !need(env, fn, "out", v[4].len, N(5), numel(v[2].dims, rank)))
     return NULL;
+  cubit_nn_strided_copy(F(0) + N(1), v[2].dims, v[3].dims, rank, F(4) + N(5));
+  return cubit_undefined(env);
+}
+
+/* ---- elementwise -------------------------------------------------------------------------- */
+
+KERNEL(cubit_napi_nn_unary, "unary", 5, OP(NN_UNARY_COUNT), F32("x", "3"), F32("out", "3"),
+       INDEX("length"), NUMBER("scalar")) {
+  (void)fn;
+  cubit_nn_unary((int)N(0), F(1), F(2), Z(3), X(4));
+  return cubit_undefined(env);
+}
+
+KERNEL(cubit_napi_nn_unary_bwd, "unaryBackward", 7, OP(NN_UNARY_COUNT), F32("x", "5"), F32("y", "5"),
+       F32("dy", "5"), F32("dx", "5"), INDEX("length"), NUMBER("scalar")) {
+  (void)fn;
+  cubit_nn_unary_bwd((int)N(0), F(1), F(2), F(3), F(4), Z(5), X(6));
+  return cubit_undefined(env);
+}
+
+KERNEL(cubit_napi_nn_binary, "binary", 7, OP(NN_BINARY_COUNT), F32("a", NULL), STRIDES("aStrides"),
+       F32("b", NULL), STRIDES("bStrides"), F32("out", NULL), SHAPE("shape")) {
+  int rank = (int)v[6].len;
+  const int64_t *shape = v[6].dims;
+  if (!same_rank(env, fn, "aStrides", (int)v[2].len, rank) ||
+      !same_rank(env, fn, "bStrides", (int)v[4].len, rank) ||
+      !need_strided(env, fn, "a", v[1].len, 0, shape, v[2].dims, rank) ||
+      !need_strided(env, fn, "b", v[3].len, 0, shape, v[4].dims, rank) ||
+      !need(env, fn, "out", v[5].len, 0, numel(shape, rank)))
+    return NULL;
+  cubit_nn_binary((int)N(0), F(1), v[2].dims, F(3), v[4].dims, F(5), shape, rank);
+  return cubit_undefined(env);
+}
+
+/* cond is a Float32Array or an Int32Array (nonzero = true) */
+KERNEL(cubit_napi_nn_where, "where", 8, {ARG_ANY, "cond", NULL, 0}, STRIDES("cStrides"), F32("a", NULL),
+       STRIDES("aStrides"), F32("b", NULL), STRIDES("bStrides"), F32("out", NULL), SHAPE("shape")) {
+  int rank = (int)v[7].len;
+  const int64_t *shape = v[7].dims;
+  if (!same_rank(env, fn, "cStrides", (int)v[1].len, rank) ||
+      !same_rank(env, fn, "aStrides", (int)v[3].len, rank) ||
+      !same_rank(env, fn, "bStrides", (int)v[5].len, rank) ||
+      !need_strided(env, fn, "cond", v[0].len, 0, shape, v[1].dims, rank) ||
+      !need_strided(env, fn, "a", v[2].len, 0, shape, v[3].dims, rank) ||
+      !need_strided(env, fn, "b", v[4].len, 0, shape, v[5].dims, rank) ||
+      !need(env, fn, "out", v[6].len, 0, numel(shape, rank)))
+    return NULL;
+  cubit_nn_where((const uint32_t *)v[0].data, B(0), v[1].dims, F(2), v[3].dims, F(4), v[5].dims, F(6),
+                 shape, rank);
+  return cubit_undefined(env);
+}
+
+KERNEL(cubit_napi_nn_reduce, "reduce", 6, OP(NN_REDUCE_COUNT), F32("x", "345"), F32("out", "35"),
+       INDEX("outer"), INDEX("len"), INDEX("inner")) {
+  (void)fn;
+  cubit_nn_reduce((int)N(0), F(1), F(2), Z(3), Z(4), Z(5));
+  return cubit_undefined(env);
+}
+
+/* ---- fused row kernels -------------------------------------------------------------------- */
+
+KERNEL(cubit_napi_nn_softmax, "softmax", 5, F32("x", "23"), F32("out", "23"), INDEX("rows"),
+       INDEX("cols"), BOOL("log")) {
+  (void)fn;
+  cubit_nn_softmax(F(0), F(1), Z(2), Z(3), B(4));
+  return cubit_undefined(env);
+}
+
+KERNEL(cubit_napi_nn_softmax_bwd, "softmaxBackward", 6, F32("y", "34"), F32("dy", "34"), F32("dx", "34"),
+       INDEX("rows"), INDEX("cols"), BOOL("log")) {
+  (void)fn;
+  cubit_nn_softmax_bwd(F(0), F(1), F(2), Z(3), Z(4), B(5));
+  return cubit_undefined(env);
+}
+
+KERNEL(cubit_napi_nn_rmsnorm, "rmsNorm", 7, F32("x", "45"), F32_OPT("w", "5"), F32("out", "45"),
+       F32("rstd", "4"), INDEX("rows"), INDEX("cols"), NUMBER("eps")) {
+  (void)fn;
+  cubit_nn_rmsnorm(F(0), F(1), F(2), F(3), Z(4), Z(5), X(6));
+  return cubit_undefined(env);
+}
+
+KERNEL(cubit_napi_nn_rmsnorm_bwd, "rmsNormBackward", 8, F32("x", "67"), F32_OPT("w", "7"),
+       F32("rstd", "6"), F32("dy", "67"), F32("dx", "67"), F32_OPT("dw", "7"), INDEX("rows"),
+       INDEX("cols")) {
+  if (cubit_nn_rmsnorm_bwd(F(0), F(1), F(2), F(3), F(4), F(5), Z(6), Z(7)) != NN_OK)
+    return cubit_throw(env, CUBIT_ERROR, "%s: out of memory for the weight-gradient scratch", fn);
+  return cubit_undefined(env);
+}
+
+KERNEL(cubit_napi_nn_layernorm, "layerNorm", 9, F32("x", "67"), F32_OPT("w", "7"), F32_OPT("b", "7"),
+       F32("out", "67"), F32("mean", "6"), F32("rstd", "6"), INDEX("rows"), INDEX("cols"),
+       NUMBER("eps")) {
+  (void)fn;
+  cubit_nn_layernorm(F(0), F(1), F(2), F(3), F(4), F(5), Z(6), Z(7), X(8));
+  return cubit_undefined(env);
+}
+
+KERNEL(cubit_napi_nn_layernorm_bwd, "layerNormBackward", 10, F32("x", "89"), F32_OPT("w", "9"),
+       F32("mean", "8"), F32("rstd", "8"), F32("dy", "89"), F32("dx", "89"), F32_OPT("dw", "9"),
+       F32_OPT("db", "9"), INDEX("rows"), INDEX("cols")) {
+  if (cubit_nn_layernorm_bwd(F(0), F(1), F(2), F(3), F(4), F(5), F(6), F(7), Z(8), Z(9)) != NN_OK)
+    return cubit_throw(env, CUBIT_ERROR, "%s: out of memory for the weight-gradient scratch", fn);
+  return cubit_undefined(env);
+}
+
+KERNEL(cubit_napi_nn_gather, "gather", 5, F32("table", NULL), I32("ids", "3"), F32("out", "34"),
+       INDEX("count"), INDEX("cols")) {
+  size_t pos = 0;
+  if (N(4) == 0) return cubit_undefined(env);
+  size_t vocab = v[0].len / Z(4);
+  if (cubit_nn_gather(F(0), vocab, I(1), F(2), Z(3), Z(4), &pos) != NN_OK)
+    return bad_id(env, fn, "id", pos, I(1)[pos], vocab);
+  return cubit_undefined(env);
+}
+
+KERNEL(cubit_napi_nn_scatter_add, "scatterAdd", 5, F32("dy", "34"), I32("ids", "3"), F32("dtable", NULL),
+       INDEX("count"), INDEX("cols")) {
+  size_t pos = 0;
+  if (N(4) == 0) return cubit_undefined(env);
+  size_t vocab = v[2].len / Z(4);
+  if (cubit_nn_scatter_add(F(0), I(1), F(2), vocab, Z(3), Z(4), &pos) != NN_OK)
+    return bad_id(env, fn, "id", pos, I(1)[pos], vocab);
+  return cubit_undefined(env);
+}
+
+/* The int32 ignore index of crossEntropy(Backward); one outside int32 matches no target, so then
+ * every target must be a class (checked here). */
+static bool ignore_index(napi_env env, const char *fn, int64_t ignore, const int32_t *t, int64_t rows,
+                         int64_t cols, int32_t *ig) {
+  if (ignore >= INT32_MIN && ignore <= INT32_MAX) {
+    *ig = (int32_t)ignore;
+    return true;
+  }
+  for (int64_t r = 0; r < rows; r++)
+    if (t[r] < 0 || t[r] >= cols) {
+      bad_id(env, fn, "target", (size_t)r, t[r], (size_t)cols);
+      return false;
+    }
+  *ig = -1;
+  return true;
+}
+
+KERNEL(cubit_napi_nn_xent, "crossEntropy", 7, F32("logits", "45"), I32("targets", "4"),
+       F32("losses", "4"), F32("lse", "4"), INDEX("rows"), INDEX("cols"), INT("ignoreIndex")) {
+  size_t pos = 0;
+  int32_t ig;
+  if (!ignore_index(env, fn, N(6), I(1), N(4), N(5), &ig)) return NULL;
+  if (cubit_nn_xent(F(0), I(1), F(2), F(3), Z(4), Z(5), ig, &pos) != NN_OK)
+    return bad_id(env, fn, "target", pos, I(1)[pos], Z(5));
+  return cubit_undefined(env);
+}
+
+KERNEL(cubit_napi_nn_xent_bwd, "crossEntropyBackward", 8, F32("logits", "56"), I32("targets", "5"),
+       F32("lse", "5"), F32("dloss", "5"), F32("dlogits", "56"), INDEX("rows"), INDEX("cols"),
+       INT("ignoreIndex")) {
+  size_t pos = 0;
+  int32_t ig;
+  if (!ignore_index(env, fn, N(7), I(1), N(5), N(6), &ig)) return NULL;
+  if (cubit_nn_xent_bwd(F(0), I(1), F(2), F(3), F(4), Z(5), Z(6), ig, &pos) != NN_OK)
+    return bad_id(env, fn, "target", pos, I(1)[pos], Z(6));
+  return cubit_undefined(env);
+}
+
+/* ---- dropout / AdamW ---------------------------------------------------------------------- */
+
+/* seed is taken modulo 2^32 as in core/random.ts */
+KERNEL(cubit_napi_nn_dropout, "dropoutMask", 4, F32("out", "1"), INDEX("length"), NUMBER("p"), INT("seed")) {
+  if (!(X(2) >= 0 && X(2) < 1)) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: p must be in [0, 1), got %g", fn, X(2));
+  cubit_nn_dropout(F(0), Z(1), X(2), (uint32_t)(uint64_t)N(3));
+  return cubit_undefined(env);
+}
+
+KERNEL(cubit_napi_nn_adamw, "adamw", 12, F32("param", "4"), F32("grad", "4"), F32("m", "4"), F32("v", "4"),
+       INDEX("length"), NUMBER("lr"), NUMBER("beta1"), NUMBER("beta2"), NUMBER("eps"),
+       NUMBER("weightDecay"), NUMBER("bc1"), NUMBER("bc2")) {
+  (void)fn;
+  cubit_nn_adamw(F(0), F(1), F(2), F(3), Z(4), X(5), X(6), X(7), X(8), X(9), X(10), X(11));
+  return cubit_undefined(env);
+}
+
+/* ---- rotary, SwiGLU ----------------------------------------------------------------------- */
+
+KERNEL(cubit_napi_nn_rotary, "rotary", 12, F32("x", "4567"), F32("cos", NULL), F32("sin", NULL),
+       F32("out", "4567"), INDEX("B"), INDEX("T"), INDEX("H"), INDEX("D"), INDEX("offset"),
+       BOOL("inverse"), BOOL("xHeadsFirst"), BOOL("outHeadsFirst")) {
+  int64_t n, half_rows;
+  if (N(7) % 2 != 0) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: argument 8 (D) must be even, got %lld", fn, (long long)N(7));
+  if (!mul_ok(env, fn, N(8) + N(5), N(7) / 2, &half_rows) || !need(env, fn, "cos", v[1].len, 0, half_rows) ||
+      !need(env, fn, "sin", v[2].len, 0, half_rows))
+    return NULL;
+  n = N(4) * N(5) * N(6) * N(7); /* checked by the table */
   if (n == 0) return cubit_undefined(env);
-  const float *in_a[4] = {a, b, g, db}, *in_b[3] = {a, b, g};
-  if (!disjoint(env, fn, da, in_a, 4, n) || !disjoint(env, fn, db, in_b, 3, n)) return NULL;
-  cubit_nn_swiglu_bwd(a, b, g, da, db, (size_t)n);
+  if (F(0) < F(3) + n && F(3) < F(0) + n) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: out must not overlap x", fn);
+  cubit_nn_rotary(F(0), F(1), F(2), F(3), Z(4), Z(5), Z(6), Z(7), Z(8), B(9), B(10), B(11));
+  return cubit_undefined(env);
+}
+
+KERNEL(cubit_napi_nn_swiglu, "swiglu", 4, F32("a", "3"), F32("b", "3"), F32("out", "3"), INDEX("length")) {
+  if (N(3) == 0) return cubit_undefined(env);
+  const float *in[2] = {F(0), F(1)};
+  if (!disjoint(env, fn, F(2), in, 2, N(3))) return NULL;
+  cubit_nn_swiglu(F(0), F(1), F(2), Z(3));
+  return cubit_undefined(env);
+}
+
+KERNEL(cubit_napi_nn_swiglu_bwd, "swigluBackward", 6, F32("a", "5"), F32("b", "5"), F32("dy", "5"),
+       F32("da", "5"), F32("db", "5"), INDEX("length")) {
+  if (N(5) == 0) return cubit_undefined(env);
+  const float *in_a[4] = {F(0), F(1), F(2), F(4)}, *in_b[3] = {F(0), F(1), F(2)};
+  if (!disjoint(env, fn, F(3), in_a, 4, N(5)) || !disjoint(env, fn, F(4), in_b, 3, N(5))) return NULL;
+  cubit_nn_swiglu_bwd(F(0), F(1), F(2), F(3), F(4), Z(5));
   return cubit_undefined(env);
 }
 
 /* ---- Cubit's r̂ normalisation and LRR-scaled values ------------------------------------------ */
 
-/* B, H, T, D at argv[i..i+3]; *rows = B*H*T and *n = rows*D, overflow-checked. */
-static bool arg_bhtd(napi_env env, napi_value *argv, int i, const char *fn, int64_t d[4],
-                     int64_t *rows, int64_t *n) {
-  static const char *names[4] = {"B", "H", "T", "D"};
-  for (int k = 0; k < 4; k++)
-    if (!cubit_arg_index(env, argv, i + k, fn, names[k], &d[k])) return false;
-  int64_t bh;
-  return mul_ok(env, fn, d[0], d[1], &bh) && mul_ok(env, fn, bh, d[2], rows) &&
-         mul_ok(env, fn, *rows, d[3], n);
-}
-
-/* normalizeReference(r, alpha, out, B, H, T, D, eps) */
-CUBIT_NAPI(cubit_napi_nn_ref_norm) {
-  static const char *fn = "normalizeReference";
-  napi_value argv[8];
-  float *r, *a, *o;
-  size_t rl, al, ol;
-  int64_t d[4], rows, n;
-  double eps;
-  if (!cubit_get_args(env, info, fn, 8, argv) || !cubit_arg_f32(env, argv, 0, fn, "r", &r, &rl) ||
-      !cubit_arg_f32(env, argv, 1, fn, "alpha", &a, &al) ||
-      !cubit_arg_f32(env, argv, 2, fn, "out", &o, &ol) || !arg_bhtd(env, argv, 3, fn, d, &rows, &n) ||
-      !cubit_arg_double(env, argv, 7, fn, "eps", &eps) || !need(env, fn, "r", rl, 0, n) ||
-      !need(env, fn, "alpha", al, 0, d[1]) || !need(env, fn, "out", ol, 0, n))
-    return NULL;
+KERNEL(cubit_napi_nn_ref_norm, "normalizeReference", 8, F32("r", "3456"), F32("alpha", "4"),
+       F32("out", "3456"), INDEX("B"), INDEX("H"), INDEX("T"), INDEX("D"), NUMBER("eps")) {
+  int64_t n = N(3) * N(4) * N(5) * N(6); /* checked by the table */
   if (n == 0) return cubit_undefined(env);
-  const float *in[1] = {r};
-  if (!disjoint(env, fn, o, in, 1, n)) return NULL;
-  cubit_nn_ref_norm(r, a, o, (size_t)d[0], (size_t)d[1], (size_t)d[2], (size_t)d[3], eps);
+  const float *in[1] = {F(0)};
+  if (!disjoint(env, fn, F(2), in, 1, n)) return NULL;
+  cubit_nn_ref_norm(F(0), F(1), F(2), Z(3), Z(4), Z(5), Z(6), X(7));
   return cubit_undefined(env);
 }
 
-/* normalizeReferenceBackward(r, alpha, dy, dr | null, dAlpha | null, B, H, T, D, eps) */
-CUBIT_NAPI(cubit_napi_nn_ref_norm_bwd) {
-  static const char *fn = "normalizeReferenceBackward";
-  napi_value argv[10];
-  float *r, *a, *g, *dr, *da;
-  size_t rl, al, gl, drl, dal;
-  int64_t d[4], rows, n;
-  double eps;
-  if (!cubit_get_args(env, info, fn, 10, argv) || !cubit_arg_f32(env, argv, 0, fn, "r", &r, &rl) ||
-      !cubit_arg_f32(env, argv, 1, fn, "alpha", &a, &al) ||
-      !cubit_arg_f32(env, argv, 2, fn, "dy", &g, &gl) ||
-      !arg_f32_opt(env, argv, 3, fn, "dr", &dr, &drl) ||
-      !arg_f32_opt(env, argv, 4, fn, "dAlpha", &da, &dal) ||
-      !arg_bhtd(env, argv, 5, fn, d, &rows, &n) || !cubit_arg_double(env, argv, 9, fn, "eps", &eps) ||
-      !need(env, fn, "r", rl, 0, n) || !need(env, fn, "alpha", al, 0, d[1]) ||
-      !need(env, fn, "dy", gl, 0, n) || (dr && !need(env, fn, "dr", drl, 0, n)) ||
-      (da && !need(env, fn, "dAlpha", dal, 0, d[1])))
-    return NULL;
-  const float *in[2] = {r, g};
-  if (dr && n > 0 && !disjoint(env, fn, dr, in, 2, n)) return NULL;
-  if (cubit_nn_ref_norm_bwd(r, a, g, dr, da, (size_t)d[0], (size_t)d[1], (size_t)d[2], (size_t)d[3],
-                            eps) != NN_OK)
+KERNEL(cubit_napi_nn_ref_norm_bwd, "normalizeReferenceBackward", 10, F32("r", "5678"), F32("alpha", "6"),
+       F32("dy", "5678"), F32_OPT("dr", "5678"), F32_OPT("dAlpha", "6"), INDEX("B"), INDEX("H"),
+       INDEX("T"), INDEX("D"), NUMBER("eps")) {
+  int64_t n = N(5) * N(6) * N(7) * N(8);
+  const float *in[2] = {F(0), F(2)};
+  if (F(3) && n > 0 && !disjoint(env, fn, F(3), in, 2, n)) return NULL;
+  if (cubit_nn_ref_norm_bwd(F(0), F(1), F(2), F(3), F(4), Z(5), Z(6), Z(7), Z(8), X(9)) != NN_OK)
     return cubit_throw(env, CUBIT_ERROR, "%s: out of memory for the per-row scratch", fn);
   return cubit_undefined(env);
 }
 
-/* lrrValues(v, z, lower, range, out, B, H, T, D) */
-CUBIT_NAPI(cubit_napi_nn_lrr) {
-  static const char *fn = "lrrValues";
-  napi_value argv[9];
-  float *v, *z, *lo, *ra, *o;
-  size_t vl, zl, lol, ral, ol;
-  int64_t d[4], rows, n;
-  if (!cubit_get_args(env, info, fn, 9, argv) || !cubit_arg_f32(env, argv, 0, fn, "v", &v, &vl) ||
-      !cubit_arg_f32(env, argv, 1, fn, "z", &z, &zl) ||
-      !cubit_arg_f32(env, argv, 2, fn, "lower", &lo, &lol) ||
-      !cubit_arg_f32(env, argv, 3, fn, "range", &ra, &ral) ||
-      !cubit_arg_f32(env, argv, 4, fn, "out", &o, &ol) || !arg_bhtd(env, argv, 5, fn, d, &rows, &n) ||
-      !need(env, fn, "v", vl, 0, n) || !need(env, fn, "z", zl, 0, rows) ||
-      !need(env, fn, "lower", lol, 0, d[1]) || !need(env, fn, "range", ral, 0, d[1]) ||
-      !need(env, fn, "out", ol, 0, n))
-    return NULL;
+KERNEL(cubit_napi_nn_lrr, "lrrValues", 9, F32("v", "5678"), F32("z", "567"), F32("lower", "6"),
+       F32("range", "6"), F32("out", "5678"), INDEX("B"), INDEX("H"), INDEX("T"), INDEX("D")) {
+  int64_t n = N(5) * N(6) * N(7) * N(8);
   if (n == 0) return cubit_undefined(env);
-  const float *in[1] = {v};
-  if (!disjoint(env, fn, o, in, 1, n)) return NULL;
-  cubit_nn_lrr(v, z, lo, ra, o, (size_t)d[0], (size_t)d[1], (size_t)d[2], (size_t)d[3]);
+  const float *in[1] = {F(0)};
+  if (!disjoint(env, fn, F(4), in, 1, n)) return NULL;
+  cubit_nn_lrr(F(0), F(1), F(2), F(3), F(4), Z(5), Z(6), Z(7), Z(8));
   return cubit_undefined(env);
 }
 
-/* lrrValuesBackward(v, z, lower, range, dy, dv | null, dz | null, dLower | null, dRange | null,
- *                   B, H, T, D) */
-CUBIT_NAPI(cubit_napi_nn_lrr_bwd) {
-  static const char *fn = "lrrValuesBackward";
-  napi_value argv[13];
-  float *v, *z, *lo, *ra, *g, *dv, *dz, *dlo, *dra;
-  size_t vl, zl, lol, ral, gl, dvl, dzl, dlol, dral;
-  int64_t d[4], rows, n;
-  if (!cubit_get_args(env, info, fn, 13, argv) || !cubit_arg_f32(env, argv, 0, fn, "v", &v, &vl) ||
-      !cubit_arg_f32(env, argv, 1, fn, "z", &z, &zl) ||
-      !cubit_arg_f32(env, argv, 2, fn, "lower", &lo, &lol) ||
-      !cubit_arg_f32(env, argv, 3, fn, "range", &ra, &ral) ||
-      !cubit_arg_f32(env, argv, 4, fn, "dy", &g, &gl) ||
-      !arg_f32_opt(env, argv, 5, fn, "dv", &dv, &dvl) ||
-      !arg_f32_opt(env, argv, 6, fn, "dz", &dz, &dzl) ||
-      !arg_f32_opt(env, argv, 7, fn, "dLower", &dlo, &dlol) ||
-      !arg_f32_opt(env, argv, 8, fn, "dRange", &dra, &dral) ||
-      !arg_bhtd(env, argv, 9, fn, d, &rows, &n) || !need(env, fn, "v", vl, 0, n) ||
-      !need(env, fn, "z", zl, 0, rows) || !need(env, fn, "lower", lol, 0, d[1]) ||
-      !need(env, fn, "range", ral, 0, d[1]) || !need(env, fn, "dy", gl, 0, n) ||
-      (dv && !need(env, fn, "dv", dvl, 0, n)) || (dz && !need(env, fn, "dz", dzl, 0, rows)) ||
-      (dlo && !need(env, fn, "dLower", dlol, 0, d[1])) ||
-      (dra && !need(env, fn, "dRange", dral, 0, d[1])))
-    return NULL;
-  const float *in[2] = {v, g};
-  if (dv && n > 0 && !disjoint(env, fn, dv, in, 2, n)) return NULL;
-  if (cubit_nn_lrr_bwd(v, z, lo, ra, g, dv, dz, dlo, dra, (size_t)d[0], (size_t)d[1], (size_t)d[2],
-                       (size_t)d[3]) != NN_OK)
+KERNEL(cubit_napi_nn_lrr_bwd, "lrrValuesBackward", 13, F32("v", "9abc"), F32("z", "9ab"), F32("lower", "a"),
+       F32("range", "a"), F32("dy", "9abc"), F32_OPT("dv", "9abc"), F32_OPT("dz", "9ab"),
+       F32_OPT("dLower", "a"), F32_OPT("dRange", "a"), INDEX("B"), INDEX("H"), INDEX("T"), INDEX("D")) {
+  int64_t n = N(9) * N(10) * N(11) * N(12);
+  const float *in[2] = {F(0), F(4)};
+  if (F(5) && n > 0 && !disjoint(env, fn, F(5), in, 2, n)) return NULL;
+  if (cubit_nn_lrr_bwd(F(0), F(1), F(2), F(3), F(4), F(5), F(6), F(7), F(8), Z(9), Z(10), Z(11), Z(12)) != NN_OK)
     return cubit_throw(env, CUBIT_ERROR, "%s: out of memory for the per-row scratch", fn);
   return cubit_undefined(env);
 }

@@ -1,7 +1,7 @@
-// Registers the backends and picks the default: CUBIT_BACKEND=reference|native, else native when
-// the addon loads, else reference with one warning saying why.
+// Registers the backends and picks the default: CUBIT_BACKEND=<any registered name>, else native
+// when the addon loads, else reference with one warning saying why.
 import type { Backend } from '../core/backend.ts';
-import { backendByName, registerBackend, setDefaultBackendChooser } from '../core/engine.ts';
+import { backendByName, backendNames, registerBackend, setDefaultBackendChooser } from '../core/engine.ts';
 import { loadNativeAddon, nativeLoadError } from './native/addon.ts';
 import { NativeBackend } from './native/backend.ts';
 import { ReferenceBackend } from './reference/backend.ts';
@@ -33,7 +33,7 @@ export function fallbackWarning(reason: string): string {
 function chooseDefault(): Backend {
   const env = process.env.CUBIT_BACKEND;
   if (env) {
-    if (env !== 'reference' && env !== 'native') throw new Error(`CUBIT_BACKEND must be 'reference' or 'native', got '${env}'`);
+    if (!backendNames().includes(env)) throw new Error(`CUBIT_BACKEND must name a registered backend (${backendNames().map((n) => `'${n}'`).join(', ')}), got '${env}'`);
     return backendByName(env);
   }
   if (loadNativeAddon()) return backendByName('native');

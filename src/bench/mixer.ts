@@ -42,14 +42,14 @@ export interface MixerBenchOptions {
 const label = (c: MixerCase): string => `${c.mixer} B=${c.B} H=${c.H} T=${c.T} D=${c.D}`;
 
 /** Leaf inputs of one case (kept, requiring gradients) and the step to time. */
-function setup(c: MixerCase, blockSize: number): { leaves: Tensor[]; step: () => void } {
+function setup(c: MixerCase): { leaves: Tensor[]; step: () => void } {
   const { B, H, T, D } = c;
   const leaf = (t: Tensor): Tensor => { t.requiresGrad = true; return t.keep(); };
   const x = (seed: number): Tensor => leaf(randn([B, H, T, D], { seed }));
   const g = randn([B, H, T, D], { seed: 99 }).keep();
   if (c.mixer === 'softmax') {
     const q = x(1), k = x(2), v = x(3);
-    return { leaves: [q, k, v, g], step: () => tidy(() => { softmaxAttention(q, k, v, { blockSize }).backward(g); }) };
+    return { leaves: [q, k, v, g], step: () => tidy(() => { softmaxAttention(q, k, v).backward(g); }) };
   }
   const inputs = {
     q: x(1), k: x(2), v: x(3), r: x(4), lrrLogits: leaf(randn([B, H, T], { seed: 5 })),
@@ -58,7 +58,7 @@ function setup(c: MixerCase, blockSize: number): { leaves: Tensor[]; step: () =>
   };
   return {
     leaves: [...Object.values(inputs), g],
-    step: () => tidy(() => { cubitAttention(inputs, { blockSize }).output.backward(g); }),
+    step: () => tidy(() => { cubitAttention(inputs).output.backward(g); }),
   };
 }
 
@@ -79,13 +79,14 @@ export function benchMixer(opts: MixerBenchOptions = {}): void {
   const b = getBackend();
   const threadList = b instanceof NativeBackend ? (opts.threads ?? [b.threads()]) : [1];
   const blockSize = opts.blockSize ?? 64;
+  if (b instanceof NativeBackend) b.blockSize = blockSize;
   for (const shape of mixerBenchShapes()) {
     const cases = (['cubit', 'softmax'] as const).map((mixer) => ({ mixer, ...shape }))
       .filter((c) => !opts.filter || label(c).includes(opts.filter));
     if (cases.length === 0) continue;
     const runs = cases.map((c) => {
       const before = b.memory().bytesInUse;
-      const { leaves, step } = setup(c, blockSize);
+      const { leaves, step } = setup(c);
       return { c, leaves, inputBytes: b.memory().bytesInUse - before, run: (): void => { step(); dropGrads(leaves); } };
     });
     for (const t of threadList) {

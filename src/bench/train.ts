@@ -1,7 +1,7 @@
 // `cubit bench train`: training tokens/s (forward, backward, clipping and AdamW) of byte-vocab
 // decoders (d_model 128, 4 layers, 4 heads, SwiGLU 512, RMSNorm, rotary) at T=128 B=32 and T=512
 // B=8, softmax and Cubit; and cached generation tokens/s at a 1024-token context.
-import { getBackend, noGrad, tidy } from '../core/engine.ts';
+import { getBackend, tidy } from '../core/engine.ts';
 import { Rng } from '../core/random.ts';
 import { tensor } from '../ops/creation.ts';
 import { NativeBackend } from '../backends/native/backend.ts';
@@ -54,7 +54,7 @@ function timeTrainStep(m: Decoder, B: number, T: number): { wall: number; cpu: n
   return { wall, cpu: median(cpu.slice(warmup)) };
 }
 
-export function benchTrain(opts: TrainBenchOptions = {}): void {
+export async function benchTrain(opts: TrainBenchOptions = {}): Promise<void> {
   const b = getBackend();
   const threadList = b instanceof NativeBackend ? (opts.threads ?? [b.threads()]) : [1];
   const mixers = opts.mixers ?? ['softmax', 'cubit'];
@@ -76,7 +76,7 @@ export function benchTrain(opts: TrainBenchOptions = {}): void {
         // A 960-token prompt, then 64 cached decoding steps: the last token reads 1023 positions.
         m.eval();
         const prompt = randomIds(960, 3);
-        const r = noGrad(() => generate(m, prompt, { maxNewTokens: 64, temperature: 1, seed: 0 }));
+        const r = await generate(m, prompt, { maxNewTokens: 64, temperature: 1, seed: 0 });
         const perToken = r.decodeSeconds / Math.max(1, r.tokens.length - 1);
         emit({ bench: 'generate', mixer, context: 1024, prompt: 960, new_tokens: r.tokens.length, backend: b.name, threads: t, prefill_s: round(r.prefillSeconds, 3), decode_tokens_per_s: round(1 / perToken, 1) });
       }

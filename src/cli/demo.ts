@@ -3,7 +3,6 @@
 // the training length and at 4× it, samples from each, and leaves a run folder with checkpoints,
 // logs and a report. It is the `demo` preset of the length-scaling experiment
 // (experiments/length-scaling.json), so every run is resumable and described in its report.
-import { setBackend } from '../core/engine.ts';
 import { loadModel } from '../eval/checkpoint.ts';
 import { InterruptedError, runExperiment } from '../experiments/index.ts';
 import type { LmRunResult } from '../experiments/lm.ts';
@@ -11,6 +10,7 @@ import { generateText } from '../eval/generate-text.ts';
 import { writeFileAtomicSync } from '../util/atomic.ts';
 import path from 'node:path';
 import { type Command, intOption, UsageError } from './args.ts';
+import { backendOption, useBackendOption } from './backend.ts';
 import { ExperimentPrinter } from './experiment-printer.ts';
 import { formatCount, formatDuration } from './progress.ts';
 
@@ -24,11 +24,11 @@ export const demoCommand: Command = {
     out: { type: 'string', description: 'run folder (default runs/demo; a finished demo there is reused)' } as never,
     'sample-bytes': { type: 'string', description: 'bytes to generate from each model (default 300)' } as never,
     seed: { type: 'string', description: 'sampling seed (default 0)' } as never,
-    backend: { type: 'string', description: 'reference or native (default: native when built)' } as never,
+    backend: backendOption,
     quiet: { type: 'boolean', description: 'only the results' } as never,
   },
   async run(values) {
-    if (values.backend) setBackend(String(values.backend));
+    useBackendOption(values.backend);
     const out = (values.out as string | undefined) ?? path.join('runs', 'demo');
     const sampleBytes = intOption(values, 'sample-bytes', 300, 0);
     const seed = intOption(values, 'seed', 0, 0);
@@ -64,7 +64,7 @@ export const demoCommand: Command = {
     for (const o of done) {
       const ck = loadModel(path.join(out, o.def.id, 'train'));
       try {
-        const text = PROMPT + generateText(ck, PROMPT, { maxNewTokens: sampleBytes, temperature: 0.8, topK: 40, seed }).text;
+        const text = PROMPT + (await generateText(ck, PROMPT, { maxNewTokens: sampleBytes, temperature: 0.8, topK: 40, seed })).text;
         samples.push(`--- ${o.def.labels.variant} (temperature 0.8, top-k 40, seed ${seed}) ---\n${text}\n`);
       } finally {
         ck.model.dispose();

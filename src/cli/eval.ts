@@ -1,6 +1,5 @@
 // `cubit eval <run-or-checkpoint>`: held-out loss, perplexity and bits per byte at several context
 // lengths (sliding windows), as JSON on stdout or in --out.
-import { setBackend } from '../core/engine.ts';
 import { layerMixers } from '../models/config.ts';
 import { MAX_CONTEXT } from '../models/limits.ts';
 import { loadCorpus, splitCorpus, type CorpusOptions, type Document, type SplitOptions } from '../data/corpus.ts';
@@ -9,6 +8,7 @@ import { loadModel } from '../eval/checkpoint.ts';
 import { evaluate, type StrideSpec } from '../eval/evaluate.ts';
 import { writeJsonAtomicSync } from '../util/atomic.ts';
 import { type Command, intOption, UsageError } from './args.ts';
+import { backendOption, useBackendOption } from './backend.ts';
 
 const SPLITS = ['validation', 'test', 'train', 'all'] as const;
 
@@ -53,12 +53,12 @@ export const evalCommand: Command = {
     'max-documents': { type: 'string', description: 'evaluate only the first N documents of the split' } as never,
     'batch-size': { type: 'string', description: 'windows per forward pass (default: 8192 tokens worth)' } as never,
     tokenizer: { type: 'string', description: "'byte' or a tokenizer.json (default: the checkpoint's own; must match it)" } as never,
-    backend: { type: 'string', description: 'reference or native (default: native when built)' } as never,
+    backend: backendOption,
     out: { type: 'string', description: 'write the JSON here (atomically) instead of stdout' } as never,
   },
-  run(values, positionals) {
+  async run(values, positionals) {
     if (positionals.length !== 1) throw new UsageError(`eval: give one run or checkpoint folder (see 'cubit eval --help')`);
-    if (values.backend) setBackend(String(values.backend));
+    useBackendOption(values.backend);
     const split = String(values.split ?? 'validation');
     if (!(SPLITS as readonly string[]).includes(split)) throw new UsageError(`--split must be one of ${SPLITS.join(', ')}, got '${split}'`);
     const stride = values.stride === undefined ? { fraction: 0.5 } : parseStride(values.stride);
@@ -100,7 +100,7 @@ export const evalCommand: Command = {
       const stream = tokenizeDocuments(part, ck.tokenizer, { bosId: ck.tokenizer.bosId });
 
       const t0 = performance.now();
-      const results = evaluate(ck.model, stream, {
+      const results = await evaluate(ck.model, stream, {
         contextLengths: lengths, stride, batchSize, trainSeqLen: ck.trainSeqLen,
         onProgress: ({ contextLength, batch, batches }) => {
           if (process.stderr.isTTY) process.stderr.write(`\reval: context ${contextLength}: batch ${batch}/${batches}${batch === batches ? '\n' : ''}`);

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import os from 'node:os';
 import * as path from 'node:path';
-import { getBackend, setBackend } from '../core/engine.ts';
+import { getBackend } from '../core/engine.ts';
 import { NativeBackend } from '../backends/native/backend.ts';
 import {
   defaultOut, EXPERIMENT_NAMES, InterruptedError, presetNames, resolveConfig, runExperiment, type ExperimentName, type ExperimentResult,
@@ -14,6 +14,7 @@ import { packExperiment, unpackExperiment } from '../experiments/pack.ts';
 import { resultsSection, writeResultsSection } from '../experiments/summary.ts';
 import { readExperimentFile, shippedConfigFile } from '../experiments/config.ts';
 import { type Command, intOption, numberOption, UsageError } from './args.ts';
+import { backendOption, useBackendOption } from './backend.ts';
 import { ExperimentPrinter } from './experiment-printer.ts';
 import { formatDuration } from './progress.ts';
 
@@ -68,7 +69,7 @@ export const experimentCommand: Command = {
     'dry-run': { type: 'boolean', description: 'print the plan and the time estimate, run nothing' } as never,
     'no-estimate': { type: 'boolean', description: 'skip timing the models for the estimate' } as never,
     'print-config': { type: 'boolean', description: 'print the resolved configuration as JSON and exit' } as never,
-    backend: { type: 'string', description: 'reference or native (default: native when built)' } as never,
+    backend: backendOption,
     threads: { type: 'string', description: 'threads of the native backend, per job with --jobs (default: all CPUs; with --jobs N: CPUs / N)' } as never,
     jobs: { type: 'string', description: 'runs at once, each in its own worker process (default 1); results are those of a serial run' } as never,
     'no-new-runs-after': { type: 'string', description: 'start no run after this many seconds; let the running ones finish, then exit 130 (fewer half-done runs to carry than --stop-after)' } as never,
@@ -117,11 +118,7 @@ export const experimentCommand: Command = {
       console.log(JSON.stringify(resolveConfig(name as ExperimentName, { preset, file, overrides }).config, null, 2));
       return 0;
     }
-    if (values.backend) {
-      const b = String(values.backend);
-      if (b !== 'native' && b !== 'reference') throw new UsageError(`--backend must be 'native' or 'reference', got '${b}'`);
-      setBackend(b);
-    }
+    useBackendOption(values.backend);
     const jobs = intOption(values, 'jobs', 1);
     const stopAfter = values['stop-after'] === undefined ? null : numberOption(values, 'stop-after', 0);
     if (stopAfter !== null && !(stopAfter > 0)) throw new UsageError(`--stop-after must be a positive number of seconds, got '${values['stop-after']}'`);

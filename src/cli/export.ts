@@ -25,9 +25,9 @@ export const importCommand: Command = {
   summary: "Reads a checkpoint train_torch.py wrote (weights and optimizer state) into a new cubit run folder.",
   usage: 'import <torch-run-or-checkpoint> <new-run-folder>',
   options: {},
-  run(_values, positionals) {
+  async run(_values, positionals) {
     if (positionals.length !== 2) throw new UsageError(`import: give the checkpoint to import and a new run folder (see 'cubit import --help')`);
-    const checkpoint = importRun(positionals[0], positionals[1]);
+    const checkpoint = await importRun(positionals[0], positionals[1]);
     process.stdout.write(JSON.stringify({ run: positionals[1], checkpoint }, null, 2) + '\n');
     return 0;
   },

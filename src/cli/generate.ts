@@ -1,12 +1,13 @@
 // `cubit generate <run-or-checkpoint> --prompt TEXT`: continues a prompt, streaming the text to
 // stdout (or, with --json, one JSON object); --out also writes that object to a file.
-import { setBackend } from '../core/engine.ts';
+import * as fs from 'node:fs';
 import { loadModel } from '../eval/checkpoint.ts';
 import { generateText, promptIds } from '../eval/generate-text.ts';
 import { MAX_CONTEXT } from '../models/limits.ts';
 import { writeJsonAtomicSync } from '../util/atomic.ts';
 import { readTextFileSync } from '../util/files.ts';
 import { type Command, intOption, numberOption, UsageError } from './args.ts';
+import { backendOption, useBackendOption } from './backend.ts';
 
 export const generateCommand: Command = {
   name: 'generate',
@@ -23,11 +24,11 @@ export const generateCommand: Command = {
     'max-context': { type: 'string', description: 'most tokens the model may read, prompt included (default 4 × the training length; 0: no limit)' } as never,
     recompute: { type: 'boolean', description: 'rerun the whole forward each token instead of decode caches (slow; testing)' } as never,
     tokenizer: { type: 'string', description: "'byte' or a tokenizer.json (default: the checkpoint's own; must match it)" } as never,
-    backend: { type: 'string', description: 'reference or native (default: native when built)' } as never,
+    backend: backendOption,
     json: { type: 'boolean', description: 'print one JSON object (text, tokens, timings) instead of streaming the text' } as never,
     out: { type: 'string', description: 'also write that JSON object to this file (atomically)' } as never,
   },
-  run(values, positionals) {
+  async run(values, positionals) {
     if (positionals.length !== 1) throw new UsageError(`generate: give one run or checkpoint folder (see 'cubit generate --help')`);
     if (values.prompt !== undefined && values['prompt-file'] !== undefined) throw new UsageError('generate: give --prompt or --prompt-file, not both');
     let prompt: string;
@@ -44,7 +45,7 @@ export const generateCommand: Command = {
     if (!(topP > 0 && topP <= 1)) throw new UsageError(`--top-p must be in (0, 1], got '${values['top-p']}'`);
     const seed = intOption(values, 'seed', 0, 0);
     const maxContextOpt = values['max-context'] === undefined ? undefined : intOption(values, 'max-context', 0, 0, MAX_CONTEXT);
-    if (values.backend) setBackend(String(values.backend));
+    useBackendOption(values.backend);
 
     const ck = loadModel(positionals[0], { tokenizer: values.tokenizer as string | undefined });
     try {
@@ -55,7 +56,7 @@ export const generateCommand: Command = {
         throw new UsageError(`generate: the prompt is ${ids.length} tokens, more than the ${maxContext} allowed (--max-context${maxContextOpt === undefined ? ', default 4 × the training length' : ''})`);
       }
       const json = values.json === true;
-      const result = generateText(ck, prompt, {
+      const result = await generateText(ck, prompt, {
         maxNewTokens, temperature, topK, topP, seed, maxContext,
         mode: values.recompute ? 'recompute' : 'cached',
         onText: json ? undefined : (s) => process.stdout.write(s),

@@ -2,11 +2,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { getBackend, setBackend } from '../core/engine.ts';
+import { getBackend } from '../core/engine.ts';
 import { NativeBackend } from '../backends/native/backend.ts';
 import { train, type TrainEvent } from '../train/trainer.ts';
 import { readJsonFileSync } from '../util/files.ts';
 import { type Command, intOption, UsageError } from './args.ts';
+import { backendOption, useBackendOption } from './backend.ts';
 import { formatCount, formatDuration, Progress } from './progress.ts';
 
 function readConfigFile(file: string): unknown {
@@ -32,14 +33,14 @@ const num = (x: number, digits = 4): string => (Number.isFinite(x) ? x.toFixed(d
 export const trainCommand: Command = {
   name: 'train',
   summary: 'Trains a model from a JSON config into a run folder (or resumes one).',
-  usage: 'train --config run.json [--out runs/name] [--resume] [--steps N] [--stop-at N] [--backend native|reference] [--threads N]',
+  usage: 'train --config run.json [--out runs/name] [--resume] [--steps N] [--stop-at N] [--backend name] [--threads N]',
   options: {
     config: { type: 'string', description: 'the training config (configs/*.json); optional with --resume' } as never,
     out: { type: 'string', description: 'the run folder (default runs/<config name>)' } as never,
     resume: { type: 'boolean', description: 'continue the run in --out from its latest checkpoint' } as never,
     steps: { type: 'string', description: "total steps (overrides the config's)" } as never,
     'stop-at': { type: 'string', description: 'end this sitting after step N (checkpoint written; schedule unchanged)' } as never,
-    backend: { type: 'string', description: 'reference or native (default: native when built)' } as never,
+    backend: backendOption,
     threads: { type: 'string', description: 'threads of the native backend (default: all CPUs)' } as never,
     quiet: { type: 'boolean', description: 'no progress output (errors and the summary only)' } as never,
   },
@@ -56,11 +57,7 @@ export const trainCommand: Command = {
     const config = configPath ? readConfigFile(resolveConfigPath(configPath)) : undefined;
     const steps = values.steps === undefined ? undefined : intOption(values, 'steps', 0);
     const stopAt = values['stop-at'] === undefined ? undefined : intOption(values, 'stop-at', 0);
-    if (values.backend) {
-      const name = String(values.backend);
-      if (name !== 'native' && name !== 'reference') throw new UsageError(`--backend must be 'native' or 'reference', got '${name}'`);
-      setBackend(name);
-    }
+    useBackendOption(values.backend);
     if (values.threads !== undefined) {
       const n = intOption(values, 'threads', 0, 0, 1024);
       const b = getBackend();

@@ -2,6 +2,11 @@
 // An op validates shapes, picks a kernel and records its gradient; a backend only runs kernels on
 // storages it owns. A backend never sees a Tensor, so a new one (WebGPU) plugs in here without
 // touching ops, modules or models. Every kernel writes into an `out` storage the op allocated.
+//
+// Two tiers: the core kernels (CoreBackend: memory, data movement, elementwise, reduce, matmul,
+// gather/scatter, dropout mask, triangular solve) are required; the fused kernels (FusedKernels)
+// are optional. An op asks hasKernel(backend, name) and otherwise runs a composite of core-kernel
+// ops written once beside it, so a backend that implements only the core runs every model.
 import type { DType, TypedArray } from './dtype.ts';
 
 /** A backend-owned buffer. CPU backends keep a typed array; a GPU backend keeps a device buffer. */
@@ -60,8 +65,31 @@ export interface MixerDims {
   B: number; H: number; T: number; D: number;
   window: number;
   docIds: Storage | null;
-  /** Rows per streaming block (the result must not depend on it beyond float rounding). */
-  blockSize: number;
+}
+
+/**
+ * What a fused forward kernel keeps for its backward, private to the backend that made it (a CPU
+ * backend keeps its log-sum-exp rows, a GPU one whatever its backward reads). The storages are
+ * owned by the state: the op hands them to the gradient node, which frees them when released.
+ */
+export interface SavedState { readonly storages: readonly Storage[] }
+
+/**
+ * A rule for checkValues: every value finite; exp(value) finite (a log-scale parameter); positive
+ * and finite; an index in [0, limit) (entries equal to `ignore` skipped).
+ */
+export type ValueRule =
+  | { kind: 'finite' } | { kind: 'expFinite' } | { kind: 'positive' }
+  | { kind: 'index'; limit: number; ignore: number | null };
+
+/** The error for value v at position i under `rule` (op and name say where), or null when it passes. */
+export function valueError(rule: ValueRule, op: string, name: string, i: number, v: number): string | null {
+  switch (rule.kind) {
+    case 'finite': return Number.isFinite(v) ? null : `${op}: ${name}[${i}] is ${v}; it must be finite`;
+    case 'expFinite': return Number.isFinite(Math.exp(v)) ? null : `${op}: ${name}[${i}] = ${v} makes λ = exp(${name}) overflow`;
+    case 'positive': return v > 0 && Number.isFinite(v) ? null : `${op}: ${name}[${i}] = ${v}; it must be positive`;
+    case 'index': return v === rule.ignore || (v >= 0 && v < rule.limit) ? null : `${op}: ${name} ${v} at position ${i} is outside [0, ${rule.limit})`;
+  }
 }
 
 /** Cubit's LRR inputs (CUBIT.md §2): s = lower + range · sigmoid(logits), logits (B·H·T), lower and range (H). */
@@ -70,22 +98,35 @@ export interface LrrStorages { logits: Storage; lower: Storage; range: Storage }
 export interface LrrGradStorages { dLogits: Storage; dLower: Storage; dRange: Storage }
 
 /**
- * The kernel table. Shapes are passed as plain numbers, already validated by the op. A kernel may
- * assume `out` does not alias an input unless the op says so (accumulate / in-place kernels).
+ * The required kernel table. Shapes are passed as plain numbers, already validated by the op. A
+ * kernel may assume `out` does not alias an input unless the op says so (accumulate / in-place).
  */
-export interface Backend {
+export interface CoreBackend {
   readonly name: string;
   /** True when the backend computes float64 (the reference) — tests pick tolerances from it. */
   readonly supportsFloat64: boolean;
+  /**
+   * The unit roundoff of its float32 arithmetic when coarser than IEEE float32's 2⁻²⁴ (a GPU's
+   * TF32 matmuls or fast-math transcendentals): the conformance suite scales its tolerances by it.
+   */
+  readonly unitRoundoff?: number;
 
   // memory
   alloc(dtype: DType, length: number): Storage;
   /** Returns a storage whose refs reached 0 to the pool. */
   free(s: Storage): void;
   write(s: Storage, values: ArrayLike<number>, offset?: number): void;
-  /** Synchronous read where the backend allows it (CPU backends); a GPU backend throws. */
-  readSync(s: Storage, offset: number, length: number): TypedArray;
+  /** Synchronous read, where the backend has one (the CPU backends); a GPU backend leaves it out. */
+  readSync?(s: Storage, offset: number, length: number): TypedArray;
   read(s: Storage, offset: number, length: number): Promise<TypedArray>;
+  /** Reads back to the host so far (read and readSync calls): each is a pipeline drain on a GPU. */
+  readonly hostReads: number;
+  /**
+   * Validates the first `length` values of s under `rule` where they live, without a read: a CPU
+   * backend checks at once, a GPU backend sets an error flag that its next read reports. Either
+   * throws valueError(rule, op, name, …) for the first failing value.
+   */
+  checkValues(s: Storage, length: number, rule: ValueRule, op: string, name: string): void;
   memory(): MemoryStats;
   resetPeak(): void;
 
@@ -108,7 +149,27 @@ export interface Backend {
 
   // linear algebra
   matmul(a: Storage, b: Storage, out: Storage, p: MatmulParams): void;
+  /**
+   * Batched triangular solve: out_p = L_p⁻¹ B_p (or L_pᵀ⁻¹ B_p when `transpose`) for lower-triangular
+   * L_p (n×n, entries above the diagonal are not read) and B_p (n×k), p < batch, contiguous.
+   * The primitive of the KRR solve (CUBIT.md §2: W + λI is lower triangular under the causal mask).
+   */
+  triangularSolve(l: Storage, b: Storage, out: Storage, batch: number, n: number, k: number, transpose: boolean): void;
 
+  // indexing and randomness
+  /** out[i, :] = table[ids[i], :]. ids are validated where they are made (batches, tokenizers). */
+  gather(table: Storage, ids: Storage, out: Storage, count: number, cols: number): void;
+  /** dtable[ids[i], :] += dy[i, :]. */
+  scatterAdd(dy: Storage, ids: Storage, dtable: Storage, count: number, cols: number): void;
+  /** out[i] = keep(seed, i) ? 1/(1−p) : 0 with the counter hash of core/random.ts (same on every backend). */
+  dropoutMask(out: Storage, length: number, p: number, seed: number): void;
+}
+
+/**
+ * Optional fused kernels. Each has a composite of core kernels beside its op (src/ops/), which the
+ * op runs when the backend lacks it: a fused kernel is only ever a speed-up.
+ */
+export interface FusedKernels {
   // fused neural-network kernels (rows × cols, last axis)
   /** Row softmax (or log-softmax). A row whose entries are all −∞ gives zeros (softmax) / −∞ (log). */
   softmax(x: Storage, out: Storage, rows: number, cols: number, log: boolean): void;
@@ -118,16 +179,10 @@ export interface Backend {
   rmsNormBackward(x: Storage, w: Storage | null, rstd: Storage, dy: Storage, dx: Storage, dw: Storage | null, rows: number, cols: number): void;
   layerNorm(x: Storage, w: Storage | null, b: Storage | null, out: Storage, mean: Storage, rstd: Storage, rows: number, cols: number, eps: number): void;
   layerNormBackward(x: Storage, w: Storage | null, mean: Storage, rstd: Storage, dy: Storage, dx: Storage, dw: Storage | null, db: Storage | null, rows: number, cols: number): void;
-  /** out[i, :] = table[ids[i], :]. ids are validated by the op. */
-  gather(table: Storage, ids: Storage, out: Storage, count: number, cols: number): void;
-  /** dtable[ids[i], :] += dy[i, :]. */
-  scatterAdd(dy: Storage, ids: Storage, dtable: Storage, count: number, cols: number): void;
   /** losses[i] = lse_i − logits[i, t_i] (0 where t_i = ignoreIndex); lse saved for the backward. */
   crossEntropy(logits: Storage, targets: Storage, losses: Storage, lse: Storage, rows: number, cols: number, ignoreIndex: number): void;
   /** dlogits[i, :] = dloss[i] · (softmax_i − onehot(t_i)) (0 rows where ignored). */
   crossEntropyBackward(logits: Storage, targets: Storage, lse: Storage, dloss: Storage, dlogits: Storage, rows: number, cols: number, ignoreIndex: number): void;
-  /** out[i] = keep(seed, i) ? 1/(1−p) : 0 with the counter hash of core/random.ts (same on every backend). */
-  dropoutMask(out: Storage, length: number, p: number, seed: number): void;
   /**
    * Rotary embedding, rotate-half pairs (i, i + D/2), of rows (b, t, h): x and out are laid out
    * (B, T, H, D), or (B, H, T, D) when their *HeadsFirst flag is set (so one pass also splits or
@@ -157,28 +212,25 @@ export interface Backend {
   // sequence mixers (docs/SPEC.md §2–§3); the reference runs them dense, native streams them
   /**
    * Causal KRR solve X = (W + λI)⁻¹ Y with W = masked row-softmax(r r̂ᵀ), λ = exp(logLambda[h]).
-   * Writes X, the per-row log-sum-exp of the logits (B·H, T), and wxMinusX = W X − X (like X),
-   * each row summed as Σ_{j≠i} W_ij (X_j − X_i) so that it keeps its precision when W_ii ≈ 1: the
-   * backward's softmax row sums are −Z_i · (W X − X)_i, O(D) per row instead of a pass over W.
+   * Writes X; returns what its backward needs beyond its arguments.
    */
-  krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, lse: Storage, wxMinusX: Storage,
-    d: MixerDims): void;
-  /** From G = ∂L/∂X and krrSolve's outputs: ∂L/∂r, ∂L/∂r̂, ∂L/∂Y, and ∂L/∂λ per (b, h) row block (B·H). */
-  krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, lse: Storage, wxMinusX: Storage, g: Storage,
+  krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, d: MixerDims): SavedState;
+  /** From G = ∂L/∂X: ∂L/∂r, ∂L/∂r̂, ∂L/∂Y, and ∂L/∂λ per (b, h) row block (B·H). */
+  krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, saved: SavedState, g: Storage,
     dr: Storage, drHat: Storage, dy: Storage, dLambda: Storage, d: MixerDims): void;
   /**
-   * Cubit's solve with its elementwise stages inside: writes rHat = normalizeReference(r, refScale,
-   * eps) and krrSolve's outputs for Y = (lower + range · sigmoid(logits)) ⊙ v (lrr null: Y = v), as
-   * the three kernels would, without Y in memory.
+   * Cubit's solve with its elementwise stages inside: X = krrSolve(r, r̂, Y) for
+   * r̂ = normalizeReference(r, refScale, eps) and Y = (lower + range · sigmoid(logits)) ⊙ v (lrr
+   * null: Y = v), without r̂ or Y reaching the caller.
    */
   cubitSolve(r: Storage, refScale: Storage, v: Storage, lrr: LrrStorages | null, logLambda: Storage, eps: number,
-    x: Storage, rHat: Storage, lse: Storage, wxMinusX: Storage, d: MixerDims): void;
+    x: Storage, d: MixerDims): SavedState;
   /**
    * Its backward from G = ∂L/∂X: ∂L/∂r through both of W's factors, ∂L/∂v, and per (b, h) row (B·H)
    * ∂L/∂refScale and ∂L/∂λ; with LRR, lrrGrads.
    */
   cubitSolveBackward(r: Storage, refScale: Storage, v: Storage, lrr: LrrStorages | null, logLambda: Storage, eps: number,
-    x: Storage, rHat: Storage, lse: Storage, wxMinusX: Storage, g: Storage,
+    x: Storage, saved: SavedState, g: Storage,
     dr: Storage, dv: Storage, dRefScale: Storage, lrrGrads: LrrGradStorages | null, dLambda: Storage, d: MixerDims): void;
   /**
    * Cubit's reference vectors r̂ = α_h · r / max(‖r‖₂, eps) over the last axis of r (B·H·T rows of
@@ -200,8 +252,26 @@ export interface Backend {
   lrrValuesBackward(v: Storage, z: Storage, lower: Storage, range: Storage, dy: Storage,
     dv: Storage | null, dz: Storage | null, dLower: Storage | null, dRange: Storage | null,
     B: number, H: number, T: number, D: number): void;
-  /** out = masked softmax(q kᵀ · scale) v, with the per-row log-sum-exp (B·H, T) saved. */
-  attention(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, scale: number, d: MixerDims): void;
-  attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, g: Storage, scale: number,
+  /** out = masked softmax(q kᵀ · scale) v. */
+  attention(q: Storage, k: Storage, v: Storage, out: Storage, scale: number, d: MixerDims): SavedState;
+  attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, saved: SavedState, g: Storage, scale: number,
     dq: Storage, dk: Storage, dv: Storage, d: MixerDims): void;
+}
+
+export type FusedKernelName = keyof FusedKernels;
+
+/** A backend: the core kernels, and whichever fused kernels it has. */
+export interface Backend extends CoreBackend, Partial<FusedKernels> {}
+
+/** Every fused kernel's name (a wrapper that hides them lists them here). */
+export const FUSED_KERNELS: readonly FusedKernelName[] = [
+  'softmax', 'softmaxBackward', 'rmsNorm', 'rmsNormBackward', 'layerNorm', 'layerNormBackward',
+  'crossEntropy', 'crossEntropyBackward', 'rotary', 'swiglu', 'swigluBackward', 'splitHeads', 'mergeHeads', 'adamw',
+  'krrSolve', 'krrSolveBackward', 'cubitSolve', 'cubitSolveBackward', 'normalizeReference', 'normalizeReferenceBackward',
+  'lrrValues', 'lrrValuesBackward', 'attention', 'attentionBackward',
+];
+
+/** True when `b` has the fused kernel `k` (the op then runs it instead of its composite). */
+export function hasKernel<K extends FusedKernelName>(b: Backend, k: K): b is Backend & Pick<FusedKernels, K> {
+  return typeof b[k] === 'function';
 }

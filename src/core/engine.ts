@@ -14,6 +14,15 @@ const instances = new Map<string, Backend>();
 let active: Backend | null = null;
 let defaultChooser: (() => Backend) | null = null;
 
+/**
+ * Makes a backend available by name to setBackend, withBackend, CUBIT_BACKEND, the CLI's --backend
+ * and `cubit info`; `factory` runs on first use. A backend needs only the core kernels
+ * (CoreBackend); docs/ARCHITECTURE.md says how to add one.
+ *
+ * @example
+ * registerBackend('reference-2', () => new ReferenceBackend());
+ * setBackend('reference-2');
+ */
 export function registerBackend(name: string, factory: Factory): void {
   factories.set(name, factory);
 }
@@ -58,10 +67,10 @@ export function setBackend(name: string): Backend {
   return active;
 }
 
-/** Runs fn with `name` as the active backend, then restores the previous one. */
-export function withBackend<T>(name: string, fn: () => T): T {
+/** Runs fn with `backend` (a name or an instance) as the active backend, then restores the previous one. */
+export function withBackend<T>(backend: string | Backend, fn: () => T): T {
   const prev = active;
-  active = backendByName(name);
+  active = typeof backend === 'string' ? backendByName(backend) : backend;
   try { return fn(); } finally { active = prev; }
 }
 

@@ -1,6 +1,6 @@
 // The Tensor: a shape, a dtype and a backend storage, plus what reverse-mode autodiff needs.
 // Tensors are always contiguous and row-major; reshape-like views share the storage.
-import type { Backend, Storage } from './backend.ts';
+import type { Backend, SavedState, Storage } from './backend.ts';
 import { dtypeOf, type DType, type TypedArray } from './dtype.ts';
 import { getBackend, isGradEnabled, keep as keepInScope, noGrad, tidy, track } from './engine.ts';
 import { checkShape, formatShape, sizeOf, type Shape } from './shape.ts';
@@ -84,10 +84,12 @@ export class Tensor {
     return this.backend.read(this.storage, 0, this.size);
   }
 
-  /** Synchronous read, where the backend allows it (the CPU backends do). */
+  /** Synchronous read, where the backend has one (the CPU backends do); elsewhere use `await data()`. */
   dataSync(): TypedArray {
     this.assertLive('dataSync');
-    return this.backend.readSync(this.storage, 0, this.size);
+    const b = this.backend;
+    if (!b.readSync) throw new Error(`dataSync: backend '${b.name}' has no synchronous reads; use 'await tensor.data()'`);
+    return b.readSync(this.storage, 0, this.size);
   }
 
   /** The single element of a one-element tensor. */
@@ -158,11 +160,18 @@ export function view(t: Tensor, shape: Shape): Tensor {
   return new Tensor(t.storage, shape, t.backend);
 }
 
-/** Records `op` on `out` when grad mode is on and an input requires grad. */
-export function record(out: Tensor, op: string, inputs: readonly Tensor[], saved: readonly Tensor[], grad: GradFn): Tensor {
-  if (!isGradEnabled() || !inputs.some((t) => t.requiresGrad)) return out;
-  out.requiresGrad = true;
-  out.node = new GradNode(op, inputs, grad, saved.map((t) => t.storage), out.backend);
+/**
+ * Records `op` on `out` when grad mode is on and an input requires grad. `state` is a fused
+ * kernel's saved state: the node takes its storages over (freed at once when nothing is recorded).
+ */
+export function record(out: Tensor, op: string, inputs: readonly Tensor[], saved: readonly Tensor[], grad: GradFn,
+  state?: SavedState): Tensor {
+  const recording = isGradEnabled() && inputs.some((t) => t.requiresGrad);
+  if (recording) {
+    out.requiresGrad = true;
+    out.node = new GradNode(op, inputs, grad, [...saved.map((t) => t.storage), ...(state?.storages ?? [])], out.backend);
+  }
+  for (const s of state?.storages ?? []) if (--s.refs === 0) out.backend.free(s);
   return out;
 }
 

@@ -97,7 +97,7 @@ function positiveIntOrNull(v: unknown): number | null {
  *
  * @example
  * const { model, tokenizer } = loadModel('runs/tiny-cubit');
- * const { text } = generateText({ model, tokenizer }, 'The jury said', { maxNewTokens: 40 });
+ * const { text } = await generateText({ model, tokenizer }, 'The jury said', { maxNewTokens: 40 });
  * model.dispose();
  */
 export function loadModel(p: string, opts: LoadModelOptions = {}): LoadedModel {

@@ -7,7 +7,7 @@
 // exactly once, in the first window that holds it. With stride < contextLength every target after
 // a document's first window sees at least contextLength − stride tokens of context (sliding-window
 // evaluation); stride = contextLength gives disjoint windows (cheaper, less context on average).
-import { noGrad, tidy } from '../core/engine.ts';
+import { noGrad, tidy, withBackend } from '../core/engine.ts';
 import { crossEntropy } from '../ops/nn.ts';
 import { batchTensors, EvalWindows, IGNORE_INDEX, type TokenStream } from '../data/batches.ts';
 import type { Decoder } from '../models/decoder.ts';
@@ -80,16 +80,18 @@ function checkOptions(opts: EvaluateOptions): void {
 
 /**
  * Evaluates `model` on `stream` at each context length. Runs without gradients, one batch of
- * windows at a time (each in its own memory scope); losses are summed on the host in float64.
+ * windows at a time (each in its own memory scope, with one awaited read of its per-position
+ * losses); losses are summed on the host in float64.
  */
-export function evaluate(model: Decoder, stream: TokenStream, opts: EvaluateOptions): LengthResult[] {
+export async function evaluate(model: Decoder, stream: TokenStream, opts: EvaluateOptions): Promise<LengthResult[]> {
   checkOptions(opts);
   if (stream.vocabSize > model.config.vocabSize) {
     throw new Error(`the data's tokenizer has ${stream.vocabSize} tokens but the model's vocabulary is ${model.config.vocabSize}`);
   }
   const backend = model.embed.weight.backend;
   const trainLen = opts.trainSeqLen ?? null;
-  return opts.contextLengths.map((L) => {
+  const results: LengthResult[] = [];
+  for (const L of opts.contextLengths) {
     const stride = resolveStride(opts.stride ?? { fraction: 0.5 }, L);
     const B = opts.batchSize ?? Math.max(1, Math.floor((opts.batchTokens ?? 8192) / L));
     const windows = new EvalWindows(stream, { contextLength: L, stride, batchSize: B, ignoreIndex: IGNORE_INDEX });
@@ -98,11 +100,13 @@ export function evaluate(model: Decoder, stream: TokenStream, opts: EvaluateOpti
     for (let k = 0; k < windows.batchCount; k++) {
       const arrays = windows.batchArrays(k);
       positions += arrays.B * arrays.T;
-      const losses = noGrad(() => tidy(() => {
+      const perPosition = withBackend(backend, () => noGrad(() => tidy(() => {
         const batch = batchTensors(arrays, backend);
         const logits = model.forward(batch.inputs, { docIds: batch.docIds });
-        return crossEntropy(logits, batch.targets, { ignoreIndex: IGNORE_INDEX, reduction: 'none' }).dataSync();
-      }));
+        return crossEntropy(logits, batch.targets, { ignoreIndex: IGNORE_INDEX, reduction: 'none' });
+      })));
+      let losses: ArrayLike<number>;
+      try { losses = await perPosition.data(); } finally { perPosition.dispose(); }
       // Ignored targets give 0 in the per-position losses; sum the rest in float64.
       for (let i = 0; i < losses.length; i++) {
         if (arrays.targets[i] === IGNORE_INDEX) continue;
@@ -116,7 +120,7 @@ export function evaluate(model: Decoder, stream: TokenStream, opts: EvaluateOpti
     if (counted === 0) throw new Error('evaluate: no targets to score (every document is shorter than two tokens)');
     const seconds = (performance.now() - t0) / 1000;
     const loss = lossSum / counted;
-    return {
+    results.push({
       contextLength: L,
       stride,
       beyondTraining: trainLen === null ? null : L > trainLen,
@@ -132,6 +136,7 @@ export function evaluate(model: Decoder, stream: TokenStream, opts: EvaluateOpti
       positions,
       seconds,
       tokensPerSecond: counted / Math.max(seconds, 1e-9),
-    };
-  });
+    });
+  }
+  return results;
 }

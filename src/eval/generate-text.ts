@@ -32,21 +32,22 @@ export function promptIds(tokenizer: Tokenizer, prompt: string): number[] {
 /**
  * Continues the text `prompt` with a model and its tokenizer (as {@link loadModel} returns them).
  * The prompt is encoded by {@link promptIds}; generation stops at the tokenizer's end-of-text id,
- * when it has one. Runs without gradients and frees every tensor it makes.
+ * when it has one. Runs without gradients and frees every tensor it makes. Asynchronous, as
+ * {@link generate}: each step awaits the read of its logits.
  *
  * @example
- * const { text } = generateText(loadModel('runs/tiny-cubit'), 'The jury said', { maxNewTokens: 40, temperature: 0.8, topK: 40 });
+ * const { text } = await generateText(loadModel('runs/tiny-cubit'), 'The jury said', { maxNewTokens: 40, temperature: 0.8, topK: 40 });
  */
-export function generateText(
+export async function generateText(
   { model, tokenizer }: { model: Decoder; tokenizer: Tokenizer },
   prompt: string,
   options: GenerateTextOptions,
-): GenerateTextResult {
+): Promise<GenerateTextResult> {
   const eos = tokenizer.eosId;
   const ids = promptIds(tokenizer, prompt);
   const { onText, ...rest } = options;
   const stream = onText ? tokenizer.streamDecoder() : null;
-  const result = generate(model, ids, {
+  const result = await generate(model, ids, {
     ...rest,
     stopIds: eos === null ? [] : [eos],
     onToken: stream ? (id) => { if (id !== eos) { const s = stream.push(id); if (s) onText!(s); } } : undefined,

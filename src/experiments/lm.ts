@@ -241,7 +241,7 @@ export async function runLm(spec: LmRunSpec, ctx: RunContext): Promise<LmRunResu
     let done = 0;
     const step = (what: string): void => { done++; ctx.progress(trainShare + (1 - trainShare) * (done / Math.max(1, evalCount)), what); };
     for (const L of spec.eval.lengths) {
-      const [r] = evaluate(model, stream, { contextLengths: [L], stride: { fraction: spec.eval.stride }, batchTokens: spec.eval.batchTokens, trainSeqLen: spec.seqLen });
+      const [r] = await evaluate(model, stream, { contextLengths: [L], stride: { fraction: spec.eval.stride }, batchTokens: spec.eval.batchTokens, trainSeqLen: spec.seqLen });
       result.eval.push({ contextLength: L, loss: r.loss, bpb: r.bitsPerByte, tokens: r.tokens });
       step(`eval at ${L}: ${r.bitsPerByte.toFixed(3)} bpb`);
     }

@@ -91,7 +91,7 @@ export function cubitAttention(inputs: CubitInputs, options: CubitOptions = {}):
     // r̂ and s ⊙ v are formed inside the solve's kernel (cubitSolve = normalizeReference,
     // lrrValues and causalKrrSolve in one op).
     const lrr = lrrLogits ? { logits: lrrLogits, lower: lrrLower!, range: lrrRange! } : null;
-    const mask = { window: options.window, docIds: options.docIds, blockSize: options.blockSize };
+    const mask = { window: options.window, docIds: options.docIds };
     const solution = cubitSolve(r, refScale, v, lrr, logLambda, { ...mask, eps });
     const output = softmaxAttention(q, k, solution, { ...mask, scale: 1 / Math.sqrt(D) });
     return { output, solution };
@@ -181,8 +181,7 @@ function checkLocalLinear(op: string, q: Tensor, k: Tensor, v: Tensor, options: 
     requirePositiveFinite(op, 'ridge', ridge);
   } else {
     requireHeadParam(op, 'ridge', ridge, H, q.dtype);
-    const rv = ridge.dataSync();
-    for (let h = 0; h < H; h++) if (!(rv[h] > 0)) throw new Error(`${op}: ridge[${h}] = ${rv[h]}; it must be positive`);
+    ridge.backend.checkValues(ridge.storage, H, { kind: 'positive' }, op, 'ridge');
   }
   const P = options.projection ?? null;
   let m = D;

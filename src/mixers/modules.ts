@@ -27,8 +27,6 @@ export interface MixerConfig {
   rotaryBase?: number;
   /** Sliding window (positive integer) or null/omitted for full causal context. */
   window?: number | null;
-  /** Rows per streaming block of the native kernels (default 64). */
-  blockSize?: number;
   /** Init std of the output projection (default 0.02; models pass 0.02/√(2·layers)). */
   outStd?: number;
 }
@@ -154,7 +152,6 @@ export abstract class TokenMixer extends Module {
   readonly nHeads: number;
   readonly headDim: number;
   readonly window: number | null;
-  readonly blockSize: number | undefined;
   readonly wq: Linear;
   readonly wk: Linear;
   readonly wv: Linear;
@@ -176,7 +173,6 @@ export abstract class TokenMixer extends Module {
     if (useRotary && headDim % 2 !== 0) throw new Error(`${name}: rotary embedding needs an even headDim, got ${headDim}`);
     this.dModel = dModel; this.nHeads = nHeads; this.headDim = headDim;
     this.window = cfg.window ?? null;
-    this.blockSize = cfg.blockSize;
     const inner = nHeads * headDim;
     this.wq = this.child('wq', new Linear(dModel, inner, rng));
     this.wk = this.child('wk', new Linear(dModel, inner, rng));
@@ -283,7 +279,7 @@ export abstract class TokenMixer extends Module {
   }
 
   protected maskOptions(options: MixerForwardOptions) {
-    return { window: this.window, docIds: options.docIds ?? null, blockSize: this.blockSize };
+    return { window: this.window, docIds: options.docIds ?? null };
   }
 }
 

@@ -46,8 +46,11 @@ export const modelConfigSchema = z.strictObject({
   cubitLayers: z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative()]).optional(),
   /** Sliding attention window for every mixer (null: full causal context). */
   window: positiveInt.nullable().default(null),
-  /** Rows per block of the streaming kernels. */
-  blockSize: positiveInt.default(64),
+  /**
+   * Accepted for configs written before it moved to the native backend (a cache knob of its
+   * kernels, not of the model): validated and then dropped.
+   */
+  blockSize: positiveInt.optional(),
   cubit: cubitOptions.default(cubitOptions.parse({})),
   localLinear: localLinearOptions.default(localLinearOptions.parse({})),
 });
@@ -55,7 +58,7 @@ export const modelConfigSchema = z.strictObject({
 /** A model config as written in JSON (defaults may be left out); {@link parseModelConfig} checks it. */
 export type ModelConfigInput = z.input<typeof modelConfigSchema>;
 /** A checked model config with every default filled in (what {@link Decoder} takes). */
-export type ModelConfig = z.output<typeof modelConfigSchema> & { ffnHidden: number };
+export type ModelConfig = Omit<z.output<typeof modelConfigSchema>, 'blockSize'> & { ffnHidden: number };
 
 /** Validates a config object; throws one line naming the field on error. */
 export function parseModelConfig(input: unknown, where = 'model config'): ModelConfig {
@@ -71,7 +74,8 @@ export function parseModelConfig(input: unknown, where = 'model config'): ModelC
     if (c.mixer !== 'cubit') throw new Error(`${where}: cubitLayers needs mixer 'cubit'`);
     if (!(s < e && e <= c.nLayers)) throw new Error(`${where}: cubitLayers [${s}, ${e}) must be a non-empty range within the ${c.nLayers} layers`);
   }
-  const parsed = { ...c, ffnHidden: c.ffnHidden ?? 4 * c.dModel };
+  const { blockSize: _dropped, ...rest } = c;
+  const parsed = { ...rest, ffnHidden: c.ffnHidden ?? 4 * c.dModel };
   checkParameterLimits(parsed, where);
   return parsed;
 }

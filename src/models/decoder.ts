@@ -22,7 +22,7 @@ export class Block extends Module {
   constructor(cfg: ModelConfig, kind: MixerKind, rng: Rng) {
     super();
     const outStd = 0.02 / Math.sqrt(2 * cfg.nLayers);
-    const base = { dModel: cfg.dModel, nHeads: cfg.nHeads, rotaryBase: cfg.rotaryBase, window: cfg.window, blockSize: cfg.blockSize, outStd };
+    const base = { dModel: cfg.dModel, nHeads: cfg.nHeads, rotaryBase: cfg.rotaryBase, window: cfg.window, outStd };
     this.mixerNorm = this.child('mixerNorm', new RMSNorm(cfg.dModel, cfg.normEps));
     this.mixer = this.child('mixer', makeMixer(kind, cfg, base, rng));
     this.ffnNorm = this.child('ffnNorm', new RMSNorm(cfg.dModel, cfg.normEps));

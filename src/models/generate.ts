@@ -6,7 +6,7 @@
 // costs O(context) (O(window) for a sliding-window model) instead of a whole forward pass.
 // 'recompute' reruns the full forward over every token so far at each step: O(context²) per token,
 // kept as the oracle the cached path is tested against.
-import { noGrad, tidy } from '../core/engine.ts';
+import { noGrad, tidy, withBackend } from '../core/engine.ts';
 import { Rng } from '../core/random.ts';
 import type { Tensor } from '../core/tensor.ts';
 import { tensor } from '../ops/creation.ts';
@@ -124,13 +124,19 @@ function pick(w: Float64Array, order: number[] | null, n: number, target: number
   return order ? order[last] : last;
 }
 
-/** Logits of the last position of (1, n, V) logits, copied out. */
-function lastRow(logits: Tensor): Float32Array {
-  const [, n, V] = logits.shape;
-  const row = tidy(() => slice(logits, 1, n - 1, n).dataSync());
-  if (row.length !== V) throw new Error(`generate: expected ${V} logits, got ${row.length}`);
-  return row instanceof Float32Array ? row : Float32Array.from(row);
+/** Logits of the last position of (1, n, V) logits, read back (the one read of a decoding step). */
+async function readLastRow(row: Tensor, V: number): Promise<Float32Array> {
+  try {
+    const v = await row.data();
+    if (v.length !== V) throw new Error(`generate: expected ${V} logits, got ${v.length}`);
+    return v instanceof Float32Array ? v : Float32Array.from(v);
+  } finally {
+    row.dispose();
+  }
 }
+
+/** The last position of (1, n, V) logits as a (1, 1, V) tensor. */
+const lastPosition = (logits: Tensor): Tensor => slice(logits, 1, logits.shape[1] - 1, logits.shape[1]);
 
 /** Ids as an int32 (1, n) tensor on the model's backend. */
 function idTensor(model: Decoder, ids: ArrayLike<number>): Tensor {
@@ -139,9 +145,10 @@ function idTensor(model: Decoder, ids: ArrayLike<number>): Tensor {
 
 /**
  * Continues `prompt` (token ids, at least one) with up to maxNewTokens tokens. Runs without
- * gradients; every tensor it makes is freed before it returns (the decode states included).
+ * gradients; every tensor it makes is freed before it resolves (the decode states included).
+ * Asynchronous: each step reads its logits back with `await` (a GPU backend has no synchronous read).
  */
-export function generate(model: Decoder, prompt: ArrayLike<number>, options: GenerateOptions): GenerateResult {
+export async function generate(model: Decoder, prompt: ArrayLike<number>, options: GenerateOptions): Promise<GenerateResult> {
   const sampling = checkSamplingOptions(options);
   const maxNew = options.maxNewTokens;
   if (!(Number.isInteger(maxNew) && maxNew >= 0)) throw new Error(`maxNewTokens must be an integer ≥ 0, got ${maxNew}`);
@@ -171,15 +178,18 @@ export function generate(model: Decoder, prompt: ArrayLike<number>, options: Gen
   let states: MixerState[] | null = null;
 
   // The logits after the tokens so far: for 'cached', `fresh` holds the tokens not yet fed to the states.
-  const next = (fresh: number[]): Float32Array => noGrad(() => tidy(() => {
-    if (mode === 'recompute') return lastRow(model.forward(idTensor(model, seq)));
+  // Each step's ops run synchronously (grad mode and memory scopes are synchronous); only the read awaits.
+  // The model's backend is made active for each step: an await lets the caller's scope end.
+  const backend = model.embed.weight.backend;
+  const next = (fresh: number[]): Promise<Float32Array> => readLastRow(withBackend(backend, () => noGrad(() => tidy(() => {
+    if (mode === 'recompute') return lastPosition(model.forward(idTensor(model, seq)));
     states ??= model.initStates();
-    return lastRow(model.step(idTensor(model, fresh), states));
-  }));
+    return lastPosition(model.step(idTensor(model, fresh), states));
+  }))), V);
 
   try {
     if (maxNew > 0) {
-      let logits = next(seq);
+      let logits = await next(seq);
       for (;;) {
         const id = sampleToken(logits, sampling, rng);
         if (keepLogits) kept.push(logits);
@@ -190,7 +200,7 @@ export function generate(model: Decoder, prompt: ArrayLike<number>, options: Gen
         if (stop.has(id)) { stopReason = 'stop'; break; }
         if (tokens.length >= maxNew) { stopReason = 'length'; break; }
         if (maxContext !== null && seq.length > maxContext) { stopReason = 'context'; break; }
-        logits = next([id]);
+        logits = await next([id]);
       }
     }
   } finally {

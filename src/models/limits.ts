@@ -25,7 +25,7 @@ export const MAX_CONTEXT = 1 << 20;
 
 /** Throws one line when a size in `c` exceeds MODEL_LIMITS. */
 export function checkModelLimits(c: {
-  vocabSize: number; dModel: number; nLayers: number; nHeads: number; ffnHidden?: number; window: number | null; blockSize: number;
+  vocabSize: number; dModel: number; nLayers: number; nHeads: number; ffnHidden?: number; window: number | null; blockSize?: number;
 }, where: string): void {
   const sizes: [keyof typeof MODEL_LIMITS, number | null | undefined][] = [
     ['vocabSize', c.vocabSize], ['dModel', c.dModel], ['nLayers', c.nLayers], ['nHeads', c.nHeads],

@@ -4,10 +4,12 @@
 // turns (B, H, T, D) back into token rows (B, T, H·D). Tensors are always contiguous here, so this
 // replaces a reshape + permute copy (+ a rotary pass) per projection, and the gradient of all the
 // parts lands in one (B, T, C) buffer that the projection's single backward GEMM reads.
-import type { HeadsBlock } from '../core/backend.ts';
-import { isGradEnabled, keep } from '../core/engine.ts';
+import { hasKernel, type HeadsBlock } from '../core/backend.ts';
+import { isGradEnabled, keep, tidy } from '../core/engine.ts';
 import { formatShape, sameShape } from '../core/shape.ts';
 import { empty, record, view, type Tensor } from '../core/tensor.ts';
+import { rotateHalf } from './nn.ts';
+import { permute, reshape, slice } from './shape.ts';
 import { backendOf, requireFloat } from './util.ts';
 
 /** One block of y's columns: `heads` heads of `dim` features each, rotated or not. */
@@ -58,6 +60,15 @@ export function splitHeads(y: Tensor, parts: readonly HeadsPart[], opts: SplitHe
   }
   if (width !== C) throw new Error(`${op}: the parts cover ${width} columns but y ${formatShape(y.shape)} has ${C}`);
 
+  if (!hasKernel(b, 'splitHeads') || !hasKernel(b, 'mergeHeads')) {
+    // Composite: slice each part's columns, move its heads to axis 1, turn it if it rotates.
+    let col = 0;
+    return parts.map((p) => tidy(() => {
+      const cols = slice(y, 2, col, (col += p.heads * p.dim));
+      const heads = permute(reshape(cols, [B, T, p.heads, p.dim]), [0, 2, 1, 3]);
+      return p.rotate ? rotateHalf(heads, cos!, sin!, offset) : heads;
+    }));
+  }
   const blocks: HeadsBlock[] = parts.map((p) => ({ heads: p.heads, dim: p.dim, rotate: !!p.rotate }));
   const anyRotate = blocks.some((p) => p.rotate);
   const [cs, sn] = anyRotate ? [cos!.storage, sin!.storage] : [null, null];
@@ -93,6 +104,7 @@ export function mergeHeads(x: Tensor): Tensor {
   requireFloat(op, 'x', x);
   if (x.rank !== 4) throw new Error(`${op}: x must be (B, H, T, D), got ${formatShape(x.shape)}`);
   const [B, H, T, D] = x.shape;
+  if (!hasKernel(b, 'splitHeads') || !hasKernel(b, 'mergeHeads')) return tidy(() => reshape(permute(x, [0, 2, 1, 3]), [B, T, H * D]));
   const out = empty([B, T, H * D], x.dtype, b);
   const block = [{ heads: H, dim: D, rotate: false }];
   b.mergeHeads([x.storage], out.storage, B, T, block, null, null, 0);

@@ -1,12 +1,16 @@
 // Sequence-mixer ops (CUBIT.md §2–§3): fused masked softmax attention and the causal KRR solve, each
 // one forward kernel and one backward kernel; plus a small batched SPD solve that the local linear
 // mixer needs. Tensors are (B, H, T, D) with heads on the second axis; per-head parameters are (H).
-import type { MixerDims } from '../core/backend.ts';
+import { hasKernel, type Backend, type MixerDims } from '../core/backend.ts';
 import type { DType } from '../core/dtype.ts';
+import { getBackend, tidy } from '../core/engine.ts';
 import { formatShape, sameShape } from '../core/shape.ts';
 import { empty, record, tensorFrom, type Tensor } from '../core/tensor.ts';
-import { exp, mul } from './elementwise.ts';
+import { add, eq, exp, maximum, mul, neg, rsqrt, sigmoid, square, where } from './elementwise.ts';
+import { matmul } from './matmul.ts';
+import { softmax } from './nn.ts';
 import { sum } from './reduce.ts';
+import { reshape } from './shape.ts';
 import { backendOf, expandTo, requireFloat } from './util.ts';
 
 /** The mask shared by every mixer: causal (j ≤ i), narrowed by a window and by documents. */
@@ -15,12 +19,10 @@ export interface MixerOptions {
   window?: number | null;
   /**
    * Packed documents: int32 ids of shape (B, T), or (T) shared by every batch row. Query i sees key
-   * j only when their ids are equal. Each id must occupy one contiguous run of a row (as packing
-   * makes), so "same id" and "since the current document began" are the same mask.
+   * j only when their ids are equal. Packing makes each id one contiguous run of a row ("same id"
+   * is then "since the current document began"); an id may also recur, the rule is the same.
    */
   docIds?: Tensor | null;
-  /** Rows per streaming block of the native kernels (default 64): only speed and rounding depend on it. */
-  blockSize?: number;
 }
 
 /** Options of {@link softmaxAttention}. */
@@ -38,8 +40,6 @@ export interface ResolvedMask {
   owned: boolean;
 }
 
-export const DEFAULT_BLOCK_SIZE = 64;
-
 /** Checks that x is a float (B, H, T, D) tensor with every dimension ≥ 1. */
 export function requireMixerTensor(op: string, name: string, x: Tensor): void {
   requireFloat(op, name, x);
@@ -53,7 +53,7 @@ export function requireSameAs(op: string, name: string, x: Tensor, ref: Tensor, 
   if (x.dtype !== ref.dtype) throw new Error(`${op}: ${name} is ${x.dtype} but ${refName} is ${ref.dtype}; cast one first`);
 }
 
-/** Checks a per-head parameter: shape (H), the dtype of `ref`, and (when finite) no NaN/±∞. */
+/** Checks a per-head parameter: shape (H), the dtype of `ref`, and no NaN/±∞ (checked where it lives). */
 export function requireHeadParam(op: string, name: string, p: Tensor, H: number, dtype: DType): void {
   requireHeadShape(op, name, p, H, dtype);
   requireFinite(op, name, p);
@@ -70,12 +70,9 @@ export function requirePositiveFinite(op: string, name: string, x: number): void
   if (!(Number.isFinite(x) && x > 0)) throw new Error(`${op}: ${name} must be a positive finite number, got ${x}`);
 }
 
-/** Throws naming the first NaN/±∞ entry of a small tensor (per-head parameters: a host read). */
+/** Throws naming the first NaN/±∞ entry of a tensor: checked by its backend, no host read. */
 export function requireFinite(op: string, name: string, p: Tensor): void {
-  const v = p.dataSync();
-  for (let i = 0; i < v.length; i++) {
-    if (!Number.isFinite(v[i])) throw new Error(`${op}: ${name}[${i}] is ${v[i]}; it must be finite`);
-  }
+  p.backend.checkValues(p.storage, p.size, { kind: 'finite' }, op, name);
 }
 
 /** options.docIds when it is a live tensor, null when absent; throws for anything else. */
@@ -87,14 +84,11 @@ function docIdsTensor(op: string, options: MixerOptions): Tensor | null {
   return ids;
 }
 
-/** Validates window, docIds and blockSize against (B, T) (docIds: its values too). */
+/** Validates window and docIds against (B, T) (docIds: its values too). */
 export function checkMaskOptions(op: string, B: number, T: number, options: MixerOptions): void {
-  const { window, blockSize } = options;
+  const { window } = options;
   if (window !== undefined && window !== null && !(Number.isInteger(window) && window > 0)) {
     throw new Error(`${op}: window must be a positive integer (or omitted for none), got ${window}`);
-  }
-  if (blockSize !== undefined && !(Number.isInteger(blockSize) && blockSize > 0)) {
-    throw new Error(`${op}: blockSize must be a positive integer, got ${blockSize}`);
   }
   const docIds = docIdsTensor(op, options);
   if (!docIds) return;
@@ -102,7 +96,6 @@ export function checkMaskOptions(op: string, B: number, T: number, options: Mixe
   const bt = docIds.rank === 2 && docIds.shape[0] === B && docIds.shape[1] === T;
   const t = docIds.rank === 1 && docIds.shape[0] === T;
   if (!bt && !t) throw new Error(`${op}: docIds must have shape [${B}, ${T}] or [${T}] (B, T of the inputs), got ${formatShape(docIds.shape)}`);
-  requireContiguousRuns(op, docIds.dataSync(), docIds.rank === 2 ? B : 1, T);
 }
 
 /**
@@ -115,22 +108,8 @@ export function resolveMask(op: string, B: number, H: number, T: number, D: numb
   let ids: Tensor | null = null, owned = false;
   if (docIds && docIds.rank === 2) ids = docIds;
   else if (docIds) { ids = expandTo(docIds, [B, T]); owned = true; }
-  const dims: MixerDims = {
-    B, H, T, D, window: options.window ?? 0, docIds: ids?.storage ?? null, blockSize: options.blockSize ?? DEFAULT_BLOCK_SIZE,
-  };
+  const dims: MixerDims = { B, H, T, D, window: options.window ?? 0, docIds: ids?.storage ?? null };
   return { dims, docIds: ids, owned };
-}
-
-function requireContiguousRuns(op: string, ids: ArrayLike<number>, rows: number, T: number): void {
-  for (let b = 0; b < rows; b++) {
-    const seen = new Set<number>();
-    for (let t = 0; t < T; t++) {
-      const id = ids[b * T + t];
-      if (t > 0 && id === ids[b * T + t - 1]) continue;
-      if (seen.has(id)) throw new Error(`${op}: docIds id ${id} appears again at position ${t} of row ${b} after another document; each document must be one contiguous run`);
-      seen.add(id);
-    }
-  }
 }
 
 /**
@@ -147,29 +126,82 @@ export function softmaxAttention(q: Tensor, k: Tensor, v: Tensor, options: Atten
   const scale = options.scale ?? 1 / Math.sqrt(D);
   if (!Number.isFinite(scale)) throw new Error(`${op}: scale must be finite, got ${scale}`);
   const mask = resolveMask(op, B, H, T, D, options);
-  const d = mask.dims;
-  const out = empty(q.shape, q.dtype, be), lse = empty([B * H * T], q.dtype, be);
-  be.attention(q.storage, k.storage, v.storage, out.storage, lse.storage, scale, d);
-  const saved = [q, k, v, out, lse];
-  if (mask.docIds) saved.push(mask.docIds);
-  const res = record(out, op, [q, k, v], saved, (g) => {
-    const dq = empty(q.shape, q.dtype, be), dk = empty(q.shape, q.dtype, be), dv = empty(q.shape, q.dtype, be);
-    be.attentionBackward(q.storage, k.storage, v.storage, out.storage, lse.storage, g.storage, scale, dq.storage, dk.storage, dv.storage, d);
-    return [dq, dk, dv];
-  });
-  lse.dispose(); // the gradient node holds its storage while needed
+  const res = hasKernel(be, 'attention') && hasKernel(be, 'attentionBackward')
+    ? attentionFused(be, q, k, v, scale, mask)
+    : tidy(() => matmul(softmax(where(resolvedMask(mask, q.dtype, be), mul(matmul(q, k, { transB: true }), scale), -Infinity)), v));
   if (mask.owned) mask.docIds!.dispose();
   return res;
 }
 
-/** Checks logLambda (H): finite, and λ = exp(logLambda) finite too (a host read). */
+function attentionFused(be: Backend & Required<Pick<Backend, 'attention' | 'attentionBackward'>>, q: Tensor, k: Tensor, v: Tensor,
+  scale: number, mask: ResolvedMask): Tensor {
+  const d = mask.dims;
+  const out = empty(q.shape, q.dtype, be);
+  const state = be.attention(q.storage, k.storage, v.storage, out.storage, scale, d);
+  const saved = [q, k, v, out];
+  if (mask.docIds) saved.push(mask.docIds);
+  return record(out, 'softmaxAttention', [q, k, v], saved, (g) => {
+    const dq = empty(q.shape, q.dtype, be), dk = empty(q.shape, q.dtype, be), dv = empty(q.shape, q.dtype, be);
+    be.attentionBackward(q.storage, k.storage, v.storage, out.storage, state, g.storage, scale, dq.storage, dk.storage, dv.storage, d);
+    return [dq, dk, dv];
+  }, state);
+}
+
+/**
+ * A (rows or 1, 1, T, T) 0/1 mask in `dtype`, made on the device: a constant causal/window
+ * pattern, times the equality of the (rows, T) document ids (no host read).
+ */
+function maskTensor(T: number, window: number, ids: Tensor | null, dtype: DType, be: Backend): Tensor {
+  const pattern = new Float64Array(T * T);
+  for (let i = 0; i < T; i++) for (let j = 0; j <= i; j++) if (window <= 0 || j > i - window) pattern[i * T + j] = 1;
+  const causal = tensorFrom(pattern, [1, 1, T, T], dtype, be);
+  if (!ids) return causal;
+  const rows = ids.shape[0];
+  return tidy(() => mul(causal, eq(reshape(ids, [rows, 1, T, 1]), reshape(ids, [rows, 1, 1, T]))));
+}
+
+/** The mask of a resolved mixer call (see maskTensor). */
+const resolvedMask = (m: ResolvedMask, dtype: DType, be: Backend): Tensor => maskTensor(m.dims.T, m.dims.window, m.docIds, dtype, be);
+
+/** The (1, 1, n, n) lower-triangular 0/1 matrix (n of the trailing axes): what a triangular solve reads. */
+function lowerOnes(n: number, dtype: DType, be: Backend): Tensor {
+  const v = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) v[i * n + j] = 1;
+  return tensorFrom(v, [1, 1, n, n], dtype, be);
+}
+
+/**
+ * X = L⁻¹ B for a batch of lower-triangular L (…, n, n) (entries above the diagonal are not read)
+ * and B (…, n, k) with the same leading axes: the core kernel the KRR composites solve with.
+ * Gradient: ∂B = L⁻ᵀ G, ∂L = −tril(∂B Xᵀ).
+ */
+export function solveLowerTriangular(l: Tensor, b: Tensor): Tensor {
+  const op = 'solveLowerTriangular';
+  const be = backendOf(op, l, b);
+  requireFloat(op, 'l', l); requireFloat(op, 'b', b);
+  if (l.dtype !== b.dtype) throw new Error(`${op}: l is ${l.dtype} but b is ${b.dtype}; cast one first`);
+  if (l.rank < 2 || l.shape[l.rank - 1] !== l.shape[l.rank - 2]) throw new Error(`${op}: l must be (…, n, n), got ${formatShape(l.shape)}`);
+  const n = l.shape[l.rank - 1];
+  if (b.rank !== l.rank || !sameShape(b.shape.slice(0, -1), l.shape.slice(0, -1))) {
+    throw new Error(`${op}: b must be (…, ${n}, k) with l's leading axes ${formatShape(l.shape.slice(0, -2))}, got ${formatShape(b.shape)}`);
+  }
+  const k = b.shape[b.rank - 1];
+  const batch = n === 0 ? 0 : l.size / (n * n);
+  const x = empty(b.shape, b.dtype, be);
+  be.triangularSolve(l.storage, b.storage, x.storage, batch, n, k, false);
+  return record(x, op, [l, b], [l, x], (g) => {
+    const db = empty(b.shape, b.dtype, be);
+    be.triangularSolve(l.storage, g.storage, db.storage, batch, n, k, true);
+    const dl = l.requiresGrad ? neg(mul(matmul(db, x, { transB: true }), lowerOnes(n, l.dtype, be))) : null;
+    return [dl, db];
+  });
+}
+
+/** Checks logLambda (H): finite, and λ = exp(logLambda) finite too (by its backend, no host read). */
 function requireLogLambda(op: string, logLambda: Tensor, H: number, dtype: DType): void {
   requireHeadParam(op, 'logLambda', logLambda, H, dtype);
-  const ll = logLambda.dataSync();
-  for (let h = 0; h < H; h++) {
-    // λ = ∞ would zero X and make its gradient NaN; λ = 0 is fine (W's diagonal is positive).
-    if (!Number.isFinite(Math.exp(ll[h]))) throw new Error(`${op}: logLambda[${h}] = ${ll[h]} makes λ = exp(logLambda) overflow`);
-  }
+  // λ = ∞ would zero X and make its gradient NaN; λ = 0 is fine (W's diagonal is positive).
+  logLambda.backend.checkValues(logLambda.storage, H, { kind: 'expFinite' }, op, 'logLambda');
 }
 
 /** Checks LRR logits against the (B, H, T, D) tensor `of` named `ofName`: shape (B, H, T), same dtype. */
@@ -196,24 +228,37 @@ export function causalKrrSolve(r: Tensor, rHat: Tensor, y: Tensor, logLambda: Te
   const [B, H, T, D] = r.shape;
   requireLogLambda(op, logLambda, H, r.dtype);
   const mask = resolveMask(op, B, H, T, D, options);
+  const res = krrSolveOp(be, r, rHat, y, logLambda, mask);
+  if (mask.owned) mask.docIds!.dispose();
+  return res;
+}
+
+/** causalKrrSolve on validated inputs: the fused kernel pair, or the composite of core kernels. */
+function krrSolveOp(be: Backend, r: Tensor, rHat: Tensor, y: Tensor, logLambda: Tensor, mask: ResolvedMask): Tensor {
+  const op = 'causalKrrSolve';
   const d = mask.dims;
-  const x = empty(r.shape, r.dtype, be), lse = empty([B * H * T], r.dtype, be), wxMinusX = empty(r.shape, r.dtype, be);
-  be.krrSolve(r.storage, rHat.storage, y.storage, logLambda.storage, x.storage, lse.storage, wxMinusX.storage, d);
-  const saved = [r, rHat, logLambda, x, lse, wxMinusX];
+  const { B, H, T } = d;
+  if (!hasKernel(be, 'krrSolve') || !hasKernel(be, 'krrSolveBackward')) {
+    // A = W + λI is lower triangular under the causal mask: one triangular solve.
+    return tidy(() => {
+      const w = softmax(where(resolvedMask(mask, r.dtype, be), matmul(r, rHat, { transB: true }), -Infinity));
+      const eye = tensorFrom(Float64Array.from({ length: T * T }, (_, i) => (i % (T + 1) === 0 ? 1 : 0)), [1, 1, T, T], r.dtype, be);
+      return solveLowerTriangular(add(w, mul(eye, reshape(exp(logLambda), [1, H, 1, 1]))), y);
+    });
+  }
+  const x = empty(r.shape, r.dtype, be);
+  const state = be.krrSolve(r.storage, rHat.storage, y.storage, logLambda.storage, x.storage, d);
+  const saved = [r, rHat, logLambda, x];
   if (mask.docIds) saved.push(mask.docIds);
-  const res = record(x, op, [r, rHat, y, logLambda], saved, (g) => {
+  return record(x, op, [r, rHat, y, logLambda], saved, (g) => {
     const dr = empty(r.shape, r.dtype, be), drHat = empty(r.shape, r.dtype, be), dy = empty(r.shape, r.dtype, be);
     const dLambda = empty([B, H], r.dtype, be);
-    be.krrSolveBackward(r.storage, rHat.storage, logLambda.storage, x.storage, lse.storage, wxMinusX.storage, g.storage,
+    be.krrSolveBackward(r.storage, rHat.storage, logLambda.storage, x.storage, state, g.storage,
       dr.storage, drHat.storage, dy.storage, dLambda.storage, d);
     // ∂L/∂logλ = λ · ∂L/∂λ, summed over the batch rows that share the head's λ.
     const dLogLambda = logLambda.requiresGrad ? mul(sum(dLambda, 0), exp(logLambda)) : null;
     return [dr, drHat, dy, dLogLambda];
-  });
-  lse.dispose();
-  wxMinusX.dispose();
-  if (mask.owned) mask.docIds!.dispose();
-  return res;
+  }, state);
 }
 
 /** Cubit's Limited-Range Rescale inputs: logits z (B, H, T), and lower and range per head (H). */
@@ -243,22 +288,30 @@ export function cubitSolve(r: Tensor, refScale: Tensor, v: Tensor, lrr: LrrInput
   const eps = options.eps ?? 1e-6;
   requirePositiveFinite(op, 'eps', eps);
   const mask = resolveMask(op, B, H, T, D, options);
+  const res = hasKernel(be, 'cubitSolve') && hasKernel(be, 'cubitSolveBackward')
+    ? cubitSolveFused(be, r, refScale, v, lrr, logLambda, eps, mask)
+    : tidy(() => krrSolveOp(be, r, normalizeReference(r, refScale, eps), lrr ? lrrValues(v, lrr.logits, lrr.lower, lrr.range) : v, logLambda, mask));
+  if (mask.owned) mask.docIds!.dispose();
+  return res;
+}
+
+function cubitSolveFused(be: Backend & Required<Pick<Backend, 'cubitSolve' | 'cubitSolveBackward'>>, r: Tensor, refScale: Tensor, v: Tensor,
+  lrr: LrrInputs | null, logLambda: Tensor, eps: number, mask: ResolvedMask): Tensor {
   const d = mask.dims;
+  const { B, H } = d;
   const lrrS = lrr && { logits: lrr.logits.storage, lower: lrr.lower.storage, range: lrr.range.storage };
-  const x = empty(r.shape, r.dtype, be), rHat = empty(r.shape, r.dtype, be);
-  const lse = empty([B * H * T], r.dtype, be), wxMinusX = empty(r.shape, r.dtype, be);
-  be.cubitSolve(r.storage, refScale.storage, v.storage, lrrS, logLambda.storage, eps, x.storage, rHat.storage, lse.storage,
-    wxMinusX.storage, d);
+  const x = empty(r.shape, r.dtype, be);
+  const state = be.cubitSolve(r.storage, refScale.storage, v.storage, lrrS, logLambda.storage, eps, x.storage, d);
   const inputs = lrr ? [r, refScale, v, lrr.logits, lrr.lower, lrr.range, logLambda] : [r, refScale, v, logLambda];
-  const saved = [...inputs, x, rHat, lse, wxMinusX];
+  const saved = [...inputs, x];
   if (mask.docIds) saved.push(mask.docIds);
-  const res = record(x, op, inputs, saved, (g) => {
+  return record(x, 'cubitSolve', inputs, saved, (g) => {
     const dr = empty(r.shape, r.dtype, be), dv = empty(r.shape, r.dtype, be);
     const perHead = (): Tensor => empty([B, H], r.dtype, be);
     const dRefScale = perHead(), dLambda = perHead();
     const lrrGrads = lrr && { dLogits: empty(lrr.logits.shape, r.dtype, be), dLower: perHead(), dRange: perHead() };
-    be.cubitSolveBackward(r.storage, refScale.storage, v.storage, lrrS, logLambda.storage, eps, x.storage, rHat.storage,
-      lse.storage, wxMinusX.storage, g.storage, dr.storage, dv.storage, dRefScale.storage,
+    be.cubitSolveBackward(r.storage, refScale.storage, v.storage, lrrS, logLambda.storage, eps, x.storage, state, g.storage,
+      dr.storage, dv.storage, dRefScale.storage,
       lrrGrads && { dLogits: lrrGrads.dLogits.storage, dLower: lrrGrads.dLower.storage, dRange: lrrGrads.dRange.storage },
       dLambda.storage, d);
     // The kernel leaves each per-head gradient per (b, h) row: summed over the batch here.
@@ -267,10 +320,7 @@ export function cubitSolve(r: Tensor, refScale: Tensor, v: Tensor, lrr: LrrInput
     if (!lrr || !lrrGrads) return [dr, headSum(dRefScale, refScale), dv, dLogLambda];
     return [dr, headSum(dRefScale, refScale), dv, lrrGrads.dLogits, headSum(lrrGrads.dLower, lrr.lower),
       headSum(lrrGrads.dRange, lrr.range), dLogLambda];
-  });
-  for (const t of [rHat, lse, wxMinusX]) t.dispose();
-  if (mask.owned) mask.docIds!.dispose();
-  return res;
+  }, state);
 }
 
 /**
@@ -286,6 +336,10 @@ export function normalizeReference(r: Tensor, refScale: Tensor, eps = 1e-6): Ten
   const [B, H, T, D] = r.shape;
   requireHeadShape(op, 'refScale', refScale, H, r.dtype);
   requirePositiveFinite(op, 'eps', eps);
+  if (!hasKernel(be, 'normalizeReference') || !hasKernel(be, 'normalizeReferenceBackward')) {
+    // 1 / max(‖r‖, eps) as rsqrt(max(‖r‖², eps²)): the same clamp, and no ∞ · 0 where r = 0.
+    return tidy(() => mul(mul(r, rsqrt(maximum(sum(square(r), -1, { keepDims: true }), eps * eps))), reshape(refScale, [1, H, 1, 1])));
+  }
   const out = empty(r.shape, r.dtype, be);
   be.normalizeReference(r.storage, refScale.storage, out.storage, B, H, T, D, eps);
   return record(out, op, [r, refScale], [r, refScale], (g) => {
@@ -309,6 +363,12 @@ export function lrrValues(v: Tensor, lrrLogits: Tensor, lrrLower: Tensor, lrrRan
   requireLrrLogits(op, lrrLogits, v, 'v');
   requireHeadShape(op, 'lrrLower', lrrLower, H, v.dtype);
   requireHeadShape(op, 'lrrRange', lrrRange, H, v.dtype);
+  if (!hasKernel(be, 'lrrValues') || !hasKernel(be, 'lrrValuesBackward')) {
+    return tidy(() => {
+      const head = (p: Tensor): Tensor => reshape(p, [1, H, 1, 1]);
+      return mul(add(head(lrrLower), mul(head(lrrRange), sigmoid(reshape(lrrLogits, [B, H, T, 1])))), v);
+    });
+  }
   const out = empty(v.shape, v.dtype, be);
   be.lrrValues(v.storage, lrrLogits.storage, lrrLower.storage, lrrRange.storage, out.storage, B, H, T, D);
   const inputs = [v, lrrLogits, lrrLower, lrrRange];
@@ -327,19 +387,7 @@ export function lrrValues(v: Tensor, lrrLogits: Tensor, lrrLower: Tensor, lrrRan
 export function mixerMask(B: number, T: number, options: MixerOptions = {}, dtype: DType = 'float32'): Tensor {
   checkMaskOptions('mixerMask', B, T, options);
   const ids = options.docIds ?? null;
-  const rows = ids && ids.rank === 2 ? B : 1;
-  const idv = ids?.dataSync() ?? null;
-  const w = options.window ?? 0;
-  const m = new Float64Array(rows * T * T);
-  for (let b = 0; b < rows; b++) {
-    for (let i = 0; i < T; i++) {
-      for (let j = 0; j <= i; j++) {
-        const ok = (w <= 0 || j > i - w) && (idv === null || idv[b * T + i] === idv[b * T + j]);
-        if (ok) m[(b * T + i) * T + j] = 1;
-      }
-    }
-  }
-  return tensorFrom(m, [rows, 1, T, T], dtype, ids?.backend);
+  return tidy(() => maskTensor(T, options.window ?? 0, ids && (ids.rank === 2 ? ids : reshape(ids, [1, T])), dtype, ids?.backend ?? getBackend()));
 }
 
 // ---- batched symmetric positive definite solve ----

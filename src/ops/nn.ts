@@ -1,9 +1,12 @@
 // Fused neural-network ops: each is one forward kernel and one backward kernel, over the last axis.
+// Each checks hasKernel(backend, …) and otherwise runs the composite of core-kernel ops beside it.
+import { hasKernel } from '../core/backend.ts';
 import { tidy } from '../core/engine.ts';
 import { formatShape, sameShape } from '../core/shape.ts';
-import { empty, record, type Tensor } from '../core/tensor.ts';
-import { div, mul, where } from './elementwise.ts';
-import { mean, sum } from './reduce.ts';
+import { empty, record, tensorFrom, type Tensor } from '../core/tensor.ts';
+import { add, div, eq, exp, log, maximum, mul, ne, neg, rsqrt, silu, square, sub, where } from './elementwise.ts';
+import { max, mean, sum } from './reduce.ts';
+import { concat, detach, permute, reshape, slice } from './shape.ts';
 import { backendOf, requireDType, requireFloat } from './util.ts';
 
 function rowsCols(x: Tensor): [number, number] {
@@ -16,12 +19,25 @@ function softmaxImpl(x: Tensor, log: boolean): Tensor {
   const b = backendOf(op, x);
   requireFloat(op, 'x', x);
   const [rows, cols] = rowsCols(x);
+  if (!hasKernel(b, 'softmax') || !hasKernel(b, 'softmaxBackward')) return softmaxComposite(x, log);
   const y = empty(x.shape, x.dtype, b);
   b.softmax(x.storage, y.storage, rows, cols, log);
   return record(y, op, [x], [y], (g) => {
     const dx = empty(x.shape, x.dtype, b);
     b.softmaxBackward(y.storage, g.storage, dx.storage, rows, cols, log);
     return [dx];
+  });
+}
+
+/** Softmax (log-softmax) from core kernels; a row of −∞ only gives zeros (−∞), as the fused kernel. */
+function softmaxComposite(x: Tensor, isLog: boolean): Tensor {
+  return tidy(() => {
+    const m = detach(max(x, -1, { keepDims: true }));
+    const shift = where(eq(m, -Infinity), 0, m); // keeps −∞ rows at −∞ − 0 instead of NaN
+    const z = sub(x, shift);
+    const s = sum(exp(z), -1, { keepDims: true });
+    if (isLog) return sub(z, log(s));
+    return div(exp(z), where(eq(s, 0), 1, s));
   });
 }
 
@@ -41,6 +57,9 @@ export function rmsNorm(x: Tensor, weight: Tensor | null, eps = 1e-6): Tensor {
   requireFloat('rmsNorm', 'x', x);
   const [rows, cols] = rowsCols(x);
   if (weight && (weight.rank !== 1 || weight.size !== cols)) throw new Error(`rmsNorm: weight ${formatShape(weight.shape)} must be [${cols}]`);
+  if (!hasKernel(b, 'rmsNorm') || !hasKernel(b, 'rmsNormBackward')) {
+    return tidy(() => { const y = mul(x, rsqrt(add(mean(square(x), -1, { keepDims: true }), eps))); return weight ? mul(y, weight) : y; });
+  }
   const y = empty(x.shape, x.dtype, b), rstd = empty([rows], x.dtype, b);
   b.rmsNorm(x.storage, weight?.storage ?? null, y.storage, rstd.storage, rows, cols, eps);
   const inputs = weight ? [x, weight] : [x];
@@ -62,6 +81,14 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
   const [rows, cols] = rowsCols(x);
   for (const [name, p] of [['weight', weight], ['bias', bias]] as const) {
     if (p && (p.rank !== 1 || p.size !== cols)) throw new Error(`layerNorm: ${name} ${formatShape(p.shape)} must be [${cols}]`);
+  }
+  if (!hasKernel(b, 'layerNorm') || !hasKernel(b, 'layerNormBackward')) {
+    return tidy(() => {
+      const c = sub(x, mean(x, -1, { keepDims: true }));
+      let y = mul(c, rsqrt(add(mean(square(c), -1, { keepDims: true }), eps)));
+      if (weight) y = mul(y, weight);
+      return bias ? add(y, bias) : y;
+    });
   }
   const y = empty(x.shape, x.dtype, b), mu = empty([rows], x.dtype, b), rstd = empty([rows], x.dtype, b);
   b.layerNorm(x.storage, weight?.storage ?? null, bias?.storage ?? null, y.storage, mu.storage, rstd.storage, rows, cols, eps);
@@ -86,7 +113,7 @@ export function embedding(table: Tensor, ids: Tensor): Tensor {
   requireDType('embedding', 'ids', ids, 'int32');
   if (table.rank !== 2) throw new Error(`embedding: table must be 2-D (vocab, dim), got ${formatShape(table.shape)}`);
   const [vocab, cols] = table.shape;
-  checkIds('embedding', ids, vocab, null);
+  b.checkValues(ids.storage, ids.size, { kind: 'index', limit: vocab, ignore: null }, 'embedding', 'id');
   const out = empty([...ids.shape, cols], table.dtype, b);
   b.gather(table.storage, ids.storage, out.storage, ids.size, cols);
   return record(out, 'embedding', [table], [ids], (g) => {
@@ -95,14 +122,6 @@ export function embedding(table: Tensor, ids: Tensor): Tensor {
     b.scatterAdd(g.storage, ids.storage, dt.storage, ids.size, cols);
     return [dt];
   });
-}
-
-function checkIds(op: string, ids: Tensor, n: number, ignore: number | null): void {
-  const v = ids.dataSync();
-  for (let i = 0; i < v.length; i++) {
-    if (v[i] === ignore) continue;
-    if (v[i] < 0 || v[i] >= n) throw new Error(`${op}: id ${v[i]} at position ${i} is outside [0, ${n})`);
-  }
 }
 
 /** Options of {@link crossEntropy}. */
@@ -123,24 +142,33 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   }
   const ignore = opts.ignoreIndex ?? -100;
   const [rows, cols] = rowsCols(logits);
-  checkIds('crossEntropy', targets, cols, ignore);
-  const losses = empty(targets.shape, logits.dtype, b), lse = empty([rows], logits.dtype, b);
-  b.crossEntropy(logits.storage, targets.storage, losses.storage, lse.storage, rows, cols, ignore);
-  const perRow = record(losses, 'crossEntropy', [logits], [logits, targets, lse], (g) => {
-    const dl = empty(logits.shape, logits.dtype, b);
-    b.crossEntropyBackward(logits.storage, targets.storage, lse.storage, g.storage, dl.storage, rows, cols, ignore);
-    return [dl];
-  });
-  lse.dispose();
+  b.checkValues(targets.storage, targets.size, { kind: 'index', limit: cols, ignore }, 'crossEntropy', 'id');
+  let perRow: Tensor;
+  if (hasKernel(b, 'crossEntropy') && hasKernel(b, 'crossEntropyBackward')) {
+    const losses = empty(targets.shape, logits.dtype, b), lse = empty([rows], logits.dtype, b);
+    b.crossEntropy(logits.storage, targets.storage, losses.storage, lse.storage, rows, cols, ignore);
+    perRow = record(losses, 'crossEntropy', [logits], [logits, targets, lse], (g) => {
+      const dl = empty(logits.shape, logits.dtype, b);
+      b.crossEntropyBackward(logits.storage, targets.storage, lse.storage, g.storage, dl.storage, rows, cols, ignore);
+      return [dl];
+    });
+    lse.dispose();
+  } else {
+    // −log softmax picked by a one-hot of the targets: an ignored target matches no column (loss 0).
+    perRow = tidy(() => {
+      const columns = tensorFrom(Int32Array.from({ length: cols }, (_, j) => j), [cols], 'int32', b);
+      const onehot = eq(reshape(targets, [...targets.shape, 1]), columns);
+      return neg(sum(mul(logSoftmax(logits), onehot), -1));
+    });
+  }
   const reduction = opts.reduction ?? 'mean';
   if (reduction === 'none') return perRow;
   // perRow is an intermediate now: free it with the reduction's own (the node keeps what it needs).
   const out = tidy(() => {
     if (reduction === 'sum') return sum(perRow);
-    const t = targets.dataSync();
-    let counted = 0;
-    for (let i = 0; i < t.length; i++) if (t[i] !== ignore) counted++;
-    return counted === targets.size ? mean(perRow) : div(sum(perRow), Math.max(counted, 1));
+    // The mean over the targets that count, counted on the device (no read of the targets).
+    const counted = sum(ne(targets, tensorFrom([ignore], [], logits.dtype, b)));
+    return div(sum(perRow), maximum(counted, 1));
   });
   perRow.dispose();
   return out;
@@ -194,6 +222,9 @@ export function rotary(x: Tensor, cos: Tensor, sin: Tensor, opts: RotaryOptions 
   }
   if (offset + T > cos.shape[0]) throw new Error(`rotary: positions up to ${offset + T} exceed the tables' ${cos.shape[0]} rows`);
   const heads = H ?? 1, split = H !== undefined;
+  if (!hasKernel(b, 'rotary')) {
+    return tidy(() => rotateHalf(split ? permute(reshape(x, [B, T, heads, D]), [0, 2, 1, 3]) : x, cos, sin, offset));
+  }
   const y = empty(outShape, x.dtype, b);
   b.rotary(x.storage, cos.storage, sin.storage, y.storage, B, T, heads, D, offset, false, false, split);
   return record(y, 'rotary', [x], [cos, sin], (g) => {
@@ -203,11 +234,22 @@ export function rotary(x: Tensor, cos: Tensor, sin: Tensor, opts: RotaryOptions 
   });
 }
 
+/** The rotary turn of x (…, T, D) at positions offset…offset+T−1, from core-kernel ops. */
+export function rotateHalf(x: Tensor, cos: Tensor, sin: Tensor, offset: number): Tensor {
+  const T = x.shape[x.rank - 2], D = x.shape[x.rank - 1], half = D / 2;
+  return tidy(() => {
+    const c = slice(cos, 0, offset, offset + T), s = slice(sin, 0, offset, offset + T);
+    const a = slice(x, -1, 0, half), z = slice(x, -1, half, D);
+    return concat([sub(mul(a, c), mul(z, s)), add(mul(z, c), mul(a, s))], -1);
+  });
+}
+
 /** SwiGLU's gate silu(a) ⊙ b for same-shaped a, b (one kernel each way). */
 export function swiglu(a: Tensor, b: Tensor): Tensor {
   const be = backendOf('swiglu', a, b);
   requireFloat('swiglu', 'a', a); requireFloat('swiglu', 'b', b);
   if (!sameShape(a.shape, b.shape) || a.dtype !== b.dtype) throw new Error(`swiglu: ${a.describe()} and ${b.describe()} must have one shape and dtype`);
+  if (!hasKernel(be, 'swiglu') || !hasKernel(be, 'swigluBackward')) return tidy(() => mul(silu(a), b));
   const y = empty(a.shape, a.dtype, be);
   be.swiglu(a.storage, b.storage, y.storage, a.size);
   return record(y, 'swiglu', [a, b], [a, b], (g) => {

@@ -30,7 +30,7 @@ import * as path from 'node:path';
 import type { Tensor } from '../core/tensor.ts';
 import type { TokenizerIdentity } from '../data/tokenizer.ts';
 import type { SamplerState } from '../data/batches.ts';
-import { SafetensorsFile, writeSafetensorsSync } from '../io/safetensors.ts';
+import { SafetensorsFile, writeSafetensorsSync, type TensorRecord } from '../io/safetensors.ts';
 import { parseModelConfig, type ModelConfig } from '../models/config.ts';
 import type { Decoder } from '../models/decoder.ts';
 import { readJsonSync, removeStaleTemps, writeDirAtomicSync, writeFileAtomicSync, writeJsonAtomicSync } from '../util/atomic.ts';
@@ -157,11 +157,18 @@ export function readRunPointer(runDir: string): RunPointer | null {
   return p;
 }
 
+/** The tensors' values read back (awaited: a GPU backend has no synchronous read), by name. */
+async function readTensors(tensors: Iterable<readonly [string, Tensor]>): Promise<Map<string, TensorRecord>> {
+  const out = new Map<string, TensorRecord>();
+  for (const [name, t] of tensors) out.set(name, { dtype: t.dtype, shape: [...t.shape], data: await t.data() });
+  return out;
+}
+
 /**
- * Writes step `step`'s checkpoint into `runDir` and points latest.json at it; returns its folder.
- * Saving the step the pointer already names again does nothing.
+ * Writes step `step`'s checkpoint into `runDir` and points latest.json at it; resolves to its
+ * folder. Saving the step the pointer already names again does nothing.
  */
-export function saveCheckpoint(runDir: string, input: SaveCheckpointInput): string {
+export async function saveCheckpoint(runDir: string, input: SaveCheckpointInput): Promise<string> {
   const durable = input.durable ?? true;
   const root = path.join(runDir, RUN_FILES.checkpoints);
   const pointerFile = path.join(runDir, RUN_FILES.pointer);
@@ -178,11 +185,13 @@ export function saveCheckpoint(runDir: string, input: SaveCheckpointInput): stri
   // A complete folder the pointer never reached: a save killed before moving it. Replace it.
   removeEntrySync(root, checkpointName(input.step));
 
-  const params = new Map<string, Tensor>(input.model.namedParameters());
+  // Every value is read before the first file is written: the writes below never wait on the device.
+  const params = await readTensors(input.model.namedParameters());
+  const moments = await readTensors(input.optimizer.stateTensors());
   writeDirAtomicSync(target, (tmp) => {
     writeSafetensorsSync(path.join(tmp, CHECKPOINT_FILES.model), params, { format: 'pt' }, { durable: false });
     crashPoint('checkpoint-files');
-    writeSafetensorsSync(path.join(tmp, CHECKPOINT_FILES.optimizer), input.optimizer.stateTensors(),
+    writeSafetensorsSync(path.join(tmp, CHECKPOINT_FILES.optimizer), moments,
       { format: OPTIMIZER_FORMAT, step: String(input.optimizer.step) }, { durable: false });
     writeJsonAtomicSync(path.join(tmp, CHECKPOINT_FILES.state), input.state, { durable: false });
     writeJsonAtomicSync(path.join(tmp, CHECKPOINT_FILES.config), input.config, { durable: false });

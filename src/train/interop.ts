@@ -220,9 +220,9 @@ export interface ImportOptions {
 /**
  * Reads the checkpoint `source` names (a run folder with latest.json, or a checkpoint folder: what
  * train_torch.py writes) through cubit's model and optimizer and writes it as a new run folder
- * `out` (missing or empty). Returns the checkpoint folder written.
+ * `out` (missing or empty). Resolves to the checkpoint folder written.
  */
-export function importRun(source: string, out: string, opts: ImportOptions = {}): string {
+export async function importRun(source: string, out: string, opts: ImportOptions = {}): Promise<string> {
   const info = readCheckpointInfo(resolveCheckpoint(source));
   const where = info.dir;
   try { parseTrainConfig({ ...info.config.training, model: info.config.model }, `${where}/${CHECKPOINT_FILES.config}`); } catch (e) {
@@ -244,7 +244,7 @@ export function importRun(source: string, out: string, opts: ImportOptions = {})
     fs.mkdirSync(out, { recursive: true });
     const metrics = path.join(path.dirname(path.dirname(info.dir)), RUN_FILES.metrics);
     writeFileAtomicSync(path.join(out, RUN_FILES.metrics), fs.existsSync(metrics) ? readRegularFileSync(metrics) : '', { durable: opts.durable ?? true });
-    return saveCheckpoint(out, {
+    return await saveCheckpoint(out, {
       step: info.config.step, model, optimizer, config: info.config, state: info.state,
       tokenizerJson, tokenizerConfigJson, durable: opts.durable ?? true,
     });

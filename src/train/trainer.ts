@@ -28,7 +28,8 @@ import { checkTokenizer, HfTokenizer, loadTokenizer, sameTokenizer, type Tokeniz
 import { Decoder } from '../models/decoder.ts';
 import { parseModelConfig } from '../models/config.ts';
 import { zeros, tensor } from '../ops/creation.ts';
-import { div } from '../ops/elementwise.ts';
+import { add, div } from '../ops/elementwise.ts';
+import { concat, detach, reshape } from '../ops/shape.ts';
 import { crossEntropy } from '../ops/nn.ts';
 import { checkMemory, parameterCount } from '../models/limits.ts';
 import { removeStaleTemps, writeFileAtomicSync } from '../util/atomic.ts';
@@ -37,7 +38,7 @@ import {
   CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_OPTIONAL_FILES, CHECKPOINT_FORMAT_VERSION, loadOptimizerInto, loadWeightsInto, readCheckpointInfo, readRunPointer, resolveCheckpoint, RUN_FILES, saveCheckpoint, softwareVersion, type CheckpointConfig,
   type CheckpointInfo, type TrainState,
 } from './checkpoint.ts';
-import { clipGradNorm } from './clip.ts';
+import { clipGradNormOnDevice } from './clip.ts';
 import { checkCheckpointTensors, crashPoint, pruneCheckpoints } from './run-folder.ts';
 import { parseTrainConfig, type TrainConfig } from './config.ts';
 import { AdamW } from './optimizer.ts';
@@ -65,7 +66,7 @@ export interface TrainOptions {
   stopAt?: number;
   /** Aborting ends the sitting after the current step, with a checkpoint. */
   signal?: AbortSignal;
-  /** 'native' or 'reference': made the active backend. Default: the active one. */
+  /** A registered backend's name ('native', 'reference', …): made the active backend. Default: the active one. */
   backend?: string;
   /** Progress events (the CLI prints them). */
   onEvent?: (e: TrainEvent) => void;
@@ -264,26 +265,38 @@ export class Trainer {
 
   get parameters(): number { return this.model.numParameters(); }
 
-  /** One optimizer step: forward + backward over gradAccum micro-batches, clip, AdamW, zero grads. */
-  step(hooks?: TrainHooks): StepResult {
+  /**
+   * One optimizer step: forward + backward over gradAccum micro-batches, clip, AdamW, zero grads.
+   * Asynchronous: it awaits its one read (the loss and gradient norm, for the skip decision).
+   */
+  async step(hooks?: TrainHooks): Promise<StepResult> {
     const accum = this.config.gradAccum;
     const lr = learningRate(this.state.step, this.schedule);
     this.stepSeed = Math.floor(this.rng.next() * 4294967296);
-    let loss = 0;
+    // The loss and the gradient norm stay on the device until one read of both after clipping:
+    // the only read of a step (the skip decision below needs them on the host).
+    let lossSum: Tensor | null = null;
     for (let micro = 0; micro < accum; micro++) {
       this.batch = this.sampler.nextArrays(this.batch);
       const b = this.inputs.backend;
       b.write(this.inputs.storage, this.batch.inputs);
       b.write(this.targets.storage, this.batch.targets);
       b.write(this.docIds.storage, this.batch.docIds);
-      loss += tidy(() => {
+      const part = tidy(() => {
         const l = this.model.loss(this.inputs, this.targets, { docIds: this.docIds });
-        (accum > 1 ? div(l, accum) : l).backward();
-        return l.item();
-      }) / accum;
+        const scaled = accum > 1 ? div(l, accum) : l;
+        scaled.backward();
+        return detach(scaled);
+      });
+      const prev: Tensor | null = lossSum;
+      lossSum = prev ? noGrad(() => add(prev, part)).keep() : part.keep();
+      if (prev) { prev.dispose(); part.dispose(); }
     }
     hooks?.afterBackward?.(this.state.step, this.model);
-    const { norm } = clipGradNorm(this.params, this.config.clip);
+    const normT = clipGradNormOnDevice(this.params, this.config.clip);
+    const both = noGrad(() => tidy(() => concat([reshape(lossSum!, [1]), normT ? reshape(normT, [1]) : zeros([1], { dtype: lossSum!.dtype, backend: lossSum!.backend })])));
+    let loss: number, norm: number;
+    try { [loss, norm] = await both.data(); } finally { for (const t of [both, lossSum!, normT]) t?.dispose(); }
     let skipped: string | null = null;
     if (!Number.isFinite(loss)) skipped = 'non-finite loss';
     else if (!Number.isFinite(norm)) skipped = 'non-finite gradient';
@@ -304,21 +317,28 @@ export class Trainer {
     for (const p of this.params) if (p.grad) p.backend.fill(p.grad.storage, 0, 0, p.grad.size);
   }
 
-  /** Mean loss and bits per byte on the fixed validation batches. */
-  evaluate(): EvalResult | null {
+  /** Mean loss and bits per byte on the fixed validation batches (one read, awaited). */
+  async evaluate(): Promise<EvalResult | null> {
     const set = this.evalSet;
     if (!set) return null;
     let nats = 0;
     this.model.eval();
     try {
+      // Summed on the device (float32), read once at the end.
+      let total: Tensor | null = null;
       noGrad(() => {
         for (const arrays of set.batches) {
-          nats += tidy(() => {
+          const prev: Tensor | null = total;
+          total = tidy(() => {
             const b = batchTensors(arrays);
-            return crossEntropy(this.model.forward(b.inputs, { docIds: b.docIds }), b.targets, { reduction: 'sum' }).item();
-          });
+            const s = crossEntropy(this.model.forward(b.inputs, { docIds: b.docIds }), b.targets, { reduction: 'sum' });
+            return prev ? add(prev, s) : s;
+          }).keep();
+          prev?.dispose();
         }
       });
+      const sum = total as Tensor | null;
+      if (sum) { try { nats = (await sum.data())[0]; } finally { sum.dispose(); } }
     } finally {
       this.model.train();
     }
@@ -326,14 +346,14 @@ export class Trainer {
   }
 
   /**
-   * Writes a checkpoint of the current step; returns its folder. Weights or moments that are not
-   * finite are never saved (NonFiniteError): the latest checkpoint stays a healthy one.
+   * Writes a checkpoint of the current step; resolves to its folder. Weights or moments that are
+   * not finite are never saved (NonFiniteError): the latest checkpoint stays a healthy one.
    */
-  save(): string {
+  async save(): Promise<string> {
     const { step } = this.state;
     for (const [what, tensors] of [['parameter', new Map(this.model.namedParameters())], ['optimizer moment', this.optimizer.stateTensors()]] as const) {
       for (const [name, t] of tensors) {
-        const d = t.dataSync();
+        const d = await t.data();
         for (let i = 0; i < d.length; i++) {
           if (!Number.isFinite(d[i])) {
             const kept = this.lastCheckpoint ? `the last good checkpoint is ${this.lastCheckpoint}` : 'no checkpoint was written';
@@ -354,7 +374,7 @@ export class Trainer {
       tokenizer: this.tokenizer.identity(),
     };
     const state: TrainState = { ...this.state, rng: { state: this.rng.state }, sampler: this.sampler.state() };
-    this.lastCheckpoint = saveCheckpoint(this.out, { step, model: this.model, optimizer: this.optimizer, config, state, ...this.tokenizerFiles, durable: this.durable });
+    this.lastCheckpoint = await saveCheckpoint(this.out, { step, model: this.model, optimizer: this.optimizer, config, state, ...this.tokenizerFiles, durable: this.durable });
     return this.lastCheckpoint;
   }
 
@@ -423,7 +443,7 @@ function prepareNewRunFolder(out: string): void {
 function trainingBytes(c: TrainConfig): number {
   const { dModel: d, ffnHidden: F, nLayers: N, vocabSize: V, nHeads: H } = c.model;
   const tokens = c.batchSize * c.seqLen;
-  const block = Math.min(c.seqLen, c.model.blockSize);
+  const block = Math.min(c.seqLen, 64); // a row block of the streamed mixers (the native backend's default)
   const perLayer = tokens * (16 * d + 4 * F) + c.batchSize * H * c.seqLen * block;
   return 4 * (4 * parameterCount(c.model) + N * perLayer + 3 * tokens * V);
 }
@@ -497,15 +517,15 @@ export async function train(opts: TrainOptions): Promise<TrainSummary> {
   let lastEval: EvalResult | null = null;
   let stopped: TrainSummary['stopped'] = 'completed';
 
-  const evaluate = (): void => {
-    const r = trainer.evaluate();
+  const evaluate = async (): Promise<void> => {
+    const r = await trainer.evaluate();
     if (!r) return;
     lastEval = r;
     metrics.write({ kind: 'eval', step: trainer.state.step, evalLoss: round(r.loss), evalBpb: round(r.bpb), evalTokens: r.tokens, time: time() });
     emit({ kind: 'eval', step: trainer.state.step, loss: r.loss, bpb: r.bpb });
   };
-  const checkpoint = (): void => {
-    const p = trainer.save();
+  const checkpoint = async (): Promise<void> => {
+    const p = await trainer.save();
     emit({ kind: 'checkpoint', step: trainer.state.step, path: p });
   };
 
@@ -514,7 +534,7 @@ export async function train(opts: TrainOptions): Promise<TrainSummary> {
     while (trainer.state.step < end) {
       if (opts.signal?.aborted) { stopped = 'aborted'; break; }
       const t0 = performance.now();
-      const r = trainer.step(opts.hooks);
+      const r = await trainer.step(opts.hooks);
       crashPoint('train-step');
       const dt = (performance.now() - t0) / 1000;
       const step = trainer.state.step;
@@ -542,15 +562,15 @@ export async function train(opts: TrainOptions): Promise<TrainSummary> {
         window = { loss: 0, gradNorm: 0, finite: 0, seconds: 0, tokens: 0 };
       }
       emit({ kind: 'step', step, steps: config.steps, end, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, tokensPerSec: rate || trainTokens / trainSeconds, skippedSteps: trainer.state.skippedSteps });
-      if (config.evalEvery > 0 && step % config.evalEvery === 0 && step !== end) evaluate();
+      if (config.evalEvery > 0 && step % config.evalEvery === 0 && step !== end) await evaluate();
       // No periodic checkpoint in the middle of a non-finite streak: the latest stays a healthy one.
-      if (config.checkpointEvery > 0 && step % config.checkpointEvery === 0 && step !== end && trainer.state.nonFiniteInARow === 0) checkpoint();
+      if (config.checkpointEvery > 0 && step % config.checkpointEvery === 0 && step !== end && trainer.state.nonFiniteInARow === 0) await checkpoint();
       await nextTick(); // lets signals (Ctrl-C) and output through
     }
     if (stopped === 'completed' && end < config.steps) stopped = 'stop-at';
     if (trainer.state.step > startStep) {
-      evaluate();
-      checkpoint();
+      await evaluate();
+      await checkpoint();
     }
     return {
       out: opts.out,

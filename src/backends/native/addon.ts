@@ -6,11 +6,27 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import type { BinaryOp, ReduceOp, Storage, UnaryOp } from '../../core/backend.ts';
+import type { ReferenceBackend } from '../reference/backend.ts';
+import type { ForwardedKernel } from './backend.ts';
 
 /** Name of a SIMD code path of the addon. */
 export type NativeIsa = 'avx512' | 'avx2' | 'generic';
 
-export interface NativeAddon {
+/** A Backend kernel argument as the addon takes it: a storage as its typed array, an op name as its code. */
+type Marshalled<T> = T extends Storage ? Float32Array | Int32Array : T extends UnaryOp | BinaryOp | ReduceOp ? number : T;
+type MarshalledArgs<A extends readonly unknown[]> = { [I in keyof A]: Marshalled<A[I]> };
+
+/**
+ * The non-GEMM float32 kernels (native/src/kernels_nn*.c, one argument table each): the Backend
+ * kernels of the same names with their arguments in order (op: the index of the op in
+ * core/backend.ts's UnaryOp / BinaryOp / ReduceOp unions; null: an absent optional array; ids and
+ * targets int32; strided views of rank at most 8). A view past the end of its array throws a
+ * RangeError, a malformed argument a TypeError, an id outside the table a RangeError.
+ */
+export type ForwardedKernels = { [K in ForwardedKernel]: (...args: MarshalledArgs<Parameters<ReferenceBackend[K]>>) => void };
+
+export interface NativeAddon extends ForwardedKernels {
   /**
    * Batched single-precision matrix multiply, row-major, all strides in elements:
    * for p < batch, C_p = op(A_p)·op(B_p) (+ C_p when `accumulate`), where
@@ -38,47 +54,8 @@ export interface NativeAddon {
   /** The paths this CPU supports, best first. */
   supportedIsas(): NativeIsa[];
 
-  // Non-GEMM float32 kernels (native/src/kernels_nn*.c), with the Backend kernels' arguments;
-  // op is the index of the op in core/backend.ts's UnaryOp / BinaryOp / ReduceOp unions, null
-  // stands for an absent optional array, and strided views are checked against their arrays
-  // (RangeError), with rank at most 8.
-  fill(out: Float32Array, value: number, offset: number, length: number): void;
-  copy(src: Float32Array, srcOffset: number, out: Float32Array, outOffset: number, length: number): void;
-  stridedCopy(src: Float32Array, srcOffset: number, shape: readonly number[], srcStrides: readonly number[], out: Float32Array, outOffset: number): void;
-  unary(op: number, x: Float32Array, out: Float32Array, length: number, scalar: number): void;
-  unaryBackward(op: number, x: Float32Array, y: Float32Array, dy: Float32Array, dx: Float32Array, length: number, scalar: number): void;
-  binary(op: number, a: Float32Array, aStrides: readonly number[], b: Float32Array, bStrides: readonly number[], out: Float32Array, shape: readonly number[]): void;
-  /** cond is nonzero-is-true, float32 or int32. */
-  where(cond: Float32Array | Int32Array, cStrides: readonly number[], a: Float32Array, aStrides: readonly number[], b: Float32Array, bStrides: readonly number[], out: Float32Array, shape: readonly number[]): void;
-  reduce(op: number, x: Float32Array, out: Float32Array, outer: number, len: number, inner: number): void;
-  softmax(x: Float32Array, out: Float32Array, rows: number, cols: number, log: boolean): void;
-  softmaxBackward(y: Float32Array, dy: Float32Array, dx: Float32Array, rows: number, cols: number, log: boolean): void;
-  rmsNorm(x: Float32Array, w: Float32Array | null, out: Float32Array, rstd: Float32Array, rows: number, cols: number, eps: number): void;
-  rmsNormBackward(x: Float32Array, w: Float32Array | null, rstd: Float32Array, dy: Float32Array, dx: Float32Array, dw: Float32Array | null, rows: number, cols: number): void;
-  layerNorm(x: Float32Array, w: Float32Array | null, b: Float32Array | null, out: Float32Array, mean: Float32Array, rstd: Float32Array, rows: number, cols: number, eps: number): void;
-  layerNormBackward(x: Float32Array, w: Float32Array | null, mean: Float32Array, rstd: Float32Array, dy: Float32Array, dx: Float32Array, dw: Float32Array | null, db: Float32Array | null, rows: number, cols: number): void;
-  /** Throws a RangeError for an id outside the table. */
-  gather(table: Float32Array, ids: Int32Array, out: Float32Array, count: number, cols: number): void;
-  scatterAdd(dy: Float32Array, ids: Int32Array, dtable: Float32Array, count: number, cols: number): void;
-  /** Throws a RangeError for a target outside [0, cols) that is not ignoreIndex. */
-  crossEntropy(logits: Float32Array, targets: Int32Array, losses: Float32Array, lse: Float32Array, rows: number, cols: number, ignoreIndex: number): void;
-  crossEntropyBackward(logits: Float32Array, targets: Int32Array, lse: Float32Array, dloss: Float32Array, dlogits: Float32Array, rows: number, cols: number, ignoreIndex: number): void;
   /** The counter-hash mask of core/random.ts; seed as an int32 (seed | 0). */
   dropoutMask(out: Float32Array, length: number, p: number, seed: number): void;
-  /** Backend.swiglu / swigluBackward (absent in an addon built before them). */
-  swiglu?(a: Float32Array, b: Float32Array, out: Float32Array, length: number): void;
-  swigluBackward?(a: Float32Array, b: Float32Array, dy: Float32Array, da: Float32Array, db: Float32Array, length: number): void;
-  /** Backend.normalizeReference / lrrValues and their backwards (absent in an addon built before them). */
-  normalizeReference?(r: Float32Array, alpha: Float32Array, out: Float32Array, B: number, H: number, T: number, D: number, eps: number): void;
-  normalizeReferenceBackward?(r: Float32Array, alpha: Float32Array, dy: Float32Array, dr: Float32Array | null, dAlpha: Float32Array | null,
-    B: number, H: number, T: number, D: number, eps: number): void;
-  lrrValues?(v: Float32Array, z: Float32Array, lower: Float32Array, range: Float32Array, out: Float32Array, B: number, H: number, T: number, D: number): void;
-  lrrValuesBackward?(v: Float32Array, z: Float32Array, lower: Float32Array, range: Float32Array, dy: Float32Array,
-    dv: Float32Array | null, dz: Float32Array | null, dLower: Float32Array | null, dRange: Float32Array | null,
-    B: number, H: number, T: number, D: number): void;
-  /** Backend.rotary; cos and sin are (≥ offset + T, D/2). Absent in an addon built before it. */
-  rotary?(x: Float32Array, cos: Float32Array, sin: Float32Array, out: Float32Array, B: number, T: number, H: number, D: number,
-    offset: number, inverse: boolean, xHeadsFirst: boolean, outHeadsFirst: boolean): void;
   /** Backend.splitHeads / mergeHeads (native/src/kernels_heads.c), parts as parallel arrays (rotate 0/1); absent in an addon built before them. */
   splitHeads?(y: Float32Array, outs: Float32Array[], B: number, T: number, heads: number[], dims: number[], rotate: number[],
     cos: Float32Array | null, sin: Float32Array | null, offset: number): void;

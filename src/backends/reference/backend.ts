@@ -1,8 +1,9 @@
 // The reference backend: plain TypeScript, float64 accumulation, float64 tensors allowed. It is the
 // oracle every fast kernel is tested against, so it favours the obvious loop over the fast one.
 import type {
-  AdamWParams, Backend, BinaryOp, HeadsBlock, LrrGradStorages, LrrStorages, MatmulParams, MixerDims, ReduceOp, Storage, UnaryOp,
+  AdamWParams, Backend, BinaryOp, FusedKernels, HeadsBlock, LrrGradStorages, LrrStorages, MatmulParams, MixerDims, ReduceOp, SavedState, Storage, UnaryOp, ValueRule,
 } from '../../core/backend.ts';
+import { valueError } from '../../core/backend.ts';
 import type { DType, TypedArray } from '../../core/dtype.ts';
 import { dropoutKeeps } from '../../core/random.ts';
 import { CpuPool, CpuStorage } from '../cpu/memory.ts';
@@ -95,10 +96,10 @@ export function forEachIndex(shape: readonly number[], strides: readonly (readon
 }
 
 /**
- * The plain-TypeScript backend: the obvious loop for every kernel, accumulating in float64. Slow;
- * the oracle every native kernel is tested against.
+ * The plain-TypeScript backend: the obvious loop for every kernel, core and fused, accumulating in
+ * float64. Slow; the oracle every native kernel is tested against.
  */
-export class ReferenceBackend implements Backend {
+export class ReferenceBackend implements Backend, FusedKernels {
   readonly name: string = 'reference';
   readonly supportsFloat64: boolean = true;
   protected readonly pool = new CpuPool();
@@ -110,8 +111,23 @@ export class ReferenceBackend implements Backend {
     if (offset + values.length > a.length) throw new RangeError(`write: ${values.length} values at ${offset} overflow a storage of ${a.length}`);
     a.set(values as ArrayLike<number>, offset);
   }
-  readSync(s: Storage, offset: number, length: number): TypedArray { return arr(s).slice(offset, offset + length); }
-  read(s: Storage, offset: number, length: number): Promise<TypedArray> { return Promise.resolve(this.readSync(s, offset, length)); }
+  hostReads = 0;
+  readSync(s: Storage, offset: number, length: number): TypedArray {
+    this.hostReads++;
+    return arr(s).slice(offset, offset + length);
+  }
+  read(s: Storage, offset: number, length: number): Promise<TypedArray> {
+    this.hostReads++;
+    return Promise.resolve(arr(s).slice(offset, offset + length));
+  }
+  // The values are in host memory already: checking them is a loop, not a read.
+  checkValues(s: Storage, length: number, rule: ValueRule, op: string, name: string): void {
+    const a = arr(s);
+    for (let i = 0; i < length; i++) {
+      const e = valueError(rule, op, name, i, a[i]);
+      if (e) throw new Error(e);
+    }
+  }
   memory() { return this.pool.stats(); }
   resetPeak(): void { this.pool.resetPeak(); }
   /** Releases pooled memory back to the garbage collector. */
@@ -186,6 +202,25 @@ export class ReferenceBackend implements Backend {
         const c = co + i * n;
         if (p.accumulate) for (let j = 0; j < n; j++) C[c + j] += row[j];
         else for (let j = 0; j < n; j++) C[c + j] = row[j];
+      }
+    }
+  }
+
+  triangularSolve(l: Storage, b: Storage, out: Storage, batch: number, n: number, k: number, transpose: boolean): void {
+    const L = arr(l), Bv = arr(b), O = arr(out);
+    const x = new Float64Array(n);
+    for (let p = 0; p < batch; p++) {
+      const lo = p * n * n, bo = p * n * k;
+      for (let c = 0; c < k; c++) {
+        // Forward substitution on L, or back substitution on Lᵀ (L read by columns).
+        for (let s = 0; s < n; s++) {
+          const i = transpose ? n - 1 - s : s;
+          let acc = Bv[bo + i * k + c];
+          if (transpose) for (let j = i + 1; j < n; j++) acc -= L[lo + j * n + i] * x[j];
+          else for (let j = 0; j < i; j++) acc -= L[lo + i * n + j] * x[j];
+          x[i] = acc / L[lo + i * n + i];
+        }
+        for (let i = 0; i < n; i++) O[bo + i * k + c] = x[i];
       }
     }
   }
@@ -362,25 +397,33 @@ export class ReferenceBackend implements Backend {
     }
   }
 
-  // Mixer kernels: dense float64 oracles (./mixers.ts).
-  krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, lse: Storage, wxMinusX: Storage,
-    d: MixerDims): void {
+  // Mixer kernels: dense float64 oracles (./mixers.ts). Their saved state (shared with the native
+  // backend, which extends this one): the per-row log-sum-exp (B·H·T); for the KRR solves also
+  // W X − X (like X, each row summed as Σ_{j≠i} W_ij (X_j − X_i) so that it keeps its precision
+  // when W_ii ≈ 1: the streamed backward's softmax row sums are −Z_i · (W X − X)_i, O(D) per row
+  // instead of a pass over W), and for cubitSolve r̂ first. The dense backward reads only the lse.
+  krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, d: MixerDims): SavedState {
+    const lse = this.alloc(r.dtype, d.B * d.H * d.T), wxMinusX = this.alloc(r.dtype, r.length);
     krrSolveRef(arr(r), arr(rHat), arr(y), arr(logLambda), arr(x), arr(lse), arr(wxMinusX), d, d.docIds && arr(d.docIds));
+    return { storages: [lse, wxMinusX] };
   }
   // The dense backward takes its row sums from W directly and does not need wxMinusX.
-  krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, lse: Storage, _wxMinusX: Storage, g: Storage,
+  krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, saved: SavedState, g: Storage,
     dr: Storage, drHat: Storage, dy: Storage, dLambda: Storage, d: MixerDims): void {
-    krrSolveBackwardRef(arr(r), arr(rHat), arr(logLambda), arr(x), arr(lse), arr(g),
+    krrSolveBackwardRef(arr(r), arr(rHat), arr(logLambda), arr(x), arr(saved.storages[0]), arr(g),
       arr(dr), arr(drHat), arr(dy), arr(dLambda), d, d.docIds && arr(d.docIds));
   }
   cubitSolve(r: Storage, refScale: Storage, v: Storage, lrr: LrrStorages | null, logLambda: Storage, eps: number,
-    x: Storage, rHat: Storage, lse: Storage, wxMinusX: Storage, d: MixerDims): void {
+    x: Storage, d: MixerDims): SavedState {
+    const rHat = this.alloc(r.dtype, r.length), lse = this.alloc(r.dtype, d.B * d.H * d.T), wxMinusX = this.alloc(r.dtype, r.length);
     cubitSolveRef(arr(r), arr(refScale), arr(v), lrr && lrrArrs(lrr), arr(logLambda), eps, arr(x), arr(rHat), arr(lse),
       arr(wxMinusX), d, d.docIds && arr(d.docIds));
+    return { storages: [rHat, lse, wxMinusX] };
   }
   cubitSolveBackward(r: Storage, refScale: Storage, v: Storage, lrr: LrrStorages | null, logLambda: Storage, eps: number,
-    x: Storage, rHat: Storage, lse: Storage, wxMinusX: Storage, g: Storage,
+    x: Storage, saved: SavedState, g: Storage,
     dr: Storage, dv: Storage, dRefScale: Storage, lrrGrads: LrrGradStorages | null, dLambda: Storage, d: MixerDims): void {
+    const [rHat, lse, wxMinusX] = saved.storages;
     cubitSolveBackwardRef(arr(r), arr(refScale), arr(v), lrr && lrrArrs(lrr), arr(logLambda), eps, arr(x), arr(rHat),
       arr(lse), arr(wxMinusX), arr(g), arr(dr), arr(dv), arr(dRefScale),
       lrrGrads && { dLogits: arr(lrrGrads.dLogits), dLower: arr(lrrGrads.dLower), dRange: arr(lrrGrads.dRange) },
@@ -402,12 +445,14 @@ export class ReferenceBackend implements Backend {
     lrrValuesBackwardRef(arr(v), arr(z), arr(lower), arr(range), arr(dy), dv && arr(dv), dz && arr(dz),
       dLower && arr(dLower), dRange && arr(dRange), B, H, T, D);
   }
-  attention(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, scale: number, d: MixerDims): void {
+  attention(q: Storage, k: Storage, v: Storage, out: Storage, scale: number, d: MixerDims): SavedState {
+    const lse = this.alloc(q.dtype, d.B * d.H * d.T);
     attentionRef(arr(q), arr(k), arr(v), arr(out), arr(lse), scale, d, d.docIds && arr(d.docIds));
+    return { storages: [lse] };
   }
-  attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, g: Storage, scale: number,
+  attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, saved: SavedState, g: Storage, scale: number,
     dq: Storage, dk: Storage, dv: Storage, d: MixerDims): void {
-    attentionBackwardRef(arr(q), arr(k), arr(v), arr(out), arr(lse), arr(g), scale,
+    attentionBackwardRef(arr(q), arr(k), arr(v), arr(out), arr(saved.storages[0]), arr(g), scale,
       arr(dq), arr(dk), arr(dv), d, d.docIds && arr(d.docIds));
   }
 }

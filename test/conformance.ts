@@ -1,9 +1,12 @@
-// The native backend against its reference twin, in float32 on the same inputs: forward outputs and
-// every input gradient, on random shapes (odd sizes, 1-sized and empty dimensions, broadcasting).
-// Each case runs once on the reference backend and then on the native one under every instruction
-// set the CPU supports (setIsa) and at 1 and 3 threads. The cases cover every kernel of the
-// Backend table, so a kernel the native backend overrides later is compared without new code; the
-// last test fails when the native backend overrides a kernel that no case calls.
+// The conformance suite: a backend against the reference in float32 on the same inputs, forward
+// outputs and every input gradient, on random shapes (odd sizes, 1-sized and empty dimensions,
+// broadcasting). conformance(name) runs every case once on the reference backend and then on the
+// backend registered as `name` (the native one under every instruction set the CPU supports and at
+// 1 and 3 threads). The cases cover every kernel of the Backend table, so a kernel a backend
+// overrides later is compared without new code; for the native backend a last test fails when it
+// overrides a kernel that no case calls. Run on a core-only view (src/backends/core-only.ts) it
+// tests the composites the ops run when a backend lacks a fused kernel. New backend: add a
+// conformance-<name>.test.ts calling conformance('<name>').
 //
 // Tolerances (relErr = ‖native − ref‖ / ‖ref‖; u = 2⁻²⁴ ≈ 6e-8, float32's unit roundoff). The
 // reference computes in float64 and rounds once into float32, so it is the best float32 answer:
@@ -15,7 +18,8 @@
 //   red(L) = 1e-6·√L     float32 accumulation of L terms (typical error u·√L; 16× margin):
 //                        reductions, softmax/norm rows, the broadcast-summing gradients.
 //   mm = red(max(m, n, k)) matmul and its gradients (inner dims k, n and m).
-//   A case's tolerance is the largest that applies to what it computes.
+//   A case's tolerance is the largest that applies to what it computes. A backend whose float32
+//   arithmetic is coarser declares its unitRoundoff; every tolerance then scales by it / 2⁻²⁴.
 // CUBIT_TEST_TRACE=1 names each case and variant on stderr as it starts (to find a hang);
 // CUBIT_TEST_VERBOSE=1 prints the cases closest to their tolerance.
 import assert from 'node:assert/strict';
@@ -285,7 +289,7 @@ add('adamw, 3 steps', [floats([1031], { grad: false }), floats([1031], { grad: f
 
 for (const [B, H, T, D, window] of [[1, 1, 1, 1, 0], [2, 3, 17, 8, 0], [1, 2, 33, 5, 7], [2, 1, 65, 16, 0]]) {
   const shape = [B, H, T, D];
-  const mo = { window: window || null, blockSize: 16 };
+  const mo = { window: window || null };
   const t = Math.max(TRANS, red(T * D));
   add(`softmaxAttention w=${window}`, [floats(shape), floats(shape), floats(shape)], (q, k, v) => op.softmaxAttention(q, k, v, mo), t);
   // λ = e^{logLambda} in [0.6, 1.6]: W + λI then has eigenvalues in (λ, 1 + λ].
@@ -334,29 +338,39 @@ for (const [B, H, T, D] of [[1, 1, 1, 1], [2, 3, 17, 5], [1, 2, 9, 33], [3, 1, 7
   add('softmaxAttention with packed documents', [floats([2, 2, 21, 6]), floats([2, 2, 21, 6]), floats([2, 2, 21, 6]), ids], (q, k, v, d) => op.softmaxAttention(q, k, v, { docIds: d }), Math.max(TRANS, red(21 * 6)));
   add('causalKrrSolve with packed documents', [floats([2, 2, 21, 6], { low: -1, high: 1 }), floats([2, 2, 21, 6], { low: -1, high: 1 }), floats([2, 2, 21, 6]), floats([2], { low: -0.5, high: 0.5 }), ids],
     (r, rh, y, ll, d) => op.causalKrrSolve(r, rh, y, ll, { docIds: d }), 10 * Math.max(TRANS, red(21 * 6)));
+  // Ids that recur after another document: the mask is "same id", whatever the layout.
+  const recurring: Input = { shape: [2, 21], values: Int32Array.from({ length: 2 * 21 }, (_, i) => [4, 4, 9, 4, 9, 9, 2][(i % 21) % 7] + (i >= 21 ? 1 : 0)), grad: false };
+  add('softmaxAttention with recurring document ids', [floats([2, 2, 21, 6]), floats([2, 2, 21, 6]), floats([2, 2, 21, 6]), recurring], (q, k, v, d) => op.softmaxAttention(q, k, v, { docIds: d }), Math.max(TRANS, red(21 * 6)));
+  add('cubitSolve with recurring document ids', [floats([2, 2, 21, 6], { low: -1, high: 1 }), floats([2], { low: 0.5, high: 2 }), floats([2, 2, 21, 6]), floats([2], { low: -0.5, high: 0.5 }), recurring],
+    (r, a, v, ll, d) => op.cubitSolve(r, a, v, null, ll, { docIds: d }), 10 * Math.max(TRANS, red(21 * 6)));
 }
 
 // ---- the runner ----
 
 interface Result { shape: readonly number[]; out: Float64Array; grads: (Float64Array | null)[] }
 
-function runOn(name: string, c: Case): Result {
-  return withBackend(name, () => op.tidy(() => {
+/** Runs a case on backend `name`; reads back asynchronously (a GPU backend has no synchronous read). */
+async function runOn(name: string, c: Case): Promise<Result> {
+  const { y, xs } = withBackend(name, () => {
     const xs = c.inputs.map((i) => op.tensor(i.values.slice(), i.shape, { requiresGrad: i.grad && i.values instanceof Float32Array }));
     const y = c.fn(...xs);
-    const res: Result = { shape: y.shape, out: Float64Array.from(y.dataSync()), grads: [] };
     if (y.requiresGrad) {
       const rng = new Rng(777);
-      y.backward(op.tensor(Float32Array.from({ length: y.size }, () => rng.normal()), y.shape));
+      op.tidy(() => y.backward(op.tensor(Float32Array.from({ length: y.size }, () => rng.normal()), y.shape)));
     }
-    res.grads = xs.map((x) => {
-      if (!x.requiresGrad) return null;
-      const g = x.grad ? Float64Array.from(x.grad.dataSync()) : new Float64Array(x.size);
-      x.grad?.dispose(); x.grad = null;
-      return g;
-    });
+    return { y, xs };
+  });
+  try {
+    const res: Result = { shape: y.shape, out: Float64Array.from(await y.data()), grads: [] };
+    for (const x of xs) {
+      if (!x.requiresGrad) { res.grads.push(null); continue; }
+      res.grads.push(x.grad ? Float64Array.from(await x.grad.data()) : new Float64Array(x.size));
+    }
     return res;
-  }));
+  } finally {
+    for (const x of xs) { x.grad?.dispose(); x.grad = null; x.dispose(); }
+    y.dispose();
+  }
 }
 
 /** Kernels of the Backend table (methods of ReferenceBackend that are not memory bookkeeping). */
@@ -365,13 +379,13 @@ const kernelNames = Object.getOwnPropertyNames(ReferenceBackend.prototype).filte
 const called = new Set<string>();
 
 /** Counts the native backend's kernel calls while fn runs (instance properties shadow the prototype). */
-function spying<T>(be: object, fn: () => T): T {
+async function spying<T>(be: object, fn: () => Promise<T>): Promise<T> {
   const inst = be as Record<string, unknown>;
   for (const k of kernelNames) {
     const orig = (inst[k] as (...a: unknown[]) => unknown);
     inst[k] = function (this: unknown, ...a: unknown[]) { called.add(k); return orig.apply(this, a); };
   }
-  try { return fn(); } finally { for (const k of kernelNames) delete inst[k]; }
+  try { return await fn(); } finally { for (const k of kernelNames) delete inst[k]; }
 }
 
 interface Variant { isa: NativeIsa; threads: number }
@@ -383,12 +397,12 @@ function variants(): Variant[] {
   return [...isas.map((isa) => ({ isa, threads: dflt })), { isa: isas[0], threads: 1 }, { isa: isas[0], threads: 3 }];
 }
 
-function withVariant<T>(v: Variant, fn: () => T): T {
+async function withVariant<T>(v: Variant, fn: () => Promise<T>): Promise<T> {
   const nb = backend('native') as NativeBackend;
   const prevThreads = nb.threads();
   nb.addon.setIsa(v.isa);
   nb.setThreads(v.threads);
-  try { return fn(); } finally { nb.addon.setIsa('auto'); nb.setThreads(prevThreads); }
+  try { return await fn(); } finally { nb.addon.setIsa('auto'); nb.setThreads(prevThreads); }
 }
 
 function compare(c: Case, want: Result, got: Result, where: string): void {
@@ -404,30 +418,50 @@ function compare(c: Case, want: Result, got: Result, where: string): void {
 
 const worst: { name: string; ratio: number }[] = [];
 
-describe('native vs reference, float32', () => {
-  for (const c of cases) {
-    test(c.name, nativeTestOptions(), () => {
+export interface ConformanceOptions {
+  /**
+   * The backend runs composites of core kernels (a core-only view): a case whose fused kernel
+   * rounds once (EXACT) rounds each intermediate there, so its tolerance is at least ARITH.
+   */
+  composites?: boolean;
+}
+
+/** The suite for the backend registered as `name` (native: under every ISA and thread count). */
+export function conformance(name: string, options: ConformanceOptions = {}): void {
+  const isNative = name === 'native';
+  const floor = options.composites ? ARITH : 0;
+  // Tolerances are written for IEEE float32 (u = 2⁻²⁴); a backend with coarser arithmetic says so.
+  const scaleOf = (): number => (backend(name).unitRoundoff ?? 2 ** -24) / 2 ** -24;
+  const opts = name.startsWith('native') ? nativeTestOptions() : {};
+  describe(`conformance of '${name}' against the reference, float32`, () => {
+    for (const c of cases) {
+      test(c.name, opts, async () => {
+        if (name.startsWith('native')) requireNative();
+        const want = await runOn('reference', c);
+        const scale = scaleOf();
+        for (const v of isNative ? variants() : [null]) {
+          if (process.env.CUBIT_TEST_TRACE) process.stderr.write(`${c.name} [${v ? `${v.isa} ${v.threads}` : name}]\n`);
+          const where = v ? `${v.isa}, ${v.threads} threads` : name;
+          const got = v ? await withVariant(v, () => spying(backend('native'), () => runOn(name, c))) : await runOn(name, c);
+          const tc = { ...c, fwdTol: scale * Math.max(c.fwdTol, floor), gradTol: scale * Math.max(c.gradTol, floor) };
+          compare(tc, want, got, where);
+          const e = Math.max(relErr(got.out, want.out) / (tc.fwdTol || Infinity), ...want.grads.map((g, i) => (g ? relErr(got.grads[i]!, g) / (tc.gradTol || Infinity) : 0)));
+          worst.push({ name: `${c.name} [${where}]`, ratio: e });
+        }
+      });
+    }
+
+    if (!isNative) return;
+    test('every kernel the native backend overrides was called by some case', opts, () => {
       requireNative();
-      const want = runOn('reference', c);
-      for (const v of variants()) {
-        if (process.env.CUBIT_TEST_TRACE) process.stderr.write(`${c.name} [${v.isa} ${v.threads}]\n`);
-        const got = withVariant(v, () => spying(backend('native'), () => runOn('native', c)));
-        compare(c, want, got, `${v.isa}, ${v.threads} threads`);
-        const e = Math.max(relErr(got.out, want.out) / (c.fwdTol || Infinity), ...want.grads.map((g, i) => (g ? relErr(got.grads[i]!, g) / (c.gradTol || Infinity) : 0)));
-        worst.push({ name: `${c.name} [${v.isa}, ${v.threads}t]`, ratio: e });
+      const overridden = Object.getOwnPropertyNames(NativeBackend.prototype).filter((k) => kernelNames.includes(k));
+      const missing = overridden.filter((k) => !called.has(k));
+      assert.deepEqual(missing, [], `native kernels without a comparison case: ${missing.join(', ')}`);
+      if (process.env.CUBIT_TEST_VERBOSE) {
+        worst.sort((a, b) => b.ratio - a.ratio);
+        console.log('closest to tolerance (error / tol):', worst.slice(0, 15).map((w) => `${w.ratio.toFixed(3)} ${w.name}`).join('\n  '));
+        console.log('native overrides:', overridden.join(', '));
       }
     });
-  }
-
-  test('every kernel the native backend overrides was called by some case', nativeTestOptions(), () => {
-    requireNative();
-    const overridden = Object.getOwnPropertyNames(NativeBackend.prototype).filter((k) => kernelNames.includes(k));
-    const missing = overridden.filter((k) => !called.has(k));
-    assert.deepEqual(missing, [], `native kernels without a comparison case: ${missing.join(', ')}`);
-    if (process.env.CUBIT_TEST_VERBOSE) {
-      worst.sort((a, b) => b.ratio - a.ratio);
-      console.log('closest to tolerance (error / tol):', worst.slice(0, 15).map((w) => `${w.ratio.toFixed(3)} ${w.name}`).join('\n  '));
-      console.log('native overrides:', overridden.join(', '));
-    }
   });
-});
+}
