@@ -358,9 +358,9 @@ async function checkpointCases(count: number, pristine: string, canaryHash: stri
     // What may appear beside the damaged folder: the outputs of export and import.
     const outputs = ['run', 'export', 'imported'];
     await runCase(`${folder ? 'model folder' : 'checkpoint'}#${k} ${what} op ${op}`, async () => {
-      if (folder && op <= 1) { (op === 0 ? importRun : exportModel)(run, path.join(work, op === 0 ? 'imported' : 'export'), { durable: false }); return; }
+      if (folder && op <= 1) { await (op === 0 ? importRun : exportModel)(run, path.join(work, op === 0 ? 'imported' : 'export'), { durable: false }); return; }
       if (op === 0) { await train({ out: run, resume: true, steps: 3, durable: false }); return; }
-      if (op === 1 && chance(0.5)) { exportModel(run, path.join(work, 'export'), { durable: false }); return; }
+      if (op === 1 && chance(0.5)) { await exportModel(run, path.join(work, 'export'), { durable: false }); return; }
       if (op <= 2) { summarizeCheckpoint(run); return; }
       if (op === 3) { readCheckpointInfo(resolveCheckpoint(run)); return; }
       const ckpt = loadModel(run);

@@ -240,7 +240,7 @@ describe('4. non-finite weights and moments are refused at load, naming the tens
       const d = Float32Array.from(p.dataSync());
       d[0] = NaN;
       p.backend.write(p.storage, d);
-      assert.throws(() => t.save(), (e: unknown) => e instanceof NonFiniteError && /no checkpoint was written; the last good checkpoint is .*step-00000004/.test(e.message));
+      await assert.rejects(t.save(), (e: unknown) => e instanceof NonFiniteError && /no checkpoint was written; the last good checkpoint is .*step-00000004/.test(e.message));
       assert.equal(readRunPointer(out)!.step, 4);
     } finally { t.dispose(); }
   });

@@ -64,10 +64,10 @@ test('cubit/browser bundles for a browser (no node: import) and runs without Nod
   // Only what a browser has: no process, Buffer, require.
   const context = vm.createContext({ console, performance });
   vm.runInContext(`${out.outputFiles[0].text};globalThis.cubit = cubit;`, context);
-  const result = vm.runInContext(`(() => {
+  const result = await vm.runInContext(`(async () => {
     const t = cubit.tensor([[1, 2], [3, 4]]);
     const model = new cubit.Decoder({ vocabSize: 16, dModel: 8, nLayers: 1, nHeads: 2, mixer: 'cubit' }, 1);
-    const g = cubit.generate(model, [1, 2, 3], { maxNewTokens: 4, temperature: 0 });
+    const g = await cubit.generate(model, [1, 2, 3], { maxNewTokens: 4, temperature: 0 });
     return { sum: t.matmul(t).sum().item(), backend: cubit.getBackend().name, tokens: g.tokens.length, hasProcess: typeof process };
   })()`, context) as { sum: number; backend: string; tokens: number; hasProcess: string };
   assert.deepEqual({ ...result }, { sum: 54, backend: 'reference', tokens: 4, hasProcess: 'undefined' });

@@ -2,7 +2,6 @@
 // model. A config.json is untrusted: every size in it is checked here before anything is
 // allocated (a dModel of 1e6 or nLayers of 1e9 is one clear error, not an out-of-memory kill), and
 // a checkpoint's safetensors headers are compared with parameterShapes() before its model is built.
-import * as os from 'node:os';
 import { layerMixers, type ModelConfig } from './config.ts';
 
 /** The largest value each model size may take (docs/LIMITS.md). */
@@ -92,14 +91,3 @@ export function checkParameterLimits(config: ModelConfig, where: string): void {
   if (total > MODEL_LIMITS.parameters) throw new Error(`${where}: the model has ${total} parameters, over the limit ${MODEL_LIMITS.parameters}`);
 }
 
-/**
- * Throws one line when `bytes` (an estimate of what an operation will allocate) exceed this
- * machine's memory: better a clear refusal than an out-of-memory kill halfway.
- */
-export function checkMemory(bytes: number, what: string): void {
-  const total = os.totalmem();
-  if (bytes > total) {
-    const gib = (x: number): string => (x / 2 ** 30).toFixed(1);
-    throw new Error(`${what} needs about ${gib(bytes)} GiB of memory, more than this machine's ${gib(total)} GiB`);
-  }
-}

@@ -3,10 +3,11 @@
 // checkpoint's tensors against its config before anything is allocated, refusing non-finite
 // values, and the crash test hook. Internal to the trainer and the checkpoint loaders (not part of
 // the package's API).
+import * as os from 'node:os';
 import * as fs from 'node:fs';
 import { SafetensorsFile } from '../io/safetensors.ts';
 import type { ModelConfig } from '../models/config.ts';
-import { checkMemory, parameterShapes } from '../models/limits.ts';
+import { parameterShapes } from '../models/limits.ts';
 import { lstatOrNull, refuseLink, removeEntrySync } from '../util/files.ts';
 
 const crashCounts = new Map<string, number>();
@@ -89,5 +90,17 @@ export function checkFiniteTensor(file: string, name: string, data: ArrayLike<nu
   if (i >= 0) {
     const problem = Number.isFinite(data[i]) ? `a negative value (${data[i]}) where only values ≥ 0 are possible` : `a non-finite value (${data[i]})`;
     throw new Error(`checkpoint ${file}: tensor '${name}' holds ${problem} at element ${i}; the checkpoint is damaged or from a diverged run`);
+  }
+}
+
+/**
+ * Throws one line when `bytes` (an estimate of what an operation will allocate) exceed this
+ * machine's memory: better a clear refusal than an out-of-memory kill halfway.
+ */
+export function checkMemory(bytes: number, what: string): void {
+  const total = os.totalmem();
+  if (bytes > total) {
+    const gib = (x: number): string => (x / 2 ** 30).toFixed(1);
+    throw new Error(`${what} needs about ${gib(bytes)} GiB of memory, more than this machine's ${gib(total)} GiB`);
   }
 }

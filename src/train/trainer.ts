@@ -31,7 +31,7 @@ import { zeros, tensor } from '../ops/creation.ts';
 import { add, div } from '../ops/elementwise.ts';
 import { concat, detach, reshape } from '../ops/shape.ts';
 import { crossEntropy } from '../ops/nn.ts';
-import { checkMemory, parameterCount } from '../models/limits.ts';
+import { parameterCount } from '../models/limits.ts';
 import { removeStaleTemps, writeFileAtomicSync } from '../util/atomic.ts';
 import { fsErrorMessage, makeFolderSync, openAppendNoFollowSync, readTextFileSync, refuseLink } from '../util/files.ts';
 import {
@@ -39,7 +39,7 @@ import {
   type CheckpointInfo, type TrainState,
 } from './checkpoint.ts';
 import { clipGradNormOnDevice } from './clip.ts';
-import { checkCheckpointTensors, crashPoint, pruneCheckpoints } from './run-folder.ts';
+import { checkCheckpointTensors, checkMemory, crashPoint, pruneCheckpoints } from './run-folder.ts';
 import { parseTrainConfig, type TrainConfig } from './config.ts';
 import { AdamW } from './optimizer.ts';
 import { learningRate, scheduleOf, type LrSchedule } from './schedule.ts';
