@@ -121,19 +121,16 @@ export class NativeBackend extends ReferenceBackend {
   }
 
   /**
-   * Calls mixer kernel `name` of the addon with `args` marshalled as the forwarded kernels' are
-   * (storages as their typed arrays; a Fresh as a new float32 storage of its length) followed by
-   * d spelled out and blockSize. Returns the new storages in order, or null, calling nothing and
-   * allocating nothing, when the call is not the addon's (a storage not float32, docIds not int32).
+   * Calls mixer kernel `name` of the addon with `args` (storages as their float32 arrays; a Fresh
+   * as a new float32 storage of its length) followed by d spelled out and blockSize. Returns the
+   * new storages in order, or null, calling nothing and allocating nothing, when the call is not
+   * the addon's (a storage not float32, docIds not int32). Kept apart from marshal() so that its
+   * call sites, hot with the many small forwarded kernels, see only their arguments.
    */
   private mixer(name: MixerKernel, args: readonly (Storage | Fresh | number | null)[], d: MixerDims): Storage[] | null {
-    const native = idsOk(d) ? marshal(name, args) : null;
-    if (!native) return null;
+    if (!idsOk(d) || args.some((a) => a instanceof CpuStorage && a.dtype !== 'float32')) return null;
     const made: Storage[] = [];
-    for (let i = 0; i < native.length; i++) {
-      const a = native[i];
-      if (a instanceof Fresh) native[i] = f32(made[made.length] = this.alloc('float32', a.length));
-    }
+    const native = args.map((a) => (a instanceof Fresh ? f32(made[made.length] = this.alloc('float32', a.length)) : a instanceof CpuStorage ? a.data : a));
     (this.addon[name] as (...a: unknown[]) => void)(...native, d.B, d.H, d.T, d.D, d.window, ids(d), this.blockSize);
     return made;
   }
@@ -159,15 +156,15 @@ const FORWARDED = [
 export type ForwardedKernel = typeof FORWARDED[number];
 
 /** The argument that is int32 (ids, targets; where's cond may be either). */
-const INT32_ARG: Partial<Record<ForwardedKernel | MixerKernel, number>> = { gather: 1, scatterAdd: 1, crossEntropy: 1, crossEntropyBackward: 1, where: 0 };
-const OP_CODES: Partial<Record<ForwardedKernel | MixerKernel, Record<string, number>>> = { unary: UNARY_CODE, unaryBackward: UNARY_CODE, binary: BINARY_CODE, reduce: REDUCE_CODE };
+const INT32_ARG: Partial<Record<ForwardedKernel, number>> = { gather: 1, scatterAdd: 1, crossEntropy: 1, crossEntropyBackward: 1, where: 0 };
+const OP_CODES: Partial<Record<ForwardedKernel, Record<string, number>>> = { unary: UNARY_CODE, unaryBackward: UNARY_CODE, binary: BINARY_CODE, reduce: REDUCE_CODE };
 
 /**
  * The addon's arguments for kernel `name`: storages as their typed arrays, op names as codes; null
  * when the call is not the addon's (a dtype other than float32 / its int32 argument, a rank
  * beyond MAX_RANK), which then runs the reference twin.
  */
-function marshal(name: ForwardedKernel | MixerKernel, args: readonly unknown[]): unknown[] | null {
+function marshal(name: ForwardedKernel, args: readonly unknown[]): unknown[] | null {
   const out = new Array<unknown>(args.length);
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
