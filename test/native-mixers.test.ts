@@ -436,8 +436,8 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
     requireNative();
     const addon = loadNativeAddon()!;
     const f = (n: number): Float32Array => new Float32Array(n);
-    assert.throws(() => addon.krrSolve(f(8), f(8), f(7), f(1), f(8), f(4), f(8), 1, 1, 4, 2, 0, null, 64), /krrSolve: y has 7 elements, needs 8/);
-    assert.throws(() => addon.krrSolve(f(8), f(8), f(8), f(1), f(8), f(4), f(6), 1, 1, 4, 2, 0, null, 64), /krrSolve: wxMinusX has 6 elements, needs 8/);
+    assert.throws(() => addon.krrSolve(f(8), f(8), f(7), f(1), f(8), f(4), f(8), 1, 1, 4, 2, 0, null, 64), /krrSolve: y is too short: 8 elements from offset 0 reach past its length 7/);
+    assert.throws(() => addon.krrSolve(f(8), f(8), f(8), f(1), f(8), f(4), f(6), 1, 1, 4, 2, 0, null, 64), /krrSolve: wxMinusX is too short: 8 elements from offset 0 reach past its length 6/);
     assert.throws(() => addon.attention(f(8), f(8), f(8), f(8), f(4), 1, 1, 1, 4, 2, 0, new Int32Array(3), 64), /attention: docIds has 3 ids, needs B\*T = 4/);
     assert.throws(() => addon.attention(f(8), f(8), f(8), f(8), f(4), Infinity, 1, 1, 4, 2, 0, null, 64), /attention: argument 6 \(scale\) must be finite/);
     assert.throws(() => addon.krrSolveBackward(f(8), f(8), f(1), f(8), f(4), f(8), f(8), f(8), f(8), f(8), f(1), 1, 1, 4, 2, 0, null, 0),
@@ -448,5 +448,28 @@ describe('native streaming mixers vs the float64 reference', nativeTestOptions()
       /cubitSolve: eps must be positive and finite/);
     assert.throws(() => addon.attentionBackward(f(8), f(8), f(8), f(8), f(4), f(8), 1, f(8), f(8), f(8), 1, 1, 4, 0, 0, null, 8),
       /attentionBackward: argument 14 \(D\) must be in \[1, 2\^31\)/);
+    // The table's checks: every array's length against the dims, types and counts by position.
+    const solveBwd = (over: Record<number, unknown>): void => {
+      const args: unknown[] = [f(8), f(1), f(8), f(4), f(1), f(1), f(1), 1e-6, f(8), f(8), f(4), f(8),
+        f(8), f(8), f(8), f(1), f(4), f(1), f(1), f(1), 1, 1, 4, 2, 0, null, 64];
+      for (const [i, x] of Object.entries(over)) args[Number(i)] = x;
+      (addon.cubitSolveBackward as (...a: unknown[]) => void)(...args);
+    };
+    assert.doesNotThrow(() => solveBwd({}));
+    assert.throws(() => solveBwd({ 16: f(3) }), /^RangeError: cubitSolveBackward: dLrrLogits is too short: 4 elements from offset 0 reach past its length 3$/);
+    assert.throws(() => solveBwd({ 19: f(0) }), /cubitSolveBackward: dLambda is too short: 1 elements/);
+    assert.throws(() => solveBwd({ 20: 2 }), /cubitSolveBackward: r is too short: 16 elements/);
+    assert.throws(() => solveBwd({ 17: null }), /^TypeError: cubitSolveBackward: lrrLogits needs dLrrLogits, dLrrLower and dLrrRange$/);
+    assert.throws(() => solveBwd({ 14: new Int32Array(8) }), /^TypeError: cubitSolveBackward: argument 15 \(dv\) must be a Float32Array$/);
+    assert.throws(() => solveBwd({ 25: f(4) }), /^TypeError: cubitSolveBackward: argument 26 \(docIds\) must be a Int32Array$/);
+    assert.throws(() => solveBwd({ 21: 2 ** 31 }), /^RangeError: cubitSolveBackward: argument 22 \(H\) must be in \[1, 2\^31\), got 2147483648$/);
+    assert.throws(() => solveBwd({ 24: -1 }), /^TypeError: cubitSolveBackward: argument 25 \(window\) must be a non-negative integer$/);
+    assert.throws(() => solveBwd({ 20: 2 ** 16, 21: 2 ** 15 }), /cubitSolveBackward: B\*H and B\*T must stay below 2\^31/);
+    assert.throws(() => solveBwd({ 20: 2 ** 15, 21: 2 ** 15, 22: 2 ** 15, 23: 2 ** 31 - 1 }), /cubitSolveBackward: sizes .* overflow/);
+    assert.throws(() => (addon.cubitSolveBackward as (...a: unknown[]) => void)(f(8)), /^TypeError: cubitSolveBackward: expected 27 arguments, got 1$/);
+    assert.throws(() => addon.attentionBackward(f(8), f(8), f(8), f(8), f(3), f(8), 1, f(8), f(8), f(8), 1, 1, 4, 2, 0, null, 8),
+      /attentionBackward: lse is too short: 4 elements/);
+    assert.throws(() => addon.krrSolveBackward(f(8), f(8), f(1), f(8), f(4), f(8), f(8), f(8), f(8), f(8), f(1), 2, 1, 2, 2, 0, null, 4),
+      /krrSolveBackward: dLambda is too short: 2 elements/);
   });
 });

@@ -1,8 +1,9 @@
 /* N-API entry point of the cubit native addon (build/Release/cubit_native.node).
  *
- * To add a function: write `CUBIT_NAPI(cubit_napi_myop) { ... }` in your own file (see
- * napi_util.h for argument helpers), declare it below, add a row to `exports`, add the file to
- * binding.gyp's sources, and describe it in src/backends/native/addon.ts (NativeAddon). */
+ * To add a kernel: declare it once in your own file as `KERNEL(cubit_napi_myop, "myOp", ...)`,
+ * its argument table and body (napi_args.h); declare `CUBIT_NAPI(cubit_napi_myop)` below, add a
+ * row to `exports`, add the file to binding.gyp's sources, and describe it in
+ * src/backends/native/addon.ts (NativeAddon). */
 #include "cpu.h"
 #include "napi_util.h"
 #include "threadpool.h"

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "mixer.h"
-#include "mixer_napi.h"
+#include "mixer_napi.h" /* napi_args.h */
 #include "threadpool.h"
 
 typedef struct {
@@ -93,33 +93,29 @@ static double att_flops(const mx_dims *d, int products) {
   return 2.0 * products * (double)d->B * d->H * d->T * span * d->D;
 }
 
-static bool att_scale(napi_env env, napi_value *argv, int i, const char *fn, float *scale) {
-  double s;
-  if (!cubit_arg_double(env, argv, i, fn, "scale", &s)) return false;
-  if (!isfinite(s)) {
+/* The scale at argument i, which must be finite, and the job with dims from the DIMS at v[first]
+ * and masks built. */
+static bool att_job_init(napi_env env, const char *fn, const arg_value *v, int i, int first, att_job *job) {
+  if (!isfinite(X(i))) {
     cubit_throw(env, CUBIT_RANGE_ERROR, "%s: argument %d (scale) must be finite", fn, i + 1);
     return false;
   }
-  *scale = (float)s;
+  *job = (att_job){0};
+  job->d = mx_dims_of(v + first);
+  if (mx_masks_build(&job->d) != 0) {
+    cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
+    return false;
+  }
+  job->K = mx_current_kernels();
   return true;
 }
 
-/* attention(q, k, v, out, lse, scale, B, H, T, D, window, docIds, blockSize) */
-CUBIT_NAPI(cubit_napi_attention) {
-  static const char *fn = "attention";
-  napi_value argv[13];
-  att_job job = {0};
+KERNEL(cubit_napi_attention, "attention", 13, F32("q", "6789"), F32("k", "6789"), F32("v", "6789"),
+       F32("out", "6789"), F32("lse", "678"), NUMBER("scale"), DIMS) {
+  att_job job;
+  if (!att_job_init(env, fn, v, 5, 6, &job)) return NULL;
   mx_dims *d = &job.d;
-  float *q, *k, *v, *o, *lse, scale;
-  if (!cubit_get_args(env, info, fn, 13, argv) || !mx_arg_dims(env, argv, 6, fn, d)) return NULL;
-  size_t n = (size_t)d->B * d->H * d->T * d->D, nl = (size_t)d->B * d->H * d->T;
-  if (!mx_arg_f32(env, argv, 0, fn, "q", n, &q) || !mx_arg_f32(env, argv, 1, fn, "k", n, &k) ||
-      !mx_arg_f32(env, argv, 2, fn, "v", n, &v) || !mx_arg_f32(env, argv, 3, fn, "out", n, &o) ||
-      !mx_arg_f32(env, argv, 4, fn, "lse", nl, &lse) || !att_scale(env, argv, 5, fn, &scale))
-    return NULL;
-  if (mx_masks_build(d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
-  job.K = mx_current_kernels();
-  job.a = (mx_att_args){.q = q, .k = k, .v = v, .o = o, .lse = lse, .scale = scale};
+  job.a = (mx_att_args){.q = F(0), .k = F(1), .v = F(2), .o = F(3), .lse = F(4), .scale = (float)X(5)};
   job.nblocks = (d->T + d->block - 1) / d->block;
   if ((double)job.nblocks * d->B * d->H > INT32_MAX)
     return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: too many row blocks", fn);
@@ -128,26 +124,14 @@ CUBIT_NAPI(cubit_napi_attention) {
   return cubit_undefined(env);
 }
 
-/* attentionBackward(q, k, v, out, lse, g, scale, dq, dk, dv, B, H, T, D, window, docIds,
- *                   blockSize) */
-CUBIT_NAPI(cubit_napi_attention_backward) {
-  static const char *fn = "attentionBackward";
-  napi_value argv[17];
-  att_job job = {0};
+KERNEL(cubit_napi_attention_backward, "attentionBackward", 17, F32("q", "abcd"), F32("k", "abcd"),
+       F32("v", "abcd"), F32("out", "abcd"), F32("lse", "abc"), F32("g", "abcd"), NUMBER("scale"),
+       F32("dq", "abcd"), F32("dk", "abcd"), F32("dv", "abcd"), DIMS) {
+  att_job job;
+  if (!att_job_init(env, fn, v, 6, 10, &job)) return NULL;
   mx_dims *d = &job.d;
-  float *q, *k, *v, *o, *lse, *g, *dq, *dk, *dv, scale;
-  if (!cubit_get_args(env, info, fn, 17, argv) || !mx_arg_dims(env, argv, 10, fn, d)) return NULL;
-  size_t n = (size_t)d->B * d->H * d->T * d->D, nl = (size_t)d->B * d->H * d->T;
-  if (!mx_arg_f32(env, argv, 0, fn, "q", n, &q) || !mx_arg_f32(env, argv, 1, fn, "k", n, &k) ||
-      !mx_arg_f32(env, argv, 2, fn, "v", n, &v) || !mx_arg_f32(env, argv, 3, fn, "out", n, &o) ||
-      !mx_arg_f32(env, argv, 4, fn, "lse", nl, &lse) || !mx_arg_f32(env, argv, 5, fn, "g", n, &g) ||
-      !att_scale(env, argv, 6, fn, &scale) || !mx_arg_f32(env, argv, 7, fn, "dq", n, &dq) ||
-      !mx_arg_f32(env, argv, 8, fn, "dk", n, &dk) || !mx_arg_f32(env, argv, 9, fn, "dv", n, &dv))
-    return NULL;
-  if (mx_masks_build(d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
-  job.K = mx_current_kernels();
-  job.a = (mx_att_args){.q = q, .k = k, .v = v, .out = o, .lse_in = lse, .g = g, .scale = scale,
-                        .dq = dq, .dk = dk, .dv = dv};
+  job.a = (mx_att_args){.q = F(0), .k = F(1), .v = F(2), .out = F(3), .lse_in = F(4), .g = F(5),
+                        .scale = (float)X(6), .dq = F(7), .dk = F(8), .dv = F(9)};
   const int BH = d->B * d->H;
   const double flops = att_flops(d, 5);
   job.G = mx_groups(BH);

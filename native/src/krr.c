@@ -6,7 +6,7 @@
 #include <stdatomic.h>
 
 #include "mixer.h"
-#include "mixer_napi.h"
+#include "mixer_napi.h" /* napi_args.h */
 #include "threadpool.h"
 
 typedef struct {
@@ -105,119 +105,81 @@ static napi_value krr_backward(napi_env env, const char *fn, krr_job *job) {
   return cubit_undefined(env);
 }
 
-/* krrSolve(r, rHat, y, logLambda, x, lse, wxMinusX, B, H, T, D, window, docIds, blockSize) */
-CUBIT_NAPI(cubit_napi_krr_solve) {
-  static const char *fn = "krrSolve";
-  napi_value argv[14];
-  krr_job job = {0};
-  mx_dims *d = &job.d;
-  float *r, *rh, *y, *ll, *x, *lse, *wx;
-  if (!cubit_get_args(env, info, fn, 14, argv) || !mx_arg_dims(env, argv, 7, fn, d)) return NULL;
-  size_t n = (size_t)d->B * d->H * d->T * d->D, nl = (size_t)d->B * d->H * d->T;
-  if (!mx_arg_f32(env, argv, 0, fn, "r", n, &r) || !mx_arg_f32(env, argv, 1, fn, "rHat", n, &rh) ||
-      !mx_arg_f32(env, argv, 2, fn, "y", n, &y) ||
-      !mx_arg_f32(env, argv, 3, fn, "logLambda", (size_t)d->H, &ll) ||
-      !mx_arg_f32(env, argv, 4, fn, "x", n, &x) || !mx_arg_f32(env, argv, 5, fn, "lse", nl, &lse) ||
-      !mx_arg_f32(env, argv, 6, fn, "wxMinusX", n, &wx))
-    return NULL;
-  if (mx_masks_build(d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
-  job.a = (mx_krr_args){.r = r, .rh = rh, .y = y, .loglam = ll, .x = x, .lse = lse, .wx = wx};
+/* A mixer body's job: dims from the DIMS at v[first], masks built. */
+static bool krr_job_init(napi_env env, const char *fn, const arg_value *v, int first, krr_job *job) {
+  *job = (krr_job){0};
+  job->d = mx_dims_of(v + first);
+  if (mx_masks_build(&job->d) == 0) return true;
+  cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
+  return false;
+}
+
+KERNEL(cubit_napi_krr_solve, "krrSolve", 14, F32("r", "789a"), F32("rHat", "789a"), F32("y", "789a"),
+       F32("logLambda", "8"), F32("x", "789a"), F32("lse", "789"), F32("wxMinusX", "789a"), DIMS) {
+  krr_job job;
+  if (!krr_job_init(env, fn, v, 7, &job)) return NULL;
+  job.a = (mx_krr_args){.r = F(0), .rh = F(1), .y = F(2), .loglam = F(3), .x = F(4), .lse = F(5), .wx = F(6)};
   return krr_forward(env, fn, &job);
 }
 
-/* krrSolveBackward(r, rHat, logLambda, x, lse, wxMinusX, g, dr, drHat, dy, dLambda,
- *                  B, H, T, D, window, docIds, blockSize) */
-CUBIT_NAPI(cubit_napi_krr_solve_backward) {
-  static const char *fn = "krrSolveBackward";
-  napi_value argv[18];
-  krr_job job = {0};
-  mx_dims *d = &job.d;
-  float *r, *rh, *ll, *x, *lse, *wx, *g, *dr, *drh, *dy, *dlam;
-  if (!cubit_get_args(env, info, fn, 18, argv) || !mx_arg_dims(env, argv, 11, fn, d)) return NULL;
-  size_t n = (size_t)d->B * d->H * d->T * d->D, nl = (size_t)d->B * d->H * d->T;
-  if (!mx_arg_f32(env, argv, 0, fn, "r", n, &r) || !mx_arg_f32(env, argv, 1, fn, "rHat", n, &rh) ||
-      !mx_arg_f32(env, argv, 2, fn, "logLambda", (size_t)d->H, &ll) ||
-      !mx_arg_f32(env, argv, 3, fn, "x", n, &x) || !mx_arg_f32(env, argv, 4, fn, "lse", nl, &lse) ||
-      !mx_arg_f32(env, argv, 5, fn, "wxMinusX", n, &wx) ||
-      !mx_arg_f32(env, argv, 6, fn, "g", n, &g) || !mx_arg_f32(env, argv, 7, fn, "dr", n, &dr) ||
-      !mx_arg_f32(env, argv, 8, fn, "drHat", n, &drh) || !mx_arg_f32(env, argv, 9, fn, "dy", n, &dy) ||
-      !mx_arg_f32(env, argv, 10, fn, "dLambda", (size_t)d->B * d->H, &dlam))
-    return NULL;
-  if (mx_masks_build(d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
-  job.a = (mx_krr_args){.r = r, .rh = rh, .loglam = ll, .x = x, .lse = lse, .wx = wx, .g = g,
-                        .dr = dr, .drh = drh, .dy = dy, .dlam = dlam};
+KERNEL(cubit_napi_krr_solve_backward, "krrSolveBackward", 18, F32("r", "bcde"), F32("rHat", "bcde"),
+       F32("logLambda", "c"), F32("x", "bcde"), F32("lse", "bcd"), F32("wxMinusX", "bcde"), F32("g", "bcde"),
+       F32("dr", "bcde"), F32("drHat", "bcde"), F32("dy", "bcde"), F32("dLambda", "bc"), DIMS) {
+  krr_job job;
+  if (!krr_job_init(env, fn, v, 11, &job)) return NULL;
+  job.a = (mx_krr_args){.r = F(0), .rh = F(1), .loglam = F(2), .x = F(3), .lse = F(4), .wx = F(5), .g = F(6),
+                        .dr = F(7), .drh = F(8), .dy = F(9), .dlam = F(10)};
   return krr_backward(env, fn, &job);
 }
 
 /* The Cubit solve with its elementwise stages fused in (mixer.h, mx_krr_args). Both entry points
- * start with the same 12 arguments:
- *   r, refScale, v, lrrLogits | null, lrrLower | null, lrrRange | null, logLambda, eps,
- *   x, rHat, lse, wxMinusX
- * (lrrLogits null: no LRR, s = 1), read here into a as the forward uses them. */
-static bool cubit_args(napi_env env, napi_value *argv, const char *fn, const mx_dims *d, mx_krr_args *a) {
-  size_t n = (size_t)d->B * d->H * d->T * d->D, nl = (size_t)d->B * d->H * d->T, H = (size_t)d->H;
-  float *r, *alpha, *v, *z, *lower, *range, *ll, *x, *rh, *lse, *wx;
-  double eps;
-  if (!mx_arg_f32(env, argv, 0, fn, "r", n, &r) || !mx_arg_f32(env, argv, 1, fn, "refScale", H, &alpha) ||
-      !mx_arg_f32(env, argv, 2, fn, "v", n, &v) || !mx_arg_f32_or_null(env, argv, 3, fn, "lrrLogits", nl, &z) ||
-      !mx_arg_f32_or_null(env, argv, 4, fn, "lrrLower", H, &lower) ||
-      !mx_arg_f32_or_null(env, argv, 5, fn, "lrrRange", H, &range) ||
-      !mx_arg_f32(env, argv, 6, fn, "logLambda", H, &ll) || !cubit_arg_double(env, argv, 7, fn, "eps", &eps) ||
-      !mx_arg_f32(env, argv, 8, fn, "x", n, &x) || !mx_arg_f32(env, argv, 9, fn, "rHat", n, &rh) ||
-      !mx_arg_f32(env, argv, 10, fn, "lse", nl, &lse) || !mx_arg_f32(env, argv, 11, fn, "wxMinusX", n, &wx))
-    return false;
-  if (z && (!lower || !range)) {
+ * start with the same 12 arguments (lrrLogits null: no LRR, s = 1); n, nl, h: the positions of
+ * (B, H, T, D), (B, H, T) and H. */
+#define CUBIT_SOLVE_ARGS(n, nl, h)                                                                    \
+  F32("r", n), F32("refScale", h), F32("v", n), F32_OPT("lrrLogits", nl), F32_OPT("lrrLower", h),     \
+  F32_OPT("lrrRange", h), F32("logLambda", h), NUMBER("eps"), F32("x", n), F32("rHat", n),            \
+  F32("lse", nl), F32("wxMinusX", n)
+
+/* The 12 into a, as the forward uses them. */
+static bool cubit_args(napi_env env, const char *fn, const arg_value *v, mx_krr_args *a) {
+  if (F(3) && (!F(4) || !F(5))) {
     cubit_throw(env, CUBIT_TYPE_ERROR, "%s: lrrLogits needs lrrLower and lrrRange", fn);
     return false;
   }
-  if (!(eps > 0 && eps < INFINITY)) {
+  if (!(X(7) > 0 && X(7) < INFINITY)) {
     cubit_throw(env, CUBIT_RANGE_ERROR, "%s: eps must be positive and finite", fn);
     return false;
   }
-  *a = (mx_krr_args){.r = r, .rh = rh, .y = v, .loglam = ll, .x = x, .lse = lse, .wx = wx, .alpha = alpha,
-                     .eps = (float)eps, .rhw = rh, .z = z, .lower = lower, .range = range};
+  *a = (mx_krr_args){.r = F(0), .rh = F(9), .y = F(2), .loglam = F(6), .x = F(8), .lse = F(10), .wx = F(11),
+                     .alpha = F(1), .eps = (float)X(7), .rhw = F(9), .z = F(3), .lower = F(4), .range = F(5)};
   return true;
 }
 
-/* cubitSolve(<the 12>, B, H, T, D, window, docIds, blockSize): writes x, rHat, lse, wxMinusX. */
-CUBIT_NAPI(cubit_napi_cubit_solve) {
-  static const char *fn = "cubitSolve";
-  napi_value argv[19];
-  krr_job job = {0};
-  if (!cubit_get_args(env, info, fn, 19, argv) || !mx_arg_dims(env, argv, 12, fn, &job.d) ||
-      !cubit_args(env, argv, fn, &job.d, &job.a))
-    return NULL;
-  if (mx_masks_build(&job.d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
+/* cubitSolve: writes x, rHat, lse, wxMinusX. */
+KERNEL(cubit_napi_cubit_solve, "cubitSolve", 19, CUBIT_SOLVE_ARGS("cdef", "cde", "d"), DIMS) {
+  krr_job job;
+  mx_krr_args a;
+  if (!cubit_args(env, fn, v, &a) || !krr_job_init(env, fn, v, 12, &job)) return NULL;
+  job.a = a;
   return krr_forward(env, fn, &job);
 }
 
-/* cubitSolveBackward(<the 12>, g, dr, dv, dRefScale, dLrrLogits | null, dLrrLower | null,
- *                    dLrrRange | null, dLambda, B, H, T, D, window, docIds, blockSize)
- * dRefScale, dLrrLower, dLrrRange, dLambda: (B*H), each (b, h)'s part. */
-CUBIT_NAPI(cubit_napi_cubit_solve_backward) {
-  static const char *fn = "cubitSolveBackward";
-  napi_value argv[27];
-  krr_job job = {0};
-  mx_dims *d = &job.d;
-  mx_krr_args *a = &job.a;
-  if (!cubit_get_args(env, info, fn, 27, argv) || !mx_arg_dims(env, argv, 20, fn, d) || !cubit_args(env, argv, fn, d, a))
-    return NULL;
-  size_t n = (size_t)d->B * d->H * d->T * d->D, nl = (size_t)d->B * d->H * d->T, BH = (size_t)d->B * d->H;
-  float *g;
-  if (!mx_arg_f32(env, argv, 12, fn, "g", n, &g) || !mx_arg_f32(env, argv, 13, fn, "dr", n, &a->dr) ||
-      !mx_arg_f32(env, argv, 14, fn, "dv", n, &a->dy) || !mx_arg_f32(env, argv, 15, fn, "dRefScale", BH, &a->dalpha) ||
-      !mx_arg_f32_or_null(env, argv, 16, fn, "dLrrLogits", nl, &a->dz) ||
-      !mx_arg_f32_or_null(env, argv, 17, fn, "dLrrLower", BH, &a->dlower) ||
-      !mx_arg_f32_or_null(env, argv, 18, fn, "dLrrRange", BH, &a->drange) ||
-      !mx_arg_f32(env, argv, 19, fn, "dLambda", BH, &a->dlam))
-    return NULL;
-  a->g = g;
-  if (a->z && (!a->dz || !a->dlower || !a->drange))
+/* cubitSolveBackward: dRefScale, dLrrLower, dLrrRange, dLambda are (B*H), each (b, h)'s part. */
+KERNEL(cubit_napi_cubit_solve_backward, "cubitSolveBackward", 27, CUBIT_SOLVE_ARGS("klmn", "klm", "l"),
+       F32("g", "klmn"), F32("dr", "klmn"), F32("dv", "klmn"), F32("dRefScale", "kl"), F32_OPT("dLrrLogits", "klm"),
+       F32_OPT("dLrrLower", "kl"), F32_OPT("dLrrRange", "kl"), F32("dLambda", "kl"), DIMS) {
+  krr_job job;
+  mx_krr_args a;
+  if (!cubit_args(env, fn, v, &a)) return NULL;
+  a.g = F(12), a.dr = F(13), a.dy = F(14), a.dalpha = F(15), a.dz = F(16), a.dlower = F(17), a.drange = F(18),
+  a.dlam = F(19);
+  if (a.z && (!a.dz || !a.dlower || !a.drange))
     return cubit_throw(env, CUBIT_TYPE_ERROR, "%s: lrrLogits needs dLrrLogits, dLrrLower and dLrrRange", fn);
-  if (mx_masks_build(d) != 0) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
-  a->drh = mx_scratch(11, n); /* dL/dr^, used up block by block */
-  if (!a->drh) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
-  a->rhw = NULL;             /* the backward reads r^ */
-  if (!a->z) a->y = NULL;    /* v is read for dz only */
+  if (!krr_job_init(env, fn, v, 20, &job)) return NULL;
+  job.a = a;
+  job.a.drh = mx_scratch(11, (size_t)N(20) * N(21) * N(22) * N(23)); /* dL/dr^, used up block by block */
+  if (!job.a.drh) return cubit_throw(env, CUBIT_ERROR, "%s: out of memory", fn);
+  job.a.rhw = NULL;                  /* the backward reads r^ */
+  if (!job.a.z) job.a.y = NULL;      /* v is read for dz only */
   return krr_backward(env, fn, &job);
 }

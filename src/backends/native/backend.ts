@@ -76,62 +76,72 @@ export class NativeBackend extends ReferenceBackend {
     this.addon.adamw(f32(param), f32(grad), f32(m), f32(v), length, p.lr, p.beta1, p.beta2, p.eps, p.weightDecay, p.bc1, p.bc2);
   }
 
-  // ---- sequence mixers (native/src/krr.c, attention.c): streamed, no T×T buffer; float32 only
+  // ---- sequence mixers (native/src/krr.c, attention.c): streamed, no T×T buffer; float32 only,
+  // through mixer() below
 
   override krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, d: MixerDims): SavedState {
-    if (!isF32(r, rHat, y, logLambda, x) || !idsOk(d)) return super.krrSolve(r, rHat, y, logLambda, x, d);
-    const lse = this.alloc('float32', d.B * d.H * d.T), wxMinusX = this.alloc('float32', r.length);
-    this.addon.krrSolve(f32(r), f32(rHat), f32(y), f32(logLambda), f32(x), f32(lse), f32(wxMinusX),
-      d.B, d.H, d.T, d.D, d.window, ids(d), this.blockSize);
-    return { storages: [lse, wxMinusX] };
+    const lse = fresh(d.B * d.H * d.T), wxMinusX = fresh(r.length);
+    const storages = this.mixer('krrSolve', [r, rHat, y, logLambda, x, lse, wxMinusX], d);
+    return storages ? { storages } : super.krrSolve(r, rHat, y, logLambda, x, d);
   }
   override krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, saved: SavedState, g: Storage,
     dr: Storage, drHat: Storage, dy: Storage, dLambda: Storage, d: MixerDims): void {
     const [lse, wxMinusX] = saved.storages;
-    if (!isF32(r, rHat, logLambda, x, lse, wxMinusX, g, dr, drHat, dy, dLambda) || !idsOk(d)) {
-      return super.krrSolveBackward(r, rHat, logLambda, x, saved, g, dr, drHat, dy, dLambda, d);
+    if (!this.mixer('krrSolveBackward', [r, rHat, logLambda, x, lse, wxMinusX, g, dr, drHat, dy, dLambda], d)) {
+      super.krrSolveBackward(r, rHat, logLambda, x, saved, g, dr, drHat, dy, dLambda, d);
     }
-    this.addon.krrSolveBackward(f32(r), f32(rHat), f32(logLambda), f32(x), f32(lse), f32(wxMinusX), f32(g),
-      f32(dr), f32(drHat), f32(dy), f32(dLambda), d.B, d.H, d.T, d.D, d.window, ids(d), this.blockSize);
   }
   override cubitSolve(r: Storage, refScale: Storage, v: Storage, lrr: LrrStorages | null, logLambda: Storage, eps: number,
     x: Storage, d: MixerDims): SavedState {
-    if (!isF32(r, refScale, v, logLambda, x) || (lrr && !isF32(lrr.logits, lrr.lower, lrr.range)) || !idsOk(d)) {
-      return super.cubitSolve(r, refScale, v, lrr, logLambda, eps, x, d);
-    }
-    const rHat = this.alloc('float32', r.length), lse = this.alloc('float32', d.B * d.H * d.T), wxMinusX = this.alloc('float32', r.length);
-    this.addon.cubitSolve(f32(r), f32(refScale), f32(v), lrr && f32(lrr.logits), lrr && f32(lrr.lower), lrr && f32(lrr.range),
-      f32(logLambda), eps, f32(x), f32(rHat), f32(lse), f32(wxMinusX), d.B, d.H, d.T, d.D, d.window, ids(d), this.blockSize);
-    return { storages: [rHat, lse, wxMinusX] };
+    const rHat = fresh(r.length), lse = fresh(d.B * d.H * d.T), wxMinusX = fresh(r.length);
+    const storages = this.mixer('cubitSolve', [r, refScale, v, lrr?.logits ?? null, lrr?.lower ?? null, lrr?.range ?? null,
+      logLambda, eps, x, rHat, lse, wxMinusX], d);
+    return storages ? { storages } : super.cubitSolve(r, refScale, v, lrr, logLambda, eps, x, d);
   }
   override cubitSolveBackward(r: Storage, refScale: Storage, v: Storage, lrr: LrrStorages | null, logLambda: Storage, eps: number,
     x: Storage, saved: SavedState, g: Storage,
     dr: Storage, dv: Storage, dRefScale: Storage, lrrGrads: LrrGradStorages | null, dLambda: Storage, d: MixerDims): void {
     const [rHat, lse, wxMinusX] = saved.storages;
-    if (!isF32(r, refScale, v, logLambda, x, rHat, lse, wxMinusX, g, dr, dv, dRefScale, dLambda) ||
-      (lrr && !isF32(lrr.logits, lrr.lower, lrr.range)) ||
-      (lrrGrads && !isF32(lrrGrads.dLogits, lrrGrads.dLower, lrrGrads.dRange)) || !idsOk(d)) {
-      return super.cubitSolveBackward(r, refScale, v, lrr, logLambda, eps, x, saved, g, dr, dv, dRefScale, lrrGrads, dLambda, d);
+    if (!this.mixer('cubitSolveBackward', [r, refScale, v, lrr?.logits ?? null, lrr?.lower ?? null, lrr?.range ?? null,
+      logLambda, eps, x, rHat, lse, wxMinusX, g, dr, dv, dRefScale,
+      lrrGrads?.dLogits ?? null, lrrGrads?.dLower ?? null, lrrGrads?.dRange ?? null, dLambda], d)) {
+      super.cubitSolveBackward(r, refScale, v, lrr, logLambda, eps, x, saved, g, dr, dv, dRefScale, lrrGrads, dLambda, d);
     }
-    this.addon.cubitSolveBackward(f32(r), f32(refScale), f32(v), lrr && f32(lrr.logits), lrr && f32(lrr.lower), lrr && f32(lrr.range),
-      f32(logLambda), eps, f32(x), f32(rHat), f32(lse), f32(wxMinusX), f32(g), f32(dr), f32(dv), f32(dRefScale),
-      lrrGrads && f32(lrrGrads.dLogits), lrrGrads && f32(lrrGrads.dLower), lrrGrads && f32(lrrGrads.dRange), f32(dLambda),
-      d.B, d.H, d.T, d.D, d.window, ids(d), this.blockSize);
   }
   override attention(q: Storage, k: Storage, v: Storage, out: Storage, scale: number, d: MixerDims): SavedState {
-    if (!isF32(q, k, v, out) || !idsOk(d)) return super.attention(q, k, v, out, scale, d);
-    const lse = this.alloc('float32', d.B * d.H * d.T);
-    this.addon.attention(f32(q), f32(k), f32(v), f32(out), f32(lse), scale, d.B, d.H, d.T, d.D, d.window, ids(d), this.blockSize);
-    return { storages: [lse] };
+    const storages = this.mixer('attention', [q, k, v, out, fresh(d.B * d.H * d.T), scale], d);
+    return storages ? { storages } : super.attention(q, k, v, out, scale, d);
   }
   override attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, saved: SavedState, g: Storage, scale: number,
     dq: Storage, dk: Storage, dv: Storage, d: MixerDims): void {
     const [lse] = saved.storages;
-    if (!isF32(q, k, v, out, lse, g, dq, dk, dv) || !idsOk(d)) return super.attentionBackward(q, k, v, out, saved, g, scale, dq, dk, dv, d);
-    this.addon.attentionBackward(f32(q), f32(k), f32(v), f32(out), f32(lse), f32(g), scale, f32(dq), f32(dk), f32(dv),
-      d.B, d.H, d.T, d.D, d.window, ids(d), this.blockSize);
+    if (!this.mixer('attentionBackward', [q, k, v, out, lse, g, scale, dq, dk, dv], d)) {
+      super.attentionBackward(q, k, v, out, saved, g, scale, dq, dk, dv, d);
+    }
+  }
+
+  /**
+   * Calls mixer kernel `name` of the addon with `args` (storages as their float32 arrays; a Fresh
+   * as a new float32 storage of its length) followed by d spelled out and blockSize. Returns the
+   * new storages in order, or null, calling nothing and allocating nothing, when the call is not
+   * the addon's (a storage not float32, docIds not int32). Kept apart from marshal() so that its
+   * call sites, hot with the many small forwarded kernels, see only their arguments.
+   */
+  private mixer(name: MixerKernel, args: readonly (Storage | Fresh | number | null)[], d: MixerDims): Storage[] | null {
+    if (!idsOk(d) || args.some((a) => a instanceof CpuStorage && a.dtype !== 'float32')) return null;
+    const made: Storage[] = [];
+    const native = args.map((a) => (a instanceof Fresh ? f32(made[made.length] = this.alloc('float32', a.length)) : a instanceof CpuStorage ? a.data : a));
+    (this.addon[name] as (...a: unknown[]) => void)(...native, d.B, d.H, d.T, d.D, d.window, ids(d), this.blockSize);
+    return made;
   }
 }
+
+/** The addon's mixer kernels: the arguments given to NativeBackend.mixer, then the dims. */
+type MixerKernel = 'krrSolve' | 'krrSolveBackward' | 'cubitSolve' | 'cubitSolveBackward' | 'attention' | 'attentionBackward';
+
+/** An output a mixer kernel writes that NativeBackend.mixer allocates (float32, `length` elements). */
+class Fresh { constructor(readonly length: number) {} }
+const fresh = (length: number): Fresh => new Fresh(length);
 
 /**
  * Kernels whose addon function (native/src/kernels_nn_napi.c, one argument table each) takes the
