@@ -526,5 +526,23 @@ describe('native non-GEMM kernels vs reference, float32', nativeTestOptions(), (
     assert.throws(() => a.where(new Float64Array(10) as unknown as Float32Array, [1], x, [1], x, [1], o, [10]), /where: argument 1 \(cond\) must be a Float32Array or an Int32Array/);
     assert.throws(() => (a.swiglu as (...args: unknown[]) => void)(x, x, o), /swiglu: expected 4 arguments, got 3/);
     assert.throws(() => a.rotary!(x, x, x, o, 1, 1, 1, 3, 0, false, false, false), /rotary: argument 8 \(D\) must be even/);
+    // splitHeads / mergeHeads (kernels_heads.c): list arguments, then the checks the table cannot say.
+    const y = new Float32Array(36), o1 = new Float32Array(24), o2 = new Float32Array(12), tab = new Float32Array(6);
+    const split = (outs: unknown, heads: number[], dims: number[], rotate: number[], cs: Float32Array | null, offset = 0): void =>
+      a.splitHeads!(y, outs as Float32Array[], 2, 3, heads, dims, rotate, cs, tab, offset);
+    assert.doesNotThrow(() => split([o1, o2], [1, 1], [4, 2], [1, 0], tab));
+    assert.doesNotThrow(() => a.mergeHeads!([o1, null], y, 2, 3, [1, 1], [4, 2], [1, 0], tab, tab, 0));
+    assert.throws(() => split(5, [1, 1], [4, 2], [1, 0], tab), /splitHeads: outs must be an array/);
+    assert.throws(() => split([o1, 3], [1, 1], [4, 2], [1, 0], tab), /splitHeads: outs\[1\] must be a Float32Array/);
+    assert.throws(() => split(new Array(17).fill(o1), [1, 1], [4, 2], [1, 0], tab), /splitHeads: outs has 17 entries; at most 16/);
+    assert.throws(() => split([o1], [1, 1], [4, 2], [1, 0], tab), /one entry per part \(1 to 16\)/);
+    assert.throws(() => split([o1, o2], [0, 1], [4, 2], [1, 0], tab), /splitHeads: heads\[0\] must be an integer >= 1/);
+    assert.throws(() => split([o1, o2], [1, 1], [4, 2], [1, 0], null), /splitHeads: cos must be a Float32Array/);
+    assert.throws(() => split([o1, o2], [1, 1], [4, 2], [1, 0], tab, 1), /splitHeads: cos is too short: 6 elements, need 8/);
+    assert.throws(() => split([o1, o2], [1, 1], [3, 3], [1, 0], tab), /part 0 rotates an odd dim 3/);
+    assert.throws(() => split([o1, o2], [1, 1], [4, 2], [1, 1], tab), /the rotated parts must share one dim/);
+    assert.throws(() => split([o1, o2.subarray(1)], [1, 1], [4, 2], [1, 0], tab), /splitHeads: outs\[1\] is too short: 11 elements, need 12/);
+    assert.throws(() => split([o1, y], [1, 1], [4, 2], [1, 0], tab), /splitHeads: outs\[1\] overlaps the token rows/);
+    assert.throws(() => a.mergeHeads!([o1, o2], y.subarray(1), 2, 3, [1, 1], [4, 2], [1, 0], tab, tab, 0), /mergeHeads: out is too short: 35 elements, need 36/);
   });
 });

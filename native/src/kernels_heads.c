@@ -11,12 +11,13 @@
  * row (double, exact products, one rounding), so the bits equal Backend.rotary's and the
  * reference's. */
 #include "kernels_nn.h"
-#include "napi_util.h"
+#include "napi_args.h"
 #include "threadpool.h"
 
 #include <string.h>
 
 #define HEADS_MAX_PARTS 16
+_Static_assert(HEADS_MAX_PARTS <= ARG_MAX_LIST, "the parts must fit a list argument");
 
 typedef struct {
   const nn_kernels *k;
@@ -76,82 +77,20 @@ static void heads_run(heads_ctx *c) {
 
 /* ---- N-API -------------------------------------------------------------------------------- */
 
-/* An array of `n` integers >= lo. */
-static bool heads_ints(napi_env env, napi_value arr, const char *fn, const char *name, uint32_t n, int64_t lo,
-                       int64_t *out) {
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value e;
-    int64_t v;
-    if (napi_get_element(env, arr, i, &e) != napi_ok || napi_get_value_int64(env, e, &v) != napi_ok || v < lo) {
-      cubit_throw(env, CUBIT_TYPE_ERROR, "%s: %s[%u] must be an integer >= %lld", fn, name, i, (long long)lo);
-      return false;
-    }
-    out[i] = v;
-  }
-  return true;
-}
-
-static bool heads_len(napi_env env, napi_value arr, const char *fn, const char *name, uint32_t *n) {
-  bool is_array = false;
-  if (napi_is_array(env, arr, &is_array) != napi_ok || !is_array || napi_get_array_length(env, arr, n) != napi_ok) {
-    cubit_throw(env, CUBIT_TYPE_ERROR, "%s: %s must be an array", fn, name);
-    return false;
-  }
-  return true;
-}
-
-static bool heads_nullish(napi_env env, napi_value v) {
-  napi_valuetype t;
-  return napi_typeof(env, v, &t) == napi_ok && (t == napi_null || t == napi_undefined);
-}
-
-/* A Float32Array (or, when `nullable`, null) of at least `need` elements. */
-static bool heads_f32(napi_env env, napi_value v, const char *fn, const char *name, int idx, bool nullable,
-                      size_t need, float **data) {
-  if (nullable && heads_nullish(env, v)) { *data = NULL; return true; }
-  bool is_ta = false;
-  napi_typedarray_type type;
-  size_t len = 0;
-  void *p = NULL;
-  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta ||
-      napi_get_typedarray_info(env, v, &type, &len, &p, NULL, NULL) != napi_ok || type != napi_float32_array) {
-    cubit_throw(env, CUBIT_TYPE_ERROR, idx >= 0 ? "%s: %s[%d] must be a Float32Array%s" : "%s: %s must be a Float32Array%s",
-                fn, name, idx, nullable ? " or null" : "");
-    return false;
-  }
-  if (len < need) {
-    cubit_throw(env, CUBIT_RANGE_ERROR, idx >= 0 ? "%s: %s[%d] is too short: %zu elements, need %zu" : "%s: %s is too short: %zu elements, need %zu",
-                fn, name, idx, len, need);
-    return false;
-  }
-  *data = p;
-  return true;
-}
-
 /* splitHeads(y, outs, B, T, heads, dims, rotate, cos, sin, offset) and
  * mergeHeads(xs, out, B, T, heads, dims, rotate, cos, sin, offset): the token side (B·T, C) with
  * C = Σ heads[p]·dims[p]; part p's heads side (B, heads[p], T, dims[p]); rotate[p] 0/1; cos/sin
- * null or (≥ offset + T, D/2) for the rotated parts' D. mergeHeads' xs[p] may be null (zeros). */
-static napi_value heads_napi(napi_env env, napi_callback_info info, const char *fn, int merge) {
-  napi_value argv[10];
-  if (!cubit_get_args(env, info, fn, 10, argv)) return NULL;
-  int64_t B, T, offset;
-  if (!cubit_arg_index(env, argv, 2, fn, "B", &B) || !cubit_arg_index(env, argv, 3, fn, "T", &T) ||
-      !cubit_arg_index(env, argv, 9, fn, "offset", &offset))
-    return NULL;
-  const napi_value heads_side = merge ? argv[0] : argv[1];
+ * null or (≥ offset + T, D/2) for the rotated parts' D. mergeHeads' xs[p] may be null (zeros).
+ * The tables read every argument; this checks what they cannot: the per-part counts and sizes,
+ * the rotated dims, the tables' rows and the overlaps. */
+static napi_value heads_body(napi_env env, const char *fn, arg_value *v, int merge) {
+  const int side = merge ? 0 : 1, tok_arg = merge ? 1 : 0;
   const char *heads_name = merge ? "xs" : "outs";
-  uint32_t n, n2, n3, n4;
-  if (!heads_len(env, heads_side, fn, heads_name, &n) || !heads_len(env, argv[4], fn, "heads", &n2) ||
-      !heads_len(env, argv[5], fn, "dims", &n3) || !heads_len(env, argv[6], fn, "rotate", &n4))
-    return NULL;
-  if (n == 0 || n > HEADS_MAX_PARTS || n2 != n || n3 != n || n4 != n)
+  const int64_t B = N(2), T = N(3), offset = N(9);
+  const size_t n = LN(side);
+  if (n == 0 || n > HEADS_MAX_PARTS || LN(4) != n || LN(5) != n || LN(6) != n)
     return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: %s, heads, dims and rotate must have one entry per part (1 to %d)", fn,
                        heads_name, HEADS_MAX_PARTS);
-  int64_t H[HEADS_MAX_PARTS], D[HEADS_MAX_PARTS], R[HEADS_MAX_PARTS];
-  if (!heads_ints(env, argv[4], fn, "heads", n, 1, H) || !heads_ints(env, argv[5], fn, "dims", n, 1, D) ||
-      !heads_ints(env, argv[6], fn, "rotate", n, 0, R))
-    return NULL;
   if (B > (int64_t)1 << 40 || T > (int64_t)1 << 40) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: B or T is too large", fn);
   heads_ctx c;
   memset(&c, 0, sizeof c);
@@ -163,38 +102,44 @@ static napi_value heads_napi(napi_env env, napi_callback_info info, const char *
   c.rows = (size_t)B * (size_t)T;
   bool any_rot = false;
   size_t rot_half = 0, C = 0;
-  for (uint32_t p = 0; p < n; p++) {
-    if (H[p] > (int64_t)1 << 20 || D[p] > (int64_t)1 << 20) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: part %u is too large", fn, p);
-    c.heads[p] = (size_t)H[p];
-    c.dims[p] = (size_t)D[p];
-    c.rotate[p] = R[p] != 0;
-    C += (size_t)(H[p] * D[p]);
+  for (size_t p = 0; p < n; p++) {
+    const int64_t H = LI(4, p), D = LI(5, p);
+    if (H > (int64_t)1 << 20 || D > (int64_t)1 << 20) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: part %zu is too large", fn, p);
+    c.heads[p] = (size_t)H;
+    c.dims[p] = (size_t)D;
+    c.rotate[p] = LI(6, p) != 0;
+    C += (size_t)(H * D);
     if (!c.rotate[p]) continue;
-    if (D[p] % 2 != 0) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: part %u rotates an odd dim %lld", fn, p, (long long)D[p]);
-    if (any_rot && (size_t)D[p] / 2 != rot_half)
+    if (D % 2 != 0) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: part %zu rotates an odd dim %lld", fn, p, (long long)D);
+    if (any_rot && (size_t)D / 2 != rot_half)
       return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: the rotated parts must share one dim (the tables')", fn);
     any_rot = true;
-    rot_half = (size_t)D[p] / 2;
+    rot_half = (size_t)D / 2;
   }
   c.C = C;
   if (any_rot) {
-    float *cs, *sn;
     const size_t tab = ((size_t)offset + (size_t)T) * rot_half;
-    if (!heads_f32(env, argv[7], fn, "cos", -1, false, tab, &cs) || !heads_f32(env, argv[8], fn, "sin", -1, false, tab, &sn))
-      return NULL;
-    c.cos = cs;
-    c.sin = sn;
+    for (int i = 7; i <= 8; i++) {
+      const char *name = i == 7 ? "cos" : "sin";
+      if (!F(i)) return cubit_throw(env, CUBIT_TYPE_ERROR, "%s: %s must be a Float32Array", fn, name);
+      if (v[i].len < tab)
+        return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: %s is too short: %zu elements, need %zu", fn, name, v[i].len, tab);
+    }
+    c.cos = F(7);
+    c.sin = F(8);
   }
-  float *tok;
-  if (!heads_f32(env, merge ? argv[1] : argv[0], fn, merge ? "out" : "y", -1, false, c.rows * C, &tok)) return NULL;
+  float *tok = F(tok_arg);
+  if (v[tok_arg].len < c.rows * C)
+    return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: %s is too short: %zu elements, need %zu", fn, merge ? "out" : "y",
+                       v[tok_arg].len, c.rows * C);
   const float *lo = tok, *hi = tok + c.rows * C;
-  for (uint32_t p = 0; p < n; p++) {
-    napi_value e;
-    float *a;
+  for (size_t p = 0; p < n; p++) {
+    float *a = LF(side, p);
     const size_t need = c.rows * c.heads[p] * c.dims[p];
-    if (napi_get_element(env, heads_side, p, &e) != napi_ok || !heads_f32(env, e, fn, heads_name, (int)p, merge, need, &a))
-      return NULL;
-    if (a && a < hi && lo < a + need) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: %s[%u] overlaps the token rows", fn, heads_name, p);
+    if (a && LL(side, p) < need)
+      return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: %s[%zu] is too short: %zu elements, need %zu", fn, heads_name, p,
+                         LL(side, p), need);
+    if (a && a < hi && lo < a + need) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: %s[%zu] overlaps the token rows", fn, heads_name, p);
     if (merge) c.head_in[p] = a;
     else c.head_out[p] = a;
   }
@@ -204,5 +149,14 @@ static napi_value heads_napi(napi_env env, napi_callback_info info, const char *
   return cubit_undefined(env);
 }
 
-CUBIT_NAPI(cubit_napi_split_heads) { return heads_napi(env, info, "splitHeads", 0); }
-CUBIT_NAPI(cubit_napi_merge_heads) { return heads_napi(env, info, "mergeHeads", 1); }
+KERNEL(cubit_napi_split_heads, "splitHeads", 10, F32("y", NULL), F32_LIST("outs"), INDEX("B"), INDEX("T"),
+       INT_LIST("heads", 1), INT_LIST("dims", 1), INT_LIST("rotate", 0), F32_OPT("cos", NULL), F32_OPT("sin", NULL),
+       INDEX("offset")) {
+  return heads_body(env, fn, v, 0);
+}
+
+KERNEL(cubit_napi_merge_heads, "mergeHeads", 10, F32_LIST_OPT("xs"), F32("out", NULL), INDEX("B"), INDEX("T"),
+       INT_LIST("heads", 1), INT_LIST("dims", 1), INT_LIST("rotate", 0), F32_OPT("cos", NULL), F32_OPT("sin", NULL),
+       INDEX("offset")) {
+  return heads_body(env, fn, v, 1);
+}

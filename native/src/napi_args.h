@@ -19,6 +19,8 @@
 #define MAX_ARGS 27
 /* Highest rank of a SHAPE / STRIDES argument (kernels_nn.h's NN_MAX_RANK). */
 #define ARG_MAX_RANK 8
+/* Most entries of a list argument (ARG_F32_LIST / ARG_INT_LIST: kernels_heads.c's parts). */
+#define ARG_MAX_LIST 16
 
 /* ---- checks shared by the marshaller and the kernels ---------------------------------------- */
 
@@ -92,6 +94,9 @@ typedef enum {
   ARG_STRIDES, /* array of at most ARG_MAX_RANK integers */
   ARG_DIMS,    /* a mixer's B, H, T, D, window, docIds, blockSize: seven arguments, see arg_mixer_dims */
   ARG_DIMS_REST, /* the six after ARG_DIMS (read with it) */
+  ARG_F32_LIST,     /* array of at most ARG_MAX_LIST Float32Arrays */
+  ARG_F32_LIST_OPT, /* the same, each entry a Float32Array or null / undefined (NULL) */
+  ARG_INT_LIST,     /* array of at most ARG_MAX_LIST integers >= the spec's `ops` */
 } arg_kind;
 
 /* An array's `size` lists argument positions (base-36 digits, 0-9 then a-z) whose integer values
@@ -117,7 +122,8 @@ typedef struct {
   double x;    /* numbers */
   bool b;      /* booleans; ARG_ANY: true for an Int32Array */
   bool absent; /* ARG_F32_OPT given as null / undefined */
-  int64_t dims[ARG_MAX_RANK];
+  int64_t dims[ARG_MAX_LIST]; /* shapes, int lists: the entries; F32 lists: their lengths */
+  float *list[ARG_MAX_LIST];   /* F32 lists: the arrays (NULL for a null entry) */
 } arg_value;
 
 #define F32(name, size) {ARG_F32, name, size, 0}
@@ -130,6 +136,9 @@ typedef struct {
 #define OP(count) {ARG_OP, "op", NULL, count}
 #define SHAPE(name) {ARG_SHAPE, name, NULL, 0}
 #define STRIDES(name) {ARG_STRIDES, name, NULL, 0}
+#define F32_LIST(name) {ARG_F32_LIST, name, NULL, 0}
+#define F32_LIST_OPT(name) {ARG_F32_LIST_OPT, name, NULL, 0}
+#define INT_LIST(name, lo) {ARG_INT_LIST, name, NULL, lo}
 /* A mixer's (B, H, T, D, window, docIds, blockSize); array sizes may name B, H, T and D. */
 #define DIMS                                                                                    \
   {ARG_DIMS, "B", NULL, 0}, {ARG_DIMS_REST, "H", NULL, 0}, {ARG_DIMS_REST, "T", NULL, 0},        \
@@ -176,6 +185,60 @@ static inline bool arg_mixer_dims(napi_env env, napi_value *argv, int i, const c
       return false;
     }
   }
+  return true;
+}
+
+/* A list argument (ARG_F32_LIST / _OPT / ARG_INT_LIST) into v: count in len, entries in dims /
+ * list. Size checks per entry are the kernel's. */
+static inline bool arg_list(napi_env env, napi_value *argv, int i, const char *fn, const arg_spec *a,
+                            arg_value *v) {
+  bool is_array = false;
+  uint32_t n = 0;
+  if (napi_is_array(env, argv[i], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[i], &n) != napi_ok) {
+    cubit_throw(env, CUBIT_TYPE_ERROR, "%s: %s must be an array", fn, a->name);
+    return false;
+  }
+  if (n > ARG_MAX_LIST) {
+    cubit_throw(env, CUBIT_RANGE_ERROR, "%s: %s has %u entries; at most %d are supported", fn,
+                a->name, n, ARG_MAX_LIST);
+    return false;
+  }
+  for (uint32_t p = 0; p < n; p++) {
+    napi_value e;
+    if (napi_get_element(env, argv[i], p, &e) != napi_ok) return false;
+    if (a->kind == ARG_INT_LIST) {
+      double x;
+      if (napi_get_value_double(env, e, &x) != napi_ok || x != floor(x) ||
+          !(fabs(x) <= CUBIT_MAX_SAFE_INTEGER) || x < a->ops) {
+        cubit_throw(env, CUBIT_TYPE_ERROR, "%s: %s[%u] must be an integer >= %d", fn, a->name, p, a->ops);
+        return false;
+      }
+      v->dims[p] = (int64_t)x;
+      continue;
+    }
+    napi_valuetype t;
+    const bool nullable = a->kind == ARG_F32_LIST_OPT;
+    if (nullable && napi_typeof(env, e, &t) == napi_ok && (t == napi_null || t == napi_undefined)) {
+      v->list[p] = NULL;
+      v->dims[p] = 0;
+      continue;
+    }
+    bool is_ta = false;
+    napi_typedarray_type type;
+    size_t len = 0;
+    void *data = NULL;
+    if (napi_is_typedarray(env, e, &is_ta) != napi_ok || !is_ta ||
+        napi_get_typedarray_info(env, e, &type, &len, &data, NULL, NULL) != napi_ok ||
+        type != napi_float32_array) {
+      cubit_throw(env, CUBIT_TYPE_ERROR, "%s: %s[%u] must be a Float32Array%s", fn, a->name, p,
+                  nullable ? " or null" : "");
+      return false;
+    }
+    v->list[p] = data;
+    v->dims[p] = (int64_t)len;
+  }
+  v->len = n;
   return true;
 }
 
@@ -226,6 +289,9 @@ static inline bool arg_one(napi_env env, napi_value *argv, int i, const char *fn
     }
     case ARG_DIMS: return arg_mixer_dims(env, argv, i, fn, v);
     case ARG_DIMS_REST: return true;
+    case ARG_F32_LIST:
+    case ARG_F32_LIST_OPT:
+    case ARG_INT_LIST: return arg_list(env, argv, i, fn, a, v);
   }
   return false;
 }
@@ -272,5 +338,10 @@ static inline bool marshal(napi_env env, napi_callback_info info, const kernel_s
 #define Z(i) ((size_t)v[i].n)
 #define X(i) (v[i].x)
 #define B(i) (v[i].b)
+/* List i's count, entry p (an integer, or an F32 list's array and its length). */
+#define LN(i) (v[i].len)
+#define LI(i, p) (v[i].dims[p])
+#define LF(i, p) (v[i].list[p])
+#define LL(i, p) ((size_t)v[i].dims[p])
 
 #endif
