@@ -165,13 +165,13 @@ describe('3. config.json is checked against limits and the safetensors headers b
   });
 
   for (const [field, value, re] of [
-    ['dModel', 32768, /parameter 'blocks\.0\.ffn\.\w+\.weight' .* over the limit|over the limit/],
+    ['dModel', 32768, /parameter 'blocks\.0\.ffn\.\w+\.weight' .* over the limit/],
     ['nLayers', 1e9, /nLayers 1000000000 exceeds the limit 1024/],
     ['vocabSize', 1e9, /vocabSize 1000000000 exceeds the limit 16777216/],
   ] as const) {
     test(`${field} ${value}: one line naming the file and the field, in every reader`, async () => {
       const out = await bigConfig(`limit-${field}`, field === 'dModel' ? { dModel: value, ffnHidden: undefined } : { [field]: value });
-      const full = new RegExp(`config\\.json: model config: .*${re.source}`);
+      const full = new RegExp(`config\\.json: model config: .*(?:${re.source})`);
       assert.throws(() => readCheckpointInfo(resolveCheckpoint(out)), oneLine(full));
       assert.throws(() => summarizeCheckpoint(out), oneLine(full));
       assert.throws(() => loadModel(out), oneLine(full));

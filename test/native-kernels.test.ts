@@ -544,5 +544,10 @@ describe('native non-GEMM kernels vs reference, float32', nativeTestOptions(), (
     assert.throws(() => split([o1, o2.subarray(1)], [1, 1], [4, 2], [1, 0], tab), /splitHeads: outs\[1\] is too short: 11 elements, need 12/);
     assert.throws(() => split([o1, y], [1, 1], [4, 2], [1, 0], tab), /splitHeads: outs\[1\] overlaps the token rows/);
     assert.throws(() => a.mergeHeads!([o1, o2], y.subarray(1), 2, 3, [1, 1], [4, 2], [1, 0], tab, tab, 0), /mergeHeads: out is too short: 35 elements, need 36/);
+    // Sizes whose product wraps a size_t must be refused, not checked modulo 2^64 (this wrapped to
+    // the array's length and wrote past it).
+    const big = Array(7).fill(1 << 20), none = Array(7).fill(0);
+    assert.throws(() => a.mergeHeads!(Array(7).fill(null), y, 3, 2 ** 20, big, big, none, null, null, 0), /mergeHeads: B\*T\*C is too large/);
+    assert.throws(() => split([o1, o2], [1, 1], [2 ** 20, 2], [1, 0], tab, 2 ** 50), /splitHeads: \(offset \+ T\) \* D\/2 is too large/);
   });
 });

@@ -83,6 +83,9 @@ static void heads_run(heads_ctx *c) {
  * null or (≥ offset + T, D/2) for the rotated parts' D. mergeHeads' xs[p] may be null (zeros).
  * The tables read every argument; this checks what they cannot: the per-part counts and sizes,
  * the rotated dims, the tables' rows and the overlaps. */
+/* a·b, false when it does not fit a size_t (the lengths checked against it would wrap). */
+static bool heads_mul(size_t a, size_t b, size_t *out) { return !__builtin_mul_overflow(a, b, out); }
+
 static napi_value heads_body(napi_env env, const char *fn, arg_value *v, int merge) {
   const int side = merge ? 0 : 1, tok_arg = merge ? 1 : 0;
   const char *heads_name = merge ? "xs" : "outs";
@@ -99,7 +102,7 @@ static napi_value heads_body(napi_env env, const char *fn, arg_value *v, int mer
   c.merge = merge;
   c.T = (size_t)T;
   c.offset = (size_t)offset;
-  c.rows = (size_t)B * (size_t)T;
+  if (!heads_mul((size_t)B, (size_t)T, &c.rows)) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: B*T is too large", fn);
   bool any_rot = false;
   size_t rot_half = 0, C = 0;
   for (size_t p = 0; p < n; p++) {
@@ -118,7 +121,9 @@ static napi_value heads_body(napi_env env, const char *fn, arg_value *v, int mer
   }
   c.C = C;
   if (any_rot) {
-    const size_t tab = ((size_t)offset + (size_t)T) * rot_half;
+    size_t tab;
+    if (!heads_mul((size_t)offset + (size_t)T, rot_half, &tab))
+      return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: (offset + T) * D/2 is too large", fn);
     for (int i = 7; i <= 8; i++) {
       const char *name = i == 7 ? "cos" : "sin";
       if (!F(i)) return cubit_throw(env, CUBIT_TYPE_ERROR, "%s: %s must be a Float32Array", fn, name);
@@ -129,13 +134,16 @@ static napi_value heads_body(napi_env env, const char *fn, arg_value *v, int mer
     c.sin = F(8);
   }
   float *tok = F(tok_arg);
-  if (v[tok_arg].len < c.rows * C)
+  size_t tok_need;
+  if (!heads_mul(c.rows, C, &tok_need)) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: B*T*C is too large", fn);
+  if (v[tok_arg].len < tok_need)
     return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: %s is too short: %zu elements, need %zu", fn, merge ? "out" : "y",
-                       v[tok_arg].len, c.rows * C);
-  const float *lo = tok, *hi = tok + c.rows * C;
+                       v[tok_arg].len, tok_need);
+  const float *lo = tok, *hi = tok + tok_need;
   for (size_t p = 0; p < n; p++) {
     float *a = LF(side, p);
-    const size_t need = c.rows * c.heads[p] * c.dims[p];
+    size_t need; /* at most tok_need, which fits: C sums heads[p]·dims[p] */
+    if (!heads_mul(c.rows, c.heads[p] * c.dims[p], &need)) return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: B*T*C is too large", fn);
     if (a && LL(side, p) < need)
       return cubit_throw(env, CUBIT_RANGE_ERROR, "%s: %s[%zu] is too short: %zu elements, need %zu", fn, heads_name, p,
                          LL(side, p), need);
@@ -145,7 +153,7 @@ static napi_value heads_body(napi_env env, const char *fn, arg_value *v, int mer
   }
   if (merge) c.tok_out = tok;
   else c.tok_in = tok;
-  if (c.rows * C > 0) heads_run(&c);
+  if (tok_need > 0) heads_run(&c);
   return cubit_undefined(env);
 }
 

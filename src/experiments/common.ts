@@ -1,7 +1,7 @@
 // What the trained experiments share: turning a config's training fields into run specs, grouping
 // results by cell, and small helpers for tables.
 import { parseModelConfig, type ModelConfigInput } from '../models/config.ts';
-import { Decoder } from '../models/decoder.ts';
+import { parameterCount as countParameters } from '../models/limits.ts';
 import { deepMerge } from './config.ts';
 import { lineChartSvg, type ChartPoint } from './figures.ts';
 import type { CorruptionSpec, DataSpec, LmRunResult, LmRunSpec, OptimizerSpec } from './lm.ts';
@@ -26,10 +26,9 @@ export interface TrainingFields {
 /** Learning rates chosen by the sweep, per variant (tuning.ts). */
 export type TunedRates = Record<string, number>;
 
-/** The parameters of a model config (built once on the active backend and disposed). */
+/** The parameters of a model config, counted from its parameter shapes (no model is built). */
 export function parameterCount(model: ModelConfigInput): number {
-  const m = new Decoder(model, 0);
-  try { return m.numParameters(); } finally { m.dispose(); }
+  return countParameters(parseModelConfig(model));
 }
 
 /**

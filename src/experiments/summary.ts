@@ -2,9 +2,9 @@
 // per claim of the paper (the three experiments), each with its status at the scale it ran at,
 // the numbers behind it and a link to its report. `cubit experiment summary` prints it or writes
 // it between the markers <!-- results:start --> and <!-- results:end --> of a Markdown file.
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomicSync } from '../util/atomic.ts';
+import { readJsonFileSync, readTextFileSync } from '../util/files.ts';
 import { fmtCount, fmtInterval, num } from './report.ts';
 import type { Interval, LinearFit } from './stats.ts';
 
@@ -77,7 +77,7 @@ export function resultsSection(files: string[], linkBase: string): string {
   const paras: string[] = [];
   for (const f of files) {
     let j: ReportJson;
-    try { j = JSON.parse(fs.readFileSync(f, 'utf8')) as ReportJson; } catch (e) { throw new Error(`summary: ${f}: ${(e as Error).message}`); }
+    try { j = readJsonFileSync<ReportJson>(f); } catch (e) { throw new Error(`summary: ${(e as Error).message}`); }
     const w = WRITERS[j?.experiment];
     if (!w || !j.results || !j.config) throw new Error(`summary: ${f}: not the results.json of a cubit experiment`);
     const link = path.relative(linkBase, path.join(path.dirname(f), 'report.md')).split(path.sep).join('/');
@@ -94,8 +94,8 @@ export function resultsSection(files: string[], linkBase: string): string {
 
 /** Replaces the text between the results markers of a Markdown file (atomically). */
 export function writeResultsSection(markdownFile: string, section: string): void {
-  const text = fs.readFileSync(markdownFile, 'utf8');
+  const text = readTextFileSync(markdownFile);
   const a = text.indexOf(RESULTS_START), b = text.indexOf(RESULTS_END);
   if (a < 0 || b < a) throw new Error(`summary: ${markdownFile} has no ${RESULTS_START} … ${RESULTS_END} markers`);
-  writeFileAtomicSync(markdownFile, `${text.slice(0, a + RESULTS_START.length)}\n${section}\n${text.slice(b)}`, { durable: false });
+  writeFileAtomicSync(markdownFile, `${text.slice(0, a + RESULTS_START.length)}\n${section}\n${text.slice(b)}`);
 }

@@ -242,8 +242,10 @@ export async function importRun(source: string, out: string, opts: ImportOptions
     const tokenizerJson = info.config.tokenizer.kind === 'hf' && fs.existsSync(tokFile) ? readTextFileSync(tokFile, { maxBytes: FILE_LIMITS.tokenizer }) : undefined;
     const tokenizerConfigJson = tokenizerJson !== undefined && fs.existsSync(tokCfg) ? readTextFileSync(tokCfg) : undefined;
     fs.mkdirSync(out, { recursive: true });
+    // The training log comes along only from the run folder the checkpoint sits in (<run>/checkpoints/step-N).
+    const inRun = path.basename(path.dirname(info.dir)) === RUN_FILES.checkpoints;
     const metrics = path.join(path.dirname(path.dirname(info.dir)), RUN_FILES.metrics);
-    writeFileAtomicSync(path.join(out, RUN_FILES.metrics), fs.existsSync(metrics) ? readRegularFileSync(metrics) : '', { durable: opts.durable ?? true });
+    writeFileAtomicSync(path.join(out, RUN_FILES.metrics), inRun && fs.existsSync(metrics) ? readRegularFileSync(metrics) : '', { durable: opts.durable ?? true });
     return await saveCheckpoint(out, {
       step: info.config.step, model, optimizer, config: info.config, state: info.state,
       tokenizerJson, tokenizerConfigJson, durable: opts.durable ?? true,

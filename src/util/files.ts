@@ -32,7 +32,7 @@ export function fsErrorMessage(file: string, e: unknown, doing = 'cannot read'):
     case 'EACCES': case 'EPERM': return `${file}: ${doing}: permission denied (${code})`;
     case 'EROFS': return `${file}: ${doing}: the file system is read-only (EROFS)`;
     case 'ENOSPC': return `${file}: ${doing}: no space left on the device (ENOSPC)`;
-    case 'ELOOP': return `${file}: is a symbolic link where cubit expects a regular file (refused)`;
+    case 'ELOOP': return `${file}: a symbolic link cubit does not follow here, or a loop of links (ELOOP)`;
     case 'EISDIR': return `${file}: is a folder, expected a file`;
     case 'ENOTDIR': return `${file}: a part of the path is not a folder`;
     default: return `${file}: ${doing} (${oneLine((e as Error).message ?? String(e))})`;

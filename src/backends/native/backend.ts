@@ -131,7 +131,12 @@ export class NativeBackend extends ReferenceBackend {
     if (!idsOk(d) || args.some((a) => a instanceof CpuStorage && a.dtype !== 'float32')) return null;
     const made: Storage[] = [];
     const native = args.map((a) => (a instanceof Fresh ? f32(made[made.length] = this.alloc('float32', a.length)) : a instanceof CpuStorage ? a.data : a));
-    (this.addon[name] as (...a: unknown[]) => void)(...native, d.B, d.H, d.T, d.D, d.window, ids(d), this.blockSize);
+    try {
+      (this.addon[name] as (...a: unknown[]) => void)(...native, d.B, d.H, d.T, d.D, d.window, ids(d), this.blockSize);
+    } catch (e) {
+      for (const s of made) this.free(s); // the outputs it allocated for a call the addon refused
+      throw e;
+    }
     return made;
   }
 }
