@@ -379,6 +379,21 @@ test('unpack refuses paths that leave the folder', () => {
   const evil = Buffer.concat([Buffer.from('cubit-experiment-pack 1\n{"path":"../x","size":1}\nx{"end":true,"files":1}\n')]);
   fs.writeFileSync(path.join(dir, 'p.000'), gzipSync(evil));
   assert.throws(() => unpackExperiment([path.join(dir, 'p.000')], path.join(dir, 'out')), /bad file path "\.\.\/x"/);
+  // A link already inside the output folder is not written through.
+  const good = Buffer.from('cubit-experiment-pack 1\n{"path":"run/result.json","size":2}\n{}{"end":true,"files":1}\n');
+  fs.writeFileSync(path.join(dir, 'q.000'), gzipSync(good));
+  const elsewhere = path.join(dir, 'elsewhere');
+  fs.mkdirSync(elsewhere);
+  fs.mkdirSync(path.join(dir, 'linked'));
+  fs.symlinkSync(elsewhere, path.join(dir, 'linked', 'run'));
+  assert.throws(() => unpackExperiment([path.join(dir, 'q.000')], path.join(dir, 'linked')), /is a symbolic link/);
+  assert.deepEqual(fs.readdirSync(elsewhere), []);
+  assert.equal(unpackExperiment([path.join(dir, 'q.000')], path.join(dir, 'plain')), 1);
+  // A tiny part that inflates far beyond any real pack is refused, not unpacked into memory.
+  const bomb = gzipSync(Buffer.concat([Buffer.from('cubit-experiment-pack 1\n'), Buffer.alloc(64 << 20)]));
+  fs.writeFileSync(path.join(dir, 'b.000'), bomb);
+  assert.ok(bomb.length < 1 << 20);
+  assert.throws(() => unpackExperiment([path.join(dir, 'b.000')], path.join(dir, 'out2')), /not a complete pack/);
 });
 
 test('noise and ablations --preset test through the API; a half-finished training run resumes from its checkpoint', async () => {

@@ -17,6 +17,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { writeFileAtomicSync } from '../util/atomic.ts';
+import { readRegularFileSync, refuseLink } from '../util/files.ts';
 import { LOCK_FILE, RESULT_FILE } from './runner.ts';
 
 const MAGIC = 'cubit-experiment-pack 1';
@@ -104,7 +105,11 @@ export function unpackExperiment(parts: string[], out: string): number {
     if (p !== `${base}.${String(i).padStart(3, '0')}`) throw new Error(`unpack: expected part ${base}.${String(i).padStart(3, '0')}, got ${p} (give every part of one pack)`);
   });
   let raw: Buffer;
-  try { raw = gunzipSync(Buffer.concat(sorted.map((p) => fs.readFileSync(p)))); } catch (e) {
+  // A part is read only up to 256 MiB (packs default to 16 MiB parts), and what the parts unpack to
+  // is capped at 64× their size (far above what checkpoints and JSON compress by), so a small
+  // damaged or hostile part cannot claim gigabytes.
+  const packed = Buffer.concat(sorted.map((p) => readRegularFileSync(p, { maxBytes: 256 * 1024 * 1024 })));
+  try { raw = gunzipSync(packed, { maxOutputLength: Math.min(2 ** 31 - 1, 64 * packed.length + (1 << 20)) }); } catch (e) {
     throw new Error(`unpack: ${base}.*: not a complete pack (${(e as Error).message}); is a part missing?`);
   }
   let pos = 0;
@@ -127,6 +132,9 @@ export function unpackExperiment(parts: string[], out: string): number {
     const rel = checkPath(h.path, `unpack: ${base}.*`);
     if (typeof h.size !== 'number' || !Number.isInteger(h.size) || h.size < 0 || pos + h.size > raw.length) throw new Error(`unpack: ${base}.*: bad size for ${rel}`);
     const target = path.join(out, rel);
+    // Never write through a link that already stands inside `out` (it could lead anywhere).
+    const parts = rel.split('/');
+    for (let i = 1; i <= parts.length; i++) refuseLink(path.join(out, ...parts.slice(0, i)), i < parts.length ? 'folder' : 'file');
     fs.mkdirSync(path.dirname(target), { recursive: true });
     writeFileAtomicSync(target, raw.subarray(pos, pos + h.size), { durable: false });
     pos += h.size;
