@@ -29,6 +29,7 @@ import { Rng, type Tensor } from '../src/index.ts';
 import type { NativeIsa } from '../src/backends/native/addon.ts';
 import { NativeBackend } from '../src/backends/native/backend.ts';
 import { ReferenceBackend } from '../src/backends/reference/backend.ts';
+import { FUSED_KERNELS } from '../src/core/backend.ts';
 import { backend, nativeTestOptions, relErr, requireNative, withBackend } from './helpers.ts';
 
 const EXACT = 0, ARITH = 1e-6, TRANS = 1e-5;
@@ -378,14 +379,15 @@ const bookkeeping = new Set(['constructor', 'alloc', 'free', 'write', 'readSync'
 const kernelNames = Object.getOwnPropertyNames(ReferenceBackend.prototype).filter((k) => !bookkeeping.has(k));
 const called = new Set<string>();
 
-/** Counts the native backend's kernel calls while fn runs (instance properties shadow the prototype). */
-async function spying<T>(be: object, fn: () => Promise<T>): Promise<T> {
+/** Records which of `names` (default: every kernel) a backend calls while fn runs (instance properties shadow the prototype). */
+async function spying<T>(be: object, fn: () => Promise<T>, into: Set<string> = called, names: readonly string[] = kernelNames): Promise<T> {
   const inst = be as Record<string, unknown>;
-  for (const k of kernelNames) {
+  const spied = names.filter((k) => typeof inst[k] === 'function');
+  for (const k of spied) {
     const orig = (inst[k] as (...a: unknown[]) => unknown);
-    inst[k] = function (this: unknown, ...a: unknown[]) { called.add(k); return orig.apply(this, a); };
+    inst[k] = function (this: unknown, ...a: unknown[]) { into.add(k); return orig.apply(this, a); };
   }
-  try { return await fn(); } finally { for (const k of kernelNames) delete inst[k]; }
+  try { return await fn(); } finally { for (const k of spied) delete inst[k]; }
 }
 
 interface Variant { isa: NativeIsa; threads: number }
@@ -435,9 +437,13 @@ export function conformance(name: string, options: ConformanceOptions = {}): voi
   const opts = name.startsWith('native') ? nativeTestOptions() : {};
   describe(`conformance of '${name}' against the reference, float32`, () => {
     for (const c of cases) {
-      test(c.name, opts, async () => {
+      test(c.name, opts, async (t) => {
         if (name.startsWith('native')) requireNative();
-        const want = await runOn('reference', c);
+        // With the fused kernels hidden, only a case whose op has a fused kernel runs a composite;
+        // the rest would run the very kernels the plain suite already compares.
+        const fused = new Set<string>();
+        const want = options.composites ? await spying(backend('reference'), () => runOn('reference', c), fused, FUSED_KERNELS) : await runOn('reference', c);
+        if (options.composites && fused.size === 0) { t.skip('calls no fused kernel: the plain suite covers it'); return; }
         const scale = scaleOf();
         for (const v of isNative ? variants() : [null]) {
           if (process.env.CUBIT_TEST_TRACE) process.stderr.write(`${c.name} [${v ? `${v.isa} ${v.threads}` : name}]\n`);
