@@ -1,6 +1,7 @@
 // solveSpd's Cholesky factor three ways: the reference's fused `cholesky` kernel (float64), the
 // composite of core kernels beside the op (a core-only view of the reference in float64, and of the
-// native backend in float32), and the native backend's own kernel, on random shapes and batches;
+// native backend in float32), and the native backend's C kernels (cholesky.c: the same bits as the
+// reference's on float32), on random shapes and batches;
 // the factor's definition (L Lᵀ = A, zeros above the diagonal, the upper triangle of A unread);
 // and the error for a matrix that is not positive definite, the same on every path.
 import assert from 'node:assert/strict';
@@ -77,6 +78,17 @@ describe('solveSpd: fused kernel, composite and reference agree', () => {
       }
     });
   }
+
+  test(`float32: the native kernels (C) give the reference's bits for X and ∂B, ∂A to float32 matmul rounding`, nativeTestOptions(), () => {
+    requireNative();
+    for (const p of problems) {
+      const want = solveOn('reference', 'float32', p), got = solveOn('native', 'float32', p);
+      assert.deepEqual(got.x, want.x, `${label(p)}: X`);
+      assert.deepEqual(got.db, want.db, `${label(p)}: ∂B`);
+      const e = relErr(got.da, want.da);
+      assert.ok(e <= 1e-6, `${label(p)}: ∂A relErr ${e.toExponential(2)}`);
+    }
+  });
 
   test('the reference kernel writes the Cholesky factor: L Lᵀ = A on the lower triangle, zeros above', () => {
     const p = problems[4], be = backend('reference'), n = p.n, batch = 9;
