@@ -277,8 +277,8 @@ export interface Backend extends CoreBackend, Partial<FusedKernels> {}
 /** Every fused kernel's name (a wrapper that hides them lists them here). */
 export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'softmax', 'softmaxBackward', 'rmsNorm', 'rmsNormBackward', 'layerNorm', 'layerNormBackward',
-  'crossEntropy', 'crossEntropyBackward', 'rotary', 'swiglu', 'swigluBackward', 'splitHeads', 'mergeHeads', 'adamw', 'cholesky',
-  'krrSolve', 'krrSolveBackward', 'cubitSolve', 'cubitSolveBackward', 'normalizeReference', 'normalizeReferenceBackward',
+  'crossEntropy', 'crossEntropyBackward', 'rotary', 'swiglu', 'swigluBackward', 'splitHeads', 'mergeHeads', 'adamw',
+  'cholesky', 'krrSolve', 'krrSolveBackward', 'cubitSolve', 'cubitSolveBackward', 'normalizeReference', 'normalizeReferenceBackward',
   'lrrValues', 'lrrValuesBackward', 'attention', 'attentionBackward',
 ];
 

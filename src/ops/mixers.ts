@@ -1,6 +1,7 @@
 // Sequence-mixer ops (CUBIT.md §2–§3): fused masked softmax attention and the causal KRR solve, each
 // one forward kernel and one backward kernel; plus a small batched SPD solve (Cholesky) that the
-// local linear mixer needs. Tensors are (B, H, T, D) with heads on the second axis; per-head parameters are (H).
+// local linear mixer needs. Tensors are (B, H, T, D) with heads on the second axis; per-head
+// parameters are (H).
 import { hasKernel, type Backend, type MixerDims } from '../core/backend.ts';
 import type { DType } from '../core/dtype.ts';
 import { getBackend, noGrad, tidy } from '../core/engine.ts';
@@ -388,7 +389,7 @@ export function mixerMask(B: number, T: number, options: MixerOptions = {}, dtyp
 /**
  * The Cholesky factors L (batch, n, n) of a (batch, n, n) from core kernels, as the fused
  * `cholesky` kernel writes them (zeros above the diagonal; a failing pivot gives a diagonal entry
- * that is NaN or 0, and the rest of that matrix NaN). Recursive on halves: with
+ * that is NaN or 0, and NaN or ±∞ after it). Recursive on halves: with
  * A = [A₁₁ ·; A₂₁ A₂₂], L₁₁ = chol(A₁₁), L₂₁ = A₂₁ L₁₁⁻ᵀ (a triangular solve), and
  * L₂₂ = chol(A₂₂ − L₂₁ L₂₁ᵀ); a 1×1 block is its square root. O(n) kernel calls, none reading back.
  */

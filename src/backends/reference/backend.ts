@@ -226,7 +226,8 @@ export class ReferenceBackend implements Backend, FusedKernels {
   }
 
   // Column by column in float64, rounded once into out. A pivot that is not positive gives a
-  // diagonal entry that is NaN (√ of a negative) or 0, and NaN/∞ below it: the op's check finds it.
+  // diagonal entry that is NaN (√ of a negative) or 0, and NaN or ±∞ after it: the op's check
+  // on the diagonal finds it.
   cholesky(a: Storage, out: Storage, batch: number, n: number): void {
     const A = arr(a), O = arr(out);
     const f = new Float64Array(n * n);
