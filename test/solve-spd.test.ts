@@ -10,6 +10,7 @@ import { coreOnly } from '../src/backends/core-only.ts';
 import { registerBackend } from '../src/core/engine.ts';
 import { dispose, Rng, solveSpd, tensor, tidy, type DType } from '../src/index.ts';
 import { backend, nativeTestOptions, relErr, requireNative, withBackend } from './helpers.ts';
+import { webgpuUnavailable } from './webgpu-helpers.ts';
 
 registerBackend('reference-core', () => coreOnly(backend('reference')));
 registerBackend('native-core', () => coreOnly(backend('native')));
@@ -134,4 +135,13 @@ describe('solveSpd: a matrix that is not positive definite', () => {
       });
     });
   }
+
+  // A GPU backend cannot throw at once: its check sets a flag that the next read reports.
+  test('on webgpu: the same error at the next read, and none before it', async (t) => {
+    const why = await webgpuUnavailable();
+    if (why) { t.skip(why); return; }
+    const x = withBackend('webgpu', () => solveSpd(tensor(a, [3, 3, 3]), tensor(b, [3, 3, 1])));
+    await assert.rejects(x.data(), /^Error: solveSpd: matrix 1 of the batch is not positive definite \(diag\(L\)\[1\] = (NaN|0)\)$/);
+    x.dispose();
+  });
 });
