@@ -2,7 +2,7 @@
 # cubit on the webgpu backend beside PyTorch, in one run on one GPU: the figures of issue 13's
 # benchmark targets, every cubit figure next to PyTorch's from the same run, and the GPU model.
 #
-#   source .device-kit/activate.sh && scripts/bench-webgpu-gpu.sh [out-dir]     (the GPU machine)
+#   source .device-kit/activate.sh && scripts/bench-webgpu-gpu.sh [out-dir]     (the GPU machine; default runs/bench-webgpu)
 #   scripts/bench-webgpu-gpu.sh --quick [out-dir]          tiny sizes: a smoke test of the script on a
 #                                                          software adapter (lavapipe) and PyTorch on the CPU
 # Parts, in this order, each under its own time cap (so one slow part cannot eat the others' time)
@@ -24,7 +24,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 quick=0
 if [ "${1:-}" = --quick ]; then quick=1; shift; fi
-OUT=${1:-bench-webgpu-out}
+OUT=${1:-runs/bench-webgpu}
 PY=${PYTHON:-python3}
 BUDGET=${BUDGET:-540}
 mkdir -p "$OUT"

@@ -5,7 +5,10 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { test } from 'node:test';
+import { Trainer } from '../src/train/trainer.ts';
+import { tinyConfig, tmpDir, writeCorpus } from './train-fixtures.ts';
 import { webgpuUnavailable } from './webgpu-helpers.ts';
 
 const why = await webgpuUnavailable();
@@ -94,4 +97,19 @@ test('cubit bench ops|mixer|train --backend webgpu time the GPU and name the ada
   const train = lines(['train', '--model', '16x1x2x32', '--shapes', '16x2', '--filter', 'train cubit']);
   assert.equal(train.length, 1);
   assert.ok((train[0].tokens_per_s as number) > 0, JSON.stringify(train[0]));
+});
+
+test('export and import work under CUBIT_BACKEND=webgpu without a GPU: files pass through host memory', async () => {
+  const dir = tmpDir('webgpu-cli-export');
+  const run = path.join(dir, 'run');
+  const trainer = new Trainer({ config: tinyConfig(writeCorpus(path.join(dir, 'corpus'), 4, 100), { steps: 1 }), out: run, durable: false });
+  try { await trainer.step(); await trainer.save(); } finally { trainer.dispose(); }
+  // No adapter may exist here: export and import must not need the backend set up.
+  const env = { CUBIT_BACKEND: 'webgpu', VK_ICD_FILENAMES: '/nonexistent.json', VK_DRIVER_FILES: '/nonexistent.json' };
+  const exported = cubit(['export', run, path.join(dir, 'folder')], env);
+  assert.equal(exported.status, 0, exported.stderr);
+  assert.ok(fs.existsSync(path.join(dir, 'folder', 'model.safetensors')));
+  const imported = cubit(['import', run, path.join(dir, 'again')], env);
+  assert.equal(imported.status, 0, imported.stderr);
+  assert.ok(fs.existsSync(path.join(dir, 'again', 'latest.json')));
 });
