@@ -52,26 +52,28 @@ function threadsPerRow(cols: number): number {
 
 /**
  * The frame of a row kernel: `row`, `lane` (0…TPR−1) and `seg` (the row's segment) for each thread,
- * and `rowReduce(v)`, which returns to every thread of a segment `combine` folded over its lanes'
- * values. rowReduce has barriers: call it in uniform control flow (every thread, valid row or not).
+ * and `rowReduce(v, …, slot)`, which returns to every thread of a segment `combine` folded over its
+ * lanes' values. rowReduce has barriers: call it in uniform control flow (every thread, valid row or
+ * not). Consecutive reductions alternate slots 0 and 1, so a reduction never overwrites the cell the
+ * previous one is still being read from: on GLES (llvmpipe) a barrier between that read and the
+ * next write did not order them (layerNorm's variance came out wrong).
  */
 function rowFrame(tpr: number, type: string, combine: string, body: string): string {
   return /* wgsl */ `
 const TPR = ${tpr}u;
-var<workgroup> red: array<${type}, ${WG}>;
+var<workgroup> red: array<${type}, ${2 * WG}>;
 fn combine(a: ${type}, b: ${type}) -> ${type} { ${combine} }
-fn rowReduce(v: ${type}, lane: u32, seg: u32) -> ${type} {
-  let base = seg * TPR;
+fn rowReduce(v: ${type}, lane: u32, seg: u32, slot: u32) -> ${type} {
+  let base = slot * ${WG}u + seg * TPR;
   red[base + lane] = v;
   workgroupBarrier();
   for (var s = TPR / 2u; s > 0u; s >>= 1u) {
     if (lane < s) { red[base + lane] = combine(red[base + lane], red[base + lane + s]); }
     workgroupBarrier();
   }
-  let r = red[base];
-  workgroupBarrier();
-  return r;
+  return red[base];
 }
+
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
   let lane = lid % TPR;
@@ -109,7 +111,7 @@ const STATS_COMBINE = /* wgsl */ `
 const ROW_STATS = /* wgsl */ `
   var acc = vec2<f32>(-f32Inf(), 0.0);
   if (valid) { for (var j = lane; j < p.cols; j += TPR) { acc = addStat(acc, X[base + j]); } }
-  let st = rowReduce(acc, lane, seg);`;
+  let st = rowReduce(acc, lane, seg, 0u);`;
 
 export function softmax(rt: GpuRuntime, x: GpuStorage, out: GpuStorage, rows: number, cols: number, log: boolean): void {
   if (rows * cols === 0) return;
@@ -134,7 +136,7 @@ export function softmaxBackward(rt: GpuRuntime, y: GpuStorage, dy: GpuStorage, d
 ${rowFrame(tpr, 'f32', SUM, `
   var acc = 0.0;
   if (valid) { for (var j = lane; j < p.cols; j += TPR) { acc += ${term}; } }
-  let dot = rowReduce(acc, lane, seg);
+  let dot = rowReduce(acc, lane, seg, 0u);
   if (valid) { for (var j = lane; j < p.cols; j += TPR) { let yj = Y[base + j]; let g = G[base + j]; DX[base + j] = ${value}; } }`)}`,
   new ParamWriter().u32(rows, cols), rowGroups(rt, rows, tpr));
 }
@@ -147,7 +149,7 @@ export function rmsNorm(rt: GpuRuntime, x: GpuStorage, w: GpuStorage | null, out
 ${rowFrame(tpr, 'f32', SUM, `
   var acc = 0.0;
   if (valid) { for (var j = lane; j < p.cols; j += TPR) { let v = X[base + j]; acc += v * v; } }
-  let rs = 1.0 / sqrt(rowReduce(acc, lane, seg) / f32(p.cols) + p.eps);
+  let rs = 1.0 / sqrt(rowReduce(acc, lane, seg, 0u) / f32(p.cols) + p.eps);
   if (!valid) { return; }
   if (lane == 0u) { Rstd[row] = rs; }
   for (var j = lane; j < p.cols; j += TPR) { Out[base + j] = X[base + j] * rs${w ? ' * W[j]' : ''}; }`)}`,
@@ -165,7 +167,7 @@ export function rmsNormBackward(rt: GpuRuntime, x: GpuStorage, w: GpuStorage | n
 ${rowFrame(tpr, 'f32', SUM, `
   var acc = 0.0;
   if (valid) { for (var j = lane; j < p.cols; j += TPR) { acc += ${gw} * X[base + j]; } }
-  let dot = rowReduce(acc, lane, seg);
+  let dot = rowReduce(acc, lane, seg, 0u);
   if (!valid) { return; }
   let rs = Rstd[row];
   let c = rs * rs * rs * dot / f32(p.cols);
@@ -184,12 +186,12 @@ export function layerNorm(rt: GpuRuntime, x: GpuStorage, w: GpuStorage | null, b
 ${rowFrame(tpr, 'f32', SUM, `
   var acc = 0.0;
   if (valid) { for (var j = lane; j < p.cols; j += TPR) { acc += X[base + j]; } }
-  let mu = rowReduce(acc, lane, seg) / f32(p.cols);
+  let mu = rowReduce(acc, lane, seg, 0u) / f32(p.cols);
   // The variance as the mean of squared deviations (a second pass over the row, from cache), not
   // E[x²] − μ², which cancels.
   acc = 0.0;
   if (valid) { for (var j = lane; j < p.cols; j += TPR) { let d = X[base + j] - mu; acc += d * d; } }
-  let rs = 1.0 / sqrt(rowReduce(acc, lane, seg) / f32(p.cols) + p.eps);
+  let rs = 1.0 / sqrt(rowReduce(acc, lane, seg, 1u) / f32(p.cols) + p.eps);
   if (!valid) { return; }
   if (lane == 0u) { Mean[row] = mu; Rstd[row] = rs; }
   for (var j = lane; j < p.cols; j += TPR) { Out[base + j] = (X[base + j] - mu) * rs${w ? ' * W[j]' : ''}${b ? ' + Bias[j]' : ''}; }`)}`,
@@ -214,7 +216,7 @@ ${rowFrame(tpr, 'vec2<f32>', SUM, `
   if (valid) { mu = Mean[row]; rs = Rstd[row]; }
   var acc = vec2<f32>(0.0, 0.0);
   if (valid) { for (var j = lane; j < p.cols; j += TPR) { let gw = ${gw}; acc += vec2<f32>(gw, gw * (X[base + j] - mu) * rs); } }
-  let s = rowReduce(acc, lane, seg) / f32(p.cols);
+  let s = rowReduce(acc, lane, seg, 0u) / f32(p.cols);
   if (!valid) { return; }
   for (var j = lane; j < p.cols; j += TPR) { DX[base + j] = rs * (${gw} - s.x - (X[base + j] - mu) * rs * s.y); }`)}`,
     new ParamWriter().u32(rows, cols), rowGroups(rt, rows, tpr));
@@ -433,7 +435,7 @@ export function normalizeReference(rt: GpuRuntime, r: GpuStorage, alpha: GpuStor
 ${rowFrame(tpr, 'f32', SUM, `
   var acc = 0.0;
   if (valid) { for (var j = lane; j < p.cols; j += TPR) { let v = R[base + j]; acc += v * v; } }
-  let s = invNorm(rowReduce(acc, lane, seg));
+  let s = invNorm(rowReduce(acc, lane, seg, 0u));
   if (!valid) { return; }
   let scale = Alpha[(row / p.T) % p.H] * s;
   for (var j = lane; j < p.cols; j += TPR) { Out[base + j] = scale * R[base + j]; }`)}`,
@@ -454,7 +456,7 @@ export function normalizeReferenceBackward(rt: GpuRuntime, r: GpuStorage, alpha:
 ${rowFrame(tpr, 'vec2<f32>', SUM, `
   var acc = vec2<f32>(0.0, 0.0);
   if (valid) { for (var j = lane; j < p.cols; j += TPR) { let v = R[base + j]; acc += vec2<f32>(v * v, G[base + j] * v); } }
-  let t = rowReduce(acc, lane, seg);
+  let t = rowReduce(acc, lane, seg, 0u);
   if (!valid) { return; }
   let s = invNorm(t.x);
   let gr = t.y;
@@ -496,7 +498,7 @@ export function lrrValuesBackward(rt: GpuRuntime, v: GpuStorage, z: GpuStorage, 
 ${rowFrame(tpr, 'f32', SUM, `
   var acc = 0.0;
   if (valid) { for (var j = lane; j < p.cols; j += TPR) { acc += G[base + j] * V[base + j]; } }
-  let gv = rowReduce(acc, lane, seg);
+  let gv = rowReduce(acc, lane, seg, 0u);
   if (!valid) { return; }
   let h = (row / p.T) % p.H;
   let sg = safeSigmoid(Z[row]);
