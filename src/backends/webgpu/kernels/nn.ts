@@ -241,7 +241,7 @@ ${rowFrame(tpr, 'vec2<f32>', STATS_COMBINE, `${ROW_STATS}
   let l = select(st.x + log(st.y), f32Nan(), st.x == -f32Inf());
   Lse[row] = l;
   let t = Target[row];
-  Loss[row] = select(l - X[base + u32(t)], 0.0, t == p.ignore);`)}`,
+  if (t == p.ignore) { Loss[row] = 0.0; } else { Loss[row] = l - X[base + u32(t)]; }`)}`,
   new ParamWriter().u32(rows, cols).i32(ignoreIndex), rowGroups(rt, rows, tpr));
 }
 
@@ -260,42 +260,57 @@ ${elementwiseMain(`  if (i >= p.count) { return; }
   new ParamWriter().u32(n, cols).i32(ignoreIndex), launch(rt, n));
 }
 
-// ---- sums over rows (dw, db), in a fixed order ----
+// ---- sums over rows (dw, db, per-head gradients), in a fixed order ----
 
-/** Rows per chunk of columnSums' first pass: enough chunks to fill a GPU, few enough to sum fast. */
-function chunkRows(rows: number): number { return Math.max(16, Math.ceil(rows / 512)); }
+/** Columns and row lanes of a columnPass workgroup: 32 adjacent columns (a coalesced 128-byte row piece) × 8 lanes down the rows. */
+const COLS_WG = 32, LANES = 8;
 
 /**
- * out_k[j] = Σ_r term_k(r, i = r·cols + j) for each term: a thread per (chunk of rows, column)
- * sums its chunk down the column (coalesced across columns) into partials, then a thread per
- * column sums the chunks' partials in order. One pass when there is a single chunk.
+ * Partial[k][c][j] = Σ_{r in chunk c} term_k(r, i = r·cols + j), chunks of `per` rows: a workgroup
+ * per (32 columns, chunk), its 8 lanes striding down the chunk's rows, then a tree over the lanes.
+ * Every thread waits on few loads in turn (at most per / 8), so neither a long column nor many
+ * chunks leaves the GPU waiting on one load after another.
+ */
+function columnPass(rt: GpuRuntime, name: string, inputs: readonly Binding[], terms: readonly string[], partial: GpuStorage,
+  rows: number, cols: number, per: number, first = 0): void {
+  const chunks = Math.ceil(rows / per);
+  const K = terms.length;
+  dispatch(rt, name, 'rows: u32, cols: u32, per: u32, chunks: u32, first: u32', [...inputs, ['Partial', partial, 'read_write']], (decls) => `${decls}
+var<workgroup> red: array<array<array<f32, ${COLS_WG}>, ${LANES}>, ${K}>;
+@compute @workgroup_size(${COLS_WG}, ${LANES})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let j = wid.x * ${COLS_WG}u + lid.x;
+  let c = wid.y;
+  var acc: array<f32, ${K}>;
+  if (j < p.cols) {
+    let end = min(p.rows, (c + 1u) * p.per);
+    for (var r = c * p.per + lid.y; r < end; r += ${LANES}u) {
+      let i = r * p.cols + j;
+      ${terms.map((t, k) => `acc[${k}] += ${t};`).join(' ')}
+    }
+  }
+  for (var k = 0u; k < ${K}u; k++) { red[k][lid.y][lid.x] = acc[k]; }
+  workgroupBarrier();
+  for (var s = ${LANES / 2}u; s > 0u; s >>= 1u) {
+    if (lid.y < s) { for (var k = 0u; k < ${K}u; k++) { red[k][lid.y][lid.x] += red[k][lid.y + s][lid.x]; } }
+    workgroupBarrier();
+  }
+  if (lid.y == 0u && j < p.cols) { for (var k = 0u; k < ${K}u; k++) { Partial[(k * p.chunks + c) * p.cols + j] = red[k][0][lid.x]; } }
+}`, new ParamWriter().u32(rows, cols, per, chunks, first), [Math.ceil(cols / COLS_WG), chunks]);
+}
+
+/**
+ * out_k[j] = Σ_r term_k(r, i = r·cols + j) for each term: columnPass into partial sums per chunk of
+ * rows, then columnPass again over the chunks (one pass when there is one chunk and one term).
  */
 function columnSums(rt: GpuRuntime, name: string, inputs: readonly Binding[], terms: readonly string[], outs: readonly GpuStorage[], rows: number, cols: number): void {
-  const per = chunkRows(rows), chunks = Math.ceil(rows / per);
-  const partial = chunks === 1 && outs.length === 1 ? outs[0] : rt.alloc('float32', terms.length * chunks * cols);
-  const gx = Math.ceil(cols / WG);
-  dispatch(rt, `${name}Partial`, 'rows: u32, cols: u32, per: u32, chunks: u32', [...inputs, ['Partial', partial, 'read_write']], (decls) => `${decls}
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let j = gid.x;
-  let c = gid.y;
-  if (j >= p.cols) { return; }
-  ${terms.map((_, k) => `var acc${k} = 0.0;`).join(' ')}
-  let end = min(p.rows, (c + 1u) * p.per);
-  for (var r = c * p.per; r < end; r++) {
-    let i = r * p.cols + j;
-    ${terms.map((t, k) => `acc${k} += ${t};`).join(' ')}
-  }
-  ${terms.map((_, k) => `Partial[(${k}u * p.chunks + c) * p.cols + j] = acc${k};`).join(' ')}
-}`, new ParamWriter().u32(rows, cols, per, chunks), [gx, chunks]);
-  if (partial === outs[0]) return;
-  outs.forEach((out, k) => {
-    dispatch(rt, 'columnSumsFinish', 'cols: u32, chunks: u32, first: u32', [['Partial', partial, 'read'], ['Out', out, 'read_write']], (decls) => `${decls}
-${elementwiseMain(`  if (i >= p.cols) { return; }
-  var acc = 0.0;
-  for (var c = 0u; c < p.chunks; c++) { acc += Partial[p.first + c * p.cols + i]; }
-  Out[i] = acc;`)}`, new ParamWriter().u32(cols, chunks, k * chunks * cols), launch(rt, cols));
-  });
+  // Chunks of at least 64 rows, at most 128 chunks: a few thousand workgroups in the first pass
+  // for the LM's B·T rows, and a short second pass.
+  const per = Math.max(64, Math.ceil(rows / 128)), chunks = Math.ceil(rows / per);
+  if (chunks === 1 && outs.length === 1) { columnPass(rt, name, inputs, terms, outs[0], rows, cols, rows); return; }
+  const partial = rt.alloc('float32', terms.length * chunks * cols);
+  columnPass(rt, name, inputs, terms, partial, rows, cols, per);
+  outs.forEach((out, k) => columnPass(rt, 'columnSumsFinish', [['Chunks', partial, 'read']], ['Chunks[p.first + i]'], out, chunks, cols, chunks, k * chunks * cols));
   rt.release(partial);
 }
 
@@ -514,28 +529,20 @@ ${rowFrame(tpr, 'f32', SUM, `
 
 /**
  * outs[k][h] = Σ_{b, t} rowValues[k·rows + (b·H + h)·T + t] (rows = B·H·T; a null out is skipped):
- * a workgroup per head, its threads striding over the head's rows, then a tree.
+ * each (b, h) block of T values summed by a row kernel, then each head's B block sums in order.
  */
 function headSums(rt: GpuRuntime, rowValues: GpuStorage, outs: readonly (GpuStorage | null)[], B: number, H: number, T: number): void {
+  const rows = B * H, tpr = threadsPerRow(T);
+  const blocks = rt.alloc('float32', rows);
   outs.forEach((out, k) => {
     if (!out) return;
-    dispatch(rt, 'headSums', 'B: u32, H: u32, T: u32, first: u32', [['Rows', rowValues, 'read'], ['Out', out, 'read_write']], (decls) => `${decls}
-var<workgroup> red: array<f32, ${WG}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let h = wid.x;
+    dispatch(rt, 'blockSums', 'rows: u32, cols: u32, first: u32', [['X', rowValues, 'read'], ['Out', blocks, 'read_write']], (decls) => `${decls}
+${rowFrame(tpr, 'f32', SUM, `
   var acc = 0.0;
-  for (var n = lid; n < p.B * p.T; n += ${WG}u) {
-    let b = n / p.T;
-    acc += Rows[p.first + (b * p.H + h) * p.T + n - b * p.T];
-  }
-  red[lid] = acc;
-  workgroupBarrier();
-  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
-    if (lid < s) { red[lid] += red[lid + s]; }
-    workgroupBarrier();
-  }
-  if (lid == 0u) { Out[h] = red[0]; }
-}`, new ParamWriter().u32(B, H, T, k * B * H * T), [H]);
+  if (valid) { for (var j = lane; j < p.cols; j += TPR) { acc += X[p.first + base + j]; } }
+  let total = rowReduce(acc, lane, seg, 0u);
+  if (valid && lane == 0u) { Out[row] = total; }`)}`, new ParamWriter().u32(rows, T, k * rows * T), rowGroups(rt, rows, tpr));
+    columnPass(rt, 'headSums', [['Blocks', blocks, 'read']], ['Blocks[i]'], out, B, H, B);
   });
+  rt.release(blocks);
 }
