@@ -43,10 +43,13 @@ function dispatch(rt: GpuRuntime, name: string, struct: string, list: readonly B
 
 // ---- row kernels ----
 
-/** Threads per row: a power of two from 32 to 256, about one per column for short rows. */
+/**
+ * Threads per row: a power of two from 32 to 256 giving each thread about 8 columns, so a row of
+ * the model's width (512) takes 64 threads and a workgroup four rows (fewer barriers per row).
+ */
 function threadsPerRow(cols: number): number {
   let t = 32;
-  while (t < WG && t < cols) t *= 2;
+  while (t < WG && t * 8 < cols) t *= 2;
   return t;
 }
 
