@@ -8,6 +8,7 @@ import type { AdamWParams, Backend, HeadsBlock, MatmulParams, MemoryStats, Binar
 import { valueError } from '../../core/backend.ts';
 import type { DType, TypedArray } from '../../core/dtype.ts';
 import type { AdapterSummary } from './device.ts';
+import { cholesky } from './kernels/cholesky.ts';
 import * as core from './kernels/core.ts';
 import * as nn from './kernels/nn.ts';
 import { GpuRuntime, type GpuStorage } from './runtime.ts';
@@ -171,4 +172,8 @@ export class WebGPUBackend implements Backend {
     B: number, H: number, T: number, D: number): void {
     nn.lrrValuesBackward(this.rt, g(v), g(z), g(lower), g(range), g(dy), dv && g(dv), dz && g(dz), dLower && g(dLower), dRange && g(dRange), B, H, T, D);
   }
+
+  // ---- fused kernels ----
+
+  cholesky(a: Storage, out: Storage, batch: number, n: number): void { cholesky(this.rt, g(a), g(out), batch, n); }
 }
