@@ -2,11 +2,11 @@
 // the reference backend's, kernel by kernel, where the conformance suite's shapes do not reach:
 // a 50k-column vocabulary row, long normalised rows, sums over many rows (several chunks of the
 // two-pass column sums, bit-identical run to run), many AdamW steps, a merge with a missing part,
-// rows of −∞, and the Cubit row stages with some gradients not wanted. Small enough for the
+// rows of −∞, the Cubit row stages with some gradients not wanted, and a whole small model. Small enough for the
 // software adapters (lavapipe, GLES); skips where no WebGPU adapter exists.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { backendByName } from '../src/index.ts';
+import { backendByName, Decoder, tensor, withBackend } from '../src/index.ts';
 import { ReferenceBackend } from '../src/backends/reference/backend.ts';
 import type { Backend, FusedKernels, Storage } from '../src/core/backend.ts';
 import type { TypedArray } from '../src/core/dtype.ts';
@@ -172,5 +172,26 @@ describe('webgpu fused nn kernels against the reference', { skip: why ?? undefin
     await compare('lrrValuesBackward, dz only', inputs, { dz: { length: rows } }, (be, s) => {
       be.lrrValuesBackward(s.v, s.z, s.lower, s.range, s.dy, null, s.dz, null, null, B, H, T, D);
     }, tol);
+  });
+
+  test('a small decoder: loss and every parameter gradient as the reference, softmax and Cubit mixers', async () => {
+    const B = 2, T = 24, r = new Rng(3);
+    const ids = Int32Array.from({ length: B * T }, () => r.int(256));
+    const targets = Int32Array.from({ length: B * T }, (_, i) => (i % 5 === 0 ? -100 : r.int(256)));
+    const lossAndGrads = (be: string, mixer: 'softmax' | 'cubit'): Promise<[string, ArrayLike<number>][]> => withBackend(be, async () => {
+      const model = new Decoder({ dModel: 32, nLayers: 2, nHeads: 2, mixer }, 1);
+      const loss = model.loss(tensor(ids, [B, T], { dtype: 'int32' }), tensor(targets, [B, T], { dtype: 'int32' }));
+      loss.backward();
+      const out: [string, ArrayLike<number>][] = [['loss', await loss.data()]];
+      for (const [name, p] of model.namedParameters()) out.push([name, await p.grad!.data()]);
+      return out;
+    });
+    for (const mixer of ['softmax', 'cubit'] as const) {
+      const want = await lossAndGrads('reference', mixer), got = await lossAndGrads('webgpu', mixer);
+      want.forEach(([name, w], i) => {
+        const e = relErr(got[i][1], w);
+        assert.ok(e <= 1e-5, `${mixer} decoder: ${name} relErr ${e.toExponential(2)} > 1e-5`);
+      });
+    }
   });
 });
