@@ -57,9 +57,10 @@ function threadsPerRow(cols: number): number {
  * The frame of a row kernel: `row`, `lane` (0…TPR−1) and `seg` (the row's segment) for each thread,
  * and `rowReduce(v, …, slot)`, which returns to every thread of a segment `combine` folded over its
  * lanes' values. rowReduce has barriers: call it in uniform control flow (every thread, valid row or
- * not). Consecutive reductions alternate slots 0 and 1, so a reduction never overwrites the cell the
- * previous one is still being read from: on GLES (llvmpipe) a barrier between that read and the
- * next write did not order them (layerNorm's variance came out wrong).
+ * not). Consecutive reductions use slots 0 and 1 (their own cells): on GLES (llvmpipe) layerNorm's
+ * second reduction through the same cells as its first came out wrong (its variance, deterministic
+ * and ~15% off, even with extra barriers; lavapipe was right; not root-caused, and a two-reduction
+ * toy kernel did not show it).
  */
 function rowFrame(tpr: number, type: string, combine: string, body: string): string {
   return /* wgsl */ `
