@@ -9,7 +9,9 @@
 // combines the segment. Sums over rows (dw, db, per-head gradients) are two-pass and fixed-order,
 // never atomics, so every run gives the same bits. Subgroup operations are not used: WGSL does
 // not fix which invocations share a subgroup, and these kernels are bound by memory, not by the
-// tree. Each kernel binds only the storages it touches (at most 8).
+// tree. Each kernel binds only the storages it touches (at most 8). Kernels whose values depend on
+// their row (cross-entropy's backward, lrrValues) run as row kernels too, so a row's scalars are read
+// once per thread rather than once per value.
 import type { AdamWParams, HeadsBlock } from '../../../core/backend.ts';
 import { grid1d, ParamWriter, type Access, type GpuRuntime, type GpuStorage } from '../runtime.ts';
 import { elementwiseMain, MATH, WG } from '../wgsl.ts';
@@ -251,17 +253,22 @@ ${rowFrame(tpr, 'vec2<f32>', STATS_COMBINE, `${ROW_STATS}
 
 export function crossEntropyBackward(rt: GpuRuntime, logits: GpuStorage, targets: GpuStorage, lse: GpuStorage, dloss: GpuStorage, dlogits: GpuStorage,
   rows: number, cols: number, ignoreIndex: number): void {
-  const n = rows * cols;
-  if (n === 0) return;
-  dispatch(rt, 'crossEntropyBackward', 'count: u32, cols: u32, ignore: i32',
+  if (rows * cols === 0) return;
+  // A row kernel without a reduction: each thread reads its row's target, loss gradient and lse once.
+  const tpr = threadsPerRow(cols);
+  dispatch(rt, 'crossEntropyBackward', 'rows: u32, cols: u32, ignore: i32',
     [['X', logits, 'read'], ['Target', targets, 'read', 'i32'], ['Lse', lse, 'read'], ['DLoss', dloss, 'read'], ['DX', dlogits, 'read_write']], (decls) => `${decls}
-${elementwiseMain(`  if (i >= p.count) { return; }
-  let r = i / p.cols;
-  let t = Target[r];
-  if (t == p.ignore) { DX[i] = 0.0; return; }
-  let g = DLoss[r];
-  DX[i] = g * exp(X[i] - Lse[r]) - select(0.0, g, u32(t) == i - r * p.cols);`)}`,
-  new ParamWriter().u32(n, cols).i32(ignoreIndex), launch(rt, n));
+${rowFrame(tpr, 'f32', SUM, `
+  if (!valid) { return; }
+  let t = Target[row];
+  if (t == p.ignore) {
+    for (var j = lane; j < p.cols; j += TPR) { DX[base + j] = 0.0; }
+    return;
+  }
+  let g = DLoss[row];
+  let l = Lse[row];
+  for (var j = lane; j < p.cols; j += TPR) { DX[base + j] = g * exp(X[base + j] - l) - select(0.0, g, u32(t) == j); }`)}`,
+  new ParamWriter().u32(rows, cols).i32(ignoreIndex), rowGroups(rt, rows, tpr));
 }
 
 // ---- sums over rows (dw, db, per-head gradients), in a fixed order ----
@@ -488,14 +495,18 @@ ${rowFrame(tpr, 'vec2<f32>', SUM, `
 }
 
 export function lrrValues(rt: GpuRuntime, v: GpuStorage, z: GpuStorage, lower: GpuStorage, range: GpuStorage, out: GpuStorage, B: number, H: number, T: number, D: number): void {
-  const n = B * H * T * D;
-  if (n === 0) return;
-  dispatch(rt, 'lrrValues', 'count: u32, D: u32, T: u32, H: u32',
+  const rows = B * H * T;
+  if (rows * D === 0) return;
+  // A row kernel without a reduction: the row's scale s is formed once per thread, not per value.
+  const tpr = threadsPerRow(D);
+  dispatch(rt, 'lrrValues', 'rows: u32, cols: u32, T: u32, H: u32',
     [['V', v, 'read'], ['Z', z, 'read'], ['Lower', lower, 'read'], ['Range', range, 'read'], ['Out', out, 'read_write']], (decls) => `${decls}
-${elementwiseMain(`  if (i >= p.count) { return; }
-  let row = i / p.D;
+${rowFrame(tpr, 'f32', SUM, `
+  if (!valid) { return; }
   let h = (row / p.T) % p.H;
-  Out[i] = (Lower[h] + Range[h] * safeSigmoid(Z[row])) * V[i];`)}`, new ParamWriter().u32(n, D, T, H), launch(rt, n));
+  let s = Lower[h] + Range[h] * safeSigmoid(Z[row]);
+  for (var j = lane; j < p.cols; j += TPR) { Out[base + j] = s * V[base + j]; }`)}`,
+    new ParamWriter().u32(rows, D, T, H), rowGroups(rt, rows, tpr));
 }
 
 export function lrrValuesBackward(rt: GpuRuntime, v: GpuStorage, z: GpuStorage, lower: GpuStorage, range: GpuStorage, dy: GpuStorage,
