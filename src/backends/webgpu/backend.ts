@@ -4,10 +4,11 @@
 // synchronously), so dataSync() throws and every caller reads with `await t.data()`.
 // Value checks (checkValues) run as kernels that record the first failing index in a slot buffer;
 // the next read returns it, and the read then throws the same error a CPU backend throws at once.
-import type { Backend, MatmulParams, MemoryStats, BinaryOp, ReduceOp, Storage, UnaryOp, ValueRule } from '../../core/backend.ts';
+import type { Backend, MatmulParams, MemoryStats, BinaryOp, MixerDims, ReduceOp, SavedState, Storage, UnaryOp, ValueRule } from '../../core/backend.ts';
 import { valueError } from '../../core/backend.ts';
 import type { DType, TypedArray } from '../../core/dtype.ts';
 import type { AdapterSummary } from './device.ts';
+import * as attn from './kernels/attention.ts';
 import * as core from './kernels/core.ts';
 import { GpuRuntime, type GpuStorage } from './runtime.ts';
 
@@ -111,4 +112,14 @@ export class WebGPUBackend implements Backend {
     core.scatterAdd(this.rt, g(dy), g(ids), g(dtable), count, cols);
   }
   dropoutMask(out: Storage, length: number, p: number, seed: number): void { core.dropoutMask(this.rt, g(out), length, p, seed); }
+
+  // ---- softmax attention (kernels/attention.ts) ----
+
+  attention(q: Storage, k: Storage, v: Storage, out: Storage, scale: number, d: MixerDims): SavedState {
+    return attn.attention(this.rt, g(q), g(k), g(v), g(out), scale, d);
+  }
+  attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, saved: SavedState, dOut: Storage, scale: number,
+    dq: Storage, dk: Storage, dv: Storage, d: MixerDims): void {
+    attn.attentionBackward(this.rt, g(q), g(k), g(v), g(out), saved, g(dOut), scale, g(dq), g(dk), g(dv), d);
+  }
 }
