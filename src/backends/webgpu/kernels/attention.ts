@@ -31,11 +31,15 @@ const MAX_TILE = 32;
 const TILE_BYTES = 16384;
 /** Largest head dimension: each thread keeps 3–4 rows of D floats in registers (beyond 128 they spill). */
 export const MAX_ATTENTION_HEAD_DIM = 1024;
-/** Head dimensions up to this have their per-row loops unrolled (constant indices keep rows in registers). */
-const UNROLL_DV = 32;
+/**
+ * Rows of up to `unrollVecs` vec4 (D ≤ 128) have their per-row loops unrolled: constant indices
+ * keep the rows in registers. Longer rows use loops. Tests lower it to run the looped code at
+ * small D (a software adapter compiles a large D for minutes).
+ */
+export const attentionCodegen = { unrollVecs: 32 };
 
 /** The code shape for head dimension D: D/4 vec4 per row (padded with zeros), the tile length. */
-interface Plan { D: number; DV: number; vec: boolean; tile: number; docs: boolean }
+interface Plan { D: number; DV: number; vec: boolean; tile: number; docs: boolean; unroll: boolean }
 
 function plan(rt: GpuRuntime, d: MixerDims): Plan {
   const { D } = d;
@@ -47,14 +51,14 @@ function plan(rt: GpuRuntime, d: MixerDims): Plan {
   // Two tiles of vec4 rows, plus three 4-byte values per staged row (ids, row statistics).
   let tile = MAX_TILE;
   while (tile > 1 && tile * (2 * DV * 16 + 12) > budget) tile /= 2;
-  return { D, DV, vec: D % 4 === 0, tile, docs: d.docIds !== null };
+  return { D, DV, vec: D % 4 === 0, tile, docs: d.docIds !== null, unroll: DV <= attentionCodegen.unrollVecs };
 }
 
 // ---- WGSL generation ----
 
 /** `body(c)` for each vec4 c of a row: unrolled with constant indices, or a loop for large D. */
 function eachVec(p: Plan, body: (c: string) => string): string {
-  if (p.DV <= UNROLL_DV) return Array.from({ length: p.DV }, (_, c) => body(`${c}u`)).join('\n');
+  if (p.unroll) return Array.from({ length: p.DV }, (_, c) => body(`${c}u`)).join('\n');
   return `for (var c = 0u; c < ${p.DV}u; c++) {\n${body('c')}\n}`;
 }
 
@@ -203,10 +207,10 @@ ${eachVec(p, (c) => `    st_O(row, ${c}, o[${c}] * inv);`)}
 
 /** out = masked softmax(scale · q kᵀ) v; the saved state holds the rows' log-sum-exp (and room for Δ). */
 export function attention(rt: GpuRuntime, q: GpuStorage, k: GpuStorage, v: GpuStorage, out: GpuStorage, scale: number, d: MixerDims): SavedState {
+  const p = plan(rt, d);
   const rows = d.B * d.H * d.T;
   const stats = rt.alloc('float32', 2 * rows);
   if (rows * d.D === 0) return { storages: [stats] };
-  const p = plan(rt, d);
   const kern = rt.kernel(`attention_D${p.D}${p.docs ? '_docs' : ''}`, forwardWgsl(p),
     ['read', 'read', 'read', 'read_write', 'read_write', ...(p.docs ? ['read' as const] : [])]);
   const tiles = Math.ceil(d.T / ROWS);
