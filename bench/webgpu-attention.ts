@@ -10,12 +10,15 @@
 // The PyTorch anchor to run beside it, on the same GPU: ../shared/anchors/torch_cubit.py (nw_fb_ms
 // is SDPA fp32 forward + backward at B=8 H=8 D=64).
 // Usage: node --import tsx bench/webgpu-attention.ts [--T=1024,4096] [--B=8] [--H=8] [--D=64]
-//          [--window=0] [--runs=10] [--check-max-t=1024]
+//          [--window=0] [--runs=10] [--check-max-t=1024] [--keys=joined,split]
+// --keys: the dK/dV kernel's forms to time, each on its own line (key_threads: "joined", one thread
+// per key row; "split", two; see kernels/attention.ts). The default is the kernels' default.
 import { prepareBackend } from '../src/index.ts';
 import type { MixerDims, Storage } from '../src/core/backend.ts';
 import { Rng } from '../src/core/random.ts';
 import { attentionBackwardRef, attentionRef } from '../src/backends/reference/mixers.ts';
 import type { WebGPUBackend } from '../src/backends/webgpu/backend.ts';
+import { attentionCodegen } from '../src/backends/webgpu/kernels/attention.ts';
 import { emit, median, round, scriptOption } from '../src/bench/measure.ts';
 
 const list = (name: string, def: string): number[] => (scriptOption(name) ?? def).split(',').map(Number);
@@ -45,7 +48,11 @@ function check(T: number, q: Float32Array, k: Float32Array, v: Float32Array, g: 
   }));
 }
 
-for (const T of list('T', '1024,4096')) {
+const forms = (scriptOption('keys') ?? (attentionCodegen.splitKeys ? 'split' : 'joined')).split(',');
+for (const form of forms) if (form !== 'joined' && form !== 'split') throw new Error(`--keys: '${form}' is not 'joined' or 'split'`);
+
+for (const T of list('T', '1024,4096')) for (const form of forms) {
+  attentionCodegen.splitKeys = form === 'split';
   const n = B * H * T * D, rng = new Rng(T);
   const normal = (): Float32Array => Float32Array.from({ length: n }, () => rng.normal());
   const host = [normal(), normal(), normal(), normal()];
@@ -80,7 +87,7 @@ for (const T of list('T', '1024,4096')) {
   }
   const flops = B * H * pairs(T) * D;
   emit({
-    bench: 'webgpu-attention', B, H, T, D, window, fwd_ms: round(fwd, 3), fwd_bwd_ms: round(fwdBwd, 3), bwd_ms: round(fwdBwd - fwd, 3),
+    bench: 'webgpu-attention', B, H, T, D, window, key_threads: form, fwd_ms: round(fwd, 3), fwd_bwd_ms: round(fwdBwd, 3), bwd_ms: round(fwdBwd - fwd, 3),
     fwd_tflops: round(4 * flops / fwd / 1e9, 2), fwd_bwd_tflops: round(14 * flops / fwdBwd / 1e9, 2),
     check_rel_err: checkErr === null ? null : Number(checkErr.toExponential(2)), device,
   });

@@ -36,10 +36,10 @@ export const MAX_ATTENTION_HEAD_DIM = 1024;
  * keep the rows in registers. Longer rows use loops. Tests lower it to run the looped code at
  * small D (a software adapter compiles a large D for minutes).
  */
-export const attentionCodegen = { unrollVecs: 32 };
+export const attentionCodegen = { unrollVecs: 32, splitKeys: false };
 
 /** The code shape for head dimension D: D/4 vec4 per row (padded with zeros), the tile length. */
-interface Plan { D: number; DV: number; vec: boolean; tile: number; docs: boolean; unroll: boolean }
+interface Plan { D: number; DV: number; vec: boolean; tile: number; docs: boolean; unroll: boolean; splitKeys: boolean }
 
 function plan(rt: GpuRuntime, d: MixerDims): Plan {
   const { D } = d;
@@ -51,7 +51,7 @@ function plan(rt: GpuRuntime, d: MixerDims): Plan {
   // Two tiles of vec4 rows, plus three 4-byte values per staged row (ids, row statistics).
   let tile = MAX_TILE;
   while (tile > 1 && tile * (2 * DV * 16 + 12) > budget) tile /= 2;
-  return { D, DV, vec: D % 4 === 0, tile, docs: d.docIds !== null, unroll: DV <= attentionCodegen.unrollVecs };
+  return { D, DV, vec: D % 4 === 0, tile, docs: d.docIds !== null, unroll: DV <= attentionCodegen.unrollVecs, splitKeys: attentionCodegen.splitKeys };
 }
 
 // ---- WGSL generation ----
@@ -117,17 +117,17 @@ function grid(rt: GpuRuntime, tiles: number, BH: number): [number, number, numbe
  * Stages rows [r0, r0 + tile) of the listed row buffers into workgroup arrays (`<name>t`), zeros
  * past T, and with `extra` one statement per staged row r (index e) for scalar side data.
  */
-function stageRows(p: Plan, names: readonly string[], extra = ''): string {
+function stageRows(p: Plan, names: readonly string[], extra = '', threads = ROWS): string {
   const loads = names.map((n) => `${n}t[e] = select(vec4<f32>(0.0), ld_${n}(rowBase + r, c), inside);`).join('\n      ');
   return /* wgsl */ `
     workgroupBarrier();
-    for (var e = lid; e < ${p.tile * p.DV}u; e += ${ROWS}u) {
+    for (var e = lid; e < ${p.tile * p.DV}u; e += ${threads}u) {
       let r = min(r0 + e / ${p.DV}u, p.T - 1u);
       let c = e % ${p.DV}u;
       let inside = r0 + e / ${p.DV}u < p.T;
       ${loads}
     }${extra ? `
-    for (var e = lid; e < ${p.tile}u; e += ${ROWS}u) {
+    for (var e = lid; e < ${p.tile}u; e += ${threads}u) {
       let r = min(r0 + e, p.T - 1u);
       ${extra}
     }` : ''}
@@ -241,21 +241,37 @@ ${eachVec(p, (c) => `  acc = fma(ld_G(i, ${c}), ld_O(i, ${c}), acc);`)}
 }
 
 /**
- * dK, dV: a workgroup per tile of ROWS keys (a key row per thread, with its k, v, dk and dv in
- * registers) walks the query tiles that see any of its keys, staging q, dO, lse and Δ rows.
+ * dK, dV: a workgroup per tile of ROWS keys walks the query tiles that see any of its keys,
+ * staging q, dO, lse and Δ rows. Joined: a thread per key row keeps k, v, dk and dv in registers
+ * (4·D floats). Split: two threads per key row, in separate subgroups, one for dv (k, dv), one for
+ * dk (k, v, dk): q·k is computed twice, but no thread holds more than 3·D floats (registers the
+ * joined form may spill at D = 64 on GPUs capped at 255 per thread).
  */
 function keysWgsl(p: Plan): string {
   const { DV, tile } = p;
-  const query = (masked: boolean): string => `
+  const threads = p.splitKeys ? 2 * ROWS : ROWS;
+  // Split: a thread accumulates dk or dv, in the one array dk.
+  const dvName = p.splitKeys ? 'dk' : 'dv';
+  const query = (masked: boolean, want: 'both' | 'dv' | 'dk'): string => `
       for (var ii = 0u; ii < ${tile}u; ii++) {
         ${masked ? `if (!visible(r0 + ii, j, ${p.docs ? 'qd[ii]' : '0'}, dj)) { continue; }` : ''}
         var sa = vec4<f32>(0.0);
-        var da = vec4<f32>(0.0);
-${eachVec(p, (c) => `        sa = fma(Qt[ii * ${DV}u + ${c}], k[${c}], sa);\n        da = fma(Gt[ii * ${DV}u + ${c}], v[${c}], da);`)}
+${want !== 'dv' ? '        var da = vec4<f32>(0.0);' : ''}
+${eachVec(p, (c) => `        sa = fma(Qt[ii * ${DV}u + ${c}], k[${c}], sa);${want !== 'dv' ? `
+        da = fma(Gt[ii * ${DV}u + ${c}], v[${c}], da);` : ''}`)}
         let pr = exp(${dot4('sa')} * p.scale - ls[ii]);
-        let ds = pr * (${dot4('da')} - dl[ii]);
-${eachVec(p, (c) => `        dv[${c}] = fma(vec4<f32>(pr), Gt[ii * ${DV}u + ${c}], dv[${c}]);\n        dk[${c}] = fma(vec4<f32>(ds), Qt[ii * ${DV}u + ${c}], dk[${c}]);`)}
+${want !== 'dv' ? `        let ds = pr * (${dot4('da')} - dl[ii]);` : ''}
+${eachVec(p, (c) => [
+    want !== 'dk' ? `        ${dvName}[${c}] = fma(vec4<f32>(pr), Gt[ii * ${DV}u + ${c}], ${dvName}[${c}]);` : '',
+    want !== 'dv' ? `        dk[${c}] = fma(vec4<f32>(ds), Qt[ii * ${DV}u + ${c}], dk[${c}]);` : '',
+  ].filter(Boolean).join('\n'))}
       }`;
+  const tileBody = (masked: boolean): string => (p.splitKeys
+    ? `
+      if (dkThread) {${query(masked, 'dk')}
+      } else {${query(masked, 'dv')}
+      }`
+    : query(masked, 'both'));
   return /* wgsl */ `${PARAMS}
 ${rowBuffer('Q', 0, p, false)}
 ${rowBuffer('K', 1, p, false)}
@@ -272,20 +288,24 @@ var<workgroup> ls: array<f32, ${tile}>;
 var<workgroup> dl: array<f32, ${tile}>;
 ${p.docs ? `var<workgroup> qd: array<i32, ${tile}>;` : ''}
 ${visibleFn(p)}
-@compute @workgroup_size(${ROWS})
+@compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
 ${ROW_BLOCK}
   // The first key tiles are seen by the most queries: they start first.
   let k0 = wid.x * ${ROWS}u;
   let kLast = min(k0 + ${ROWS - 1}u, p.T - 1u);
-  let j = k0 + lid;
+  let j = k0 + lid % ${ROWS}u;
+  ${p.splitKeys ? `let dkThread = lid >= ${ROWS}u;` : ''}
   let row = rowBase + min(j, p.T - 1u);
   let BHT = p.BH * p.T;
   var k: array<vec4<f32>, ${DV}>;
   var v: array<vec4<f32>, ${DV}>;
   var dk: array<vec4<f32>, ${DV}>;
-  var dv: array<vec4<f32>, ${DV}>;
-${eachVec(p, (c) => `  k[${c}] = ld_K(row, ${c});\n  v[${c}] = ld_V(row, ${c});\n  dk[${c}] = vec4<f32>(0.0);\n  dv[${c}] = vec4<f32>(0.0);`)}
+  ${p.splitKeys ? '' : `var dv: array<vec4<f32>, ${DV}>;`}
+${eachVec(p, (c) => `  k[${c}] = ld_K(row, ${c});
+  v[${c}] = ld_V(row, ${c});
+  dk[${c}] = vec4<f32>(0.0);${p.splitKeys ? '' : `
+  dv[${c}] = vec4<f32>(0.0);`}`)}
   let dj = ${p.docs ? 'docs[docBase + min(j, p.T - 1u)]' : '0'};
   // Queries [k0, iEnd): from the first key's diagonal to the last key's window end.
   var iEnd = p.T;
@@ -293,15 +313,22 @@ ${eachVec(p, (c) => `  k[${c}] = ld_K(row, ${c});\n  v[${c}] = ld_V(row, ${c});\
   for (var t = k0 / ${tile}u; t * ${tile}u < iEnd; t++) {
     let r0 = t * ${tile}u;
 ${stageRows(p, ['Q', 'G'], `ls[e] = stats[rowBase + r];
-      dl[e] = stats[BHT + rowBase + r];${p.docs ? '\n      qd[e] = docs[docBase + r];' : ''}`)}
+      dl[e] = stats[BHT + rowBase + r];${p.docs ? '\n      qd[e] = docs[docBase + r];' : ''}`, threads)}
     // Every query of the tile sees every key of the workgroup: no mask tests.
     let whole = ${p.docs ? 'false' : 'true'} && r0 >= kLast && r0 + ${tile}u <= p.T && (p.window == 0u || r0 + ${tile - 1}u < k0 + p.window);
-    if (whole) {${query(false)}
-    } else {${query(true)}
+    if (whole) {${tileBody(false)}
+    } else {${tileBody(true)}
     }
   }
   if (j < p.T) {
-${eachVec(p, (c) => `    st_DK(row, ${c}, dk[${c}] * p.scale);\n    st_DV(row, ${c}, dv[${c}]);`)}
+${p.splitKeys
+    ? `    if (dkThread) {
+${eachVec(p, (c) => `      st_DK(row, ${c}, dk[${c}] * p.scale);`)}
+    } else {
+${eachVec(p, (c) => `      st_DV(row, ${c}, dk[${c}]);`)}
+    }`
+    : eachVec(p, (c) => `    st_DK(row, ${c}, dk[${c}] * p.scale);
+    st_DV(row, ${c}, dv[${c}]);`)}
   }
 }`;
 }
@@ -374,7 +401,7 @@ export function attentionBackward(rt: GpuRuntime, q: GpuStorage, k: GpuStorage, 
   rt.run(delta, [g, out, stats], new ParamWriter().u32(rows), grid1d(rows, WG, rt.limits.maxComputeWorkgroupsPerDimension));
   const tiles = Math.ceil(d.T / ROWS);
   const pw = params(d, scale, tiles);
-  const keys = rt.kernel(`attentionKeys_D${p.D}${p.docs ? '_docs' : ''}`, keysWgsl(p),
+  const keys = rt.kernel(`attentionKeys_D${p.D}${p.docs ? '_docs' : ''}${p.splitKeys ? '_split' : ''}`, keysWgsl(p),
     ['read', 'read', 'read', 'read', 'read', 'read_write', 'read_write', ...docAccess]);
   rt.run(keys, [q, k, v, g, stats, dk, dv, ...docs], pw, grid(rt, tiles, d.B * d.H));
   const queries = rt.kernel(`attentionQueries_D${p.D}${p.docs ? '_docs' : ''}`, queriesWgsl(p),
