@@ -4,7 +4,8 @@
 // form of the same streaming.
 //
 // Every kernel gives one row to each thread of a 64-thread workgroup (a query row in the forward and
-// in dQ, a key row in dK/dV) and keeps that row's vectors in registers; the rows of the other side
+// in dQ, a key row in dK/dV; the split dK/dV form gives each key row two threads) and keeps that
+// row's vectors in registers; the rows of the other side
 // pass through workgroup memory a tile at a time, read by all threads at once (broadcast). Tiles
 // that the causal mask and the window hide from every row of the workgroup are skipped; tiles that
 // every row sees entirely run without per-element mask tests.
@@ -32,9 +33,10 @@ const TILE_BYTES = 16384;
 /** Largest head dimension: each thread keeps 3–4 rows of D floats in registers (beyond 128 they spill). */
 export const MAX_ATTENTION_HEAD_DIM = 1024;
 /**
- * Rows of up to `unrollVecs` vec4 (D ≤ 128) have their per-row loops unrolled: constant indices
- * keep the rows in registers. Longer rows use loops. Tests lower it to run the looped code at
- * small D (a software adapter compiles a large D for minutes).
+ * Code generation choices. unrollVecs: rows of up to this many vec4 (D ≤ 128) have their per-row
+ * loops unrolled (constant indices keep the rows in registers); longer rows use loops. Tests lower
+ * it to run the looped code at small D (a software adapter compiles a large D for minutes).
+ * splitKeys: the dK/dV kernel's form (keysWgsl); bench/webgpu-attention.ts times both.
  */
 export const attentionCodegen = { unrollVecs: 32, splitKeys: false };
 
