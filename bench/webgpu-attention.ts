@@ -1,10 +1,11 @@
 // The webgpu softmax-attention kernels alone (no op layer): forward, and forward + backward, at
 // causal B=8 H=8 D=64 by default, timed as GPU work (each run ends with `await backend.sync()`).
-// One JSON line per T:
-//   {bench: "webgpu-attention", B, H, T, D, fwd_ms, fwd_bwd_ms, bwd_ms, fwd_tflops, fwd_bwd_tflops,
-//    check_rel_err, device}
-// ms are medians over the runs; tflops count the FlashAttention convention (forward 4·D, backward
-// 10·D flops per visible (query, key) pair: 2 and 5 matrix products), over the causal pairs only.
+// One JSON line per T and dK/dV form:
+//   {bench: "webgpu-attention", B, H, T, D, window, key_threads, fwd_ms, bwd_ms, fwd_bwd_ms,
+//    fwd_tflops, fwd_bwd_tflops, check_rel_err, device}
+// ms are medians over the runs (bwd_ms: the backward alone, from one forward's saved state);
+// tflops count the FlashAttention convention (forward 4·D, backward 10·D flops per visible
+// (query, key) pair: 2 and 5 matrix products), over the causal pairs only.
 // check_rel_err: the first (b, h) block's out, dq, dk, dv against the float64 reference (largest
 // relErr), at the T values up to --check-max-t (default 1024).
 // The PyTorch anchor to run beside it, on the same GPU: ../shared/anchors/torch_cubit.py (nw_fb_ms
@@ -12,13 +13,13 @@
 // Usage: node --import tsx bench/webgpu-attention.ts [--T=1024,4096] [--B=8] [--H=8] [--D=64]
 //          [--window=0] [--runs=10] [--check-max-t=1024] [--keys=joined,split]
 // --keys: the dK/dV kernel's forms to time, each on its own line (key_threads: "joined", one thread
-// per key row; "split", two; see kernels/attention.ts). The default is the kernels' default.
+// per key row; "split", two; see kernels/attention.ts). Default: the kernels' own choice ("auto").
 import { prepareBackend } from '../src/index.ts';
 import type { MixerDims, Storage } from '../src/core/backend.ts';
 import { Rng } from '../src/core/random.ts';
 import { attentionBackwardRef, attentionRef } from '../src/backends/reference/mixers.ts';
 import type { WebGPUBackend } from '../src/backends/webgpu/backend.ts';
-import { attentionCodegen } from '../src/backends/webgpu/kernels/attention.ts';
+import { attentionCodegen, splitsKeys } from '../src/backends/webgpu/kernels/attention.ts';
 import { emit, median, round, scriptOption } from '../src/bench/measure.ts';
 
 const list = (name: string, def: string): number[] => (scriptOption(name) ?? def).split(',').map(Number);
@@ -48,11 +49,11 @@ function check(T: number, q: Float32Array, k: Float32Array, v: Float32Array, g: 
   }));
 }
 
-const forms = (scriptOption('keys') ?? (attentionCodegen.splitKeys ? 'split' : 'joined')).split(',');
-for (const form of forms) if (form !== 'joined' && form !== 'split') throw new Error(`--keys: '${form}' is not 'joined' or 'split'`);
+const forms = (scriptOption('keys') ?? 'auto').split(',');
+for (const form of forms) if (!['joined', 'split', 'auto'].includes(form)) throw new Error(`--keys: '${form}' is not 'joined', 'split' or 'auto'`);
 
 for (const T of list('T', '1024,4096')) for (const form of forms) {
-  attentionCodegen.splitKeys = form === 'split';
+  attentionCodegen.splitKeys = form === 'auto' ? null : form === 'split';
   const n = B * H * T * D, rng = new Rng(T);
   const normal = (): Float32Array => Float32Array.from({ length: n }, () => rng.normal());
   const host = [normal(), normal(), normal(), normal()];
@@ -79,6 +80,9 @@ for (const T of list('T', '1024,4096')) for (const form of forms) {
     return median(times);
   };
   const fwd = await time(forward);
+  const kept = be.attention(q, k, v, out, scale, dims);
+  const bwd = await time(() => { be.attentionBackward(q, k, v, out, kept, g, scale, dq, dk, dv, dims); return []; });
+  for (const s of kept.storages) be.free(s);
   const fwdBwd = await time(both);
   let checkErr: number | null = null;
   if (T <= checkMaxT) {
@@ -87,7 +91,7 @@ for (const T of list('T', '1024,4096')) for (const form of forms) {
   }
   const flops = B * H * pairs(T) * D;
   emit({
-    bench: 'webgpu-attention', B, H, T, D, window, key_threads: form, fwd_ms: round(fwd, 3), fwd_bwd_ms: round(fwdBwd, 3), bwd_ms: round(fwdBwd - fwd, 3),
+    bench: 'webgpu-attention', B, H, T, D, window, key_threads: splitsKeys(D) ? 'split' : 'joined', fwd_ms: round(fwd, 3), fwd_bwd_ms: round(fwdBwd, 3), bwd_ms: round(bwd, 3),
     fwd_tflops: round(4 * flops / fwd / 1e9, 2), fwd_bwd_tflops: round(14 * flops / fwdBwd / 1e9, 2),
     check_rel_err: checkErr === null ? null : Number(checkErr.toExponential(2)), device,
   });

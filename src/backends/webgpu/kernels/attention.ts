@@ -36,9 +36,13 @@ export const MAX_ATTENTION_HEAD_DIM = 1024;
  * Code generation choices. unrollVecs: rows of up to this many vec4 (D ≤ 128) have their per-row
  * loops unrolled (constant indices keep the rows in registers); longer rows use loops. Tests lower
  * it to run the looped code at small D (a software adapter compiles a large D for minutes).
- * splitKeys: the dK/dV kernel's form (keysWgsl); bench/webgpu-attention.ts times both.
+ * splitKeys: the dK/dV kernel's form (keysWgsl); null picks by D: joined while its 4·D floats per
+ * thread fit well within 255 registers (D ≤ 48), split beyond. bench/webgpu-attention.ts times both.
  */
-export const attentionCodegen = { unrollVecs: 32, splitKeys: false };
+export const attentionCodegen: { unrollVecs: number; splitKeys: boolean | null } = { unrollVecs: 32, splitKeys: null };
+
+/** Whether dK/dV runs split (two threads per key row) at head dimension D. */
+export function splitsKeys(D: number): boolean { return attentionCodegen.splitKeys ?? D > 48; }
 
 /** The code shape for head dimension D: D/4 vec4 per row (padded with zeros), the tile length. */
 interface Plan { D: number; DV: number; vec: boolean; tile: number; docs: boolean; unroll: boolean; splitKeys: boolean }
@@ -53,7 +57,7 @@ function plan(rt: GpuRuntime, d: MixerDims): Plan {
   // Two tiles of vec4 rows, plus three 4-byte values per staged row (ids, row statistics).
   let tile = MAX_TILE;
   while (tile > 1 && tile * (2 * DV * 16 + 12) > budget) tile /= 2;
-  return { D, DV, vec: D % 4 === 0, tile, docs: d.docIds !== null, unroll: DV <= attentionCodegen.unrollVecs, splitKeys: attentionCodegen.splitKeys };
+  return { D, DV, vec: D % 4 === 0, tile, docs: d.docIds !== null, unroll: DV <= attentionCodegen.unrollVecs, splitKeys: splitsKeys(D) };
 }
 
 // ---- WGSL generation ----
