@@ -124,7 +124,7 @@ function grid(rt: GpuRuntime, tiles: number, BH: number): [number, number, numbe
  * past T, and with `extra` one statement per staged row r (index e) for scalar side data.
  */
 function stageRows(p: Plan, names: readonly string[], extra = '', threads = ROWS): string {
-  const loads = names.map((n) => `${n}t[e] = select(vec4<f32>(0.0), ld_${n}(rowBase + r, c), inside);`).join('\n      ');
+  const loads = names.map((n) => `${n}t[e / ${p.DV}u][c] = select(vec4<f32>(0.0), ld_${n}(rowBase + r, c), inside);`).join('\n      ');
   return /* wgsl */ `
     workgroupBarrier();
     for (var e = lid; e < ${p.tile * p.DV}u; e += ${threads}u) {
@@ -140,7 +140,22 @@ function stageRows(p: Plan, names: readonly string[], extra = '', threads = ROWS
     workgroupBarrier();`;
 }
 
+// Staged tiles are arrays of rows (tile[r][c]): with c a constant, a bounds check (which WebGPU
+// adds to every dynamic index) is one per row, not one per vec4.
 const dot4 = (a: string): string => `(${a}.x + ${a}.y + ${a}.z + ${a}.w)`;
+
+/**
+ * `let name = Σ_c a(c)·b(c)` over a row's vec4, in two accumulators (even and odd c, when unrolled)
+ * so that the dependent fma chains are half as long.
+ */
+function dotRows(p: Plan, name: string, a: (c: string) => string, b: (c: string) => string): string {
+  const acc = (c: string): string => `${name}${p.unroll && parseInt(c, 10) % 2 === 1 ? 1 : 0}`;
+  return `        var ${name}0 = vec4<f32>(0.0);
+        var ${name}1 = vec4<f32>(0.0);
+${eachVec(p, (c) => `        ${acc(c)} = fma(${a(c)}, ${b(c)}, ${acc(c)});`)}
+        let ${name}4 = ${name}0 + ${name}1;
+        let ${name} = ${dot4(`${name}4`)};`;
+}
 
 // ---- forward ----
 
@@ -151,10 +166,9 @@ function forwardWgsl(p: Plan): string {
   // only when they raise the maximum, which is rare after the first few.
   const key = (masked: boolean): string => `
       for (var jj = 0u; jj < ${tile}u; jj++) {
-        var acc = vec4<f32>(0.0);
-${eachVec(p, (c) => `        acc = fma(q[${c}], Kt[jj * ${DV}u + ${c}], acc);`)}
-        let s = ${dot4('acc')} * p.scale;
         ${masked ? `if (!visible(i, r0 + jj, di, ${p.docs ? 'kd[jj]' : '0'})) { continue; }` : ''}
+${dotRows(p, 'qk', (c) => `q[${c}]`, (c) => `Kt[jj][${c}]`)}
+        let s = qk * p.scale;
         if (s > m) {
           let a = exp(m - s);
           l *= a;
@@ -163,7 +177,7 @@ ${eachVec(p, (c) => `          o[${c}] *= a;`)}
         }
         let e = exp(s - m);
         l += e;
-${eachVec(p, (c) => `        o[${c}] = fma(vec4<f32>(e), Vt[jj * ${DV}u + ${c}], o[${c}]);`)}
+${eachVec(p, (c) => `        o[${c}] = fma(vec4<f32>(e), Vt[jj][${c}], o[${c}]);`)}
       }`;
   return /* wgsl */ `${PARAMS}
 ${rowBuffer('Q', 0, p, false)}
@@ -173,8 +187,8 @@ ${rowBuffer('O', 3, p, true)}
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>;
 ${p.docs ? '@group(0) @binding(5) var<storage, read> docs: array<i32>;' : ''}
 @group(0) @binding(${p.docs ? 6 : 5}) var<uniform> p: P;
-var<workgroup> Kt: array<vec4<f32>, ${tile * DV}>;
-var<workgroup> Vt: array<vec4<f32>, ${tile * DV}>;
+var<workgroup> Kt: array<array<vec4<f32>, ${DV}>, ${tile}>;
+var<workgroup> Vt: array<array<vec4<f32>, ${DV}>, ${tile}>;
 ${p.docs ? `var<workgroup> kd: array<i32, ${tile}>;` : ''}
 ${visibleFn(p)}
 @compute @workgroup_size(${ROWS})
@@ -261,15 +275,13 @@ function keysWgsl(p: Plan): string {
   const query = (masked: boolean, want: 'both' | 'dv' | 'dk'): string => `
       for (var ii = 0u; ii < ${tile}u; ii++) {
         ${masked ? `if (!visible(r0 + ii, j, ${p.docs ? 'qd[ii]' : '0'}, dj)) { continue; }` : ''}
-        var sa = vec4<f32>(0.0);
-${want !== 'dv' ? '        var da = vec4<f32>(0.0);' : ''}
-${eachVec(p, (c) => `        sa = fma(Qt[ii * ${DV}u + ${c}], k[${c}], sa);${want !== 'dv' ? `
-        da = fma(Gt[ii * ${DV}u + ${c}], v[${c}], da);` : ''}`)}
-        let pr = exp(${dot4('sa')} * p.scale - ls[ii]);
-${want !== 'dv' ? `        let ds = pr * (${dot4('da')} - dl[ii]);` : ''}
+${dotRows(p, 'qk', (c) => `Qt[ii][${c}]`, (c) => `k[${c}]`)}
+        let pr = exp(qk * p.scale - ls[ii]);
+${want !== 'dv' ? `${dotRows(p, 'gv', (c) => `Gt[ii][${c}]`, (c) => `v[${c}]`)}
+        let ds = pr * (gv - dl[ii]);` : ''}
 ${eachVec(p, (c) => [
-    want !== 'dk' ? `        ${dvName}[${c}] = fma(vec4<f32>(pr), Gt[ii * ${DV}u + ${c}], ${dvName}[${c}]);` : '',
-    want !== 'dv' ? `        dk[${c}] = fma(vec4<f32>(ds), Qt[ii * ${DV}u + ${c}], dk[${c}]);` : '',
+    want !== 'dk' ? `        ${dvName}[${c}] = fma(vec4<f32>(pr), Gt[ii][${c}], ${dvName}[${c}]);` : '',
+    want !== 'dv' ? `        dk[${c}] = fma(vec4<f32>(ds), Qt[ii][${c}], dk[${c}]);` : '',
   ].filter(Boolean).join('\n'))}
       }`;
   const tileBody = (masked: boolean): string => (p.splitKeys
@@ -288,8 +300,8 @@ ${rowBuffer('DK', 5, p, true)}
 ${rowBuffer('DV', 6, p, true)}
 ${p.docs ? '@group(0) @binding(7) var<storage, read> docs: array<i32>;' : ''}
 @group(0) @binding(${p.docs ? 8 : 7}) var<uniform> p: P;
-var<workgroup> Qt: array<vec4<f32>, ${tile * DV}>;
-var<workgroup> Gt: array<vec4<f32>, ${tile * DV}>;
+var<workgroup> Qt: array<array<vec4<f32>, ${DV}>, ${tile}>;
+var<workgroup> Gt: array<array<vec4<f32>, ${DV}>, ${tile}>;
 var<workgroup> ls: array<f32, ${tile}>;
 var<workgroup> dl: array<f32, ${tile}>;
 ${p.docs ? `var<workgroup> qd: array<i32, ${tile}>;` : ''}
@@ -345,11 +357,10 @@ function queriesWgsl(p: Plan): string {
   const key = (masked: boolean): string => `
       for (var jj = 0u; jj < ${tile}u; jj++) {
         ${masked ? `if (!visible(i, r0 + jj, di, ${p.docs ? 'kd[jj]' : '0'})) { continue; }` : ''}
-        var sa = vec4<f32>(0.0);
-        var da = vec4<f32>(0.0);
-${eachVec(p, (c) => `        sa = fma(q[${c}], Kt[jj * ${DV}u + ${c}], sa);\n        da = fma(g[${c}], Vt[jj * ${DV}u + ${c}], da);`)}
-        let ds = exp(${dot4('sa')} * p.scale - lse) * (${dot4('da')} - delta);
-${eachVec(p, (c) => `        dq[${c}] = fma(vec4<f32>(ds), Kt[jj * ${DV}u + ${c}], dq[${c}]);`)}
+${dotRows(p, 'qk', (c) => `q[${c}]`, (c) => `Kt[jj][${c}]`)}
+${dotRows(p, 'gv', (c) => `g[${c}]`, (c) => `Vt[jj][${c}]`)}
+        let ds = exp(qk * p.scale - lse) * (gv - delta);
+${eachVec(p, (c) => `        dq[${c}] = fma(vec4<f32>(ds), Kt[jj][${c}], dq[${c}]);`)}
       }`;
   return /* wgsl */ `${PARAMS}
 ${rowBuffer('Q', 0, p, false)}
@@ -360,8 +371,8 @@ ${rowBuffer('G', 3, p, false)}
 ${rowBuffer('DQ', 5, p, true)}
 ${p.docs ? '@group(0) @binding(6) var<storage, read> docs: array<i32>;' : ''}
 @group(0) @binding(${p.docs ? 7 : 6}) var<uniform> p: P;
-var<workgroup> Kt: array<vec4<f32>, ${tile * DV}>;
-var<workgroup> Vt: array<vec4<f32>, ${tile * DV}>;
+var<workgroup> Kt: array<array<vec4<f32>, ${DV}>, ${tile}>;
+var<workgroup> Vt: array<array<vec4<f32>, ${DV}>, ${tile}>;
 ${p.docs ? `var<workgroup> kd: array<i32, ${tile}>;` : ''}
 ${visibleFn(p)}
 @compute @workgroup_size(${ROWS})
