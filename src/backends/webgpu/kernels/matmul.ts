@@ -1,9 +1,11 @@
 // The fast matmul of the webgpu backend (MatmulParams: batches with strides and offsets,
-// transposes, accumulate). Three kernels, each generated per layout and compiled once:
+// transposes, accumulate). Three kernels, each generated per tile shape and compiled once:
 // - registerTiled (f32, the default): a workgroup computes a BM×BN tile of C, each thread a TM×TN
-//   block held in registers; K advances BK at a time through two workgroup-memory buffers (the
-//   next step's operands are loaded into registers while the current step computes, so one
-//   barrier per step suffices). Operands are read as vec4 where rows and offsets allow.
+//   block held in registers; K advances BK at a time through two workgroup-memory buffers used in
+//   turn: a step stores the operands loaded during the previous one, starts loading the next,
+//   waits at the step's one barrier and computes (a buffer is rewritten only two steps later,
+//   after every thread has passed the barrier between). Operands are read as vec4 where rows and
+//   offsets allow.
 // - registerTiled with f16 operands (opt-in mixed precision): the same kernel with the staged
 //   operands rounded to f16 on load and products summed in f32.
 // - subgroupMatrix (opt-in, Dawn's experimental 'chromium-experimental-subgroup-matrix', 16×16×16
@@ -132,8 +134,8 @@ function registerTiledWgsl(t: Tile, f16: boolean): string {
   // Each thread's s-th quad of a step: four values along the stored matrix's contiguous axis
   // (A is stored m×k, or k×m when transposed; B k×n, or n×k). A quad along the staged row axis
   // (k×m for A, k×n for B) is stored whole; one along k is spread over four staged rows.
-  // As[kk][row/4] holds A(row, kk) in lane row%4; Bs[kk][col/4] holds B(kk, col) in lane col%4;
-  // the two step buffers sit one above the other (rows 0…BK−1 and BK…2BK−1).
+  // As[kk·BM/4 + row/4] holds A(row, kk) in lane row%4; Bs[kk·BN/4 + col/4] holds B(kk, col) in
+  // lane col%4; the two step buffers sit one above the other (kk in 0…BK−1 and BK…2BK−1).
   const v = (s: number): string => `(lid + ${threads * s}u)`;
   const loads = [
     ...R(la).map((s) => `if (transA) { ra${s} = loadA(aBase, l0 + ${v(s)} / ${bm / 4}u, i0 + (${v(s)} % ${bm / 4}u) * 4u, p.k, p.m, vecA); }
@@ -141,22 +143,22 @@ function registerTiledWgsl(t: Tile, f16: boolean): string {
     ...R(lb).map((s) => `if (transB) { rb${s} = loadB(bBase, j0 + ${v(s)} / ${bk / 4}u, l0 + (${v(s)} % ${bk / 4}u) * 4u, p.n, p.k, vecB); }
     else { rb${s} = loadB(bBase, l0 + ${v(s)} / ${bn / 4}u, j0 + (${v(s)} % ${bn / 4}u) * 4u, p.k, p.n, vecB); }`),
   ].join('\n    ');
-  const spread = (arr: string, reg: string, s: number, buf: string, outer: number): string => {
+  const spread = (arr: string, reg: string, s: number, buf: string, width: number): string => {
     const row = `${v(s)} / ${bk / 4}u`, kq = `(${v(s)} % ${bk / 4}u) * 4u`;
-    return `{ let r = ${row}; let kq = ${buf} + ${kq}; ${R(4).map((e) => `${arr}[kq + ${e}u][r / 4u][r % 4u] = ${sc(`${reg}${s}[${e}]`)};`).join(' ')} }${outer ? '' : ''}`;
+    return `{ let r = ${row}; let at = (${buf} + ${kq}) * ${width / 4}u + r / 4u; ${R(4).map((e) => `${arr}[at + ${e * width / 4}u][r % 4u] = ${sc(`${reg}${s}[${e}]`)};`).join(' ')} }`;
   };
   const stores = (buf: string): string => [
-    ...R(la).map((s) => `if (transA) { As[${buf} + ${v(s)} / ${bm / 4}u][${v(s)} % ${bm / 4}u] = ${cvt(`ra${s}`)}; }
-    else ${spread('As', 'ra', s, buf, 0)}`),
-    ...R(lb).map((s) => `if (transB) ${spread('Bs', 'rb', s, buf, 0)}
-    else { Bs[${buf} + ${v(s)} / ${bn / 4}u][${v(s)} % ${bn / 4}u] = ${cvt(`rb${s}`)}; }`),
+    ...R(la).map((s) => `if (transA) { As[(${buf} + ${v(s)} / ${bm / 4}u) * ${bm / 4}u + ${v(s)} % ${bm / 4}u] = ${cvt(`ra${s}`)}; }
+    else ${spread('As', 'ra', s, buf, bm)}`),
+    ...R(lb).map((s) => `if (transB) ${spread('Bs', 'rb', s, buf, bn)}
+    else { Bs[(${buf} + ${v(s)} / ${bn / 4}u) * ${bn / 4}u + ${v(s)} % ${bn / 4}u] = ${cvt(`rb${s}`)}; }`),
   ].join('\n    ');
   // Thread (tx, ty) owns rows 4·(ty + TY·r) + e and columns 4·(tx + TX·c) + 0…3: its reads of a
   // staged row are TX consecutive vec4 across a subgroup (no bank conflicts) and broadcasts.
   const wide = (x: string): string => (f16 ? `vec4<f32>(${x})` : x);
   const body = [
-    ...R(tm / 4).map((r) => `let a${r} = ${wide(`As[cur + kk][ty + ${ty * r}u]`)};`),
-    ...R(tn / 4).map((c) => `let b${c} = ${wide(`Bs[cur + kk][tx + ${tx * c}u]`)};`),
+    ...R(tm / 4).map((r) => `let a${r} = ${wide(`As[aRow + ${ty * r}u]`)};`),
+    ...R(tn / 4).map((c) => `let b${c} = ${wide(`Bs[bRow + ${tx * c}u]`)};`),
     ...R(tm / 4).flatMap((r) => R(4).flatMap((e) => R(tn / 4).map((c) => `c${4 * r + e}_${c} = fma(vec4<f32>(a${r}[${e}]), b${c}, c${4 * r + e}_${c});`))),
   ].map((x) => `      ${x}`).join('\n');
   const accs = R(tm).flatMap((i) => R(tn / 4).map((c) => `var c${i}_${c} = vec4<f32>(0.0);`)).join(' ');
@@ -167,8 +169,8 @@ function registerTiledWgsl(t: Tile, f16: boolean): string {
 @group(0) @binding(1) var<storage, read> B: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> C: array<vec4<f32>>;
 @group(0) @binding(3) var<uniform> p: P;
-var<workgroup> As: array<array<vec4<${S}>, ${bm / 4}>, ${2 * bk}>;
-var<workgroup> Bs: array<array<vec4<${S}>, ${bn / 4}>, ${2 * bk}>;
+var<workgroup> As: array<vec4<${S}>, ${2 * bk * bm / 4}>;
+var<workgroup> Bs: array<vec4<${S}>, ${2 * bk * bn / 4}>;
 ${quadLoader('loadA', 'A')}
 ${quadLoader('loadB', 'B')}
 fn store(base: u32, i: u32, j: u32, v: vec4<f32>, vec: bool) {
@@ -202,24 +204,20 @@ ${TILE_ORIGIN}
   {
     let l0 = 0u;
     ${loads}
-    ${stores('0u')}
   }
-  workgroupBarrier();
   for (var st = 0u; st < steps; st++) {
     let cur = (st % 2u) * ${bk}u;
-    let more = st + 1u < steps;
-    if (more) {
+    ${stores('cur')}
+    if (st + 1u < steps) {
       let l0 = (st + 1u) * ${bk}u;
     ${loads}
     }
+    workgroupBarrier();
     for (var kk = 0u; kk < ${bk}u; kk++) {
+      let aRow = (cur + kk) * ${bm / 4}u + ty;
+      let bRow = (cur + kk) * ${bn / 4}u + tx;
 ${body}
     }
-    if (more) {
-      let nxt = ${bk}u - cur;
-    ${stores('nxt')}
-    }
-    workgroupBarrier();
   }
   ${outs}
 }`;
@@ -374,22 +372,16 @@ ${TILE_ORIGIN}
   {
     let l0 = 0u;
     ${loadAll}
-    ${storeAll('0u')}
   }
-  workgroupBarrier();
   for (var st = 0u; st < steps; st++) {
     let cur = st % 2u;
-    let more = st + 1u < steps;
-    if (more) {
+    ${storeAll('cur')}
+    if (st + 1u < steps) {
       let l0 = (st + 1u) * ${bk}u;
     ${loadAll}
     }
-${step}
-    if (more) {
-      let nxt = 1u - cur;
-    ${storeAll('nxt')}
-    }
     workgroupBarrier();
+${step}
   }${epilogue}
 }`;
 }
