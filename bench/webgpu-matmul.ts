@@ -70,7 +70,7 @@ for (const n of sizes) {
         times.push((performance.now() - t0) / reps);
       }
       const ms = median(times);
-      emit({ op: 'matmul', shape, kernel: k.name, precision: k.precision, median_ms: round(ms, 4), tflops: round((2 * n * n * n) / ms / 1e9, 2), max_rel_err: Number((err / refMax).toExponential(3)), device });
+      emit({ op: 'matmul', shape, kernel: k.name, precision: k.precision, median_ms: round(ms, 4), tflops: round((2 * n * n * n) / ms / 1e9, 3), max_rel_err: Number((err / refMax).toExponential(3)), device });
     } catch (e) {
       emit({ op: 'matmul', shape, kernel: k.name, precision: k.precision, error: (e as Error).message.split('\n')[0], device });
     }
