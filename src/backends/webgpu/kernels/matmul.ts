@@ -120,7 +120,7 @@ const TILE_ORIGIN = /* wgsl */ `
 /**
  * WGSL of the register-tiled kernel for tile t. Transposes and vec4 alignment are uniform flags
  * read at run time (branches every thread takes alike), so one pipeline per tile serves every
- * layout: software adapters take seconds to compile each one.
+ * layout (Mesa lavapipe takes 15–50 s to compile each one).
  */
 function registerTiledWgsl(t: Tile, f16: boolean): string {
   checkTile(t);
