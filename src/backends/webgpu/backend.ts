@@ -10,6 +10,7 @@ import type { DType, TypedArray } from '../../core/dtype.ts';
 import type { AdapterSummary } from './device.ts';
 import { cholesky } from './kernels/cholesky.ts';
 import * as core from './kernels/core.ts';
+import * as mm from './kernels/matmul.ts';
 import * as nn from './kernels/nn.ts';
 import { GpuRuntime, type GpuStorage } from './runtime.ts';
 
@@ -104,7 +105,10 @@ export class WebGPUBackend implements Backend {
   reduce(op: ReduceOp, x: Storage, out: Storage, outer: number, len: number, inner: number): void {
     core.reduce(this.rt, op, g(x), g(out), outer, len, inner);
   }
-  matmul(a: Storage, b: Storage, out: Storage, p: MatmulParams): void { core.matmulTiled(this.rt, g(a), g(b), g(out), p); }
+  // ---- matmul (kernels/matmul.ts) ----
+  /** 'f16' opts in to f16 operands with f32 sums (subgroup matrices where offered); default from CUBIT_WEBGPU_MATMUL, else 'f32'. */
+  matmulPrecision: mm.MatmulPrecision = mm.matmulPrecisionFromEnv();
+  matmul(a: Storage, b: Storage, out: Storage, p: MatmulParams): void { mm.matmul(this.rt, this.adapter, g(a), g(b), g(out), p, this.matmulPrecision); }
   triangularSolve(l: Storage, b: Storage, out: Storage, batch: number, n: number, k: number, transpose: boolean): void {
     core.triangularSolve(this.rt, g(l), g(b), g(out), batch, n, k, transpose);
   }
