@@ -1,7 +1,8 @@
 // `cubit/browser`: the layers that import no Node.js module, for bundlers and browsers: tensors,
-// ops, the reference backend (plain TypeScript, the only backend here), layers, mixers, and the
-// model with its sampling loop. Training, checkpoints, tokenizer files and the native backend
-// need Node and live in the package root ('cubit'). Use one entry or the other in a program, not
+// ops, the reference backend (plain TypeScript, the only backend here), layers, mixers, the
+// model with its sampling loop, and the AdamW optimizer (a training loop of your own; see
+// examples/browser/). The Trainer, checkpoints, tokenizer files and the native backend need Node
+// and live in the package root ('cubit'). Use one entry or the other in a program, not
 // both: each sets the default backend.
 import { backendByName, registerBackend, setDefaultBackendChooser } from './core/engine.ts';
 import { ReferenceBackend } from './backends/reference/backend.ts';
@@ -23,3 +24,4 @@ export { Decoder } from './models/decoder.ts';
 export {
   generate, sampleToken, type GenerateOptions, type GenerateResult, type SamplingOptions, type StopReason,
 } from './models/generate.ts';
+export { AdamW, decaysByDefault, type AdamWOptions } from './train/optimizer.ts';
