@@ -5,6 +5,8 @@ import { backendByName, backendNames, registerBackend, setDefaultBackendChooser 
 import { loadNativeAddon, nativeLoadError } from './native/addon.ts';
 import { NativeBackend } from './native/backend.ts';
 import { ReferenceBackend } from './reference/backend.ts';
+import { registerWebGPU } from './webgpu/index.ts';
+import { nodeGpu } from './webgpu/node.ts';
 
 registerBackend('reference', () => new ReferenceBackend());
 registerBackend('native', () => {
@@ -12,6 +14,9 @@ registerBackend('native', () => {
   if (!addon) throw new Error(`the native backend is unavailable: ${nativeLoadError()} (run 'npm run build:native')`);
   return new NativeBackend(addon);
 });
+
+// The GPU backend: Dawn (the optional 'webgpu' package) is loaded by `await prepareBackend('webgpu')`.
+registerWebGPU(nodeGpu);
 
 let warned = false;
 
@@ -34,6 +39,7 @@ function chooseDefault(): Backend {
   const env = process.env.CUBIT_BACKEND;
   if (env) {
     if (!backendNames().includes(env)) throw new Error(`CUBIT_BACKEND must name a registered backend (${backendNames().map((n) => `'${n}'`).join(', ')}), got '${env}'`);
+    // A backend with an asynchronous set-up (webgpu) must have been prepared: its factory says so.
     return backendByName(env);
   }
   if (loadNativeAddon()) return backendByName('native');

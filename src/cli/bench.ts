@@ -23,7 +23,7 @@ export const benchCommand: Command = {
   async run(values, positionals) {
     const suite = positionals[0];
     if (!suite || !(suite in suites)) throw new UsageError(`bench: choose a suite: ${Object.keys(suites).join(', ')}`);
-    useBackendOption(values.backend);
+    await useBackendOption(values.backend);
     const threads = values.threads === undefined ? undefined : String(values.threads).split(',').map((s) => {
       const n = Number(s);
       if (!Number.isInteger(n) || n < 1) throw new UsageError(`--threads: '${s}' is not a positive integer`);

@@ -28,7 +28,7 @@ export const demoCommand: Command = {
     quiet: { type: 'boolean', description: 'only the results' } as never,
   },
   async run(values) {
-    useBackendOption(values.backend);
+    await useBackendOption(values.backend);
     const out = (values.out as string | undefined) ?? path.join('runs', 'demo');
     const sampleBytes = intOption(values, 'sample-bytes', 300, 0);
     const seed = intOption(values, 'seed', 0, 0);

@@ -58,7 +58,7 @@ export const evalCommand: Command = {
   },
   async run(values, positionals) {
     if (positionals.length !== 1) throw new UsageError(`eval: give one run or checkpoint folder (see 'cubit eval --help')`);
-    useBackendOption(values.backend);
+    await useBackendOption(values.backend);
     const split = String(values.split ?? 'validation');
     if (!(SPLITS as readonly string[]).includes(split)) throw new UsageError(`--split must be one of ${SPLITS.join(', ')}, got '${split}'`);
     const stride = values.stride === undefined ? { fraction: 0.5 } : parseStride(values.stride);

@@ -118,7 +118,7 @@ export const experimentCommand: Command = {
       console.log(JSON.stringify(resolveConfig(name as ExperimentName, { preset, file, overrides }).config, null, 2));
       return 0;
     }
-    useBackendOption(values.backend);
+    await useBackendOption(values.backend);
     const jobs = intOption(values, 'jobs', 1);
     const stopAfter = values['stop-after'] === undefined ? null : numberOption(values, 'stop-after', 0);
     if (stopAfter !== null && !(stopAfter > 0)) throw new UsageError(`--stop-after must be a positive number of seconds, got '${values['stop-after']}'`);

@@ -45,7 +45,7 @@ export const generateCommand: Command = {
     if (!(topP > 0 && topP <= 1)) throw new UsageError(`--top-p must be in (0, 1], got '${values['top-p']}'`);
     const seed = intOption(values, 'seed', 0, 0);
     const maxContextOpt = values['max-context'] === undefined ? undefined : intOption(values, 'max-context', 0, 0, MAX_CONTEXT);
-    useBackendOption(values.backend);
+    await useBackendOption(values.backend);
 
     const ck = loadModel(positionals[0], { tokenizer: values.tokenizer as string | undefined });
     try {

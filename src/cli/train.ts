@@ -57,7 +57,7 @@ export const trainCommand: Command = {
     const config = configPath ? readConfigFile(resolveConfigPath(configPath)) : undefined;
     const steps = values.steps === undefined ? undefined : intOption(values, 'steps', 0);
     const stopAt = values['stop-at'] === undefined ? undefined : intOption(values, 'stop-at', 0);
-    useBackendOption(values.backend);
+    await useBackendOption(values.backend);
     if (values.threads !== undefined) {
       const n = intOption(values, 'threads', 0, 0, 1024);
       const b = getBackend();

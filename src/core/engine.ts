@@ -10,6 +10,7 @@ export interface Disposable {
 
 type Factory = () => Backend;
 const factories = new Map<string, Factory>();
+const preparers = new Map<string, () => Promise<void>>();
 const instances = new Map<string, Backend>();
 let active: Backend | null = null;
 let defaultChooser: (() => Backend) | null = null;
@@ -23,8 +24,25 @@ let defaultChooser: (() => Backend) | null = null;
  * registerBackend('reference-2', () => new ReferenceBackend());
  * setBackend('reference-2');
  */
-export function registerBackend(name: string, factory: Factory): void {
+export function registerBackend(name: string, factory: Factory, prepare?: () => Promise<void>): void {
   factories.set(name, factory);
+  if (prepare) preparers.set(name, prepare); else preparers.delete(name);
+}
+
+/**
+ * Sets up the backend named `name` and returns it. A backend whose set-up is asynchronous (a GPU:
+ * requesting the adapter and device) registers a `prepare` step, which must finish before its
+ * first use; for the others this is backendByName.
+ *
+ * @example
+ * await prepareBackend('webgpu');
+ * setBackend('webgpu');
+ */
+export async function prepareBackend(name: string): Promise<Backend> {
+  if (!factories.has(name)) throw new Error(`unknown backend '${name}' (known: ${backendNames().join(', ')})`);
+  const prepare = preparers.get(name);
+  if (prepare) await prepare();
+  return backendByName(name);
 }
 
 /** The names of the registered backends ('reference', and 'native' when its addon loads). */

@@ -1,0 +1,114 @@
+// The webgpu backend: the CoreBackend contract on a GPU through WebGPU (WGSL compute shaders), and
+// the fused kernels the models use. Kernels are recorded, not run: the runtime submits them in
+// batches, and the host waits only in read(). There is no readSync (WebGPU cannot wait
+// synchronously), so dataSync() throws and every caller reads with `await t.data()`.
+// Value checks (checkValues) run as kernels that record the first failing index in a slot buffer;
+// the next read returns it, and the read then throws the same error a CPU backend throws at once.
+import type { Backend, MatmulParams, MemoryStats, BinaryOp, ReduceOp, Storage, UnaryOp, ValueRule } from '../../core/backend.ts';
+import { valueError } from '../../core/backend.ts';
+import type { DType, TypedArray } from '../../core/dtype.ts';
+import type { AdapterSummary } from './device.ts';
+import * as core from './kernels/core.ts';
+import { GpuRuntime, type GpuStorage } from './runtime.ts';
+
+const g = (s: Storage): GpuStorage => s as GpuStorage;
+
+/** Checks recorded per slot buffer; more pending checks than this start another buffer. */
+const SLOTS_PER_BUFFER = 1024;
+
+interface PendingCheck { rule: ValueRule; op: string; name: string; dtype: DType; slots: GpuStorage; id: number }
+
+export class WebGPUBackend implements Backend {
+  readonly name: string = 'webgpu';
+  readonly supportsFloat64 = false;
+  readonly rt: GpuRuntime;
+  private pendingChecks: PendingCheck[] = [];
+  private slotBuffers: GpuStorage[] = [];
+
+  /** `owners`: objects the device needs kept alive (the GPU instance and adapter). */
+  constructor(device: GPUDevice, readonly adapter: AdapterSummary, private readonly owners: readonly object[] = []) {
+    this.rt = new GpuRuntime(device, new Set(adapter.features));
+  }
+
+  get hostReads(): number { return this.rt.hostReads; }
+
+  // ---- memory ----
+
+  alloc(dtype: DType, length: number): Storage { return this.rt.alloc(dtype, length); }
+  free(s: Storage): void { this.rt.release(g(s)); }
+  write(s: Storage, values: ArrayLike<number>, offset = 0): void { this.rt.write(g(s), values, offset); }
+  memory(): MemoryStats { return this.rt.stats(); }
+  resetPeak(): void { this.rt.resetPeak(); }
+  /** Returns pooled device memory to the GPU. */
+  trim(): void { this.rt.trim(); }
+  /** Waits for every kernel submitted so far (benchmarks time with it). */
+  sync(): Promise<void> { return this.rt.sync(); }
+
+  async read(s: Storage, offset: number, length: number): Promise<TypedArray> {
+    const checks = this.pendingChecks;
+    const slotRegions = this.slotBuffers.map((b, i) => ({
+      s: b, offset: 0, length: 2 * Math.min(SLOTS_PER_BUFFER, checks.length - i * SLOTS_PER_BUFFER),
+    })).filter((r) => r.length > 0);
+    const [values, ...slots] = await this.rt.readMany([{ s: g(s), offset, length }, ...slotRegions]);
+    if (checks.length > 0) {
+      this.pendingChecks = [];
+      for (const r of slotRegions) this.rt.write(r.s, new Int32Array(r.length).fill(-1));
+      for (const c of checks) {
+        const words = slots[Math.floor(c.id / SLOTS_PER_BUFFER)] as Int32Array;
+        const at = words[2 * (c.id % SLOTS_PER_BUFFER)] >>> 0;
+        if (at === 0xffffffff) continue;
+        const bits = new Int32Array([words[2 * (c.id % SLOTS_PER_BUFFER) + 1]]);
+        const v = c.dtype === 'int32' ? bits[0] : new Float32Array(bits.buffer)[0];
+        throw new Error(valueError(c.rule, c.op, c.name, at, v) ?? `${c.op}: ${c.name}[${at}] = ${v} failed its check`);
+      }
+    }
+    return values;
+  }
+
+  checkValues(s: Storage, length: number, rule: ValueRule, op: string, name: string): void {
+    if (length <= 0) return;
+    const id = this.pendingChecks.length;
+    const b = Math.floor(id / SLOTS_PER_BUFFER);
+    if (b === this.slotBuffers.length) {
+      const slots = this.rt.alloc('int32', 2 * SLOTS_PER_BUFFER);
+      this.rt.write(slots, new Int32Array(2 * SLOTS_PER_BUFFER).fill(-1));
+      this.slotBuffers.push(slots);
+    }
+    const slots = this.slotBuffers[b];
+    core.checkValues(this.rt, g(s), length, rule, slots, id % SLOTS_PER_BUFFER);
+    this.pendingChecks.push({ rule, op, name, dtype: s.dtype, slots, id });
+  }
+
+  // ---- core kernels (kernels/core.ts) ----
+
+  fill(out: Storage, value: number, offset: number, length: number): void { core.fill(this.rt, g(out), value, offset, length); }
+  copy(src: Storage, srcOffset: number, out: Storage, outOffset: number, length: number): void {
+    core.copy(this.rt, g(src), srcOffset, g(out), outOffset, length);
+  }
+  cast(src: Storage, out: Storage, length: number): void { core.cast(this.rt, g(src), g(out), length); }
+  stridedCopy(src: Storage, srcOffset: number, shape: readonly number[], srcStrides: readonly number[], out: Storage, outOffset: number): void {
+    core.stridedCopy(this.rt, g(src), srcOffset, shape, srcStrides, g(out), outOffset);
+  }
+  unary(op: UnaryOp, x: Storage, out: Storage, length: number, scalar: number): void { core.unary(this.rt, op, g(x), g(out), length, scalar); }
+  unaryBackward(op: UnaryOp, x: Storage, y: Storage, dy: Storage, dx: Storage, length: number, scalar: number): void {
+    core.unaryBackward(this.rt, op, g(x), g(y), g(dy), g(dx), length, scalar);
+  }
+  binary(op: BinaryOp, a: Storage, aStrides: readonly number[], b: Storage, bStrides: readonly number[], out: Storage, shape: readonly number[]): void {
+    core.binary(this.rt, op, g(a), aStrides, g(b), bStrides, g(out), shape);
+  }
+  where(cond: Storage, cStrides: readonly number[], a: Storage, aStrides: readonly number[], b: Storage, bStrides: readonly number[], out: Storage, shape: readonly number[]): void {
+    core.where(this.rt, g(cond), cStrides, g(a), aStrides, g(b), bStrides, g(out), shape);
+  }
+  reduce(op: ReduceOp, x: Storage, out: Storage, outer: number, len: number, inner: number): void {
+    core.reduce(this.rt, op, g(x), g(out), outer, len, inner);
+  }
+  matmul(a: Storage, b: Storage, out: Storage, p: MatmulParams): void { core.matmulTiled(this.rt, g(a), g(b), g(out), p); }
+  triangularSolve(l: Storage, b: Storage, out: Storage, batch: number, n: number, k: number, transpose: boolean): void {
+    core.triangularSolve(this.rt, g(l), g(b), g(out), batch, n, k, transpose);
+  }
+  gather(table: Storage, ids: Storage, out: Storage, count: number, cols: number): void { core.gather(this.rt, g(table), g(ids), g(out), count, cols); }
+  scatterAdd(dy: Storage, ids: Storage, dtable: Storage, count: number, cols: number): void {
+    core.scatterAdd(this.rt, g(dy), g(ids), g(dtable), count, cols);
+  }
+  dropoutMask(out: Storage, length: number, p: number, seed: number): void { core.dropoutMask(this.rt, g(out), length, p, seed); }
+}
