@@ -45,7 +45,12 @@ describe('browser example (headless Chromium)', options, () => {
   test('?selfcheck trains on WebGPU (SwiftShader): the loss falls and generation gives tokens', { timeout: 180_000 }, async (t) => {
     await withPage(webgpuOn, async (page, log) => {
       await page.goto(`${server.url}?selfcheck`);
-      await page.waitForFunction("document.title.startsWith('cubit selfcheck:')", { timeout: 170_000 });
+      try {
+        await page.waitForFunction("document.title.startsWith('cubit selfcheck:')", { timeout: 170_000 });
+      } catch (e) {
+        const status = await read<string>(page, "document.getElementById('status').textContent");
+        throw new Error(`${(e as Error).message}; the page says: ${status}\n${log.join('\n')}`);
+      }
       // A Chromium without SwiftShader's WebGPU: the page says so; only CI insists.
       if (!required && await read(page, "document.getElementById('status').dataset.state") === 'unavailable') {
         t.skip(`${chromium} gives no WebGPU adapter: ${await read<string>(page, "document.getElementById('status').textContent")}`);
@@ -54,15 +59,15 @@ describe('browser example (headless Chromium)', options, () => {
       const line = log.find((l) => l.startsWith('cubit-selfcheck '));
       assert.ok(line, `no self-check line in the console:\n${log.join('\n')}`);
       const [, verdict, json] = /^cubit-selfcheck (PASS|FAIL) (.*)$/s.exec(line)!;
-      const detail = JSON.parse(json) as { backend: string; steps: number; firstLoss: number; lastLoss: number; tokens: number; seconds: number };
+      const detail = JSON.parse(json) as { backend: string; steps: number; firstLoss: number; lastLoss: number; tokens: number; tokensAsked: number; seconds: number };
       assert.equal(verdict, 'PASS', `self-check failed: ${json}\n${log.join('\n')}`);
       assert.equal(await page.title(), 'cubit selfcheck: PASS');
       assert.equal(detail.backend, 'webgpu');
       assert.ok(detail.lastLoss < 0.85 * detail.firstLoss, `loss ${detail.firstLoss} → ${detail.lastLoss}`);
-      assert.equal(detail.tokens, 120);
+      assert.ok(detail.tokens > 0 && detail.tokens === detail.tokensAsked, `${detail.tokens} tokens generated of ${detail.tokensAsked}`);
       assert.equal(await read(page, "document.getElementById('status').dataset.state"), 'done');
-      assert.ok((await read<string>(page, "document.getElementById('sample').textContent")).length > 120, 'the generated text is on the page');
-      console.log(`# browser self-check: ${detail.steps} steps in ${detail.seconds.toFixed(1)} s, loss ${detail.firstLoss.toFixed(3)} → ${detail.lastLoss.toFixed(3)}`);
+      assert.ok((await read<string>(page, "document.getElementById('sample').textContent")).length > detail.tokens, 'the prompt and the generated text are on the page');
+      t.diagnostic(`browser self-check: ${detail.steps} steps in ${detail.seconds.toFixed(1)} s, loss ${detail.firstLoss.toFixed(3)} → ${detail.lastLoss.toFixed(3)}`);
     });
   });
 

@@ -4,7 +4,7 @@
 // Bundled by serve.mjs (esbuild) from the package's browser entry, src/browser.ts.
 import { AdamW, Decoder, generate, getBackend, prepareBackend, Rng, setBackend, tensor, tidy, type Tensor } from '../../src/browser.ts';
 
-// A short text of our own: repetitive enough that a model of a few thousand parameters learns
+// A short text of our own, repetitive enough that a model of some ten thousand parameters learns
 // its letters and common words within a few hundred steps.
 const TEXT = `A cubit is the length of a forearm, from the elbow to the tip of the middle finger.
 Builders measured walls and doors and boats in cubits, and a careful builder kept a rod of the
@@ -15,12 +15,12 @@ down. A cubit of one city was not the cubit of the next city, so the builders of
 their own rod, and the rod was the law of the wall and the door and the boat.
 `;
 
-const params = new URLSearchParams(location.search);
-const SELFCHECK = params.has('selfcheck');
-const STEPS = SELFCHECK ? 25 : 300;
+const SELFCHECK = new URLSearchParams(location.search).has('selfcheck');
+// The self-check is sized for a software adapter (SwiftShader in CI, where each step takes
+// seconds): one layer, a few steps, a short sample.
+const SETTINGS = SELFCHECK ? { layers: 1, steps: 15, lr: 2e-2, newTokens: 40 } : { layers: 2, steps: 300, lr: 1e-2, newTokens: 200 };
 const T = 32; // tokens per sequence
 const B = 8; // sequences per step
-const LR = 1e-2;
 
 const chars = [...new Set(TEXT)].sort();
 const ids = Int32Array.from(TEXT, (c) => chars.indexOf(c));
@@ -102,8 +102,8 @@ async function train(model: Decoder, steps: number, onStep: (losses: number[]) =
       });
       const [value] = await loss.data();
       loss.dispose();
-      // Warm up over the first tenth, then a straight line down to a tenth of LR.
-      const lr = LR * Math.min(1, (s + 1) / Math.max(1, steps / 10)) * (1 - 0.9 * (s / steps));
+      // Warm up over the first tenth, then a straight line down to a tenth of the peak.
+      const lr = SETTINGS.lr * Math.min(1, (s + 1) / Math.max(1, steps / 10)) * (1 - 0.9 * (s / steps));
       optimizer.update(lr);
       for (const [, p] of named) { p.grad?.dispose(); p.grad = null; }
       losses.push(value);
@@ -115,7 +115,7 @@ async function train(model: Decoder, steps: number, onStep: (losses: number[]) =
   return losses;
 }
 
-const MODEL = { vocabSize: chars.length, dModel: 32, nLayers: 2, nHeads: 2, mixer: 'cubit' } as const;
+const MODEL = { vocabSize: chars.length, dModel: 32, nLayers: SETTINGS.layers, nHeads: 2, mixer: 'cubit' } as const;
 
 /** Trains a fresh model, then continues the prompt box's text (its characters the text has). */
 async function run(steps: number): Promise<{ losses: number[]; text: string; tokens: number; seconds: number }> {
@@ -124,12 +124,15 @@ async function run(steps: number): Promise<{ losses: number[]; text: string; tok
   try {
     const t0 = performance.now();
     say(`Training ${steps} steps on ${model.numParameters()} parameters…`, 'training');
-    const losses = await train(model, steps, (l) => drawLoss(l, steps));
+    const losses = await train(model, steps, (l) => {
+      drawLoss(l, steps);
+      say(`Training: step ${l.length} of ${steps}, loss ${l[l.length - 1].toFixed(3)} (${((performance.now() - t0) / 1000).toFixed(1)} s)`, 'training');
+    });
     const span = `loss ${losses[0].toFixed(3)} → ${losses[losses.length - 1].toFixed(3)}`;
     say(`Trained ${steps} steps in ${((performance.now() - t0) / 1000).toFixed(1)} s (${span}). Generating…`, 'training');
     const typed = encode(promptInput.value);
     const prompt = typed.length > 0 ? typed : [ids[0]];
-    const g = await generate(model, prompt, { maxNewTokens: 120, temperature: 0.8, topK: 10, seed: 3 });
+    const g = await generate(model, prompt, { maxNewTokens: SETTINGS.newTokens, temperature: 0.8, topK: 10, seed: 3 });
     sampleEl.textContent = decode(prompt) + decode(g.tokens);
     const seconds = (performance.now() - t0) / 1000;
     say(`Done in ${seconds.toFixed(1)} s on ${getBackend().name}: ${span}; the text below was generated.`, 'done');
@@ -155,15 +158,15 @@ async function main(): Promise<void> {
   }
   await prepareBackend('webgpu');
   setBackend('webgpu');
-  say(`WebGPU is ready. The model: Cubit, ${MODEL.nLayers} layers, d = ${MODEL.dModel}, a vocabulary of the text's ${chars.length} characters.`, 'ready');
+  say(`WebGPU is ready. The model: Cubit, ${MODEL.nLayers} layer${MODEL.nLayers > 1 ? 's' : ''}, d = ${MODEL.dModel}, a vocabulary of the text's ${chars.length} characters.`, 'ready');
   trainButton.disabled = false;
-  trainButton.onclick = () => { run(STEPS).catch(fail); };
+  trainButton.onclick = () => { run(SETTINGS.steps).catch(fail); };
   if (!SELFCHECK) return;
-  const r = await run(STEPS);
+  const r = await run(SETTINGS.steps);
   const first = r.losses[0], last = r.losses.slice(-5).reduce((a, b) => a + b, 0) / 5;
   // The loss starts near ln(vocabulary); a few steps must bring the last five below 85% of it.
-  const pass = r.losses.every(Number.isFinite) && last < 0.85 * first && r.tokens === 120;
-  report(pass, { backend: getBackend().name, steps: STEPS, firstLoss: first, lastLoss: last, tokens: r.tokens, seconds: r.seconds, sample: r.text });
+  const pass = r.losses.every(Number.isFinite) && last < 0.85 * first && r.tokens === SETTINGS.newTokens;
+  report(pass, { backend: getBackend().name, steps: SETTINGS.steps, firstLoss: first, lastLoss: last, tokens: r.tokens, tokensAsked: SETTINGS.newTokens, seconds: r.seconds, sample: r.text });
 }
 
 function fail(e: unknown): void {
