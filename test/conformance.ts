@@ -346,6 +346,18 @@ for (const [B, H, T, D] of [[1, 1, 1, 1], [2, 3, 17, 5], [1, 2, 9, 33], [3, 1, 7
     (r, a, v, ll, d) => op.cubitSolve(r, a, v, null, ll, { docIds: d }), 10 * Math.max(TRANS, red(21 * 6)));
 }
 
+// ---- batched SPD solve (the local linear mixer's: a Cholesky factor, two triangular solves) ----
+
+// A = M Mᵀ + n·I has its eigenvalues in [n, ~5n] (those of M Mᵀ lie in [0, ~4n]): condition ≤ ~5,
+// so a float32 solve is good to red(n). The gradient reaches M through the product.
+const spd = (m: Tensor): Tensor => {
+  const n = m.shape[m.rank - 1];
+  return op.add(op.matmul(m, m, { transB: true }), op.tensor(Float32Array.from({ length: n * n }, (_, i) => (i % (n + 1) === 0 ? n : 0)), [n, n]));
+};
+for (const [lead, n, k] of [[[1], 1, 1], [[3], 5, 2], [[7], 17, 1], [[2], 33, 3], [[5], 64, 1], [[2, 3], 9, 1], [[0], 4, 1]] as [number[], number, number][]) {
+  add(`solveSpd n=${n}`, [floats([...lead, n, n]), floats([...lead, n, k])], (m, b) => op.solveSpd(spd(m), b), Math.max(ARITH, red(n)));
+}
+
 // ---- the runner ----
 
 interface Result { shape: readonly number[]; out: Float64Array; grads: (Float64Array | null)[] }

@@ -8,6 +8,7 @@ import type { Backend, MatmulParams, MemoryStats, BinaryOp, ReduceOp, Storage, U
 import { valueError } from '../../core/backend.ts';
 import type { DType, TypedArray } from '../../core/dtype.ts';
 import type { AdapterSummary } from './device.ts';
+import { cholesky } from './kernels/cholesky.ts';
 import * as core from './kernels/core.ts';
 import { GpuRuntime, type GpuStorage } from './runtime.ts';
 
@@ -111,4 +112,8 @@ export class WebGPUBackend implements Backend {
     core.scatterAdd(this.rt, g(dy), g(ids), g(dtable), count, cols);
   }
   dropoutMask(out: Storage, length: number, p: number, seed: number): void { core.dropoutMask(this.rt, g(out), length, p, seed); }
+
+  // ---- fused kernels ----
+
+  cholesky(a: Storage, out: Storage, batch: number, n: number): void { cholesky(this.rt, g(a), g(out), batch, n); }
 }
