@@ -18,9 +18,9 @@ their own rod, and the rod was the law of the wall and the door and the boat.
 const SELFCHECK = new URLSearchParams(location.search).has('selfcheck');
 // The self-check is sized for a software adapter (SwiftShader in CI, where each step takes
 // seconds): one layer, a few steps, a short sample.
-const SETTINGS = SELFCHECK ? { layers: 1, steps: 15, lr: 2e-2, newTokens: 40 } : { layers: 2, steps: 300, lr: 1e-2, newTokens: 200 };
+const SETTINGS = SELFCHECK ? { layers: 1, batch: 4, steps: 15, lr: 2e-2, newTokens: 40 } : { layers: 2, batch: 8, steps: 300, lr: 1e-2, newTokens: 200 };
 const T = 32; // tokens per sequence
-const B = 8; // sequences per step
+const B = SETTINGS.batch; // sequences per step
 
 const chars = [...new Set(TEXT)].sort();
 const ids = Int32Array.from(TEXT, (c) => chars.indexOf(c));
