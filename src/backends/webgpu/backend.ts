@@ -4,12 +4,14 @@
 // synchronously), so dataSync() throws and every caller reads with `await t.data()`.
 // Value checks (checkValues) run as kernels that record the first failing index in a slot buffer;
 // the next read returns it, and the read then throws the same error a CPU backend throws at once.
-import type { AdamWParams, Backend, HeadsBlock, MatmulParams, MemoryStats, BinaryOp, ReduceOp, Storage, UnaryOp, ValueRule } from '../../core/backend.ts';
+import type { AdamWParams, Backend, HeadsBlock, MatmulParams, MemoryStats, BinaryOp, MixerDims, ReduceOp, SavedState, Storage, UnaryOp, ValueRule } from '../../core/backend.ts';
 import { valueError } from '../../core/backend.ts';
 import type { DType, TypedArray } from '../../core/dtype.ts';
 import type { AdapterSummary } from './device.ts';
+import * as attn from './kernels/attention.ts';
 import { cholesky } from './kernels/cholesky.ts';
 import * as core from './kernels/core.ts';
+import * as mm from './kernels/matmul.ts';
 import * as nn from './kernels/nn.ts';
 import { GpuRuntime, type GpuStorage } from './runtime.ts';
 
@@ -104,7 +106,10 @@ export class WebGPUBackend implements Backend {
   reduce(op: ReduceOp, x: Storage, out: Storage, outer: number, len: number, inner: number): void {
     core.reduce(this.rt, op, g(x), g(out), outer, len, inner);
   }
-  matmul(a: Storage, b: Storage, out: Storage, p: MatmulParams): void { core.matmulTiled(this.rt, g(a), g(b), g(out), p); }
+  // ---- matmul (kernels/matmul.ts) ----
+  /** 'f16' opts in to f16 operands with f32 sums (subgroup matrices where offered); default from CUBIT_WEBGPU_MATMUL, else 'f32'. */
+  matmulPrecision: mm.MatmulPrecision = mm.matmulPrecisionFromEnv();
+  matmul(a: Storage, b: Storage, out: Storage, p: MatmulParams): void { mm.matmul(this.rt, this.adapter, g(a), g(b), g(out), p, this.matmulPrecision); }
   triangularSolve(l: Storage, b: Storage, out: Storage, batch: number, n: number, k: number, transpose: boolean): void {
     core.triangularSolve(this.rt, g(l), g(b), g(out), batch, n, k, transpose);
   }
@@ -176,4 +181,14 @@ export class WebGPUBackend implements Backend {
   // ---- fused kernels ----
 
   cholesky(a: Storage, out: Storage, batch: number, n: number): void { cholesky(this.rt, g(a), g(out), batch, n); }
+
+  // ---- softmax attention (kernels/attention.ts) ----
+
+  attention(q: Storage, k: Storage, v: Storage, out: Storage, scale: number, d: MixerDims): SavedState {
+    return attn.attention(this.rt, g(q), g(k), g(v), g(out), scale, d);
+  }
+  attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, saved: SavedState, dOut: Storage, scale: number,
+    dq: Storage, dk: Storage, dv: Storage, d: MixerDims): void {
+    attn.attentionBackward(this.rt, g(q), g(k), g(v), g(out), saved, g(dOut), scale, g(dq), g(dk), g(dv), d);
+  }
 }
