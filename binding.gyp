@@ -21,6 +21,7 @@
         "native/src/kernels_nn_avx2.c",
         "native/src/kernels_nn_avx512.c",
         "native/src/kernels_heads.c",
+        "native/src/cholesky.c",
         "native/src/mixer_common.c",
         "native/src/mixer_generic.c",
         "native/src/mixer_avx2.c",

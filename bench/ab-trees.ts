@@ -3,14 +3,16 @@
 // each round times one step of each side, in alternating order, so that both see the same machine
 // load (on a shared machine only such paired ratios mean anything). Per case one JSON line: the
 // medians of process CPU ms, and the median and range of the per-round ratios new/base (CPU, wall).
-// The cases are `cubit bench mixer`'s T = 1024 shape and `cubit bench train`'s T = 128 steps, one thread.
-// Usage: node --import tsx bench/ab-trees.ts <other-checkout> [rounds, default 12]
+// The cases are `cubit bench mixer`'s T = 1024 shape and `cubit bench train`'s T = 128 steps (and a
+// local linear model's), one thread.
+// Usage: node --import tsx bench/ab-trees.ts <other-checkout> [rounds, default 12] [filter: cases whose name contains it]
 //   e.g. git worktree add /tmp/base 38cb747 && cp -r node_modules /tmp/base && (cd /tmp/base && npm run build:native)
 import path from 'node:path';
 
 const other = process.argv[2];
-if (!other) { console.error('usage: node --import tsx bench/ab-trees.ts <other-checkout> [rounds]'); process.exit(2); }
+if (!other) { console.error('usage: node --import tsx bench/ab-trees.ts <other-checkout> [rounds] [filter]'); process.exit(2); }
 const ROUNDS = Number(process.argv[3] ?? 12);
+const FILTER = process.argv[4] ?? '';
 const trees = { base: path.resolve(other), new: path.resolve(import.meta.dirname, '..') } as const;
 type Side = keyof typeof trees;
 const sides = Object.keys(trees) as Side[];
@@ -58,9 +60,11 @@ const cases: [string, (s: Side) => () => void, number][] = [
   ['mixer softmax B=4 H=4 T=1024 D=32', (s) => mixerCase(s, 'softmax', 4, 4, 1024, 32), 2 * ROUNDS],
   ['train cubit T=128 B=32', (s) => trainCase(s, 'cubit', 32, 128), ROUNDS],
   ['train softmax T=128 B=32', (s) => trainCase(s, 'softmax', 32, 128), ROUNDS],
+  ['train local_linear T=128 B=32', (s) => trainCase(s, 'local_linear', 32, 128), ROUNDS],
 ];
 const med = (a: number[]) => { const b = [...a].sort((x, y) => x - y); return b.length % 2 ? b[(b.length - 1) / 2] : (b[b.length / 2 - 1] + b[b.length / 2]) / 2; };
 for (const [name, make, rounds] of cases) {
+  if (!name.includes(FILTER)) continue;
   const run = { base: make('base'), new: make('new') };
   for (const s of sides) { run[s](); run[s](); } // warm-up
   const cpu: Record<Side, number[]> = { base: [], new: [] }, wall: Record<Side, number[]> = { base: [], new: [] };

@@ -7,12 +7,12 @@ import { coreOnly } from '../src/backends/core-only.ts';
 import { useBackendOption } from '../src/cli/backend.ts';
 import { backendByName, backendNames, getBackend, registerBackend, setBackend, softmax, tensor, withBackend } from '../src/index.ts';
 
-test('a registered backend is listed, chosen by name, and runs ops', () => {
+test('a registered backend is listed, chosen by name, and runs ops', async () => {
   registerBackend('registry-test', () => coreOnly(backendByName('reference'), 'registry-test'));
   assert.ok(backendNames().includes('registry-test'));
   const prev = getBackend().name;
   try {
-    useBackendOption('registry-test');
+    await useBackendOption('registry-test');
     assert.equal(getBackend().name, 'registry-test');
     // No fused softmax there: the composite runs, with the fused kernel's values.
     const x = [0.5, -1, 2, 0];
@@ -22,7 +22,7 @@ test('a registered backend is listed, chosen by name, and runs ops', () => {
   } finally {
     setBackend(prev);
   }
-  assert.throws(() => useBackendOption('gpu'), /--backend must be one of 'reference', 'native', .*'registry-test', got 'gpu'/);
+  await assert.rejects(useBackendOption('gpu'), /--backend must be one of 'reference', 'native', 'webgpu', .*'registry-test', got 'gpu'/);
 });
 
 test('CUBIT_BACKEND takes any registered name and rejects others naming them', () => {
@@ -34,7 +34,7 @@ test('CUBIT_BACKEND takes any registered name and rejects others naming them', (
   const run = (value: string): string => execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script],
     { env: { ...process.env, CUBIT_BACKEND: value }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
   assert.equal(run('env-test'), 'env-test');
-  assert.throws(() => run('nope'), /CUBIT_BACKEND must name a registered backend \('reference', 'native', 'env-test'\), got 'nope'/);
+  assert.throws(() => run('nope'), /CUBIT_BACKEND must name a registered backend \('reference', 'native', 'webgpu', 'env-test'\), got 'nope'/);
 });
 
 test('dataSync names the way out on a backend without synchronous reads; data() still reads', async () => {

@@ -3,8 +3,8 @@
 // broadcasting). conformance(name) runs every case once on the reference backend and then on the
 // backend registered as `name` (the native one under every instruction set the CPU supports and at
 // 1 and 3 threads). The cases cover every kernel of the Backend table, so a kernel a backend
-// overrides later is compared without new code; for the native backend a last test fails when it
-// overrides a kernel that no case calls. Run on a core-only view (src/backends/core-only.ts) it
+// overrides later is compared without new code; a last test fails when the native backend
+// overrides a kernel, or webgpu has a fused kernel, that no case calls. Run on a core-only view (src/backends/core-only.ts) it
 // tests the composites the ops run when a backend lacks a fused kernel. New backend: add a
 // conformance-<name>.test.ts calling conformance('<name>').
 //
@@ -29,6 +29,7 @@ import { Rng, type Tensor } from '../src/index.ts';
 import type { NativeIsa } from '../src/backends/native/addon.ts';
 import { NativeBackend } from '../src/backends/native/backend.ts';
 import { ReferenceBackend } from '../src/backends/reference/backend.ts';
+import { WebGPUBackend } from '../src/backends/webgpu/backend.ts';
 import { FUSED_KERNELS } from '../src/core/backend.ts';
 import { backend, nativeTestOptions, relErr, requireNative, withBackend } from './helpers.ts';
 
@@ -346,6 +347,18 @@ for (const [B, H, T, D] of [[1, 1, 1, 1], [2, 3, 17, 5], [1, 2, 9, 33], [3, 1, 7
     (r, a, v, ll, d) => op.cubitSolve(r, a, v, null, ll, { docIds: d }), 10 * Math.max(TRANS, red(21 * 6)));
 }
 
+// ---- batched SPD solve (the local linear mixer's: a Cholesky factor, two triangular solves) ----
+
+// A = M Mᵀ + n·I has its eigenvalues in [n, ~5n] (those of M Mᵀ lie in [0, ~4n]): condition ≤ ~5,
+// so a float32 solve is good to red(n). The gradient reaches M through the product.
+const spd = (m: Tensor): Tensor => {
+  const n = m.shape[m.rank - 1];
+  return op.add(op.matmul(m, m, { transB: true }), op.tensor(Float32Array.from({ length: n * n }, (_, i) => (i % (n + 1) === 0 ? n : 0)), [n, n]));
+};
+for (const [lead, n, k] of [[[1], 1, 1], [[3], 5, 2], [[7], 17, 1], [[2], 33, 3], [[5], 64, 1], [[2, 3], 9, 1], [[0], 4, 1]] as [number[], number, number][]) {
+  add(`solveSpd n=${n}`, [floats([...lead, n, n]), floats([...lead, n, k])], (m, b) => op.solveSpd(spd(m), b), Math.max(ARITH, red(n)));
+}
+
 // ---- the runner ----
 
 interface Result { shape: readonly number[]; out: Float64Array; grads: (Float64Array | null)[] }
@@ -378,6 +391,15 @@ async function runOn(name: string, c: Case): Promise<Result> {
 const bookkeeping = new Set(['constructor', 'alloc', 'free', 'write', 'readSync', 'read', 'memory', 'resetPeak', 'trim']);
 const kernelNames = Object.getOwnPropertyNames(ReferenceBackend.prototype).filter((k) => !bookkeeping.has(k));
 const called = new Set<string>();
+
+/**
+ * Backends whose own kernels must each be called by some case (spied while they run): every
+ * kernel native overrides, and webgpu's fused kernels.
+ */
+const ownKernels: Record<string, () => string[]> = {
+  native: () => Object.getOwnPropertyNames(NativeBackend.prototype).filter((k) => kernelNames.includes(k)),
+  webgpu: () => Object.getOwnPropertyNames(WebGPUBackend.prototype).filter((k) => (FUSED_KERNELS as readonly string[]).includes(k)),
+};
 
 /** Records which of `names` (default: every kernel) a backend calls while fn runs (instance properties shadow the prototype). */
 async function spying<T>(be: object, fn: () => Promise<T>, into: Set<string> = called, names: readonly string[] = kernelNames): Promise<T> {
@@ -453,7 +475,8 @@ export function conformance(name: string, options: ConformanceOptions = {}): voi
         for (const v of isNative ? variants() : [null]) {
           if (process.env.CUBIT_TEST_TRACE) process.stderr.write(`${c.name} [${v ? `${v.isa} ${v.threads}` : name}]\n`);
           const where = v ? `${v.isa}, ${v.threads} threads` : name;
-          const got = v ? await withVariant(v, () => spying(backend('native'), () => runOn(name, c))) : await runOn(name, c);
+          const got = v ? await withVariant(v, () => spying(backend('native'), () => runOn(name, c)))
+            : ownKernels[name] ? await spying(backend(name), () => runOn(name, c)) : await runOn(name, c);
           const tc = { ...c, fwdTol: scale * Math.max(c.fwdTol, floor), gradTol: scale * Math.max(c.gradTol, floor) };
           compare(tc, want, got, where);
           const e = Math.max(relErr(got.out, want.out) / (tc.fwdTol || Infinity), ...want.grads.map((g, i) => (g ? relErr(got.grads[i]!, g) / (tc.gradTol || Infinity) : 0)));
@@ -462,16 +485,17 @@ export function conformance(name: string, options: ConformanceOptions = {}): voi
       });
     }
 
-    if (!isNative) return;
-    test('every kernel the native backend overrides was called by some case', opts, () => {
-      requireNative();
-      const overridden = Object.getOwnPropertyNames(NativeBackend.prototype).filter((k) => kernelNames.includes(k));
+    const own = ownKernels[name];
+    if (!own) return;
+    test(`every kernel the ${name} backend overrides was called by some case`, opts, () => {
+      if (isNative) requireNative();
+      const overridden = own();
       const missing = overridden.filter((k) => !called.has(k));
-      assert.deepEqual(missing, [], `native kernels without a comparison case: ${missing.join(', ')}`);
+      assert.deepEqual(missing, [], `${name} kernels without a comparison case: ${missing.join(', ')}`);
       if (process.env.CUBIT_TEST_VERBOSE) {
         worst.sort((a, b) => b.ratio - a.ratio);
         console.log('closest to tolerance (error / tol):', worst.slice(0, 15).map((w) => `${w.ratio.toFixed(3)} ${w.name}`).join('\n  '));
-        console.log('native overrides:', overridden.join(', '));
+        console.log(`${name} overrides:`, overridden.join(', '));
       }
     });
   });

@@ -526,6 +526,13 @@ describe('native non-GEMM kernels vs reference, float32', nativeTestOptions(), (
     assert.throws(() => a.where(new Float64Array(10) as unknown as Float32Array, [1], x, [1], x, [1], o, [10]), /where: argument 1 \(cond\) must be a Float32Array or an Int32Array/);
     assert.throws(() => (a.swiglu as (...args: unknown[]) => void)(x, x, o), /swiglu: expected 4 arguments, got 3/);
     assert.throws(() => a.rotary!(x, x, x, o, 1, 1, 1, 3, 0, false, false, false), /rotary: argument 8 \(D\) must be even/);
+    // cholesky / triangularSolve (cholesky.c): products of sizes, and outputs apart from inputs.
+    const m = new Float32Array(18);
+    assert.throws(() => a.cholesky(m, new Float32Array(17), 2, 3), /cholesky: out is too short: 18 elements/);
+    assert.throws(() => a.cholesky(m, m.subarray(0), 2, 3), /cholesky: the output overlaps an input/);
+    assert.throws(() => a.triangularSolve(m, new Float32Array(11), new Float32Array(12), 2, 3, 2, false), /triangularSolve: b is too short: 12 elements/);
+    assert.throws(() => a.triangularSolve(m, m.subarray(0, 12), new Float32Array(12), 2, 3, 2, 'yes' as unknown as boolean), /triangularSolve: argument 7 \(transpose\)/);
+    assert.throws(() => a.triangularSolve(m, new Float32Array(12), m.subarray(6, 18), 2, 3, 2, true), /triangularSolve: the output overlaps an input/);
     // splitHeads / mergeHeads (kernels_heads.c): list arguments, then the checks the table cannot say.
     const y = new Float32Array(36), o1 = new Float32Array(24), o2 = new Float32Array(12), tab = new Float32Array(6);
     const split = (outs: unknown, heads: number[], dims: number[], rotate: number[], cs: Float32Array | null, offset = 0): void =>

@@ -422,7 +422,7 @@ describe('cubit train (CLI)', () => {
       [['train', '--resume', '--out', runDir('none')], /no such run|no checkpoint to resume/],
       [['train', '--resume'], /--resume needs --out/],
       [['train', '--config', writeConfig('ok.json', ok), '--steps', 'x'], /--steps must be an integer/],
-      [['train', '--config', writeConfig('ok2.json', ok), '--backend', 'gpu'], /--backend must be one of 'reference', 'native', got 'gpu'/],
+      [['train', '--config', writeConfig('ok2.json', ok), '--backend', 'gpu'], /--backend must be one of 'reference', 'native', 'webgpu', got 'gpu'/],
     ];
     for (const [argv, re] of cases) {
       const r = await cli(...argv);

@@ -19,6 +19,8 @@ CUBIT_NAPI(cubit_napi_attention_backward);     /* attention.c */
 #include "kernels_nn_napi.h" /* the non-GEMM kernels: CUBIT_NN_EXPORTS */
 CUBIT_NAPI(cubit_napi_split_heads);            /* kernels_heads.c */
 CUBIT_NAPI(cubit_napi_merge_heads);            /* kernels_heads.c */
+CUBIT_NAPI(cubit_napi_cholesky);               /* cholesky.c */
+CUBIT_NAPI(cubit_napi_triangular_solve);       /* cholesky.c */
 
 /* ---- threads and ISA -------------------------------------------------------------------- */
 
@@ -104,6 +106,8 @@ static const cubit_export exports_table[] = {
     {"attentionBackward", cubit_napi_attention_backward},
     {"splitHeads", cubit_napi_split_heads},
     {"mergeHeads", cubit_napi_merge_heads},
+    {"cholesky", cubit_napi_cholesky},
+    {"triangularSolve", cubit_napi_triangular_solve},
     /* add new entry points here */
 };
 

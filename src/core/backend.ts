@@ -76,11 +76,13 @@ export interface SavedState { readonly storages: readonly Storage[] }
 
 /**
  * A rule for checkValues: every value finite; exp(value) finite (a log-scale parameter); positive
- * and finite; an index in [0, limit) (entries equal to `ignore` skipped).
+ * and finite; an index in [0, limit) (entries equal to `ignore` skipped); the diagonals of a batch of
+ * Cholesky factors, n per matrix, positive and finite (else that matrix is not positive definite).
  */
 export type ValueRule =
   | { kind: 'finite' } | { kind: 'expFinite' } | { kind: 'positive' }
-  | { kind: 'index'; limit: number; ignore: number | null };
+  | { kind: 'index'; limit: number; ignore: number | null }
+  | { kind: 'choleskyDiagonal'; n: number };
 
 /** The error for value v at position i under `rule` (op and name say where), or null when it passes. */
 export function valueError(rule: ValueRule, op: string, name: string, i: number, v: number): string | null {
@@ -89,6 +91,8 @@ export function valueError(rule: ValueRule, op: string, name: string, i: number,
     case 'expFinite': return Number.isFinite(Math.exp(v)) ? null : `${op}: ${name}[${i}] = ${v} makes λ = exp(${name}) overflow`;
     case 'positive': return v > 0 && Number.isFinite(v) ? null : `${op}: ${name}[${i}] = ${v}; it must be positive`;
     case 'index': return v === rule.ignore || (v >= 0 && v < rule.limit) ? null : `${op}: ${name} ${v} at position ${i} is outside [0, ${rule.limit})`;
+    case 'choleskyDiagonal': return v > 0 && Number.isFinite(v) ? null
+      : `${op}: matrix ${Math.floor(i / rule.n)} of the batch is not positive definite (${name}[${i % rule.n}] = ${v})`;
   }
 }
 
@@ -208,6 +212,13 @@ export interface FusedKernels {
     cos: Storage | null, sin: Storage | null, offset: number): void;
   /** In-place AdamW step on one parameter (decoupled weight decay). */
   adamw(param: Storage, grad: Storage, m: Storage, v: Storage, length: number, p: AdamWParams): void;
+  /**
+   * Batched Cholesky factorisation A_p = L_p L_pᵀ of symmetric A_p (n×n, p < batch, contiguous;
+   * only the lower triangle is read): out_p ← L_p, zeros above the diagonal. Where A_p is not
+   * positive definite the first failing pivot's diagonal entry comes out NaN or ≤ 0 (the op
+   * checks the diagonal with checkValues): no throw, no host read.
+   */
+  cholesky(a: Storage, out: Storage, batch: number, n: number): void;
 
   // sequence mixers (docs/SPEC.md §2–§3); the reference runs them dense, native streams them
   /**
@@ -267,7 +278,7 @@ export interface Backend extends CoreBackend, Partial<FusedKernels> {}
 export const FUSED_KERNELS: readonly FusedKernelName[] = [
   'softmax', 'softmaxBackward', 'rmsNorm', 'rmsNormBackward', 'layerNorm', 'layerNormBackward',
   'crossEntropy', 'crossEntropyBackward', 'rotary', 'swiglu', 'swigluBackward', 'splitHeads', 'mergeHeads', 'adamw',
-  'krrSolve', 'krrSolveBackward', 'cubitSolve', 'cubitSolveBackward', 'normalizeReference', 'normalizeReferenceBackward',
+  'cholesky', 'krrSolve', 'krrSolveBackward', 'cubitSolve', 'cubitSolveBackward', 'normalizeReference', 'normalizeReferenceBackward',
   'lrrValues', 'lrrValuesBackward', 'attention', 'attentionBackward',
 ];
 

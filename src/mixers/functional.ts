@@ -129,8 +129,8 @@ export interface LocalLinearOptions extends MixerOptions {
  * a_i = (C_i + ρI)⁻¹ (k̄'_i − q'_i), an m-vector per query, so the weights p_ij(1 − a_i·(k'_j − k̄'_i))
  * visibly sum to one. C_i is formed as E_p[k' k'ᵀ] − k̄' k̄'ᵀ (no T²·m tensor of centred keys).
  *
- * A dense composite of ops: O(B·H·T²·(m² + D)) time and O(B·H·T·(T + m²)) memory, with a host-side
- * batched m×m Cholesky solve (solveSpd). Meant for experiments at modest T, not long contexts.
+ * A dense composite of ops: O(B·H·T²·(m² + D)) time and O(B·H·T·(T + m²)) memory, with a batched
+ * m×m Cholesky solve on the device (solveSpd). Meant for experiments at modest T, not long contexts.
  * In float32 the uncentred second moment loses precision when keys sit far from the origin
  * relative to their spread; ρ bounds the damage. Differentiable in q, k, v, ridge, projection and
  * features.

@@ -1,16 +1,18 @@
 // Sequence-mixer ops (CUBIT.md §2–§3): fused masked softmax attention and the causal KRR solve, each
-// one forward kernel and one backward kernel; plus a small batched SPD solve that the local linear
-// mixer needs. Tensors are (B, H, T, D) with heads on the second axis; per-head parameters are (H).
+// one forward kernel and one backward kernel; plus a small batched SPD solve (Cholesky) that the
+// local linear mixer needs. Tensors are (B, H, T, D) with heads on the second axis; per-head
+// parameters are (H).
 import { hasKernel, type Backend, type MixerDims } from '../core/backend.ts';
 import type { DType } from '../core/dtype.ts';
-import { getBackend, tidy } from '../core/engine.ts';
+import { getBackend, noGrad, tidy } from '../core/engine.ts';
 import { formatShape, sameShape } from '../core/shape.ts';
 import { empty, record, tensorFrom, type Tensor } from '../core/tensor.ts';
-import { add, eq, exp, maximum, mul, neg, rsqrt, sigmoid, square, where } from './elementwise.ts';
+import { full } from './creation.ts';
+import { add, eq, exp, maximum, mul, neg, rsqrt, sigmoid, sqrt, square, sub, where } from './elementwise.ts';
 import { matmul } from './matmul.ts';
 import { softmax } from './nn.ts';
 import { sum } from './reduce.ts';
-import { reshape } from './shape.ts';
+import { concat, reshape, slice, transpose } from './shape.ts';
 import { backendOf, expandTo, requireFloat } from './util.ts';
 
 /** The mask shared by every mixer: causal (j ≤ i), narrowed by a window and by documents. */
@@ -178,15 +180,7 @@ function lowerOnes(n: number, dtype: DType, be: Backend): Tensor {
 export function solveLowerTriangular(l: Tensor, b: Tensor): Tensor {
   const op = 'solveLowerTriangular';
   const be = backendOf(op, l, b);
-  requireFloat(op, 'l', l); requireFloat(op, 'b', b);
-  if (l.dtype !== b.dtype) throw new Error(`${op}: l is ${l.dtype} but b is ${b.dtype}; cast one first`);
-  if (l.rank < 2 || l.shape[l.rank - 1] !== l.shape[l.rank - 2]) throw new Error(`${op}: l must be (…, n, n), got ${formatShape(l.shape)}`);
-  const n = l.shape[l.rank - 1];
-  if (b.rank !== l.rank || !sameShape(b.shape.slice(0, -1), l.shape.slice(0, -1))) {
-    throw new Error(`${op}: b must be (…, ${n}, k) with l's leading axes ${formatShape(l.shape.slice(0, -2))}, got ${formatShape(b.shape)}`);
-  }
-  const k = b.shape[b.rank - 1];
-  const batch = n === 0 ? 0 : l.size / (n * n);
+  const { batch, n, k } = solveShapes(op, 'l', l, b);
   const x = empty(b.shape, b.dtype, be);
   be.triangularSolve(l.storage, b.storage, x.storage, batch, n, k, false);
   return record(x, op, [l, b], [l, x], (g) => {
@@ -392,85 +386,78 @@ export function mixerMask(B: number, T: number, options: MixerOptions = {}, dtyp
 
 // ---- batched symmetric positive definite solve ----
 
-/** In-place Cholesky of the n×n matrix at a[off…] (lower factor, float64); false if not positive definite. */
-function cholesky(a: Float64Array, off: number, n: number): boolean {
-  for (let j = 0; j < n; j++) {
-    let s = a[off + j * n + j];
-    for (let l = 0; l < j; l++) s -= a[off + j * n + l] * a[off + j * n + l];
-    if (!(s > 0)) return false;
-    const ljj = Math.sqrt(s);
-    a[off + j * n + j] = ljj;
-    for (let i = j + 1; i < n; i++) {
-      let t = a[off + i * n + j];
-      for (let l = 0; l < j; l++) t -= a[off + i * n + l] * a[off + j * n + l];
-      a[off + i * n + j] = t / ljj;
-    }
-  }
-  return true;
+/**
+ * The Cholesky factors L (batch, n, n) of a (batch, n, n) from core kernels, as the fused
+ * `cholesky` kernel writes them (zeros above the diagonal; a failing pivot gives a diagonal entry
+ * that is NaN or 0, and NaN or ±∞ after it). Recursive on halves: with
+ * A = [A₁₁ ·; A₂₁ A₂₂], L₁₁ = chol(A₁₁), L₂₁ = A₂₁ L₁₁⁻ᵀ (a triangular solve), and
+ * L₂₂ = chol(A₂₂ − L₂₁ L₂₁ᵀ); a 1×1 block is its square root. O(n) kernel calls, none reading back.
+ */
+function choleskyComposite(a: Tensor): Tensor {
+  const n = a.shape[2];
+  if (n === 1) return sqrt(a);
+  const h = n >> 1;
+  const block = (rows: [number, number], cols: [number, number]): Tensor => slice(slice(a, 1, ...rows), 2, ...cols);
+  const l11 = choleskyComposite(block([0, h], [0, h]));
+  const l21 = transpose(solveLowerTriangular(l11, transpose(block([h, n], [0, h]))));
+  const l22 = choleskyComposite(sub(block([h, n], [h, n]), matmul(l21, l21, { transB: true })));
+  const zeros = full([a.shape[0], h, n - h], 0, { dtype: a.dtype, backend: a.backend });
+  return concat([concat([l11, zeros], 2), concat([l21, l22], 2)], 1);
 }
 
-/** Solves L Lᵀ X = B in place in x (n×k at xOff) with the factor at l[lOff…]. */
-function choleskySolve(l: Float64Array, lOff: number, n: number, x: Float64Array, xOff: number, k: number): void {
-  for (let c = 0; c < k; c++) {
-    for (let i = 0; i < n; i++) {
-      let s = x[xOff + i * k + c];
-      for (let j = 0; j < i; j++) s -= l[lOff + i * n + j] * x[xOff + j * k + c];
-      x[xOff + i * k + c] = s / l[lOff + i * n + i];
-    }
-    for (let i = n - 1; i >= 0; i--) {
-      let s = x[xOff + i * k + c];
-      for (let j = i + 1; j < n; j++) s -= l[lOff + j * n + i] * x[xOff + j * k + c];
-      x[xOff + i * k + c] = s / l[lOff + i * n + i];
-    }
+/** Checks l (…, n, n) and b (…, n, k) of a batched solve: float, one dtype, square, same leading axes. */
+function solveShapes(op: string, lName: string, l: Tensor, b: Tensor): { batch: number; n: number; k: number } {
+  requireFloat(op, lName, l); requireFloat(op, 'b', b);
+  if (l.dtype !== b.dtype) throw new Error(`${op}: ${lName} is ${l.dtype} but b is ${b.dtype}; cast one first`);
+  if (l.rank < 2 || l.shape[l.rank - 1] !== l.shape[l.rank - 2]) throw new Error(`${op}: ${lName} must be (…, n, n), got ${formatShape(l.shape)}`);
+  const n = l.shape[l.rank - 1];
+  if (b.rank !== l.rank || !sameShape(b.shape.slice(0, -1), l.shape.slice(0, -1))) {
+    throw new Error(`${op}: b must be (…, ${n}, k) with ${lName}'s leading axes ${formatShape(l.shape.slice(0, -2))}, got ${formatShape(b.shape)}`);
   }
+  return { batch: n === 0 ? 0 : l.size / (n * n), n, k: b.shape[b.rank - 1] };
 }
 
-function spdSolveHost(op: string, a: ArrayLike<number>, b: ArrayLike<number>, batch: number, n: number, k: number): Float64Array {
-  const f = Float64Array.from(a);
-  const x = Float64Array.from(b);
-  for (let p = 0; p < batch; p++) {
-    if (!cholesky(f, p * n * n, n)) throw new Error(`${op}: matrix ${p} of the batch is not positive definite`);
-    choleskySolve(f, p * n * n, n, x, p * n * k, k);
-  }
+/** X = L⁻ᵀ (L⁻¹ B) = (L Lᵀ)⁻¹ B by two triangular solves (no gradient recorded). */
+function choleskySolve(be: Backend, l: Tensor, b: Tensor, batch: number, n: number, k: number): Tensor {
+  const y = empty(b.shape, b.dtype, be), x = empty(b.shape, b.dtype, be);
+  be.triangularSolve(l.storage, b.storage, y.storage, batch, n, k, false);
+  be.triangularSolve(l.storage, y.storage, x.storage, batch, n, k, true);
+  y.dispose();
   return x;
 }
 
 /**
- * X = A⁻¹ B for a batch of symmetric positive definite A (…, n, n) and B (…, n, k) with the same
- * leading axes: Cholesky in float64. It runs on the host (a read of A and B): it serves the small
- * n×n systems of the local linear mixer, which a GPU backend would want as a kernel instead.
- * Gradient (A symmetric): ∂B = A⁻¹ G, ∂A = −∂B Xᵀ.
+ * X = A⁻¹ B for a batch of symmetric positive definite A (…, n, n) (the lower triangle is read)
+ * and B (…, n, k) with the same leading axes, through the Cholesky factor A = L Lᵀ: the backend's
+ * `cholesky` kernel (or its composite of core kernels) and two triangular solves, all on the
+ * device. It serves the small n×n systems of the local linear mixer. A matrix that is not positive
+ * definite is reported through checkValues on the factor's diagonal (at once on a CPU backend, at
+ * the next read on a GPU one). Gradient (A symmetric): ∂B = A⁻¹ G (the saved factor), ∂A = −∂B Xᵀ.
  */
 export function solveSpd(a: Tensor, b: Tensor): Tensor {
   const op = 'solveSpd';
   const be = backendOf(op, a, b);
-  requireFloat(op, 'a', a); requireFloat(op, 'b', b);
-  if (a.dtype !== b.dtype) throw new Error(`${op}: a is ${a.dtype} but b is ${b.dtype}; cast one first`);
-  if (a.rank < 2 || a.shape[a.rank - 1] !== a.shape[a.rank - 2]) throw new Error(`${op}: a must be (…, n, n), got ${formatShape(a.shape)}`);
-  const n = a.shape[a.rank - 1];
-  if (b.rank !== a.rank || !sameShape(b.shape.slice(0, -1), a.shape.slice(0, -1))) {
-    throw new Error(`${op}: b must be (…, ${n}, k) with a's leading axes ${formatShape(a.shape.slice(0, -2))}, got ${formatShape(b.shape)}`);
-  }
-  const k = b.shape[b.rank - 1];
-  const batch = n === 0 ? 0 : a.size / (n * n);
-  const x = tensorFrom(spdSolveHost(op, a.dataSync(), b.dataSync(), batch, n, k), b.shape, b.dtype, be);
-  return record(x, op, [a, b], [a, x], (g) => {
-    const db = spdSolveHost(op, a.dataSync(), g.dataSync(), batch, n, k);
-    const xv = x.dataSync();
-    let da: Tensor | null = null;
-    if (a.requiresGrad) {
-      const dav = new Float64Array(a.size);
-      for (let p = 0; p < batch; p++) {
-        for (let i = 0; i < n; i++) {
-          for (let j = 0; j < n; j++) {
-            let s = 0;
-            for (let c = 0; c < k; c++) s += db[(p * n + i) * k + c] * xv[(p * n + j) * k + c];
-            dav[(p * n + i) * n + j] = -s;
-          }
-        }
-      }
-      da = tensorFrom(dav, a.shape, a.dtype, be);
-    }
-    return [da, tensorFrom(db, b.shape, b.dtype, be)];
+  const { batch, n, k } = solveShapes(op, 'a', a, b);
+  const l = choleskyFactor(be, a, batch, n);
+  try {
+    const diagonal = empty([batch, n], a.dtype, be);
+    be.stridedCopy(l.storage, 0, [batch, n], [n * n, n + 1], diagonal.storage, 0);
+    try { be.checkValues(diagonal.storage, batch * n, { kind: 'choleskyDiagonal', n }, op, 'diag(L)'); } finally { diagonal.dispose(); }
+  } catch (e) { l.dispose(); throw e; }
+  const x = choleskySolve(be, l, b, batch, n, k);
+  const res = record(x, op, [a, b], [l, x], (g) => {
+    const db = choleskySolve(be, l, g, batch, n, k);
+    return [a.requiresGrad ? neg(matmul(db, x, { transB: true })) : null, db];
   });
+  l.dispose();
+  return res;
+}
+
+/** The Cholesky factors of a (…, n, n): the backend's fused kernel, or the composite of core kernels. */
+function choleskyFactor(be: Backend, a: Tensor, batch: number, n: number): Tensor {
+  if (batch === 0) return empty(a.shape, a.dtype, be);
+  if (!hasKernel(be, 'cholesky')) return tidy(() => noGrad(() => reshape(choleskyComposite(reshape(a, [batch, n, n])), a.shape)));
+  const l = empty(a.shape, a.dtype, be);
+  be.cholesky(a.storage, l.storage, batch, n);
+  return l;
 }

@@ -18,7 +18,7 @@ type Marshalled<T> = T extends Storage ? Float32Array | Int32Array : T extends U
 type MarshalledArgs<A extends readonly unknown[]> = { [I in keyof A]: Marshalled<A[I]> };
 
 /**
- * The non-GEMM float32 kernels (native/src/kernels_nn*.c, one argument table each): the Backend
+ * The non-GEMM float32 kernels (native/src/kernels_nn*.c, cholesky.c, one argument table each): the Backend
  * kernels of the same names with their arguments in order (op: the index of the op in
  * core/backend.ts's UnaryOp / BinaryOp / ReduceOp unions; null: an absent optional array; ids and
  * targets int32; strided views of rank at most 8). A view past the end of its array throws a

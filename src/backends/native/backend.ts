@@ -149,14 +149,15 @@ class Fresh { constructor(readonly length: number) {} }
 const fresh = (length: number): Fresh => new Fresh(length);
 
 /**
- * Kernels whose addon function (native/src/kernels_nn_napi.c, one argument table each) takes the
- * Backend kernel's arguments in order: they all forward through forwardKernel below.
+ * Kernels whose addon function (native/src/kernels_nn_napi.c, cholesky.c; one argument table each)
+ * takes the Backend kernel's arguments in order: they all forward through forwardKernel below.
  */
 const FORWARDED = [
   'fill', 'copy', 'stridedCopy', 'unary', 'unaryBackward', 'binary', 'where', 'reduce',
   'softmax', 'softmaxBackward', 'rmsNorm', 'rmsNormBackward', 'layerNorm', 'layerNormBackward',
   'gather', 'scatterAdd', 'crossEntropy', 'crossEntropyBackward', 'swiglu', 'swigluBackward',
   'normalizeReference', 'normalizeReferenceBackward', 'lrrValues', 'lrrValuesBackward', 'rotary',
+  'cholesky', 'triangularSolve',
 ] as const satisfies readonly (keyof ReferenceBackend)[];
 export type ForwardedKernel = typeof FORWARDED[number];
 

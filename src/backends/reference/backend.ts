@@ -225,6 +225,30 @@ export class ReferenceBackend implements Backend, FusedKernels {
     }
   }
 
+  // Column by column in float64, rounded once into out. A pivot that is not positive gives a
+  // diagonal entry that is NaN (√ of a negative) or 0, and NaN or ±∞ after it: the op's check
+  // on the diagonal finds it.
+  cholesky(a: Storage, out: Storage, batch: number, n: number): void {
+    const A = arr(a), O = arr(out);
+    const f = new Float64Array(n * n);
+    for (let p = 0; p < batch; p++) {
+      const off = p * n * n;
+      f.fill(0);
+      for (let j = 0; j < n; j++) {
+        let s = A[off + j * n + j];
+        for (let l = 0; l < j; l++) s -= f[j * n + l] * f[j * n + l];
+        const ljj = Math.sqrt(s);
+        f[j * n + j] = ljj;
+        for (let i = j + 1; i < n; i++) {
+          let t = A[off + i * n + j];
+          for (let l = 0; l < j; l++) t -= f[i * n + l] * f[j * n + l];
+          f[i * n + j] = t / ljj;
+        }
+      }
+      O.set(f, off);
+    }
+  }
+
   softmax(x: Storage, out: Storage, rows: number, cols: number, log: boolean): void {
     const a = arr(x), o = arr(out);
     for (let r = 0; r < rows; r++) {

@@ -4,12 +4,18 @@
 // synchronously), so dataSync() throws and every caller reads with `await t.data()`.
 // Value checks (checkValues) run as kernels that record the first failing index in a slot buffer;
 // the next read returns it, and the read then throws the same error a CPU backend throws at once.
-import type { Backend, LrrGradStorages, LrrStorages, MatmulParams, MemoryStats, MixerDims, BinaryOp, ReduceOp, SavedState, Storage, UnaryOp, ValueRule } from '../../core/backend.ts';
+import type {
+  AdamWParams, Backend, HeadsBlock, LrrGradStorages, LrrStorages, MatmulParams, MemoryStats, MixerDims, BinaryOp, ReduceOp, SavedState,
+  Storage, UnaryOp, ValueRule,
+} from '../../core/backend.ts';
 import { valueError } from '../../core/backend.ts';
 import type { DType, TypedArray } from '../../core/dtype.ts';
 import type { AdapterSummary } from './device.ts';
+import { cholesky } from './kernels/cholesky.ts';
 import * as core from './kernels/core.ts';
 import * as cubit from './kernels/cubit.ts';
+import * as mm from './kernels/matmul.ts';
+import * as nn from './kernels/nn.ts';
 import { GpuRuntime, type GpuStorage } from './runtime.ts';
 
 const g = (s: Storage): GpuStorage => s as GpuStorage;
@@ -103,7 +109,10 @@ export class WebGPUBackend implements Backend {
   reduce(op: ReduceOp, x: Storage, out: Storage, outer: number, len: number, inner: number): void {
     core.reduce(this.rt, op, g(x), g(out), outer, len, inner);
   }
-  matmul(a: Storage, b: Storage, out: Storage, p: MatmulParams): void { core.matmulTiled(this.rt, g(a), g(b), g(out), p); }
+  // ---- matmul (kernels/matmul.ts) ----
+  /** 'f16' opts in to f16 operands with f32 sums (subgroup matrices where offered); default from CUBIT_WEBGPU_MATMUL, else 'f32'. */
+  matmulPrecision: mm.MatmulPrecision = mm.matmulPrecisionFromEnv();
+  matmul(a: Storage, b: Storage, out: Storage, p: MatmulParams): void { mm.matmul(this.rt, this.adapter, g(a), g(b), g(out), p, this.matmulPrecision); }
   triangularSolve(l: Storage, b: Storage, out: Storage, batch: number, n: number, k: number, transpose: boolean): void {
     core.triangularSolve(this.rt, g(l), g(b), g(out), batch, n, k, transpose);
   }
@@ -112,6 +121,69 @@ export class WebGPUBackend implements Backend {
     core.scatterAdd(this.rt, g(dy), g(ids), g(dtable), count, cols);
   }
   dropoutMask(out: Storage, length: number, p: number, seed: number): void { core.dropoutMask(this.rt, g(out), length, p, seed); }
+
+  // ---- fused neural-network kernels (kernels/nn.ts) ----
+
+  softmax(x: Storage, out: Storage, rows: number, cols: number, log: boolean): void { nn.softmax(this.rt, g(x), g(out), rows, cols, log); }
+  softmaxBackward(y: Storage, dy: Storage, dx: Storage, rows: number, cols: number, log: boolean): void {
+    nn.softmaxBackward(this.rt, g(y), g(dy), g(dx), rows, cols, log);
+  }
+  rmsNorm(x: Storage, w: Storage | null, out: Storage, rstd: Storage, rows: number, cols: number, eps: number): void {
+    nn.rmsNorm(this.rt, g(x), w && g(w), g(out), g(rstd), rows, cols, eps);
+  }
+  rmsNormBackward(x: Storage, w: Storage | null, rstd: Storage, dy: Storage, dx: Storage, dw: Storage | null, rows: number, cols: number): void {
+    nn.rmsNormBackward(this.rt, g(x), w && g(w), g(rstd), g(dy), g(dx), dw && g(dw), rows, cols);
+  }
+  layerNorm(x: Storage, w: Storage | null, b: Storage | null, out: Storage, mean: Storage, rstd: Storage, rows: number, cols: number, eps: number): void {
+    nn.layerNorm(this.rt, g(x), w && g(w), b && g(b), g(out), g(mean), g(rstd), rows, cols, eps);
+  }
+  layerNormBackward(x: Storage, w: Storage | null, mean: Storage, rstd: Storage, dy: Storage, dx: Storage, dw: Storage | null, db: Storage | null, rows: number, cols: number): void {
+    nn.layerNormBackward(this.rt, g(x), w && g(w), g(mean), g(rstd), g(dy), g(dx), dw && g(dw), db && g(db), rows, cols);
+  }
+  crossEntropy(logits: Storage, targets: Storage, losses: Storage, lse: Storage, rows: number, cols: number, ignoreIndex: number): void {
+    nn.crossEntropy(this.rt, g(logits), g(targets), g(losses), g(lse), rows, cols, ignoreIndex);
+  }
+  crossEntropyBackward(logits: Storage, targets: Storage, lse: Storage, dloss: Storage, dlogits: Storage, rows: number, cols: number, ignoreIndex: number): void {
+    nn.crossEntropyBackward(this.rt, g(logits), g(targets), g(lse), g(dloss), g(dlogits), rows, cols, ignoreIndex);
+  }
+  rotary(x: Storage, cos: Storage, sin: Storage, out: Storage, B: number, T: number, H: number, D: number,
+    offset: number, inverse: boolean, xHeadsFirst: boolean, outHeadsFirst: boolean): void {
+    nn.rotary(this.rt, g(x), g(cos), g(sin), g(out), B, T, H, D, offset, inverse, xHeadsFirst, outHeadsFirst);
+  }
+  swiglu(a: Storage, b: Storage, out: Storage, length: number): void { nn.swiglu(this.rt, g(a), g(b), g(out), length); }
+  swigluBackward(a: Storage, b: Storage, dy: Storage, da: Storage, db: Storage, length: number): void {
+    nn.swigluBackward(this.rt, g(a), g(b), g(dy), g(da), g(db), length);
+  }
+  splitHeads(y: Storage, outs: readonly Storage[], B: number, T: number, parts: readonly HeadsBlock[],
+    cos: Storage | null, sin: Storage | null, offset: number): void {
+    nn.splitHeads(this.rt, g(y), outs.map(g), B, T, parts, cos && g(cos), sin && g(sin), offset);
+  }
+  mergeHeads(xs: readonly (Storage | null)[], out: Storage, B: number, T: number, parts: readonly HeadsBlock[],
+    cos: Storage | null, sin: Storage | null, offset: number): void {
+    nn.mergeHeads(this.rt, xs.map((x) => x && g(x)), g(out), B, T, parts, cos && g(cos), sin && g(sin), offset);
+  }
+  adamw(param: Storage, grad: Storage, m: Storage, v: Storage, length: number, p: AdamWParams): void {
+    nn.adamw(this.rt, g(param), g(grad), g(m), g(v), length, p);
+  }
+  normalizeReference(r: Storage, alpha: Storage, out: Storage, B: number, H: number, T: number, D: number, eps: number): void {
+    nn.normalizeReference(this.rt, g(r), g(alpha), g(out), B, H, T, D, eps);
+  }
+  normalizeReferenceBackward(r: Storage, alpha: Storage, dy: Storage, dr: Storage | null, dAlpha: Storage | null,
+    B: number, H: number, T: number, D: number, eps: number): void {
+    nn.normalizeReferenceBackward(this.rt, g(r), g(alpha), g(dy), dr && g(dr), dAlpha && g(dAlpha), B, H, T, D, eps);
+  }
+  lrrValues(v: Storage, z: Storage, lower: Storage, range: Storage, out: Storage, B: number, H: number, T: number, D: number): void {
+    nn.lrrValues(this.rt, g(v), g(z), g(lower), g(range), g(out), B, H, T, D);
+  }
+  lrrValuesBackward(v: Storage, z: Storage, lower: Storage, range: Storage, dy: Storage,
+    dv: Storage | null, dz: Storage | null, dLower: Storage | null, dRange: Storage | null,
+    B: number, H: number, T: number, D: number): void {
+    nn.lrrValuesBackward(this.rt, g(v), g(z), g(lower), g(range), g(dy), dv && g(dv), dz && g(dz), dLower && g(dLower), dRange && g(dRange), B, H, T, D);
+  }
+
+  // ---- fused kernels ----
+
+  cholesky(a: Storage, out: Storage, batch: number, n: number): void { cholesky(this.rt, g(a), g(out), batch, n); }
 
   // ---- the streaming KRR / Cubit solve (kernels/cubit.ts) ----
 

@@ -9,7 +9,15 @@ export interface AdapterSummary {
   /** Features the device was created with (shader-f16, subgroups, …). */
   features: string[];
   limits: Record<string, number>;
+  /** The adapter's subgroup sizes (0 where unknown); equal where the size is fixed (NVIDIA: 32). */
+  subgroupMinSize?: number;
+  subgroupMaxSize?: number;
+  /** Subgroup-matrix shapes the adapter offers (Dawn's 'chromium-experimental-subgroup-matrix'). */
+  subgroupMatrixConfigs?: SubgroupMatrixConfig[];
 }
+
+/** One subgroup-matrix configuration: M×K · K×N with componentType operands into resultComponentType. */
+export interface SubgroupMatrixConfig { componentType: string; resultComponentType: string; M: number; N: number; K: number }
 
 /** Features the kernels check before using (each has a plain fallback). */
 const WANTED_FEATURES = ['shader-f16', 'subgroups', 'timestamp-query', 'chromium-experimental-subgroup-matrix'];
@@ -37,7 +45,7 @@ export async function requestDevice(gpu: GPU, req: DeviceRequest = {}): Promise<
   const limits = adapter.limits as unknown as Record<string, number>;
   for (const name of WANTED_LIMITS) if (typeof limits[name] === 'number') requiredLimits[name] = limits[name];
   const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
-  const info = adapter.info ?? ({} as GPUAdapterInfo);
+  const info = (adapter.info ?? {}) as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number; subgroupMatrixConfigs?: readonly SubgroupMatrixConfig[] };
   const got = device.limits as unknown as Record<string, number>;
   return {
     device,
@@ -46,6 +54,11 @@ export async function requestDevice(gpu: GPU, req: DeviceRequest = {}): Promise<
       vendor: info.vendor ?? '', architecture: info.architecture ?? '', device: info.device ?? '', description: info.description ?? '',
       features: [...device.features].sort(),
       limits: Object.fromEntries(WANTED_LIMITS.map((n) => [n, got[n]])),
+      subgroupMinSize: info.subgroupMinSize ?? 0,
+      subgroupMaxSize: info.subgroupMaxSize ?? 0,
+      subgroupMatrixConfigs: (info.subgroupMatrixConfigs ?? []).map((c) => ({
+        componentType: c.componentType, resultComponentType: c.resultComponentType, M: c.M, N: c.N, K: c.K,
+      })),
     },
   };
 }

@@ -457,7 +457,7 @@ export function ruleFails(rule: ValueRule, dtype: DType): string {
     case 'finite': return dtype === 'int32' ? 'false' : '!isFinite32(x)';
     // exp(v) is finite in float64 (the reference's test) up to v = 709.78; −∞ gives 0, finite.
     case 'expFinite': return dtype === 'int32' ? 'false' : '(isNan32(x) || x > 709.782712893384)';
-    case 'positive': return `!(${v} > 0.0 && isFinite32(${v}))`;
+    case 'positive': case 'choleskyDiagonal': return `!(${v} > 0.0 && isFinite32(${v}))`;
     case 'index': {
       const ok = `(${v} >= 0.0 && ${v} < ${rule.limit}.0)`;
       return rule.ignore === null ? `!${ok}` : `!(${v} == ${rule.ignore}.0 || ${ok})`;
