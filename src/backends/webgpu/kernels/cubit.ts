@@ -53,9 +53,9 @@ function plan(rt: GpuRuntime, d: MixerDims): Plan {
   const { B, H, T, D, window } = d;
   const budget = Math.floor(rt.limits.maxComputeWorkgroupStorageSize / 4) - 128;
   // fwdPartial / adjPartial: a block of BK rows of D, two tiles of D, the BK×KT weights.
-  const sweep = (bk: number, kt: number): number => bk * D + 2 * kt * D + bk * kt + 2 * kt;
+  const sweep = (bk: number, kt: number): number => (bk + 2 * kt) * (D + 1) + bk * kt + 2 * kt;
   // dr / drh: two row blocks of D, two tiles of D, the weights, per-row scalars.
-  const par = (rows: number, kt: number): number => 2 * rows * D + 2 * kt * D + rows * kt + 3 * Math.max(rows, kt);
+  const par = (rows: number, kt: number): number => 2 * (rows + kt) * (D + 1) + rows * kt + 3 * Math.max(rows, kt);
   let bk = 0, kt = 0, pr = 0, pt = 0;
   for (const b of SOLVE_ROWS) {
     const k = TILES.find((t) => sweep(b, t) <= budget && b * b + b <= budget);
@@ -108,10 +108,14 @@ const docStorage = (d: MixerDims): GpuStorage[] => (d.docIds ? [d.docIds as GpuS
 /** A workgroup's loop `for e in [0, n)` spread over its threads. */
 const spread = (n: number | string, body: string): string => `for (var e = lid; e < ${n}u; e += ${TG}u) {\n${body}\n}`;
 
-/** Loads rows [start, start + rows) of the (B·H·T, D) tensor `src` into `dst`, zeros past `end`. */
+/**
+ * Loads rows [start, start + rows) of the (B·H·T, D) tensor `src` into `dst`, zeros past `end`.
+ * Workgroup rows are D + 1 apart: threads that read the same column of different rows (a tile's
+ * dot products) then hit different memory banks instead of one.
+ */
 function loadRows(dst: string, src: string, rows: number, D: number, start: string, end: string): string {
   return spread(rows * D, `  let q = ${start} + e / ${D}u;
-  ${dst}[e] = select(0.0, ${src}[(base + q) * ${D}u + e % ${D}u], q < ${end});`);
+  ${dst}[(e / ${D}u) * ${D + 1}u + e % ${D}u] = select(0.0, ${src}[(base + q) * ${D}u + e % ${D}u], q < ${end});`);
 }
 
 /** name(ia, ib) = Σ_c a[ia + c] · b[ib + c] over the compiled-in D, for workgroup arrays a and b. */
@@ -134,8 +138,8 @@ function lseKernel(rt: GpuRuntime, pl: Plan, docs: boolean) {
   return rt.kernel('cubitLse', /* wgsl */ `${PARAMS}
 ${bindings([['r', 'read'], ['rh', 'read'], ['lse', 'read_write'], ...(docs ? [DOCS] : [])])}
 ${maskFns(docs)}
-var<workgroup> rs: array<f32, ${R * D}>;
-var<workgroup> ks: array<f32, ${K * D}>;
+var<workgroup> rs: array<f32, ${R * (D + 1)}>;
+var<workgroup> ks: array<f32, ${K * (D + 1)}>;
 var<workgroup> st: array<f32, ${R * K}>;
 ${dotFn('dotRK', D, 'rs', 'ks')}
 ${MAIN} {
@@ -154,7 +158,7 @@ ${MAIN} {
     ${spread(R * K, `    let i = i0 + e / ${K}u;
     let j = j0 + e % ${K}u;
     var s = ${NEG};
-    if (i < i1 && j < i1 && visible(b, i, j)) { s = dotRK((e / ${K}u) * ${D}u, (e % ${K}u) * ${D}u); }
+    if (i < i1 && j < i1 && visible(b, i, j)) { s = dotRK((e / ${K}u) * ${D + 1}u, (e % ${K}u) * ${D + 1}u); }
     st[e] = s;`)}
     workgroupBarrier();
     if (lid < ${R}u) {
@@ -183,9 +187,9 @@ function fwdPartialKernel(rt: GpuRuntime, pl: Plan, docs: boolean) {
   return rt.kernel('cubitSolvePartial', /* wgsl */ `${PARAMS}
 ${bindings([['r', 'read'], ['rh', 'read'], ['x', 'read'], ['lse', 'read'], ['part', 'read_write'], ...(docs ? [DOCS] : [])])}
 ${maskFns(docs)}
-var<workgroup> rs: array<f32, ${R * D}>;
-var<workgroup> ks: array<f32, ${K * D}>;
-var<workgroup> xs: array<f32, ${K * D}>;
+var<workgroup> rs: array<f32, ${R * (D + 1)}>;
+var<workgroup> ks: array<f32, ${K * (D + 1)}>;
+var<workgroup> xs: array<f32, ${K * (D + 1)}>;
 var<workgroup> ps: array<f32, ${R * K}>;
 var<workgroup> ls: array<f32, ${R}>;
 ${dotFn('dotRK', D, 'rs', 'ks')}
@@ -212,7 +216,7 @@ ${MAIN} {
     let i = i0 + ri;
     let j = j0 + e % ${K}u;
     var w = 0.0;
-    if (i < i1 && j < ke && visible(b, i, j)) { w = exp(dotRK(ri * ${D}u, (e % ${K}u) * ${D}u) - ls[ri]); }
+    if (i < i1 && j < ke && visible(b, i, j)) { w = exp(dotRK(ri * ${D + 1}u, (e % ${K}u) * ${D + 1}u) - ls[ri]); }
     ps[e] = w;`)}
     workgroupBarrier();
     if (lid < ${R}u) { for (var k = 0u; k < p.kt; k++) { rowSum += ps[lid * ${K}u + k]; } }
@@ -222,7 +226,7 @@ ${MAIN} {
         let ri = e / ${D}u;
         let c = e % ${D}u;
         var s = 0.0;
-        for (var k = 0u; k < p.kt; k++) { s += ps[ri * ${K}u + k] * xs[k * ${D}u + c]; }
+        for (var k = 0u; k < p.kt; k++) { s += ps[ri * ${K}u + k] * xs[k * ${D + 1}u + c]; }
         acc[n] += s;
       }
     }
@@ -363,9 +367,9 @@ function adjPartialKernel(rt: GpuRuntime, pl: Plan, docs: boolean) {
   return rt.kernel('cubitAdjointPartial', /* wgsl */ `${PARAMS}
 ${bindings([['r', 'read'], ['rh', 'read'], ['z', 'read'], ['lse', 'read'], ['part', 'read_write'], ...(docs ? [DOCS] : [])])}
 ${maskFns(docs)}
-var<workgroup> kh: array<f32, ${R * D}>;
-var<workgroup> rs: array<f32, ${K * D}>;
-var<workgroup> zs: array<f32, ${K * D}>;
+var<workgroup> kh: array<f32, ${R * (D + 1)}>;
+var<workgroup> rs: array<f32, ${K * (D + 1)}>;
+var<workgroup> zs: array<f32, ${K * (D + 1)}>;
 var<workgroup> ps: array<f32, ${K * R}>;
 var<workgroup> ls: array<f32, ${K}>;
 ${dotFn('dotKR', D, 'rs', 'kh')}
@@ -391,7 +395,7 @@ ${MAIN} {
     let i = i0 + ri;
     let j = j0 + kj;
     var w = 0.0;
-    if (i < re && j < j1 && visible(b, i, j)) { w = exp(dotKR(ri * ${D}u, kj * ${D}u) - ls[ri]); }
+    if (i < re && j < j1 && visible(b, i, j)) { w = exp(dotKR(ri * ${D + 1}u, kj * ${D + 1}u) - ls[ri]); }
     ps[e] = w;`)}
     workgroupBarrier();
     for (var n = 0u; n < ${outs}u; n++) {
@@ -400,7 +404,7 @@ ${MAIN} {
         let kj = e / ${D}u;
         let c = e % ${D}u;
         var s = 0.0;
-        for (var k = 0u; k < p.kt; k++) { s += ps[k * ${R}u + kj] * zs[k * ${D}u + c]; }
+        for (var k = 0u; k < p.kt; k++) { s += ps[k * ${R}u + kj] * zs[k * ${D + 1}u + c]; }
         acc[n] += s;
       }
     }
@@ -476,7 +480,7 @@ ${MAIN} {
  * one tile entry: the row's r and Z at ri in rs / zs, the key's r̂ and X at kj in ks / xs.
  */
 const dsEntry = (D: number, ri: string, kj: string, lseRow: string, zxRow: string, zhRow: string): string =>
-  `exp(dotRK(${ri} * ${D}u, ${kj} * ${D}u) - ${lseRow}) * ((${zxRow} - dotZX(${ri} * ${D}u, ${kj} * ${D}u)) + ${zhRow})`;
+  `exp(dotRK(${ri} * ${D + 1}u, ${kj} * ${D + 1}u) - ${lseRow}) * ((${zxRow} - dotZX(${ri} * ${D + 1}u, ${kj} * ${D + 1}u)) + ${zhRow})`;
 
 /** ∂r_i = Σ_j dS_ij r̂_j: a workgroup per (row block, b·h), over the keys each row sees. */
 function drKernel(rt: GpuRuntime, pl: Plan, docs: boolean) {
@@ -485,10 +489,10 @@ function drKernel(rt: GpuRuntime, pl: Plan, docs: boolean) {
   return rt.kernel('cubitSolveDr', /* wgsl */ `${PARAMS}
 ${bindings([['r', 'read'], ['rh', 'read'], ['x', 'read'], ['z', 'read'], ['lse', 'read'], ['rowc', 'read'], ['dr', 'read_write'], ...(docs ? [DOCS] : [])])}
 ${maskFns(docs)}
-var<workgroup> rs: array<f32, ${R * D}>;
-var<workgroup> zs: array<f32, ${R * D}>;
-var<workgroup> ks: array<f32, ${K * D}>;
-var<workgroup> xs: array<f32, ${K * D}>;
+var<workgroup> rs: array<f32, ${R * (D + 1)}>;
+var<workgroup> zs: array<f32, ${R * (D + 1)}>;
+var<workgroup> ks: array<f32, ${K * (D + 1)}>;
+var<workgroup> xs: array<f32, ${K * (D + 1)}>;
 var<workgroup> ds: array<f32, ${R * K}>;
 var<workgroup> rc: array<f32, ${3 * R}>;
 ${dotFn('dotRK', D, 'rs', 'ks')}
@@ -527,7 +531,7 @@ ${MAIN} {
         let ri = e / ${D}u;
         let c = e % ${D}u;
         var s = 0.0;
-        for (var k = 0u; k < p.pt; k++) { s += ds[ri * ${K}u + k] * ks[k * ${D}u + c]; }
+        for (var k = 0u; k < p.pt; k++) { s += ds[ri * ${K}u + k] * ks[k * ${D + 1}u + c]; }
         acc[n] += s;
       }
     }
@@ -546,10 +550,10 @@ function drhKernel(rt: GpuRuntime, pl: Plan, docs: boolean) {
   return rt.kernel('cubitSolveDrHat', /* wgsl */ `${PARAMS}
 ${bindings([['r', 'read'], ['rh', 'read'], ['x', 'read'], ['z', 'read'], ['lse', 'read'], ['rowc', 'read'], ['drh', 'read_write'], ...(docs ? [DOCS] : [])])}
 ${maskFns(docs)}
-var<workgroup> ks: array<f32, ${R * D}>;
-var<workgroup> xs: array<f32, ${R * D}>;
-var<workgroup> rs: array<f32, ${K * D}>;
-var<workgroup> zs: array<f32, ${K * D}>;
+var<workgroup> ks: array<f32, ${R * (D + 1)}>;
+var<workgroup> xs: array<f32, ${R * (D + 1)}>;
+var<workgroup> rs: array<f32, ${K * (D + 1)}>;
+var<workgroup> zs: array<f32, ${K * (D + 1)}>;
 var<workgroup> ds: array<f32, ${K * R}>;
 var<workgroup> rc: array<f32, ${3 * K}>;
 ${dotFn('dotRK', D, 'rs', 'ks')}
@@ -589,7 +593,7 @@ ${MAIN} {
         let kj = e / ${D}u;
         let c = e % ${D}u;
         var s = 0.0;
-        for (var k = 0u; k < p.pt; k++) { s += ds[k * ${R}u + kj] * rs[k * ${D}u + c]; }
+        for (var k = 0u; k < p.pt; k++) { s += ds[k * ${R}u + kj] * rs[k * ${D + 1}u + c]; }
         acc[n] += s;
       }
     }
