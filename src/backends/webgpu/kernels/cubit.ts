@@ -128,6 +128,30 @@ fn ${name}(ia: u32, ib: u32) -> f32 {
 }`;
 }
 
+/**
+ * acc[n] += Σ_k W(row, k) · v[k·(D + 1) + c] over a tile of `bound` (a uniform) k, for the thread's
+ * outputs e = lid + n·TG (row e / D, column c = e % D) of a rows × D block. When D divides TG every
+ * output of a thread has the same column: v's value is loaded once per k for all of them.
+ */
+function accumulate(outs: number, rows: number, D: number, bound: string, row: string, W: (row: string) => string, v: string): string {
+  if (TG % D === 0) {
+    return /* wgsl */ `for (var k = 0u; k < ${bound}; k++) {
+      let vk = ${v}[k * ${D + 1}u + lid % ${D}u];
+      for (var n = 0u; n < ${outs}u; n++) {
+        let ${row} = (lid + n * ${TG}u) / ${D}u;
+        if (${row} < ${rows}u) { acc[n] += ${W(row)} * vk; }
+      }
+    }`;
+  }
+  return /* wgsl */ `for (var k = 0u; k < ${bound}; k++) {
+      for (var n = 0u; n < ${outs}u; n++) {
+        let e = lid + n * ${TG}u;
+        let ${row} = e / ${D}u;
+        if (${row} < ${rows}u) { acc[n] += ${W(row)} * ${v}[k * ${D + 1}u + e % ${D}u]; }
+      }
+    }`;
+}
+
 const MAIN = '@compute @workgroup_size(' + TG + ')\nfn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32)';
 
 // ---- forward ----
@@ -220,16 +244,7 @@ ${MAIN} {
     ps[e] = w;`)}
     workgroupBarrier();
     if (lid < ${R}u) { for (var k = 0u; k < p.kt; k++) { rowSum += ps[lid * ${K}u + k]; } }
-    for (var n = 0u; n < ${outs}u; n++) {
-      let e = lid + n * ${TG}u;
-      if (e < ${R * D}u) {
-        let ri = e / ${D}u;
-        let c = e % ${D}u;
-        var s = 0.0;
-        for (var k = 0u; k < p.kt; k++) { s += ps[ri * ${K}u + k] * xs[k * ${D + 1}u + c]; }
-        acc[n] += s;
-      }
-    }
+    ${accumulate(outs, R, D, 'p.kt', 'ri', (ri) => `ps[${ri} * ${K}u + k]`, 'xs')}
   }
   let slot = (bh * p.gcap + g) * ${R * (D + 1)}u;
   for (var n = 0u; n < ${outs}u; n++) {
@@ -398,16 +413,7 @@ ${MAIN} {
     if (i < re && j < j1 && visible(b, i, j)) { w = exp(dotKR(ri * ${D + 1}u, kj * ${D + 1}u) - ls[ri]); }
     ps[e] = w;`)}
     workgroupBarrier();
-    for (var n = 0u; n < ${outs}u; n++) {
-      let e = lid + n * ${TG}u;
-      if (e < ${R * D}u) {
-        let kj = e / ${D}u;
-        let c = e % ${D}u;
-        var s = 0.0;
-        for (var k = 0u; k < p.kt; k++) { s += ps[k * ${R}u + kj] * zs[k * ${D + 1}u + c]; }
-        acc[n] += s;
-      }
-    }
+    ${accumulate(outs, R, D, 'p.kt', 'kj', (kj) => `ps[k * ${R}u + ${kj}]`, 'zs')}
   }
   let slot = (bh * p.gcap + g) * ${R * D}u;
   for (var n = 0u; n < ${outs}u; n++) {
@@ -525,16 +531,7 @@ ${MAIN} {
     }
     ds[e] = w;`)}
     workgroupBarrier();
-    for (var n = 0u; n < ${outs}u; n++) {
-      let e = lid + n * ${TG}u;
-      if (e < ${R * D}u) {
-        let ri = e / ${D}u;
-        let c = e % ${D}u;
-        var s = 0.0;
-        for (var k = 0u; k < p.pt; k++) { s += ds[ri * ${K}u + k] * ks[k * ${D + 1}u + c]; }
-        acc[n] += s;
-      }
-    }
+    ${accumulate(outs, R, D, 'p.pt', 'ri', (ri) => `ds[${ri} * ${K}u + k]`, 'ks')}
   }
   for (var n = 0u; n < ${outs}u; n++) {
     let e = lid + n * ${TG}u;
@@ -587,16 +584,7 @@ ${MAIN} {
     }
     ds[e] = w;`)}
     workgroupBarrier();
-    for (var n = 0u; n < ${outs}u; n++) {
-      let e = lid + n * ${TG}u;
-      if (e < ${R * D}u) {
-        let kj = e / ${D}u;
-        let c = e % ${D}u;
-        var s = 0.0;
-        for (var k = 0u; k < p.pt; k++) { s += ds[k * ${R}u + kj] * rs[k * ${D + 1}u + c]; }
-        acc[n] += s;
-      }
-    }
+    ${accumulate(outs, R, D, 'p.pt', 'kj', (kj) => `ds[k * ${R}u + ${kj}]`, 'rs')}
   }
   for (var n = 0u; n < ${outs}u; n++) {
     let e = lid + n * ${TG}u;
