@@ -118,14 +118,35 @@ function loadRows(dst: string, src: string, rows: number, D: number, start: stri
   ${dst}[(e / ${D}u) * ${D + 1}u + e % ${D}u] = select(0.0, ${src}[(base + q) * ${D}u + e % ${D}u], q < ${end});`);
 }
 
-/** name(ia, ib) = Σ_c a[ia + c] · b[ib + c] over the compiled-in D, for workgroup arrays a and b. */
-function dotFn(name: string, D: number, a: string, b: string): string {
-  return /* wgsl */ `
-fn ${name}(ia: u32, ib: u32) -> f32 {
-  var s = 0.0;
-  for (var c = 0u; c < p.dim; c++) { s += ${a}[ia + c] * ${b}[ib + c]; }
-  return s;
-}`;
+/**
+ * A rows × cols tile of dot products over D between rows of workgroup arrays (rows D + 1 apart):
+ * for each pair [rowArr, colArr], d<p>[m] = rowArr[ri] · colArr[kj]. A thread takes one column kj
+ * and every (TG / cols)-th row, so the column's value is loaded once per c for all its rows;
+ * then `finish` runs per entry with ri, kj, mt and the d arrays in scope.
+ */
+function tileDots(rows: number, cols: number, D: number, pairs: readonly (readonly [string, string])[], finish: string): string {
+  const per = Math.ceil((rows * cols) / TG), step = TG / cols;
+  // Zeroed explicitly: lavapipe kept the values of a declaration inside a loop from the last pass.
+  const decl = pairs.map((_, q) => `var d${q}: array<f32, ${per}>;\n      for (var mt = 0u; mt < ${per}u; mt++) { d${q}[mt] = 0.0; }`).join('\n      ');
+  const loads = pairs.map(([, col], q) => `let v${q} = ${col}[kj * ${D + 1}u + c];`).join('\n        ');
+  const fmas = pairs.map(([row], q) => `d${q}[mt] += ${row}[ri * ${D + 1}u + c] * v${q};`).join('\n          ');
+  return /* wgsl */ `{
+      let kj = lid % ${cols}u;
+      ${decl}
+      for (var c = 0u; c < p.dim; c++) {
+        ${loads}
+        for (var mt = 0u; mt < ${per}u; mt++) {
+          let ri = min(lid / ${cols}u + mt * ${step}u, ${rows - 1}u);
+          ${fmas}
+        }
+      }
+      for (var mt = 0u; mt < ${per}u; mt++) {
+        let ri = lid / ${cols}u + mt * ${step}u;
+        if (ri < ${rows}u) {
+          ${finish}
+        }
+      }
+    }`;
 }
 
 /**
@@ -165,7 +186,6 @@ ${maskFns(docs)}
 var<workgroup> rs: array<f32, ${R * (D + 1)}>;
 var<workgroup> ks: array<f32, ${K * (D + 1)}>;
 var<workgroup> st: array<f32, ${R * K}>;
-${dotFn('dotRK', D, 'rs', 'ks')}
 ${MAIN} {
   let bh = wid.y;
   let b = bh / p.H;
@@ -179,11 +199,11 @@ ${MAIN} {
     workgroupBarrier();
     ${loadRows('ks', 'rh', K, D, 'j0', 'i1')}
     workgroupBarrier();
-    ${spread(R * K, `    let i = i0 + e / ${K}u;
-    let j = j0 + e % ${K}u;
-    var s = ${NEG};
-    if (i < i1 && j < i1 && visible(b, i, j)) { s = dotRK((e / ${K}u) * ${D + 1}u, (e % ${K}u) * ${D + 1}u); }
-    st[e] = s;`)}
+    ${tileDots(R, K, D, [['rs', 'ks']], `let i = i0 + ri;
+      let j = j0 + kj;
+      var s = ${NEG};
+      if (i < i1 && j < i1 && visible(b, i, j)) { s = d0[mt]; }
+      st[ri * ${K}u + kj] = s;`)}
     workgroupBarrier();
     if (lid < ${R}u) {
       var tm = ${NEG};
@@ -216,7 +236,6 @@ var<workgroup> ks: array<f32, ${K * (D + 1)}>;
 var<workgroup> xs: array<f32, ${K * (D + 1)}>;
 var<workgroup> ps: array<f32, ${R * K}>;
 var<workgroup> ls: array<f32, ${R}>;
-${dotFn('dotRK', D, 'rs', 'ks')}
 ${MAIN} {
   let g = wid.x;
   let bh = wid.y;
@@ -236,12 +255,11 @@ ${MAIN} {
     ${loadRows('ks', 'rh', K, D, 'j0', 'ke')}
     ${loadRows('xs', 'x', K, D, 'j0', 'ke')}
     workgroupBarrier();
-    ${spread(R * K, `    let ri = e / ${K}u;
-    let i = i0 + ri;
-    let j = j0 + e % ${K}u;
-    var w = 0.0;
-    if (i < i1 && j < ke && visible(b, i, j)) { w = exp(dotRK(ri * ${D + 1}u, (e % ${K}u) * ${D + 1}u) - ls[ri]); }
-    ps[e] = w;`)}
+    ${tileDots(R, K, D, [['rs', 'ks']], `let i = i0 + ri;
+      let j = j0 + kj;
+      var w = 0.0;
+      if (i < i1 && j < ke && visible(b, i, j)) { w = exp(d0[mt] - ls[ri]); }
+      ps[ri * ${K}u + kj] = w;`)}
     workgroupBarrier();
     if (lid < ${R}u) { for (var k = 0u; k < p.kt; k++) { rowSum += ps[lid * ${K}u + k]; } }
     ${accumulate(outs, R, D, 'p.kt', 'ri', (ri) => `ps[${ri} * ${K}u + k]`, 'xs')}
@@ -387,7 +405,6 @@ var<workgroup> rs: array<f32, ${K * (D + 1)}>;
 var<workgroup> zs: array<f32, ${K * (D + 1)}>;
 var<workgroup> ps: array<f32, ${K * R}>;
 var<workgroup> ls: array<f32, ${K}>;
-${dotFn('dotKR', D, 'rs', 'kh')}
 ${MAIN} {
   let g = wid.x;
   let bh = wid.y;
@@ -405,13 +422,11 @@ ${MAIN} {
     ${loadRows('zs', 'z', K, D, 'i0', 're')}
     if (lid < ${K}u) { ls[lid] = select(0.0, lse[base + min(i0 + lid, p.T - 1u)], i0 + lid < re); }
     workgroupBarrier();
-    ${spread(K * R, `    let ri = e / ${R}u;
-    let kj = e % ${R}u;
-    let i = i0 + ri;
-    let j = j0 + kj;
-    var w = 0.0;
-    if (i < re && j < j1 && visible(b, i, j)) { w = exp(dotKR(ri * ${D + 1}u, kj * ${D + 1}u) - ls[ri]); }
-    ps[e] = w;`)}
+    ${tileDots(K, R, D, [['rs', 'kh']], `let i = i0 + ri;
+      let j = j0 + kj;
+      var w = 0.0;
+      if (i < re && j < j1 && visible(b, i, j)) { w = exp(d0[mt] - ls[ri]); }
+      ps[ri * ${R}u + kj] = w;`)}
     workgroupBarrier();
     ${accumulate(outs, R, D, 'p.kt', 'kj', (kj) => `ps[k * ${R}u + ${kj}]`, 'zs')}
   }
@@ -482,11 +497,10 @@ ${MAIN} {
 }
 
 /**
- * dS_ij = P_ij ((Z_i·X_i − Z_i·X_j) + Z_i·h_i) for rows i of `rowsOf` and keys j, as the WGSL of
- * one tile entry: the row's r and Z at ri in rs / zs, the key's r̂ and X at kj in ks / xs.
+ * dS_ij = P_ij ((Z_i·X_i − Z_i·X_j) + Z_i·h_i) (SPEC §3.2) as the WGSL of one tile entry of
+ * tileDots: d0[mt] = r_i · r̂_j, d1[mt] = Z_i · X_j, and the row's lse, Z_i·X_i, Z_i·h_i in rc.
  */
-const dsEntry = (D: number, ri: string, kj: string, lseRow: string, zxRow: string, zhRow: string): string =>
-  `exp(dotRK(${ri} * ${D + 1}u, ${kj} * ${D + 1}u) - ${lseRow}) * ((${zxRow} - dotZX(${ri} * ${D + 1}u, ${kj} * ${D + 1}u)) + ${zhRow})`;
+const DS = 'exp(d0[mt] - rc[3u * ri]) * ((rc[3u * ri + 1u] - d1[mt]) + rc[3u * ri + 2u])';
 
 /** ∂r_i = Σ_j dS_ij r̂_j: a workgroup per (row block, b·h), over the keys each row sees. */
 function drKernel(rt: GpuRuntime, pl: Plan, docs: boolean) {
@@ -501,8 +515,6 @@ var<workgroup> ks: array<f32, ${K * (D + 1)}>;
 var<workgroup> xs: array<f32, ${K * (D + 1)}>;
 var<workgroup> ds: array<f32, ${R * K}>;
 var<workgroup> rc: array<f32, ${3 * R}>;
-${dotFn('dotRK', D, 'rs', 'ks')}
-${dotFn('dotZX', D, 'zs', 'xs')}
 ${MAIN} {
   let bh = wid.y;
   let b = bh / p.H;
@@ -523,13 +535,9 @@ ${MAIN} {
     ${loadRows('ks', 'rh', K, D, 'j0', 'i1')}
     ${loadRows('xs', 'x', K, D, 'j0', 'i1')}
     workgroupBarrier();
-    ${spread(R * K, `    let ri = e / ${K}u;
-    let kj = e % ${K}u;
-    var w = 0.0;
-    if (i0 + ri < i1 && j0 + kj < i1 && visible(b, i0 + ri, j0 + kj)) {
-      w = ${dsEntry(D, 'ri', 'kj', 'rc[3u * ri]', 'rc[3u * ri + 1u]', 'rc[3u * ri + 2u]')};
-    }
-    ds[e] = w;`)}
+    ${tileDots(R, K, D, [['rs', 'ks'], ['zs', 'xs']], `var w = 0.0;
+      if (i0 + ri < i1 && j0 + kj < i1 && visible(b, i0 + ri, j0 + kj)) { w = ${DS}; }
+      ds[ri * ${K}u + kj] = w;`)}
     workgroupBarrier();
     ${accumulate(outs, R, D, 'p.pt', 'ri', (ri) => `ds[${ri} * ${K}u + k]`, 'ks')}
   }
@@ -553,8 +561,6 @@ var<workgroup> rs: array<f32, ${K * (D + 1)}>;
 var<workgroup> zs: array<f32, ${K * (D + 1)}>;
 var<workgroup> ds: array<f32, ${K * R}>;
 var<workgroup> rc: array<f32, ${3 * K}>;
-${dotFn('dotRK', D, 'rs', 'ks')}
-${dotFn('dotZX', D, 'zs', 'xs')}
 ${MAIN} {
   let bh = wid.y;
   let b = bh / p.H;
@@ -576,13 +582,9 @@ ${MAIN} {
       rc[3u * lid + 2u] = rowc[2u * (base + i) + 1u];
     }
     workgroupBarrier();
-    ${spread(K * R, `    let ri = e / ${R}u;
-    let kj = e % ${R}u;
-    var w = 0.0;
-    if (i0 + ri < re && j0 + kj < j1 && visible(b, i0 + ri, j0 + kj)) {
-      w = ${dsEntry(D, 'ri', 'kj', 'rc[3u * ri]', 'rc[3u * ri + 1u]', 'rc[3u * ri + 2u]')};
-    }
-    ds[e] = w;`)}
+    ${tileDots(K, R, D, [['rs', 'ks'], ['zs', 'xs']], `var w = 0.0;
+      if (i0 + ri < re && j0 + kj < j1 && visible(b, i0 + ri, j0 + kj)) { w = ${DS}; }
+      ds[ri * ${R}u + kj] = w;`)}
     workgroupBarrier();
     ${accumulate(outs, R, D, 'p.pt', 'kj', (kj) => `ds[k * ${R}u + ${kj}]`, 'rs')}
   }
