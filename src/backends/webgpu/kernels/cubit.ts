@@ -440,14 +440,13 @@ ${MAIN} {
 
 /**
  * The adjoint block's close: residual G_R − Σ chunks, the transposed diagonal tile, backward
- * substitution (P_RR + λI)ᵀ Z_R = residual a thread per column; then the row scalars
- * rowc_i = (Z_i · X_i, Z_i · h_i) the gradient passes use.
+ * substitution (P_RR + λI)ᵀ Z_R = residual a thread per column.
  */
 function adjCloseKernel(rt: GpuRuntime, pl: Plan, docs: boolean) {
   const { D, bk: R } = pl;
   return rt.kernel('cubitAdjointClose', /* wgsl */ `${PARAMS}
 ${bindings([['r', 'read'], ['rh', 'read'], ['gz', 'read'], ['logLambda', 'read'], ['lse', 'read'], ['part', 'read'],
-    ['x', 'read'], ['wx', 'read'], ['z', 'read_write'], ['rowc', 'read_write'], ...(docs ? [DOCS] : [])])}
+    ['z', 'read_write'], ...(docs ? [DOCS] : [])])}
 ${maskFns(docs)}
 var<workgroup> ps: array<f32, ${R * R}>;
 ${MAIN} {
@@ -483,17 +482,7 @@ ${MAIN} {
       z[c0 + kj * ${D}u] = acc / (ps[kj * ${R}u + kj] + lam);
     }
   }
-  storageBarrier();
-  workgroupBarrier();
-  if (lid < nb) {
-    let o = (base + j0 + lid) * ${D}u;
-    var zx = 0.0;
-    var zh = 0.0;
-    for (var c = 0u; c < p.dim; c++) { zx += z[o + c] * x[o + c]; zh += z[o + c] * wx[o + c]; }
-    rowc[2u * (base + j0 + lid)] = zx;
-    rowc[2u * (base + j0 + lid) + 1u] = zh;
-  }
-}`, ['read', 'read', 'read', 'read', 'read', 'read', 'read', 'read', 'read_write', 'read_write', ...(docs ? ['read' as const] : [])]);
+}`, ['read', 'read', 'read', 'read', 'read', 'read', 'read_write', ...(docs ? ['read' as const] : [])]);
 }
 
 /**
@@ -595,62 +584,87 @@ ${MAIN} {
 }`, ['read', 'read', 'read', 'read', 'read', 'read', 'read_write', ...(docs ? ['read' as const] : [])]);
 }
 
+/** The row scalars of the gradient passes, rowc_i = (Z_i · X_i, Z_i · h_i), a thread per row. */
+function rowScalarsKernel(rt: GpuRuntime) {
+  return rt.kernel('cubitRowScalars', /* wgsl */ `${PARAMS}
+${bindings([['z', 'read'], ['x', 'read'], ['wx', 'read'], ['rowc', 'read_write']])}
+${elementwiseMain(`  if (i >= p.n) { return; }
+  let o = i * p.dim;
+  var zx = 0.0;
+  var zh = 0.0;
+  for (var c = 0u; c < p.dim; c++) { zx += z[o + c] * x[o + c]; zh += z[o + c] * wx[o + c]; }
+  rowc[2u * i] = zx;
+  rowc[2u * i + 1u] = zh;`)}`, ['read', 'read', 'read', 'read_write']);
+}
+
 /**
- * The rows' last stage and the per-(b, h) sums, a workgroup per b·h with a fixed-order tree:
- * ∂λ = −Σ Z·X; for cubitSolve the normalisation's backward (∂r += …, ∂α) and with LRR
- * ∂v = s Z, ∂z, ∂lower, ∂range (SPEC §2.5).
+ * The rows' last stages and their per-(b, h) sums (SPEC §2.5), a workgroup per b·h with a
+ * fixed-order tree, in three parts so that each binds few buffers (Chromium's SwiftShader allows
+ * 10 per stage): 'lambda' ∂λ = −Σ Z·X; 'ref' the normalisation's backward (∂r += …, ∂α);
+ * 'lrr' ∂v = s Z, ∂z, ∂lower, ∂range.
  */
-function finishKernel(rt: GpuRuntime, pl: Plan, cubit: boolean, lrr: boolean) {
-  const { D } = pl;
-  const binds: Bind[] = [['rowc', 'read'], ['dLambda', 'read_write']];
-  if (cubit) binds.push(['r', 'read'], ['alpha', 'read'], ['drh', 'read'], ['dr', 'read_write'], ['dAlpha', 'read_write']);
-  if (lrr) binds.push(['z', 'read'], ['v', 'read'], ['zl', 'read'], ['lower', 'read'], ['range', 'read'],
-    ['dv', 'read_write'], ['dz', 'read_write'], ['dLower', 'read_write'], ['dRange', 'read_write']);
-  const sums = lrr ? 4 : cubit ? 2 : 1;
-  return rt.kernel(`cubitSolveFinish${cubit ? 'Cubit' : ''}${lrr ? 'Lrr' : ''}`, /* wgsl */ `${PARAMS}${MATH}
+type FinishPart = 'lambda' | 'ref' | 'lrr';
+const FINISH: Record<FinishPart, { binds: Bind[]; sums: string[]; body: string }> = {
+  lambda: {
+    binds: [['rowc', 'read'], ['dLambda', 'read_write']],
+    sums: ['dLambda'],
+    body: 's0 -= rowc[2u * i];',
+  },
+  ref: {
+    binds: [['r', 'read'], ['alpha', 'read'], ['drh', 'read'], ['dr', 'read_write'], ['dAlpha', 'read_write']],
+    sums: ['dAlpha'],
+    body: `var ss = 0.0;
+    var gr = 0.0;
+    for (var c = 0u; c < p.dim; c++) { ss += r[o + c] * r[o + c]; gr += drh[o + c] * r[o + c]; }
+    let clamped = !(ss >= p.eps * p.eps) && !isNan32(ss);
+    let sc = 1.0 / select(sqrt(ss), p.eps, clamped);
+    s0 += sc * gr;
+    let a = alpha[h];
+    let k = select(a * sc * sc * sc * gr, 0.0, clamped);
+    for (var c = 0u; c < p.dim; c++) { dr[o + c] += a * sc * drh[o + c] - k * r[o + c]; }`,
+  },
+  lrr: {
+    binds: [['z', 'read'], ['v', 'read'], ['zl', 'read'], ['lower', 'read'], ['range', 'read'],
+      ['dv', 'read_write'], ['dz', 'read_write'], ['dLower', 'read_write'], ['dRange', 'read_write']],
+    sums: ['dLower', 'dRange'],
+    body: `var zv = 0.0;
+    for (var c = 0u; c < p.dim; c++) { zv += z[o + c] * v[o + c]; }
+    let sg = safeSigmoid(zl[i]);
+    s0 += zv;
+    s1 += sg * zv;
+    dz[i] = range[h] * sg * (1.0 - sg) * zv;
+    let sv = lower[h] + range[h] * sg;
+    for (var c = 0u; c < p.dim; c++) { dv[o + c] = sv * z[o + c]; }`,
+  },
+};
+
+function finishKernel(rt: GpuRuntime, part: FinishPart) {
+  const { binds, sums, body } = FINISH[part];
+  const n = sums.length;
+  return rt.kernel(`cubitSolveFinish_${part}`, /* wgsl */ `${PARAMS}${MATH}
 ${bindings(binds)}
-var<workgroup> red: array<f32, ${sums * TG}>;
+var<workgroup> red: array<f32, ${n * TG}>;
 ${MAIN} {
   let bh = wid.x;
   let h = bh % p.H;
   var s0 = 0.0;
   var s1 = 0.0;
-  var s2 = 0.0;
-  var s3 = 0.0;
   for (var t = lid; t < p.T; t += ${TG}u) {
     let i = bh * p.T + t;
-    let o = i * ${D}u;
-    s0 -= rowc[2u * i];
-    ${cubit ? `var ss = 0.0;
-    var gr = 0.0;
-    for (var c = 0u; c < p.dim; c++) { ss += r[o + c] * r[o + c]; gr += drh[o + c] * r[o + c]; }
-    let clamped = !(ss >= p.eps * p.eps) && !isNan32(ss);
-    let sc = 1.0 / select(sqrt(ss), p.eps, clamped);
-    s1 += sc * gr;
-    let a = alpha[h];
-    let k = select(a * sc * sc * sc * gr, 0.0, clamped);
-    for (var c = 0u; c < p.dim; c++) { dr[o + c] += a * sc * drh[o + c] - k * r[o + c]; }` : ''}
-    ${lrr ? `var zv = 0.0;
-    for (var c = 0u; c < p.dim; c++) { zv += z[o + c] * v[o + c]; }
-    let sg = safeSigmoid(zl[i]);
-    s2 += zv;
-    s3 += sg * zv;
-    dz[i] = range[h] * sg * (1.0 - sg) * zv;
-    let sv = lower[h] + range[h] * sg;
-    for (var c = 0u; c < p.dim; c++) { dv[o + c] = sv * z[o + c]; }` : ''}
+    let o = i * p.dim;
+    ${body}
   }
-  ${['s0', 's1', 's2', 's3'].slice(0, sums).map((s, k) => `red[${k * TG}u + lid] = ${s};`).join('\n  ')}
+  red[lid] = s0;
+  ${n > 1 ? `red[${TG}u + lid] = s1;` : ''}
   workgroupBarrier();
   for (var w = ${TG / 2}u; w > 0u; w >>= 1u) {
     if (lid < w) {
-      for (var k = 0u; k < ${sums}u; k++) { red[k * ${TG}u + lid] += red[k * ${TG}u + lid + w]; }
+      for (var k = 0u; k < ${n}u; k++) { red[k * ${TG}u + lid] += red[k * ${TG}u + lid + w]; }
     }
     workgroupBarrier();
   }
   if (lid == 0u) {
-    dLambda[bh] = red[0];
-    ${cubit ? `dAlpha[bh] = red[${TG}u];` : ''}
-    ${lrr ? `dLower[bh] = red[${2 * TG}u];\n    dRange[bh] = red[${3 * TG}u];` : ''}
+    ${sums.map((name, k) => `${name}[bh] = red[${k * TG}u];`).join('\n    ')}
   }
 }`, binds.map((b) => b[1]));
 }
@@ -670,9 +684,11 @@ function backward(rt: GpuRuntime, pl: Plan, d: MixerDims, r: GpuStorage, rh: Gpu
     const end = pl.window > 0 ? Math.min(pl.T, j1 - 1 + pl.window) : pl.T;
     const groups = Math.max(0, Math.ceil((end - j1) / pl.chunk));
     if (groups > 0) rt.run(partial, [r, rh, z, lse, part, ...ds], params(pl, { blk }), [groups, pl.BH]);
-    rt.run(close, [r, rh, g, logLambda, lse, part, x, wx, z, rowc, ...ds], params(pl, { blk, groups }), [pl.BH]);
+    rt.run(close, [r, rh, g, logLambda, lse, part, z, ...ds], params(pl, { blk, groups }), [pl.BH]);
   }
   rt.release(part);
+  const rows = pl.BH * pl.T;
+  rt.run(rowScalarsKernel(rt), [z, x, wx, rowc], params(pl, { n: rows }), grid1d(rows, WG, rt.limits.maxComputeWorkgroupsPerDimension));
   const blocks = Math.ceil(pl.T / pl.pr);
   rt.run(drKernel(rt, pl, docs), [r, rh, x, z, lse, rowc, dr, ...ds], params(pl), [blocks, pl.BH]);
   rt.run(drhKernel(rt, pl, docs), [r, rh, x, z, lse, rowc, drh, ...ds], params(pl), [blocks, pl.BH]);
@@ -684,7 +700,7 @@ export function krrSolveBackward(rt: GpuRuntime, r: GpuStorage, rh: GpuStorage, 
   const pl = plan(rt, d);
   const [lse, wx] = saved.storages as GpuStorage[];
   const rowc = backward(rt, pl, d, r, rh, logLambda, x, lse, wx, g, dy, dr, drh);
-  rt.run(finishKernel(rt, pl, false, false), [rowc, dLambda], params(pl), [pl.BH]);
+  rt.run(finishKernel(rt, 'lambda'), [rowc, dLambda], params(pl), [pl.BH]);
   rt.release(rowc);
 }
 
@@ -699,9 +715,12 @@ export function cubitSolveBackward(rt: GpuRuntime, r: GpuStorage, refScale: GpuS
   const z = lrr ? rt.alloc('float32', n) : dv;
   const drh = rt.alloc('float32', n);
   const rowc = backward(rt, pl, d, r, rh, logLambda, x, lse, wx, g, z, dr, drh);
-  const extra = lrr && lrrGrads
-    ? [z, v, lrr.logits, lrr.lower, lrr.range, dv, lrrGrads.dLogits, lrrGrads.dLower, lrrGrads.dRange] as GpuStorage[] : [];
-  rt.run(finishKernel(rt, pl, true, lrr !== null), [rowc, dLambda, r, refScale, drh, dr, dRefScale, ...extra], params(pl, { eps }), [pl.BH]);
+  rt.run(finishKernel(rt, 'lambda'), [rowc, dLambda], params(pl), [pl.BH]);
+  rt.run(finishKernel(rt, 'ref'), [r, refScale, drh, dr, dRefScale], params(pl, { eps }), [pl.BH]);
+  if (lrr && lrrGrads) {
+    rt.run(finishKernel(rt, 'lrr'), [z, v, lrr.logits, lrr.lower, lrr.range, dv, lrrGrads.dLogits, lrrGrads.dLower, lrrGrads.dRange] as GpuStorage[],
+      params(pl), [pl.BH]);
+  }
   rt.release(rowc);
   rt.release(drh);
   if (lrr) rt.release(z);
