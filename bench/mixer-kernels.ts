@@ -64,7 +64,7 @@ for (const threads of list('threads', String(addon.getThreads()))) {
     const names = Object.keys(cur);
     // Each kernel next to its baseline twin, on the same buffers.
     const fns = names.flatMap((k) => (base ? [cur[k], base[k]] : [cur[k]]));
-    const times = interleavedTimes(fns, { warmup: 1, minRuns: 7, minMs });
+    const times = await interleavedTimes(fns, { warmup: 1, minRuns: 7, minMs });
     const step = base ? 2 : 1;
     const t = Object.fromEntries(names.map((k, i) => [k, times[i * step]]));
     const rec: Record<string, unknown> = { bench: 'mixer-kernels', B, H, T, D, blockSize: block, threads };

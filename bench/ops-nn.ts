@@ -158,9 +158,9 @@ function medianCpuMs(fn: () => void, runs: number): number {
   return t[t.length >> 1];
 }
 
-function measure(c: Case, b: ReferenceBackend, extra: Record<string, unknown>): void {
+async function measure(c: Case, b: ReferenceBackend, extra: Record<string, unknown>): Promise<void> {
   const call = c.setup(b);
-  const ms = medianMs(call, { minMs, warmup: 2, minRuns: 5 });
+  const ms = await medianMs(call, { minMs, warmup: 2, minRuns: 5 });
   const cpu = medianCpuMs(call, Math.max(5, Math.min(50, Math.ceil(minMs / ms))));
   emit({ op: c.op, shape: c.shape, backend: b.name, ...extra, median_ms: round(ms, 3), gbps: round(c.bytes / (ms * 1e6), 2), cpu_ms: round(cpu, 3) });
 }
@@ -170,12 +170,12 @@ for (const isa of isas) {
   addon.setIsa(isa as Parameters<typeof addon.setIsa>[0]);
   for (const threads of threadCounts) {
     addon.setThreads(threads);
-    for (const c of cases) measure(c, native, { threads, isa: addon.isa() });
+    for (const c of cases) await measure(c, native, { threads, isa: addon.isa() });
   }
 }
 addon.setIsa('auto');
 addon.setThreads(0);
 if (!flag('no-reference')) {
   const reference = new ReferenceBackend();
-  for (const c of cases) measure(c, reference, { threads: 1, isa: 'js' });
+  for (const c of cases) await measure(c, reference, { threads: 1, isa: 'js' });
 }

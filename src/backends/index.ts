@@ -39,8 +39,9 @@ function chooseDefault(): Backend {
   const env = process.env.CUBIT_BACKEND;
   if (env) {
     if (!backendNames().includes(env)) throw new Error(`CUBIT_BACKEND must name a registered backend (${backendNames().map((n) => `'${n}'`).join(', ')}), got '${env}'`);
-    // A backend with an asynchronous set-up (webgpu) must have been prepared: its factory says so.
-    return backendByName(env);
+    // A backend with an asynchronous set-up (webgpu) must have been prepared: its factory says so,
+    // and the message names the variable that asked for it.
+    try { return backendByName(env); } catch (e) { throw new Error(`CUBIT_BACKEND=${env}: ${(e as Error).message}`); }
   }
   if (loadNativeAddon()) return backendByName('native');
   if (!warned) {

@@ -1,15 +1,46 @@
 // Timing helpers for the benchmarks: medians of repeated runs, printed as JSON lines.
+import type { Backend } from '../core/backend.ts';
+import { WebGPUBackend } from '../backends/webgpu/backend.ts';
+
+/** A step to time: it may return a promise (it is awaited). */
+export type Timed = () => void | Promise<void>;
+
+export interface TimingOptions {
+  warmup?: number;
+  minRuns?: number;
+  minMs?: number;
+  maxRuns?: number;
+  /**
+   * Awaited after each call, inside its time: a GPU backend records kernels and runs them later,
+   * so a call's time ends when the device has finished (`settled(backend)`).
+   */
+  settle?: () => Promise<void>;
+}
+
+/**
+ * What a timed call must wait for on `b`: the end of the device's work on a backend that records
+ * kernels (webgpu: `sync()`); nothing on a CPU backend, whose kernels have run when they return.
+ */
+export function settled(b: Backend): (() => Promise<void>) | undefined {
+  return b.sync ? () => b.sync!() : undefined;
+}
+
+async function timeOne(fn: Timed, settle: (() => Promise<void>) | undefined): Promise<number> {
+  const t0 = performance.now();
+  const r = fn();
+  if (r) await r;
+  if (settle) await settle();
+  return performance.now() - t0;
+}
 
 /** Median wall time in ms of `fn` after `warmup` runs, over at least `minRuns` runs / `minMs`. */
-export function medianMs(fn: () => void, opts: { warmup?: number; minRuns?: number; minMs?: number; maxRuns?: number } = {}): number {
+export async function medianMs(fn: Timed, opts: TimingOptions = {}): Promise<number> {
   const warmup = opts.warmup ?? 2, minRuns = opts.minRuns ?? 5, minMs = opts.minMs ?? 300, maxRuns = opts.maxRuns ?? 200;
-  for (let i = 0; i < warmup; i++) fn();
+  for (let i = 0; i < warmup; i++) await timeOne(fn, opts.settle);
   const times: number[] = [];
   const start = performance.now();
   while (times.length < maxRuns && (times.length < minRuns || performance.now() - start < minMs)) {
-    const t0 = performance.now();
-    fn();
-    times.push(performance.now() - t0);
+    times.push(await timeOne(fn, opts.settle));
   }
   return median(times);
 }
@@ -20,17 +51,15 @@ export function medianMs(fn: () => void, opts: { warmup?: number; minRuns?: numb
  * always runs right after the same one: a function runs faster after one that warmed its data,
  * which biased same-code comparisons by ~4% when the order was fixed.
  */
-export function interleavedTimes(fns: (() => void)[], opts: { warmup?: number; minRuns?: number; minMs?: number; maxRuns?: number } = {}): number[][] {
+export async function interleavedTimes(fns: Timed[], opts: TimingOptions = {}): Promise<number[][]> {
   const warmup = opts.warmup ?? 1, minRuns = opts.minRuns ?? 5, minMs = opts.minMs ?? 300, maxRuns = opts.maxRuns ?? 200;
-  for (let i = 0; i < warmup; i++) for (const fn of fns) fn();
+  for (let i = 0; i < warmup; i++) for (const fn of fns) await timeOne(fn, opts.settle);
   const times: number[][] = fns.map(() => []);
   const start = performance.now();
   for (let round = 0; times[0].length < maxRuns && (times[0].length < minRuns || performance.now() - start < minMs); round++) {
     for (let n = 0; n < fns.length; n++) {
       const i = round % 2 ? fns.length - 1 - n : n;
-      const t0 = performance.now();
-      fns[i]();
-      times[i].push(performance.now() - t0);
+      times[i].push(await timeOne(fns[i], opts.settle));
     }
   }
   return times;
@@ -38,8 +67,8 @@ export function interleavedTimes(fns: (() => void)[], opts: { warmup?: number; m
 
 /** Medians (ms) of interleavedTimes: on a shared machine their ratio is far steadier than that of
  * medians taken one after the other. */
-export function medianMsInterleaved(fns: (() => void)[], opts: { warmup?: number; minRuns?: number; minMs?: number; maxRuns?: number } = {}): number[] {
-  return interleavedTimes(fns, opts).map(median);
+export async function medianMsInterleaved(fns: Timed[], opts: TimingOptions = {}): Promise<number[]> {
+  return (await interleavedTimes(fns, opts)).map(median);
 }
 
 /** The median over rounds of a[k] / b[k] (times from one interleavedTimes run): each round's two
@@ -66,3 +95,18 @@ export function emit(record: Record<string, unknown>): void {
 }
 
 export const round = (x: number, digits = 3): number => Number(x.toFixed(digits));
+
+/**
+ * The fields every benchmark line carries about where it ran: the backend's name, and on the
+ * webgpu backend its adapter (vendor, architecture and description, as `cubit info` shows them).
+ */
+export function deviceFields(b: Backend): Record<string, unknown> {
+  if (!(b instanceof WebGPUBackend)) return { backend: b.name };
+  const a = b.adapter;
+  return { backend: b.name, adapter: [a.vendor, a.architecture, a.description].filter((s) => s).join(' / ') };
+}
+
+/** A case that failed (out of memory, past a device limit): one JSON line saying why, and the run goes on. */
+export function emitFailure(record: Record<string, unknown>, e: unknown): void {
+  emit({ ...record, error: (e instanceof Error ? e.message : String(e)).split('\n')[0].slice(0, 300) });
+}

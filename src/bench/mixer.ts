@@ -16,7 +16,7 @@ import { randn, full } from '../ops/creation.ts';
 import { softmaxAttention } from '../ops/mixers.ts';
 import { cubitAttention } from '../mixers/functional.ts';
 import { NativeBackend } from '../backends/native/backend.ts';
-import { emit, interleavedTimes, median, medianRatio, round } from './measure.ts';
+import { deviceFields, emit, emitFailure, interleavedTimes, median, medianRatio, round, settled } from './measure.ts';
 
 export type MixerName = 'cubit' | 'softmax';
 
@@ -37,6 +37,17 @@ export interface MixerBenchOptions {
   filter?: string;
   /** Rows per streaming block (default 64). */
   blockSize?: number;
+  /** The shapes to run (default mixerBenchShapes()). */
+  shapes?: Omit<MixerCase, 'mixer'>[];
+}
+
+/** Shapes written B×H×T×D, comma-separated ("8x8x1024x64,8x8x4096x64"); a one-line error names a bad one. */
+export function parseMixerShapes(text: string): Omit<MixerCase, 'mixer'>[] {
+  return text.split(',').map((part) => {
+    const n = part.trim().split('x').map(Number);
+    if (n.length !== 4 || !n.every((v) => Number.isInteger(v) && v >= 1)) throw new Error(`mixer shape '${part}' is not BxHxTxD (four positive integers, e.g. 8x8x1024x64)`);
+    return { B: n[0], H: n[1], T: n[2], D: n[3] };
+  });
 }
 
 const label = (c: MixerCase): string => `${c.mixer} B=${c.B} H=${c.H} T=${c.T} D=${c.D}`;
@@ -75,38 +86,67 @@ function dropGrads(leaves: Tensor[]): void {
  * machine load: cubit_over_softmax is the ratio of the medians, cubit_over_softmax_paired the
  * median of each round's ratio (steadier when the machine's speed drifts during the run).
  */
-export function benchMixer(opts: MixerBenchOptions = {}): void {
+export async function benchMixer(opts: MixerBenchOptions = {}): Promise<void> {
   const b = getBackend();
+  const settle = settled(b);
   const threadList = b instanceof NativeBackend ? (opts.threads ?? [b.threads()]) : [1];
   const blockSize = opts.blockSize ?? 64;
   if (b instanceof NativeBackend) b.blockSize = blockSize;
-  for (const shape of mixerBenchShapes()) {
+  for (const shape of opts.shapes ?? mixerBenchShapes()) {
     const cases = (['cubit', 'softmax'] as const).map((mixer) => ({ mixer, ...shape }))
       .filter((c) => !opts.filter || label(c).includes(opts.filter));
     if (cases.length === 0) continue;
-    const runs = cases.map((c) => {
-      const before = b.memory().bytesInUse;
-      const { leaves, step } = setup(c);
-      return { c, leaves, inputBytes: b.memory().bytesInUse - before, run: (): void => { step(); dropGrads(leaves); } };
-    });
+    const runs: { c: MixerCase; leaves: Tensor[]; inputBytes: number; run: () => void }[] = [];
+    let failed: unknown = null;
+    for (const c of cases) {
+      try {
+        const before = b.memory().bytesInUse;
+        const { leaves, step } = setup(c);
+        runs.push({ c, leaves, inputBytes: b.memory().bytesInUse - before, run: (): void => { step(); dropGrads(leaves); } });
+      } catch (e) { failed = e; emitFailure({ mixer: c.mixer, B: c.B, H: c.H, T: c.T, D: c.D, blockSize, ...deviceFields(b) }, e); }
+    }
     for (const t of threadList) {
       if (b instanceof NativeBackend) b.setThreads(t);
-      const peaks = runs.map(({ run }) => {
-        run(); // warm the pool and the kernels' scratch
-        const start = b.memory().bytesInUse;
-        b.resetPeak();
-        run();
-        return b.memory().peakBytesInUse - start;
-      });
-      const long = shape.B * shape.H * shape.T * shape.T >= 4 * 4 * 2048 * 2048;
-      const times = interleavedTimes(runs.map((r) => r.run), long ? { warmup: 0, minRuns: 3, minMs: 0 } : { warmup: 1, minRuns: 5, minMs: 2000 });
+      // A case that fails (a tensor past the device's limits, out of memory) prints its error and
+      // drops out; the other mixer of the shape still runs.
+      const ok: typeof runs = [];
+      const peaks: number[] = [];
+      let slowest = 0;
+      for (const r of runs) {
+        try {
+          r.run(); // warm the pool, the kernels' scratch and a GPU's compiled pipelines
+          await settle?.();
+          const start = b.memory().bytesInUse;
+          b.resetPeak();
+          const t0 = performance.now();
+          r.run();
+          await settle?.();
+          slowest = Math.max(slowest, performance.now() - t0);
+          peaks.push(b.memory().peakBytesInUse - start);
+          ok.push(r);
+        } catch (e) {
+          failed = e;
+          emitFailure({ mixer: r.c.mixer, B: r.c.B, H: r.c.H, T: r.c.T, D: r.c.D, blockSize, threads: t, ...deviceFields(b) }, e);
+        }
+      }
+      if (ok.length === 0) continue;
+      let times: number[][];
+      try {
+        // Fewer rounds for slow steps (long sequences, or a slow backend): seconds per step vary
+        // little, and a benchmark under a time limit must finish.
+        const rounds = slowest > 5000 ? { warmup: 0, minRuns: 1, minMs: 0 } : slowest > 500 ? { warmup: 0, minRuns: 3, minMs: 0 } : { warmup: 1, minRuns: 5, minMs: 2000 };
+        times = await interleavedTimes(ok.map((r) => r.run), { ...rounds, settle });
+      } catch (e) {
+        for (const r of ok) emitFailure({ mixer: r.c.mixer, B: r.c.B, H: r.c.H, T: r.c.T, D: r.c.D, blockSize, threads: t, ...deviceFields(b) }, e);
+        continue;
+      }
       const ms = times.map(median);
-      runs.forEach(({ c, inputBytes }, i) => {
-        emit({ mixer: c.mixer, B: c.B, H: c.H, T: c.T, D: c.D, blockSize, threads: t, fwd_bwd_ms: round(ms[i], 2), peak_bytes: peaks[i], input_bytes: inputBytes, backend: b.name });
+      ok.forEach(({ c, inputBytes }, i) => {
+        emit({ mixer: c.mixer, B: c.B, H: c.H, T: c.T, D: c.D, blockSize, threads: t, fwd_bwd_ms: round(ms[i], 2), peak_bytes: peaks[i], input_bytes: inputBytes, ...deviceFields(b) });
       });
-      if (runs.length === 2) {
+      if (ok.length === 2 && failed === null) {
         emit({ bench: 'mixer-ratio', B: shape.B, H: shape.H, T: shape.T, D: shape.D, blockSize, threads: t, cubit_over_softmax: round(ms[0] / ms[1], 3),
-          cubit_over_softmax_paired: round(medianRatio(times[0], times[1]), 3), backend: b.name });
+          cubit_over_softmax_paired: round(medianRatio(times[0], times[1]), 3), ...deviceFields(b) });
       }
     }
     for (const r of runs) for (const t of r.leaves) t.dispose();

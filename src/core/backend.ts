@@ -126,6 +126,12 @@ export interface CoreBackend {
   /** Reads back to the host so far (read and readSync calls): each is a pipeline drain on a GPU. */
   readonly hostReads: number;
   /**
+   * Waits until the device has finished every kernel recorded so far, reading nothing back (a GPU
+   * backend, whose kernels run after they are recorded; benchmarks time with it). CPU backends run
+   * kernels when called and leave it out.
+   */
+  sync?(): Promise<void>;
+  /**
    * Validates the first `length` values of s under `rule` where they live, without a read: a CPU
    * backend checks at once, a GPU backend sets an error flag that its next read reports. Either
    * throws valueError(rule, op, name, …) for the first failing value.

@@ -186,6 +186,6 @@ export const ablations: Experiment<AblationsConfig> = {
   plan,
   sweep: (c) => (c.tuning ? sweepRuns(c, { [c.reference]: models(c)[c.reference] }, c.seqLen) : []),
   tuningNote: (c) => `Only the reference \`${c.reference}\` is tuned, and its rate is the 'normal' rate of every variant: the ablations compare variants at the same rate (a rate of their own would change two things at once), and the 'high' rate stays a fixed multiple (${Object.entries(c.learningRates).filter(([k]) => k !== 'normal').map(([k, v]) => `${k} = ${num(v / (c.learningRates.normal ?? v))} × normal`).join(', ')}) because it exists to provoke instability, not to be good.`,
-  estimate(c, runs, onCalibrate) { estimateRuns(runs, (d) => d.spec as LmRunSpec, onCalibrate); },
+  async estimate(c, runs, onCalibrate) { await estimateRuns(runs, (d) => d.spec as LmRunSpec, onCalibrate); },
   report,
 };

@@ -174,14 +174,14 @@ export function lmSpec(c: TrainingFields, o: SpecOptions): LmRunSpec {
 }
 
 /** Fills each LM run's estimate (timing its model once per shape); `false` skips calibration. */
-export function estimateRuns(defs: RunDef<unknown>[], specOf: (d: RunDef<unknown>) => LmRunSpec | null, onCalibrate?: (what: string) => void): void {
+export async function estimateRuns(defs: RunDef<unknown>[], specOf: (d: RunDef<unknown>) => LmRunSpec | null, onCalibrate?: (what: string) => void): Promise<void> {
   const seen = new Set<string>();
   for (const d of defs) {
     const spec = specOf(d);
     if (!spec) continue;
     const key = JSON.stringify([spec.model, spec.seqLen, spec.batchSize]);
     if (!seen.has(key)) { seen.add(key); onCalibrate?.(d.id); }
-    d.estimate = estimateLmRun(spec);
+    d.estimate = await estimateLmRun(spec);
   }
 }
 

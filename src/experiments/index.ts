@@ -108,8 +108,8 @@ export async function runExperiment(name: ExperimentName, opts: RunExperimentOpt
   emit({ kind: 'config', resolved, out, runs: sweep.length + runs.length });
   let estimateSeconds: number | null = null;
   if ((opts.estimate ?? true) && !opts.reportOnly) {
-    estimateRuns(sweep, (d) => d.spec as LmRunSpec, (what) => emit({ kind: 'calibrate', what }));
-    exp.estimate(config as never, runs, (what) => emit({ kind: 'calibrate', what }));
+    await estimateRuns(sweep, (d) => d.spec as LmRunSpec, (what) => emit({ kind: 'calibrate', what }));
+    await exp.estimate(config as never, runs, (what) => emit({ kind: 'calibrate', what }));
     estimateSeconds = [...sweep, ...runs].reduce((s, r) => s + (r.estimate ?? 0), 0);
   }
   if (opts.dryRun) return { resolved, out, runs, sweep, tuning, estimateSeconds, outcomes: [], report: null, conclusion: null };
@@ -124,7 +124,7 @@ export async function runExperiment(name: ExperimentName, opts: RunExperimentOpt
     const untuned = tuning.variants.filter((v) => v.chosen === null).map((v) => v.variant);
     if (untuned.length && !opts.reportOnly) throw new Error(`learning-rate sweep: no run of ${untuned.join(', ')} completed (all diverged or failed; see the tune-* folders in ${out}), so no rate can be chosen`);
     runs = exp.plan(config as never, tuning.rates);
-    if ((opts.estimate ?? true) && !opts.reportOnly) exp.estimate(config as never, runs);
+    if ((opts.estimate ?? true) && !opts.reportOnly) await exp.estimate(config as never, runs);
   }
   emit({ kind: 'phase', phase: 'grid', runs: runs.length, ...(tuning ? { rates: tuning.rates } : {}) });
   const outcomes = await grid(out, runs);

@@ -246,6 +246,6 @@ export const lengthScaling: Experiment<LengthScalingConfig> = {
     return sweepRuns(c, m, tuningLength(c));
   },
   tuningNote: (c) => `Every variant is tuned, at one training length (${tuningLength(c)}) rather than at each: with the same tokens per step, width and depth at every length, the best rate is expected to move little with the length, and a sweep at each length would multiply the sweep's cost by ${c.trainLengths.length}.`,
-  estimate(c, runs, onCalibrate) { estimateRuns(runs, (d) => d.spec as LmRunSpec, onCalibrate); },
+  async estimate(c, runs, onCalibrate) { await estimateRuns(runs, (d) => d.spec as LmRunSpec, onCalibrate); },
   report,
 };

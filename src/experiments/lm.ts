@@ -3,7 +3,7 @@
 // the context bytes corrupted. Also: the held-out stream, loss-curve analysis (spikes,
 // divergence) and a cost model for estimates (timed training steps and forward passes).
 import * as path from 'node:path';
-import { noGrad, tidy } from '../core/engine.ts';
+import { getBackend, noGrad, tidy } from '../core/engine.ts';
 import { hash32 } from '../core/random.ts';
 import { batchTensors, EvalWindows, IGNORE_INDEX, tokenizeDocuments, type TokenStream } from '../data/batches.ts';
 import { loadCorpus, splitCorpus, type Document } from '../data/corpus.ts';
@@ -16,6 +16,7 @@ import { crossEntropy } from '../ops/nn.ts';
 import { loadModel } from '../eval/checkpoint.ts';
 import { readRunPointer } from '../train/checkpoint.ts';
 import { NonFiniteError, train, type TrainEvent } from '../train/trainer.ts';
+import { medianMs, settled } from '../bench/measure.ts';
 import { readMetrics } from './metrics.ts';
 import type { RunContext } from './runner.ts';
 
@@ -153,7 +154,7 @@ export function corruptTokens(stream: TokenStream, fraction: number, replacement
  * Loss and bits per byte when the model reads corrupted inputs but is scored on the clean next
  * tokens (the same windows as evaluate(): stride = fraction of the length).
  */
-export function evaluateCorrupted(model: Decoder, stream: TokenStream, corrupted: Int32Array, contextLength: number, strideFraction: number, batchTokens: number): LmEval {
+export async function evaluateCorrupted(model: Decoder, stream: TokenStream, corrupted: Int32Array, contextLength: number, strideFraction: number, batchTokens: number): Promise<LmEval> {
   const stride = Math.max(1, Math.min(contextLength, Math.round(strideFraction * contextLength)));
   const B = Math.max(1, Math.floor(batchTokens / contextLength));
   const clean = new EvalWindows(stream, { contextLength, stride, batchSize: B });
@@ -162,10 +163,13 @@ export function evaluateCorrupted(model: Decoder, stream: TokenStream, corrupted
   let sum = 0, count = 0;
   for (let k = 0; k < clean.batchCount; k++) {
     const c = clean.batchArrays(k), n = noisy.batchArrays(k);
-    const losses = noGrad(() => tidy(() => {
+    // One read per batch, awaited (a GPU backend has no synchronous read).
+    const t = noGrad(() => tidy(() => {
       const b = batchTensors({ ...c, inputs: n.inputs }, backend);
-      return crossEntropy(model.forward(b.inputs, { docIds: b.docIds }), b.targets, { ignoreIndex: IGNORE_INDEX, reduction: 'none' }).dataSync();
+      return crossEntropy(model.forward(b.inputs, { docIds: b.docIds }), b.targets, { ignoreIndex: IGNORE_INDEX, reduction: 'none' });
     }));
+    let losses: ArrayLike<number>;
+    try { losses = await t.data(); } finally { t.dispose(); }
     for (let i = 0; i < losses.length; i++) if (c.targets[i] !== IGNORE_INDEX) { sum += losses[i]; count++; }
   }
   if (count === 0) throw new Error('evaluateCorrupted: nothing to score');
@@ -248,7 +252,7 @@ export async function runLm(spec: LmRunSpec, ctx: RunContext): Promise<LmRunResu
     if (spec.corruption) {
       const c = spec.corruption;
       for (const f of c.fractions) {
-        const r = evaluateCorrupted(model, stream, corruptTokens(stream, f, c.replacement, c.seed), c.contextLength, spec.eval.stride, spec.eval.batchTokens);
+        const r = await evaluateCorrupted(model, stream, corruptTokens(stream, f, c.replacement, c.seed), c.contextLength, spec.eval.stride, spec.eval.batchTokens);
         result.corrupted.push({ ...r, fraction: f });
         step(`eval with ${(100 * f).toFixed(0)}% corrupted: ${r.bpb.toFixed(3)} bpb`);
       }
@@ -297,14 +301,10 @@ export function lossSpikes(curve: readonly [number, number | null, number | null
 
 const timingCache = new Map<string, number>();
 
-/** Median seconds of `reps` calls after two warm-ups (the first calls of a process also pay for JIT compilation and pool growth). */
-function timeIt(fn: () => void, reps: number): number {
-  fn();
-  fn();
-  const ts: number[] = [];
-  for (let i = 0; i < reps; i++) { const t0 = performance.now(); fn(); ts.push((performance.now() - t0) / 1000); }
-  ts.sort((a, b) => a - b);
-  return ts[Math.floor(ts.length / 2)];
+/** Median seconds of `reps` calls after two warm-ups (the first calls of a process also pay for
+ * JIT compilation and pool growth), each until the backend has finished it (settled: a GPU's). */
+async function timeIt(fn: () => void, reps: number): Promise<number> {
+  return (await medianMs(fn, { warmup: 2, minRuns: reps, maxRuns: reps, minMs: 0, settle: settled(getBackend()) })) / 1000;
 }
 
 function randomIds(n: number, vocab: number, seed: number): Int32Array {
@@ -314,7 +314,7 @@ function randomIds(n: number, vocab: number, seed: number): Int32Array {
 }
 
 /** Seconds of one training step (forward + backward + an update's worth of memory traffic) of this model at (B, T). */
-export function timeTrainStep(model: ModelConfigInput, B: number, T: number, reps = 3): number {
+export async function timeTrainStep(model: ModelConfigInput, B: number, T: number, reps = 3): Promise<number> {
   const key = `train\0${JSON.stringify(parseModelConfig(model))}\0${B}\0${T}`;
   const hit = timingCache.get(key);
   if (hit !== undefined) return hit;
@@ -323,7 +323,7 @@ export function timeTrainStep(model: ModelConfigInput, B: number, T: number, rep
     const V = m.config.vocabSize;
     const ids = randomIds(B * T, V, 1), tg = randomIds(B * T, V, 2);
     const params = m.parameters();
-    const s = timeIt(() => {
+    const s = await timeIt(() => {
       tidy(() => {
         const l = m.loss(tensor(ids, [B, T], { dtype: 'int32' }), tensor(tg, [B, T], { dtype: 'int32' }));
         l.backward();
@@ -339,7 +339,7 @@ export function timeTrainStep(model: ModelConfigInput, B: number, T: number, rep
 }
 
 /** Seconds per input token of a no-grad forward pass at context length L (batchTokens per pass). */
-export function timeForwardPerToken(model: ModelConfigInput, L: number, batchTokens: number): number {
+export async function timeForwardPerToken(model: ModelConfigInput, L: number, batchTokens: number): Promise<number> {
   const B = Math.max(1, Math.floor(batchTokens / L));
   const key = `fwd\0${JSON.stringify(parseModelConfig(model))}\0${B}\0${L}`;
   const hit = timingCache.get(key);
@@ -347,7 +347,7 @@ export function timeForwardPerToken(model: ModelConfigInput, L: number, batchTok
   const m = new Decoder(model, 0);
   try {
     const ids = randomIds(B * L, m.config.vocabSize, 3);
-    const s = timeIt(() => noGrad(() => tidy(() => { m.forward(tensor(ids, [B, L], { dtype: 'int32' })).dataSync(); })), 3);
+    const s = await timeIt(() => noGrad(() => tidy(() => { m.forward(tensor(ids, [B, L], { dtype: 'int32' })); })), 3);
     timingCache.set(key, s / (B * L));
     return s / (B * L);
   } finally {
@@ -356,14 +356,14 @@ export function timeForwardPerToken(model: ModelConfigInput, L: number, batchTok
 }
 
 /** Estimated seconds of an LM run: its training steps, and evaluation over ~maxBytes tokens per length. */
-export function estimateLmRun(spec: LmRunSpec): number {
-  const train = spec.steps * timeTrainStep(spec.model, spec.batchSize, spec.seqLen);
+export async function estimateLmRun(spec: LmRunSpec): Promise<number> {
+  const train = spec.steps * await timeTrainStep(spec.model, spec.batchSize, spec.seqLen);
   let evalSeconds = 0;
   // Sliding windows with stride fraction f run each token about 1/f times.
   const evalTokens = spec.eval.maxBytes / spec.eval.stride;
-  for (const L of spec.eval.lengths) evalSeconds += evalTokens * timeForwardPerToken(spec.model, L, spec.eval.batchTokens);
+  for (const L of spec.eval.lengths) evalSeconds += evalTokens * await timeForwardPerToken(spec.model, L, spec.eval.batchTokens);
   if (spec.corruption) {
-    evalSeconds += spec.corruption.fractions.length * evalTokens * timeForwardPerToken(spec.model, spec.corruption.contextLength, spec.eval.batchTokens);
+    evalSeconds += spec.corruption.fractions.length * evalTokens * await timeForwardPerToken(spec.model, spec.corruption.contextLength, spec.eval.batchTokens);
   }
   // Loading and tokenizing the corpus, checkpoints: a few seconds per run.
   return train + evalSeconds + 3;

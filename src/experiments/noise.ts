@@ -69,8 +69,8 @@ function plan(c: NoiseConfig, tuned?: TunedRates): RunDef<unknown>[] {
   return defs;
 }
 
-function estimate(c: NoiseConfig, runs: RunDef<unknown>[], onCalibrate?: (what: string) => void): void {
-  estimateRuns(runs.filter((d) => (d.labels as Labels).part === 'lm'), (d) => d.spec as LmRunSpec, onCalibrate);
+async function estimate(c: NoiseConfig, runs: RunDef<unknown>[], onCalibrate?: (what: string) => void): Promise<void> {
+  await estimateRuns(runs.filter((d) => (d.labels as Labels).part === 'lm'), (d) => d.spec as LmRunSpec, onCalibrate);
   // Regression: dense T² mixers in float64 on the reference backend; ~6e-8 s per task · grid point · T² measured here.
   const r = c.regression;
   const T = r.points + r.interiorQueries + 2 * r.edgeDistances.length;

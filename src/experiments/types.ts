@@ -26,6 +26,6 @@ export interface Experiment<C> {
   /** One sentence for the report: which variants are tuned, and how the rates are applied. */
   tuningNote(config: C): string;
   /** Sets each run's estimate in seconds (may time the models once per shape). */
-  estimate(config: C, runs: RunDef<unknown>[], onCalibrate?: (what: string) => void): void;
+  estimate(config: C, runs: RunDef<unknown>[], onCalibrate?: (what: string) => void): Promise<void>;
   report(config: C, outcomes: RunOutcome<unknown>[], tuning: TuningResult | null): Promise<ReportParts>;
 }

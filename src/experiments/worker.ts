@@ -2,7 +2,7 @@
 // sends, one at a time, in the run folders the parent prepared. Task kinds: 'lm' (a training run
 // and its evaluations, lm.ts) and 'regression' (one cell of the in-context regression, regression.ts).
 import '../backends/index.ts'; // registers the backends (this process does not load the package root)
-import { getBackend, setBackend } from '../core/engine.ts';
+import { getBackend, prepareBackend, setBackend } from '../core/engine.ts';
 import { NativeBackend } from '../backends/native/backend.ts';
 import { runLm, type LmRunSpec } from './lm.ts';
 import { runRegressionCell, type CellOptions } from './regression.ts';
@@ -17,7 +17,8 @@ const TASKS: Record<string, (arg: unknown, ctx: RunContext) => unknown> = {
 const send = (m: FromWorker): void => { if (process.connected) process.send!(m); };
 
 const setup = JSON.parse(process.argv[2] ?? '{}') as WorkerSetup;
-if (setup.backend) setBackend(setup.backend as 'native' | 'reference');
+// A GPU backend's set-up is asynchronous; 'ready' (below) is sent only once it is done.
+if (setup.backend) { await prepareBackend(setup.backend); setBackend(setup.backend); }
 if (setup.threads !== undefined) {
   const b = getBackend();
   if (b instanceof NativeBackend) b.setThreads(setup.threads);

@@ -14,6 +14,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { withBackend } from '../core/engine.ts';
 import { ByteTokenizer, HfTokenizer } from '../data/tokenizer.ts';
 import { checkpointTokenizer } from '../eval/checkpoint.ts';
 import { SafetensorsFile, writeSafetensorsSync, type TensorRecord } from '../io/safetensors.ts';
@@ -66,7 +67,9 @@ function emptyOrMissing(dir: string, what: string): void {
 /** The model's parameters read from a checkpoint or model folder, checked against its config. */
 function readWeights(info: ModelInfo): Map<string, TensorRecord> {
   checkCheckpointTensors(info.config.model, { model: path.join(info.dir, CHECKPOINT_FILES.model) }, info.dir);
-  const model = new Decoder(info.config.model, 0);
+  // Files in, files out: the weights pass through host memory (the reference backend), whatever
+  // backend CUBIT_BACKEND names (a GPU's has no synchronous read, nor needs setting up for this).
+  const model = withBackend('reference', () => new Decoder(info.config.model, 0));
   try {
     const file = path.join(info.dir, CHECKPOINT_FILES.model);
     loadWeightsInto(model, file); // checks every name, shape and dtype
@@ -231,9 +234,12 @@ export async function importRun(source: string, out: string, opts: ImportOptions
   emptyOrMissing(out, 'run folder');
   const files = { model: path.join(info.dir, CHECKPOINT_FILES.model), optimizer: path.join(info.dir, CHECKPOINT_FILES.optimizer) };
   checkCheckpointTensors(info.config.model, files, info.dir);
-  const model = new Decoder(info.config.model, 0);
   const t = info.config.training as { beta1?: number; beta2?: number; eps?: number; weightDecay?: number };
-  const optimizer = new AdamW(model.namedParameters(), { beta1: t.beta1 ?? 0.9, beta2: t.beta2 ?? 0.95, eps: t.eps ?? 1e-8, weightDecay: t.weightDecay ?? 0.1 });
+  // On the host, as readWeights.
+  const { model, optimizer } = withBackend('reference', () => {
+    const m = new Decoder(info.config.model, 0);
+    return { model: m, optimizer: new AdamW(m.namedParameters(), { beta1: t.beta1 ?? 0.9, beta2: t.beta2 ?? 0.95, eps: t.eps ?? 1e-8, weightDecay: t.weightDecay ?? 0.1 }) };
+  });
   try {
     loadWeightsInto(model, path.join(info.dir, CHECKPOINT_FILES.model));
     loadOptimizerInto(optimizer, path.join(info.dir, CHECKPOINT_FILES.optimizer));

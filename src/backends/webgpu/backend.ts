@@ -11,6 +11,7 @@ import type {
 import { valueError } from '../../core/backend.ts';
 import type { DType, TypedArray } from '../../core/dtype.ts';
 import type { AdapterSummary } from './device.ts';
+import * as attn from './kernels/attention.ts';
 import { cholesky } from './kernels/cholesky.ts';
 import * as core from './kernels/core.ts';
 import * as cubit from './kernels/cubit.ts';
@@ -184,6 +185,16 @@ export class WebGPUBackend implements Backend {
   // ---- fused kernels ----
 
   cholesky(a: Storage, out: Storage, batch: number, n: number): void { cholesky(this.rt, g(a), g(out), batch, n); }
+
+  // ---- softmax attention (kernels/attention.ts) ----
+
+  attention(q: Storage, k: Storage, v: Storage, out: Storage, scale: number, d: MixerDims): SavedState {
+    return attn.attention(this.rt, g(q), g(k), g(v), g(out), scale, d);
+  }
+  attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, saved: SavedState, dOut: Storage, scale: number,
+    dq: Storage, dk: Storage, dv: Storage, d: MixerDims): void {
+    attn.attentionBackward(this.rt, g(q), g(k), g(v), g(out), saved, g(dOut), scale, g(dq), g(dk), g(dv), d);
+  }
 
   // ---- the streaming KRR / Cubit solve (kernels/cubit.ts) ----
 

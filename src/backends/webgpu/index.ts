@@ -23,7 +23,7 @@ export function registerWebGPU(source: () => Promise<{ gpu: GPU; request?: Devic
   let backend: WebGPUBackend | null = null;
   let preparing: Promise<void> | null = null;
   registerBackend('webgpu', () => {
-    if (!backend) throw new Error("the webgpu backend is not set up yet: call 'await prepareBackend(\"webgpu\")' first (the CLI does this for --backend webgpu)");
+    if (!backend) throw new Error("the webgpu backend is not set up yet: call 'await prepareBackend(\"webgpu\")' before its first use (the CLI does this for --backend webgpu and CUBIT_BACKEND=webgpu)");
     return backend;
   }, () => (preparing ??= (async () => {
     const { gpu, request, onDevice } = await source();
