@@ -6,8 +6,9 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { cubitAttention, softmaxAttention, tensor, tidy, withBackend, type DType, type Tensor } from '../src/index.ts';
+import { cubitAttention, dispose, softmaxAttention, tensor, tidy, withBackend, type DType, type Tensor } from '../src/index.ts';
 import { nativeTestOptions, relErr, requireNative, withBlockSize } from './helpers.ts';
+import { webgpuUnavailable } from './webgpu-helpers.ts';
 
 interface Json { shape: number[]; data: number[] }
 interface GoldenCase {
@@ -38,8 +39,8 @@ const inputNames: Record<string, string> = {
 
 interface Got { outputs: Record<string, Float64Array>; grads: Record<string, Float64Array> }
 
-/** Runs Cubit and plain attention on a case and returns float64 copies of everything compared. */
-function runCase(c: GoldenCase, dtype: DType, blockSize = 64): Got {
+/** Runs Cubit and plain attention on a case (on the current backend); the tensors compared, not read yet. */
+function computeCase(c: GoldenCase, dtype: DType, blockSize: number): { outputs: Record<string, Tensor>; grads: Record<string, Tensor> } {
   return withBlockSize(blockSize, () => tidy(() => {
     const t: Record<string, Tensor> = {};
     for (const [g, name] of Object.entries(inputNames)) {
@@ -55,22 +56,30 @@ function runCase(c: GoldenCase, dtype: DType, blockSize = 64): Got {
     }, options);
     const go = c.inputs.grad_output;
     output.backward(tensor(Float64Array.from(go.data), go.shape, { dtype }));
-    const soft = softmaxAttention(t.q, t.k, t.v, options);
-    const got: Got = {
-      outputs: { output: Float64Array.from(output.dataSync()), solution: Float64Array.from(solution.dataSync()), softmax_output: Float64Array.from(soft.dataSync()) },
-      grads: {},
-    };
+    const grads: Record<string, Tensor> = {};
     for (const [g, name] of Object.entries(inputNames)) {
       const x = t[name];
       if (!x) continue;
       assert.ok(x.grad, `${c.name}: no gradient reached ${name}`);
       assert.deepEqual(x.grad.shape, x.shape);
-      got.grads[g] = Float64Array.from(x.grad.dataSync());
-      x.grad.dispose();
+      grads[g] = x.grad;
       x.grad = null;
     }
-    return got;
+    return { outputs: { output, solution, softmax_output: softmaxAttention(t.q, t.k, t.v, options) }, grads };
   }));
+}
+
+/** computeCase, read back as float64 (asynchronously: a GPU backend has no synchronous read). */
+async function runCase(c: GoldenCase, dtype: DType, blockSize = 64): Promise<Got> {
+  const { outputs, grads } = computeCase(c, dtype, blockSize);
+  try {
+    const got: Got = { outputs: {}, grads: {} };
+    for (const [k, x] of Object.entries(outputs)) got.outputs[k] = Float64Array.from(await x.data());
+    for (const [k, x] of Object.entries(grads)) got.grads[k] = Float64Array.from(await x.data());
+    return got;
+  } finally {
+    dispose([outputs, grads]);
+  }
 }
 
 function compare(c: GoldenCase, got: Got, tol: number, label: string): void {
@@ -93,19 +102,27 @@ test('golden cases are present and cover the configurations', () => {
   assert.ok(cases.some((c) => c.config.shared_key), 'a shared-key case');
 });
 
+const noWebgpu = await webgpuUnavailable();
+
+/** runCase on `backend`: set as current only while the (synchronous) computation runs. */
+const runOn = (backend: string, c: GoldenCase, dtype: DType, blockSize = 64): Promise<Got> =>
+  withBackend(backend, () => runCase(c, dtype, blockSize));
+
 for (const c of cases) {
-  test(`golden ${c.name}: reference float64 within 1e-9`, () => {
-    withBackend('reference', () => compare(c, runCase(c, 'float64'), 1e-9, 'reference/float64'));
+  test(`golden ${c.name}: reference float64 within 1e-9`, async () => {
+    compare(c, await runOn('reference', c, 'float64'), 1e-9, 'reference/float64');
   });
-  test(`golden ${c.name}: reference float32 within 1e-4`, () => {
-    withBackend('reference', () => compare(c, runCase(c, 'float32'), 1e-4, 'reference/float32'));
+  test(`golden ${c.name}: reference float32 within 1e-4`, async () => {
+    compare(c, await runOn('reference', c, 'float32'), 1e-4, 'reference/float32');
   });
-  test(`golden ${c.name}: native float32 within 1e-4`, nativeTestOptions(), () => {
+  test(`golden ${c.name}: native float32 within 1e-4`, nativeTestOptions(), async () => {
     requireNative();
-    withBackend('native', () => {
-      compare(c, runCase(c, 'float32'), 1e-4, 'native/float32');
-      // Streaming block sizes, including blocks that split every document and window.
-      for (const bs of [1, 3, 64]) compare(c, runCase(c, 'float32', bs), 1e-4, `native/float32 blockSize ${bs}`);
-    });
+    compare(c, await runOn('native', c, 'float32'), 1e-4, 'native/float32');
+    // Streaming block sizes, including blocks that split every document and window.
+    for (const bs of [1, 3, 64]) compare(c, await runOn('native', c, 'float32', bs), 1e-4, `native/float32 blockSize ${bs}`);
+  });
+  // The webgpu backend's fused kernels (streaming solve, attention) where an adapter exists.
+  test(`golden ${c.name}: webgpu float32 within 1e-4`, { skip: noWebgpu ?? false }, async () => {
+    compare(c, await runOn('webgpu', c, 'float32'), 1e-4, 'webgpu/float32');
   });
 }

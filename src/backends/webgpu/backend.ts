@@ -4,13 +4,17 @@
 // synchronously), so dataSync() throws and every caller reads with `await t.data()`.
 // Value checks (checkValues) run as kernels that record the first failing index in a slot buffer;
 // the next read returns it, and the read then throws the same error a CPU backend throws at once.
-import type { AdamWParams, Backend, HeadsBlock, MatmulParams, MemoryStats, BinaryOp, MixerDims, ReduceOp, SavedState, Storage, UnaryOp, ValueRule } from '../../core/backend.ts';
+import type {
+  AdamWParams, Backend, HeadsBlock, LrrGradStorages, LrrStorages, MatmulParams, MemoryStats, MixerDims, BinaryOp, ReduceOp, SavedState,
+  Storage, UnaryOp, ValueRule,
+} from '../../core/backend.ts';
 import { valueError } from '../../core/backend.ts';
 import type { DType, TypedArray } from '../../core/dtype.ts';
 import type { AdapterSummary } from './device.ts';
 import * as attn from './kernels/attention.ts';
 import { cholesky } from './kernels/cholesky.ts';
 import * as core from './kernels/core.ts';
+import * as cubit from './kernels/cubit.ts';
 import * as mm from './kernels/matmul.ts';
 import * as nn from './kernels/nn.ts';
 import { GpuRuntime, type GpuStorage } from './runtime.ts';
@@ -190,5 +194,25 @@ export class WebGPUBackend implements Backend {
   attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, saved: SavedState, dOut: Storage, scale: number,
     dq: Storage, dk: Storage, dv: Storage, d: MixerDims): void {
     attn.attentionBackward(this.rt, g(q), g(k), g(v), g(out), saved, g(dOut), scale, g(dq), g(dk), g(dv), d);
+  }
+
+  // ---- the streaming KRR / Cubit solve (kernels/cubit.ts) ----
+
+  krrSolve(r: Storage, rHat: Storage, y: Storage, logLambda: Storage, x: Storage, d: MixerDims): SavedState {
+    return cubit.krrSolve(this.rt, g(r), g(rHat), g(y), g(logLambda), g(x), d);
+  }
+  krrSolveBackward(r: Storage, rHat: Storage, logLambda: Storage, x: Storage, saved: SavedState, gx: Storage,
+    dr: Storage, drHat: Storage, dy: Storage, dLambda: Storage, d: MixerDims): void {
+    cubit.krrSolveBackward(this.rt, g(r), g(rHat), g(logLambda), g(x), saved, g(gx), g(dr), g(drHat), g(dy), g(dLambda), d);
+  }
+  cubitSolve(r: Storage, refScale: Storage, v: Storage, lrr: LrrStorages | null, logLambda: Storage, eps: number,
+    x: Storage, d: MixerDims): SavedState {
+    return cubit.cubitSolve(this.rt, g(r), g(refScale), g(v), lrr, g(logLambda), eps, g(x), d);
+  }
+  cubitSolveBackward(r: Storage, refScale: Storage, v: Storage, lrr: LrrStorages | null, logLambda: Storage, eps: number,
+    x: Storage, saved: SavedState, gx: Storage, dr: Storage, dv: Storage, dRefScale: Storage, lrrGrads: LrrGradStorages | null,
+    dLambda: Storage, d: MixerDims): void {
+    cubit.cubitSolveBackward(this.rt, g(r), g(refScale), g(v), lrr, g(logLambda), eps, g(x), saved, g(gx), g(dr), g(dv),
+      g(dRefScale), lrrGrads, g(dLambda), d);
   }
 }
