@@ -124,7 +124,7 @@ function loadRows(dst: string, src: string, rows: number, D: number, start: stri
  * and every (TG / cols)-th row, so the column's value is loaded once per c for all its rows;
  * then `finish` runs per entry with ri, kj, mt and the d arrays in scope.
  */
-function tileDots(rows: number, cols: number, D: number, pairs: readonly (readonly [string, string])[], finish: string): string {
+function tileDotsPlain(rows: number, cols: number, D: number, pairs: readonly (readonly [string, string])[], finish: string): string {
   const per = Math.ceil((rows * cols) / TG), step = TG / cols;
   // Zeroed explicitly: lavapipe kept the values of a declaration inside a loop from the last pass.
   const decl = pairs.map((_, q) => `var d${q}: array<f32, ${per}>;\n      for (var mt = 0u; mt < ${per}u; mt++) { d${q}[mt] = 0.0; }`).join('\n      ');
@@ -154,7 +154,7 @@ function tileDots(rows: number, cols: number, D: number, pairs: readonly (readon
  * outputs e = lid + n·TG (row e / D, column c = e % D) of a rows × D block. When D divides TG every
  * output of a thread has the same column: v's value is loaded once per k for all of them.
  */
-function accumulate(outs: number, rows: number, D: number, bound: string, row: string, W: (row: string) => string, v: string): string {
+function accumulatePlain(outs: number, rows: number, D: number, bound: string, row: string, W: (row: string) => string, v: string): string {
   if (TG % D === 0) {
     return /* wgsl */ `for (var k = 0u; k < ${bound}; k++) {
       let vk = ${v}[k * ${D + 1}u + lid % ${D}u];
@@ -171,6 +171,110 @@ function accumulate(outs: number, rows: number, D: number, bound: string, row: s
         if (${row} < ${rows}u) { acc[n] += ${W(row)} * ${v}[k * ${D + 1}u + e % ${D}u]; }
       }
     }`;
+}
+
+/**
+ * Register tiling (default): each thread keeps a small block of outputs and its operands in
+ * registers, so a workgroup-memory value is loaded once per block instead of once per
+ * multiply-add. CUBIT_WEBGPU_CUBIT_TILE=0 (Node) selects the plain kernels above instead: both
+ * are kept so that the two can be timed on the target GPU (not measured yet: no GPU this session)
+ * and the slower dropped.
+ */
+const TILE = !(typeof process !== 'undefined' && process.env?.CUBIT_WEBGPU_CUBIT_TILE === '0');
+
+/** The tileDots block: TR rows × TC columns per thread, or null where the shape does not tile. */
+function dotsTile(rows: number, cols: number): { tr: number; tc: number; ct: number; rt: number } | null {
+  if (!TILE) return null;
+  for (const tc of [4, 2]) {
+    const ct = cols / tc;
+    if (!Number.isInteger(ct) || TG % ct !== 0) continue;
+    const rt = TG / ct, tr = Math.ceil(rows / rt);
+    if (tr >= tc) return { tr, tc, ct, rt };
+  }
+  return null;
+}
+
+/**
+ * tileDots as above (same `finish` contract: ri, kj, mt and d<p>[mt] in scope), register-tiled
+ * where the shape allows: a thread takes TR rows rr + m·RT and TC columns kc + q·CT (strided, so
+ * neighbouring threads read neighbouring rows of the workgroup arrays: different banks).
+ */
+function tileDots(rows: number, cols: number, D: number, pairs: readonly (readonly [string, string])[], finish: string): string {
+  const t = dotsTile(rows, cols);
+  if (!t) return tileDotsPlain(rows, cols, D, pairs, finish);
+  const { tr, tc, ct, rt } = t, per = tr * tc;
+  // Zeroed explicitly: lavapipe kept the values of a declaration inside a loop from the last pass.
+  const decl = pairs.map((_, q) => `var d${q}: array<f32, ${per}>;\n      for (var mt = 0u; mt < ${per}u; mt++) { d${q}[mt] = 0.0; }`).join('\n      ');
+  const colDecl = pairs.map((_, q) => `var b${q}: array<f32, ${tc}>;`).join('\n        ');
+  const colLoads = pairs.map(([, col], q) => `b${q}[q] = ${col}[(kc + q * ${ct}u) * ${D + 1}u + c];`).join('\n          ');
+  const rowLoads = pairs.map(([row], q) => `let a${q} = ${row}[ri * ${D + 1}u + c];`).join('\n          ');
+  const fmas = pairs.map((_, q) => `d${q}[m * ${tc}u + q] += a${q} * b${q}[q];`).join('\n            ');
+  return /* wgsl */ `{
+      let kc = lid % ${ct}u;
+      let rr = lid / ${ct}u;
+      ${decl}
+      for (var c = 0u; c < p.dim; c++) {
+        ${colDecl}
+        for (var q = 0u; q < ${tc}u; q++) {
+          ${colLoads}
+        }
+        for (var m = 0u; m < ${tr}u; m++) {
+          let ri = min(rr + m * ${rt}u, ${rows - 1}u);
+          ${rowLoads}
+          for (var q = 0u; q < ${tc}u; q++) {
+            ${fmas}
+          }
+        }
+      }
+      for (var mt = 0u; mt < ${per}u; mt++) {
+        let ri = rr + (mt / ${tc}u) * ${rt}u;
+        let kj = kc + (mt % ${tc}u) * ${ct}u;
+        if (ri < ${rows}u) {
+          ${finish}
+        }
+      }
+    }`;
+}
+
+/**
+ * A thread's outputs of a rows × D block (acc[n] += Σ_k W(row, k) · v[k·(D + 1) + col]): their
+ * count, the declaration of acc (zeroed), the flat index e = row·D + col of output n (a WGSL
+ * expression in n), and the accumulation over a tile of `bound` (a uniform) k. Register-tiled
+ * where D allows: a thread takes 4 columns cq + q·D/4 and the rows rg + m·RG, so per k it loads
+ * 4 values of v and one weight per row for 4·rows multiply-adds; else one column per thread.
+ */
+function outputs(rows: number, D: number) {
+  const cq = D / 4;
+  if (!TILE || !Number.isInteger(cq) || TG % cq !== 0) {
+    const n = Math.ceil((rows * D) / TG);
+    return {
+      n, e: `lid + n * ${TG}u`,
+      decl: `var acc: array<f32, ${n}>;\n  for (var n = 0u; n < ${n}u; n++) { acc[n] = 0.0; }`,
+      accumulate: (bound: string, row: string, W: (row: string) => string, v: string) => accumulatePlain(n, rows, D, bound, row, W, v),
+    };
+  }
+  const rg = TG / cq, tr = Math.ceil(rows / rg), n = 4 * tr;
+  return {
+    n, e: `(lid / ${cq}u + (n / 4u) * ${rg}u) * ${D}u + lid % ${cq}u + (n % 4u) * ${cq}u`,
+    decl: `var acc: array<f32, ${n}>;\n  for (var n = 0u; n < ${n}u; n++) { acc[n] = 0.0; }`,
+    accumulate: (bound: string, row: string, W: (row: string) => string, v: string) => /* wgsl */ `for (var k = 0u; k < ${bound}; k++) {
+      let vb = k * ${D + 1}u + lid % ${cq}u;
+      let v0 = ${v}[vb];
+      let v1 = ${v}[vb + ${cq}u];
+      let v2 = ${v}[vb + ${2 * cq}u];
+      let v3 = ${v}[vb + ${3 * cq}u];
+      for (var m = 0u; m < ${tr}u; m++) {
+        let ${row} = lid / ${cq}u + m * ${rg}u;
+        if (${row} < ${rows}u) {
+          let w = ${W(row)};
+          acc[4u * m] += w * v0;
+          acc[4u * m + 1u] += w * v1;
+          acc[4u * m + 2u] += w * v2;
+          acc[4u * m + 3u] += w * v3;
+        }
+      }
+    }`,
+  };
 }
 
 const MAIN = '@compute @workgroup_size(' + TG + ')\nfn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32)';
@@ -227,7 +331,7 @@ ${MAIN} {
 /** One chunk of earlier keys' Σ_j P_ij X_j (and Σ_j P_ij) for the block's rows, into its slot. */
 function fwdPartialKernel(rt: GpuRuntime, pl: Plan, docs: boolean) {
   const { D, bk: R, kt: K } = pl;
-  const outs = Math.ceil((R * D) / TG);
+  const out = outputs(R, D);
   return rt.kernel('cubitSolvePartial', /* wgsl */ `${PARAMS}
 ${bindings([['r', 'read'], ['rh', 'read'], ['x', 'read'], ['lse', 'read'], ['part', 'read_write'], ...(docs ? [DOCS] : [])])}
 ${maskFns(docs)}
@@ -248,7 +352,7 @@ ${MAIN} {
   let ke = min(ks0 + p.chunk, i0);
   ${loadRows('rs', 'r', R, D, 'i0', 'i1')}
   if (lid < ${R}u) { ls[lid] = select(0.0, lse[base + min(i0 + lid, p.T - 1u)], i0 + lid < i1); }
-  var acc: array<f32, ${outs}>;
+  ${out.decl}
   var rowSum = 0.0;
   for (var j0 = ks0; j0 < ke; j0 += ${K}u) {
     workgroupBarrier();
@@ -262,11 +366,11 @@ ${MAIN} {
       ps[ri * ${K}u + kj] = w;`)}
     workgroupBarrier();
     if (lid < ${R}u) { for (var k = 0u; k < p.kt; k++) { rowSum += ps[lid * ${K}u + k]; } }
-    ${accumulate(outs, R, D, 'p.kt', 'ri', (ri) => `ps[${ri} * ${K}u + k]`, 'xs')}
+    ${out.accumulate('p.kt', 'ri', (ri) => `ps[${ri} * ${K}u + k]`, 'xs')}
   }
   let slot = (bh * p.gcap + g) * ${R * (D + 1)}u;
-  for (var n = 0u; n < ${outs}u; n++) {
-    let e = lid + n * ${TG}u;
+  for (var n = 0u; n < ${out.n}u; n++) {
+    let e = ${out.e};
     if (e < ${R * D}u) { part[slot + (e / ${D}u) * ${D + 1}u + e % ${D}u] = acc[n]; }
   }
   if (lid < ${R}u) { part[slot + lid * ${D + 1}u + ${D}u] = rowSum; }
@@ -396,7 +500,7 @@ export function cubitSolve(rt: GpuRuntime, r: GpuStorage, refScale: GpuStorage, 
 /** One chunk of later rows' Σ_i P_ij Z_i for the block's keys j, into its slot (the adjoint solve). */
 function adjPartialKernel(rt: GpuRuntime, pl: Plan, docs: boolean) {
   const { D, bk: R, kt: K } = pl;
-  const outs = Math.ceil((R * D) / TG);
+  const out = outputs(R, D);
   return rt.kernel('cubitAdjointPartial', /* wgsl */ `${PARAMS}
 ${bindings([['r', 'read'], ['rh', 'read'], ['z', 'read'], ['lse', 'read'], ['part', 'read_write'], ...(docs ? [DOCS] : [])])}
 ${maskFns(docs)}
@@ -415,7 +519,7 @@ ${MAIN} {
   let rs0 = j1 + g * p.chunk;
   let re = min(rs0 + p.chunk, rowEnd(j1 - 1u));
   ${loadRows('kh', 'rh', R, D, 'j0', 'j1')}
-  var acc: array<f32, ${outs}>;
+  ${out.decl}
   for (var i0 = rs0; i0 < re; i0 += ${K}u) {
     workgroupBarrier();
     ${loadRows('rs', 'r', K, D, 'i0', 're')}
@@ -428,11 +532,11 @@ ${MAIN} {
       if (i < re && j < j1 && visible(b, i, j)) { w = exp(d0[mt] - ls[ri]); }
       ps[ri * ${R}u + kj] = w;`)}
     workgroupBarrier();
-    ${accumulate(outs, R, D, 'p.kt', 'kj', (kj) => `ps[k * ${R}u + ${kj}]`, 'zs')}
+    ${out.accumulate('p.kt', 'kj', (kj) => `ps[k * ${R}u + ${kj}]`, 'zs')}
   }
   let slot = (bh * p.gcap + g) * ${R * D}u;
-  for (var n = 0u; n < ${outs}u; n++) {
-    let e = lid + n * ${TG}u;
+  for (var n = 0u; n < ${out.n}u; n++) {
+    let e = ${out.e};
     if (e < ${R * D}u) { part[slot + e] = acc[n]; }
   }
 }`, ['read', 'read', 'read', 'read', 'read_write', ...(docs ? ['read' as const] : [])]);
@@ -494,7 +598,7 @@ const DS = 'exp(d0[mt] - rc[3u * ri]) * ((rc[3u * ri + 1u] - d1[mt]) + rc[3u * r
 /** ∂r_i = Σ_j dS_ij r̂_j: a workgroup per (row block, b·h), over the keys each row sees. */
 function drKernel(rt: GpuRuntime, pl: Plan, docs: boolean) {
   const { D, pr: R, pt: K } = pl;
-  const outs = Math.ceil((R * D) / TG);
+  const out = outputs(R, D);
   return rt.kernel('cubitSolveDr', /* wgsl */ `${PARAMS}
 ${bindings([['r', 'read'], ['rh', 'read'], ['x', 'read'], ['z', 'read'], ['lse', 'read'], ['rowc', 'read'], ['dr', 'read_write'], ...(docs ? [DOCS] : [])])}
 ${maskFns(docs)}
@@ -518,7 +622,7 @@ ${MAIN} {
     rc[3u * lid + 1u] = rowc[2u * (base + i)];
     rc[3u * lid + 2u] = rowc[2u * (base + i) + 1u];
   }
-  var acc: array<f32, ${outs}>;
+  ${out.decl}
   for (var j0 = firstKey(i0); j0 < i1; j0 += ${K}u) {
     workgroupBarrier();
     ${loadRows('ks', 'rh', K, D, 'j0', 'i1')}
@@ -528,10 +632,10 @@ ${MAIN} {
       if (i0 + ri < i1 && j0 + kj < i1 && visible(b, i0 + ri, j0 + kj)) { w = ${DS}; }
       ds[ri * ${K}u + kj] = w;`)}
     workgroupBarrier();
-    ${accumulate(outs, R, D, 'p.pt', 'ri', (ri) => `ds[${ri} * ${K}u + k]`, 'ks')}
+    ${out.accumulate('p.pt', 'ri', (ri) => `ds[${ri} * ${K}u + k]`, 'ks')}
   }
-  for (var n = 0u; n < ${outs}u; n++) {
-    let e = lid + n * ${TG}u;
+  for (var n = 0u; n < ${out.n}u; n++) {
+    let e = ${out.e};
     if (e < ${R * D}u && i0 + e / ${D}u < i1) { dr[(base + i0) * ${D}u + e] = acc[n]; }
   }
 }`, ['read', 'read', 'read', 'read', 'read', 'read', 'read_write', ...(docs ? ['read' as const] : [])]);
@@ -540,7 +644,7 @@ ${MAIN} {
 /** ∂r̂_j = Σ_i dS_ij r_i: a workgroup per (key block, b·h), over the rows that see the keys. */
 function drhKernel(rt: GpuRuntime, pl: Plan, docs: boolean) {
   const { D, pr: R, pt: K } = pl;
-  const outs = Math.ceil((R * D) / TG);
+  const out = outputs(R, D);
   return rt.kernel('cubitSolveDrHat', /* wgsl */ `${PARAMS}
 ${bindings([['r', 'read'], ['rh', 'read'], ['x', 'read'], ['z', 'read'], ['lse', 'read'], ['rowc', 'read'], ['drh', 'read_write'], ...(docs ? [DOCS] : [])])}
 ${maskFns(docs)}
@@ -559,7 +663,7 @@ ${MAIN} {
   let re = rowEnd(j1 - 1u);
   ${loadRows('ks', 'rh', R, D, 'j0', 'j1')}
   ${loadRows('xs', 'x', R, D, 'j0', 'j1')}
-  var acc: array<f32, ${outs}>;
+  ${out.decl}
   for (var i0 = j0; i0 < re; i0 += ${K}u) {
     workgroupBarrier();
     ${loadRows('rs', 'r', K, D, 'i0', 're')}
@@ -575,10 +679,10 @@ ${MAIN} {
       if (i0 + ri < re && j0 + kj < j1 && visible(b, i0 + ri, j0 + kj)) { w = ${DS}; }
       ds[ri * ${R}u + kj] = w;`)}
     workgroupBarrier();
-    ${accumulate(outs, R, D, 'p.pt', 'kj', (kj) => `ds[k * ${R}u + ${kj}]`, 'rs')}
+    ${out.accumulate('p.pt', 'kj', (kj) => `ds[k * ${R}u + ${kj}]`, 'rs')}
   }
-  for (var n = 0u; n < ${outs}u; n++) {
-    let e = lid + n * ${TG}u;
+  for (var n = 0u; n < ${out.n}u; n++) {
+    let e = ${out.e};
     if (e < ${R * D}u && j0 + e / ${D}u < j1) { drh[(base + j0) * ${D}u + e] = acc[n]; }
   }
 }`, ['read', 'read', 'read', 'read', 'read', 'read', 'read_write', ...(docs ? ['read' as const] : [])]);
