@@ -244,19 +244,21 @@ function tileDots(rows: number, cols: number, D: number, pairs: readonly (readon
  * 4 values of v and one weight per row for 4·rows multiply-adds; else one column per thread.
  */
 function outputs(rows: number, D: number) {
+  // Zeroed explicitly (lavapipe; see tileDots).
+  const accDecl = (n: number): string => `var acc: array<f32, ${n}>;\n  for (var n = 0u; n < ${n}u; n++) { acc[n] = 0.0; }`;
   const cq = D / 4;
   if (!TILE || !Number.isInteger(cq) || TG % cq !== 0) {
     const n = Math.ceil((rows * D) / TG);
     return {
       n, e: `lid + n * ${TG}u`,
-      decl: `var acc: array<f32, ${n}>;\n  for (var n = 0u; n < ${n}u; n++) { acc[n] = 0.0; }`,
+      decl: accDecl(n),
       accumulate: (bound: string, row: string, W: (row: string) => string, v: string) => accumulatePlain(n, rows, D, bound, row, W, v),
     };
   }
   const rg = TG / cq, tr = Math.ceil(rows / rg), n = 4 * tr;
   return {
     n, e: `(lid / ${cq}u + (n / 4u) * ${rg}u) * ${D}u + lid % ${cq}u + (n % 4u) * ${cq}u`,
-    decl: `var acc: array<f32, ${n}>;\n  for (var n = 0u; n < ${n}u; n++) { acc[n] = 0.0; }`,
+    decl: accDecl(n),
     accumulate: (bound: string, row: string, W: (row: string) => string, v: string) => /* wgsl */ `for (var k = 0u; k < ${bound}; k++) {
       let vb = k * ${D + 1}u + lid % ${cq}u;
       let v0 = ${v}[vb];
