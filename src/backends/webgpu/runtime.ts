@@ -125,7 +125,9 @@ export class GpuRuntime {
     if (bytes > this.limits.maxStorageBufferBindingSize) {
       throw new RangeError(`webgpu: a tensor of ${length} values (${bytes} bytes) exceeds this device's largest storage binding (${this.limits.maxStorageBufferBindingSize} bytes)`);
     }
-    const size = bucket(bytes);
+    // The size class, but never past the largest binding: the whole buffer is bound, and a class
+    // rounded up past the limit (a tensor of 1.75–2 GiB where the limit is 2 GiB − 4) could not be.
+    const size = Math.min(bucket(bytes), this.limits.maxStorageBufferBindingSize - (this.limits.maxStorageBufferBindingSize % 4));
     const buffer = this.pool.get(size)?.pop() ?? this.createBuffer(size);
     this.inUse += size;
     if (this.inUse > this.peak) this.peak = this.inUse;
