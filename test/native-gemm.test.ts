@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadNativeAddon, nativeLoadError, type NativeAddon, type NativeIsa } from '../src/backends/native/addon.ts';
+import { Rng } from '../src/core/random.ts';
 
 const addon = loadNativeAddon();
 const skip = addon === null && process.env.CUBIT_BACKEND === 'reference' ? 'CUBIT_BACKEND=reference' : false;
@@ -12,16 +13,10 @@ test('native addon loads', { skip }, () => {
   assert.ok(addon, `native addon failed to load: ${nativeLoadError()}`);
 });
 
-// Small deterministic generator, so failures reproduce.
+// A seeded generator (core/random.ts's mulberry32), so failures reproduce.
 function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed);
+  return () => r.next();
 }
 
 interface Gemm {

@@ -12,19 +12,14 @@ import { matmulTiled } from '../src/backends/webgpu/kernels/core.ts';
 import * as mm from '../src/backends/webgpu/kernels/matmul.ts';
 import type { GpuStorage } from '../src/backends/webgpu/runtime.ts';
 import { webgpuUnavailable } from './webgpu-helpers.ts';
+import { Rng } from '../src/core/random.ts';
 
 const why = await webgpuUnavailable();
 
-/** A small deterministic generator (mulberry32). */
+/** A seeded generator (core/random.ts's mulberry32), so failures reproduce. */
 function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed);
+  return () => r.next();
 }
 
 interface Case { p: MatmulParams; a: Float32Array; b: Float32Array; c0: Float32Array }

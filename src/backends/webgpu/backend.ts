@@ -24,7 +24,7 @@ const g = (s: Storage): GpuStorage => s as GpuStorage;
 /** Checks recorded per slot buffer; more pending checks than this start another buffer. */
 const SLOTS_PER_BUFFER = 1024;
 
-interface PendingCheck { rule: ValueRule; op: string; name: string; dtype: DType; slots: GpuStorage; id: number }
+interface PendingCheck { rule: ValueRule; op: string; name: string; dtype: DType; id: number }
 
 export class WebGPUBackend implements Backend {
   readonly name: string = 'webgpu';
@@ -84,7 +84,7 @@ export class WebGPUBackend implements Backend {
     }
     const slots = this.slotBuffers[b];
     core.checkValues(this.rt, g(s), length, rule, slots, id % SLOTS_PER_BUFFER);
-    this.pendingChecks.push({ rule, op, name, dtype: s.dtype, slots, id });
+    this.pendingChecks.push({ rule, op, name, dtype: s.dtype, id });
   }
 
   // ---- core kernels (kernels/core.ts) ----

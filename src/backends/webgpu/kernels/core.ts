@@ -5,7 +5,7 @@
 import type { BinaryOp, MatmulParams, ReduceOp, UnaryOp, ValueRule } from '../../../core/backend.ts';
 import type { DType } from '../../../core/dtype.ts';
 import { grid1d, ParamWriter, type GpuRuntime, type GpuStorage } from '../runtime.ts';
-import { elementwiseMain, LINEAR_INDEX, MATH, WG, wgslType } from '../wgsl.ts';
+import { elementwiseMain, MATH, WG, wgslType } from '../wgsl.ts';
 
 /** Highest rank of the strided kernels after merging contiguous axes. */
 export const MAX_RANK = 8;
@@ -491,4 +491,3 @@ fn main() {
   rt.run(fetch, [s, slots], new ParamWriter().u32(id), [1]);
 }
 
-export { LINEAR_INDEX };
